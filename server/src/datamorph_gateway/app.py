@@ -1,0 +1,108 @@
+"""Assembling the gateway: the gRPC server, its services, the database and health.
+
+Besides DataMorphGateway the server carries the standard grpc.health.v1
+service (SERVING while the database answers, polled in the background) and
+server reflection, so grpcurl and load balancers need no proto files.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from datamorph.gateway.v1 import gateway_pb2 as pb
+from datamorph.gateway.v1 import gateway_pb2_grpc as pb_grpc
+from datamorph_gateway.config import Settings
+from datamorph_gateway.db.database import Database
+from datamorph_gateway.errors import ConfigError
+from datamorph_gateway.servicer import GatewayServicer
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DataMorphGateway"].full_name
+MAX_RECEIVE_BYTES = 16 * 1024 * 1024
+MAX_SEND_BYTES = 64 * 1024 * 1024
+
+
+class PortInUseError(RuntimeError):
+    """The configured address could not be bound."""
+
+
+class Gateway:
+    """One gateway process: build it, start() it, stop() it."""
+
+    def __init__(self, settings: Settings, dsn: str | None = None) -> None:
+        self.settings = settings
+        dsn = dsn or settings.database_dsn()
+        if dsn is None:
+            raise ConfigError("no database configured: set DATABASE_URL or RDS_ENDPOINT")
+        self.database = Database(settings, dsn)
+        self.servicer = GatewayServicer(settings, self.database)
+        self.health = health.HealthServicer(experimental_non_blocking=True)
+        self.server = grpc.server(
+            ThreadPoolExecutor(settings.grpc_max_workers, thread_name_prefix="rpc"),
+            options=[
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
+                ("grpc.max_send_message_length", MAX_SEND_BYTES),
+            ],
+        )
+        pb_grpc.add_DataMorphGatewayServicer_to_server(self.servicer, self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
+        )
+        address = f"{settings.grpc_host}:{settings.grpc_port}"
+        try:
+            self.port = self.server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise PortInUseError(
+                f"cannot listen on {address}: address in use or not available"
+            ) from exc
+        if self.port == 0:
+            raise PortInUseError(f"cannot listen on {address}: address in use or not available")
+        self.address = f"{settings.grpc_host}:{self.port}"
+        self._stopping = threading.Event()
+        self._poller = threading.Thread(target=self._poll_health, name="health", daemon=True)
+
+    def start(self) -> None:
+        self.database.pool.warm_up()
+        self._update_health()
+        self.server.start()
+        self._poller.start()
+        log.info("serving gRPC on %s", self.address)
+
+    def stop(self, grace_s: float | None = None) -> None:
+        """Stop taking calls, let running ones finish for the grace period, close the pool."""
+        self._stopping.set()
+        self.health.enter_graceful_shutdown()
+        grace = self.settings.grace_period_s if grace_s is None else grace_s
+        self.server.stop(grace).wait()
+        if self._poller.is_alive():
+            self._poller.join(timeout=self.settings.health_check_timeout_s + 1)
+        self.database.close()
+
+    def wait(self) -> None:
+        self.server.wait_for_termination()
+
+    def _update_health(self) -> None:
+        healthy = self.servicer.check_health().status == "healthy"
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if healthy
+            else (health_pb2.HealthCheckResponse.NOT_SERVING)
+        )
+        for name in ("", SERVICE_NAME):
+            self.health.set(name, status)
+
+    def _poll_health(self) -> None:
+        while not self._stopping.wait(self.settings.health_poll_interval_s):
+            try:
+                self._update_health()
+            except Exception:
+                log.exception("health check failed")

@@ -1,0 +1,239 @@
+"""The gateway's settings: one typed object, built once at start-up.
+
+Sources, in rising precedence: the defaults below, a JSON config file
+(``CONFIG_FILE``), an AWS Secrets Manager secret (``CONFIG_SECRET_ID``) and
+the environment. Every source uses the same upper-case keys (DataMorph's own,
+e.g. ``RDS_ENDPOINT``, plus the gateway's, e.g. ``GRPC_PORT``). Nothing else in
+the gateway reads ``os.environ``: the settings object is passed down.
+
+A secret may also be in the format RDS writes for managed credentials
+(``host``, ``port``, ``dbname``, ``username``, ``password``); those keys are
+read as the matching ``RDS_*`` keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from datamorph_gateway.errors import ConfigError
+
+SecretLoader = Callable[["Settings"], Mapping[str, Any]]
+
+# Keys of an RDS-managed secret and the DataMorph keys they stand for.
+_RDS_SECRET_KEYS = {
+    "host": "RDS_ENDPOINT",
+    "port": "RDS_PORT",
+    "dbname": "RDS_DBNAME",
+    "username": "RDS_USERNAME",
+    "password": "RDS_PASSWORD",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of the gateway. Field ``foo_bar`` is read from key ``FOO_BAR``."""
+
+    # Serving
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = 50051
+    grpc_max_workers: int = 32
+    grace_period_s: float = 5.0
+
+    # Database: DATABASE_URL wins over the RDS_* keys; with neither, embedded.
+    database_url: str = ""
+    rds_endpoint: str = ""
+    rds_port: int = 5432
+    rds_dbname: str = "postgres"
+    rds_username: str = ""
+    rds_password: str = field(default="", repr=False)
+    db_pool_min: int = 1
+    db_pool_max: int = 16
+    db_pool_timeout_s: float = 10.0
+    db_connect_timeout_s: float = 5.0
+    db_connect_attempts: int = 4
+    db_connect_backoff_s: float = 0.1
+    db_application_name: str = "datamorph-gateway"
+
+    # Embedded PostgreSQL (used when no database is configured)
+    data_dir: str = ".data"
+    embedded_pg_port: int = 0
+    seed_demo_data: bool = True
+
+    # Limits
+    statement_timeout_s: float = 30.0
+    max_table_names: int = 100
+    default_sample_limit: int = 10
+    max_sample_limit: int = 1000
+    max_query_bytes: int = 1_000_000
+    max_query_params: int = 10_000
+    max_result_rows: int = 10_000
+    health_check_timeout_s: float = 2.0
+    health_poll_interval_s: float = 5.0
+
+    # Logging
+    log_level: str = "INFO"
+    log_file: str = ""
+    log_file_max_bytes: int = 10 * 1024 * 1024
+    log_file_backups: int = 5
+
+    # AWS and workflows (used by the workflows and logs adapters)
+    aws_region: str = "us-east-1"
+    aws_endpoint_url: str = ""
+    config_secret_id: str = ""
+    dynamodb_table: str = "datamorph_logs"
+    dynamodb_partition_key: str = "run_id"
+    orchestrator_function: str = ""
+    orchestrator_handler: str = ""
+
+    def database_dsn(self) -> str | None:
+        """The libpq DSN of the configured database; None means run embedded."""
+        if self.database_url:
+            return self.database_url
+        if not self.rds_endpoint:
+            return None
+        user = quote(self.rds_username, safe="")
+        password = quote(self.rds_password, safe="")
+        auth = f"{user}:{password}@" if password else (f"{user}@" if user else "")
+        host = self.rds_endpoint
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        dbname = quote(self.rds_dbname, safe="")
+        return f"postgresql://{auth}{host}:{self.rds_port}/{dbname}"
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as a dict safe to log: secrets and DSNs masked."""
+        out = dataclasses.asdict(self)
+        for key in ("rds_password", "database_url"):
+            if out[key]:
+                out[key] = "***"
+        return out
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+
+
+def _coerce(key: str, raw: Any, kind: type) -> Any:
+    if kind is bool:
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off", ""):
+            return False
+        raise ConfigError(f"{key} must be a boolean (true/false)")
+    if kind in (int, float):
+        if isinstance(raw, bool):
+            raise ConfigError(f"{key} must be a number")
+        try:
+            return kind(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key} must be a number") from None
+    if isinstance(raw, (dict, list)):
+        raise ConfigError(f"{key} must be a string")
+    return str(raw)
+
+
+def _apply(values: dict[str, Any], source: Mapping[str, Any], *, strict: bool) -> None:
+    """Fold one source's keys into values; unknown keys are errors only in files."""
+    for key, raw in source.items():
+        name = key.lower()
+        spec = _FIELDS.get(name)
+        if spec is None:
+            if strict:
+                raise ConfigError(f"unknown configuration key {key!r}")
+            continue
+        if raw is None:
+            continue
+        kind = {"int": int, "float": float, "bool": bool}.get(str(spec.type), str)
+        values[name] = _coerce(key, raw, kind)
+
+
+def _read_file(path: str) -> Mapping[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"config file {path} is not readable JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a JSON object")
+    return data
+
+
+def normalize_secret(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Read a secret in DataMorph's key format or RDS's managed-secret format."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        mapped = _RDS_SECRET_KEYS.get(key)
+        if mapped is not None:
+            out[mapped] = value
+        elif key.lower() in _FIELDS:
+            out[key.upper()] = value
+    return out
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    *,
+    secret_loader: SecretLoader | None = None,
+) -> Settings:
+    """Build the settings from defaults, file, secret and environment.
+
+    ``secret_loader`` fetches the secret named by ``config_secret_id`` (the
+    AWS adapter in production); it is only called when a secret is named.
+    """
+    env = dict(os.environ if environ is None else environ)
+    known_env = {k: v for k, v in env.items() if k.lower() in _FIELDS}
+    values: dict[str, Any] = {}
+
+    config_file = env.get("CONFIG_FILE", "")
+    if config_file:
+        _apply(values, _read_file(config_file), strict=True)
+
+    # The secret's name and AWS endpoints may come from the file or the env.
+    _apply(values, known_env, strict=False)
+    staged = Settings(**values)
+    if staged.config_secret_id and secret_loader is not None:
+        _apply(values, normalize_secret(secret_loader(staged)), strict=False)
+        _apply(values, known_env, strict=False)
+
+    settings = Settings(**values)
+    _validate(settings)
+    return settings
+
+
+def _validate(s: Settings) -> None:
+    positive = (
+        "grpc_max_workers",
+        "db_pool_max",
+        "db_connect_attempts",
+        "max_table_names",
+        "default_sample_limit",
+        "max_sample_limit",
+        "max_query_bytes",
+        "max_result_rows",
+        "statement_timeout_s",
+        "db_pool_timeout_s",
+        "db_connect_timeout_s",
+        "health_check_timeout_s",
+        "health_poll_interval_s",
+    )
+    for name in positive:
+        if getattr(s, name) <= 0:
+            raise ConfigError(f"{name.upper()} must be positive")
+    if not 0 <= s.grpc_port <= 65535:
+        raise ConfigError("GRPC_PORT must be between 0 and 65535")
+    if not 0 <= s.db_pool_min <= s.db_pool_max:
+        raise ConfigError("DB_POOL_MIN must be between 0 and DB_POOL_MAX")
+    if s.default_sample_limit > s.max_sample_limit:
+        raise ConfigError("DEFAULT_SAMPLE_LIMIT must not exceed MAX_SAMPLE_LIMIT")
+    if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ConfigError("LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")

@@ -1,0 +1,158 @@
+"""Resolving table names and describing tables, in one catalog query each.
+
+Names are passed to ``to_regclass()`` as bind parameters, so PostgreSQL
+applies its own rules (search_path, case folding, quoting) and no caller text
+ever becomes SQL text. Descriptions read pg_catalog directly and borrow
+information_schema's helper functions, so a column looks exactly as in
+``information_schema.columns``, for any number of tables in one round trip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from datamorph_gateway.db.names import TableName
+from datamorph_gateway.db.pool import Connection
+from datamorph_gateway.errors import NotFound
+
+# Relation kinds that can be read like a table, and how we name them.
+READABLE_KINDS = {
+    "r": "table",
+    "p": "partitioned_table",
+    "v": "view",
+    "m": "materialized_view",
+    "f": "foreign_table",
+}
+
+_RESOLVE = """
+SELECT i.ord, c.oid, n.nspname, c.relname, c.relkind, c.reltuples::float8,
+       (CASE WHEN c.relkind = 'p' THEN
+              (SELECT coalesce(sum(pg_relation_size(t.relid)), 0)::int8
+                 FROM pg_partition_tree(c.oid) t WHERE t.isleaf)
+            WHEN c.relkind IN ('r', 'm') THEN pg_relation_size(c.oid)
+            ELSE 0 END
+         / current_setting('block_size')::int8)::int8 AS pages,
+       c.relpages
+  FROM unnest(%s::text[]) WITH ORDINALITY AS i(name, ord)
+  LEFT JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(i.name)
+  LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+ ORDER BY i.ord
+"""
+
+
+@dataclass(frozen=True)
+class Relation:
+    """A resolved, readable relation."""
+
+    oid: int
+    schema: str
+    name: str
+    kind: str  # one of READABLE_KINDS' keys
+    estimated_rows: float  # pg_class.reltuples; -1 when never analyzed
+    pages: int  # its current size in blocks (all leaf partitions for 'p')
+    analyzed_pages: int  # pg_class.relpages as of the last ANALYZE
+
+
+def resolve(
+    conn: Connection, names: Sequence[TableName], originals: Sequence[str]
+) -> list[Relation]:
+    """Resolve every name, or raise NotFound naming each one that is missing."""
+    with conn.cursor() as cur:
+        cur.execute(_RESOLVE, ([n.regclass_text() for n in names],))
+        rows = cur.fetchall()
+    found: list[Relation] = []
+    missing: list[str] = []
+    for (_ordinal, oid, schema, relname, kind, tuples, pages, relpages), original in zip(
+        rows, originals, strict=True
+    ):
+        if oid is None or kind not in READABLE_KINDS:
+            missing.append(original)
+            continue
+        found.append(Relation(oid, schema, relname, kind, tuples, int(pages), relpages))
+    if missing:
+        listed = ", ".join(f'"{m}"' for m in missing)
+        noun = "table" if len(missing) == 1 else "tables"
+        raise NotFound(
+            f"table_names: no such {noun}: {listed}",
+            reason="TABLE_NOT_FOUND",
+            metadata={"tables": ",".join(missing)},
+        )
+    return found
+
+
+_DESCRIBE = """
+SELECT r.oid,
+  (SELECT coalesce(json_agg(json_build_object(
+       'column_name', a.attname,
+       'data_type', CASE WHEN t.typtype = 'd' THEN
+                           CASE WHEN bt.typelem <> 0 AND bt.typlen = -1 THEN 'ARRAY'
+                                WHEN nbt.nspname = 'pg_catalog' THEN format_type(t.typbasetype, NULL)
+                                ELSE 'USER-DEFINED' END
+                         ELSE
+                           CASE WHEN t.typelem <> 0 AND t.typlen = -1 THEN 'ARRAY'
+                                WHEN nt.nspname = 'pg_catalog' THEN format_type(a.atttypid, NULL)
+                                ELSE 'USER-DEFINED' END
+                    END,
+       'is_nullable', CASE WHEN a.attnotnull OR (t.typtype = 'd' AND t.typnotnull)
+                           THEN 'NO' ELSE 'YES' END,
+       'column_default', pg_get_expr(ad.adbin, ad.adrelid),
+       'ordinal_position', a.attnum,
+       'character_maximum_length', information_schema._pg_char_max_length(
+            information_schema._pg_truetypid(a.*, t.*), information_schema._pg_truetypmod(a.*, t.*)),
+       'numeric_precision', information_schema._pg_numeric_precision(
+            information_schema._pg_truetypid(a.*, t.*), information_schema._pg_truetypmod(a.*, t.*)),
+       'numeric_scale', information_schema._pg_numeric_scale(
+            information_schema._pg_truetypid(a.*, t.*), information_schema._pg_truetypmod(a.*, t.*)),
+       'udt_name', coalesce(bt.typname, t.typname),
+       'type', format_type(a.atttypid, a.atttypmod)
+     ) ORDER BY a.attnum), '[]'::json)
+     FROM pg_catalog.pg_attribute a
+     JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+     JOIN pg_catalog.pg_namespace nt ON nt.oid = t.typnamespace
+     LEFT JOIN pg_catalog.pg_type bt ON t.typtype = 'd' AND bt.oid = t.typbasetype
+     LEFT JOIN pg_catalog.pg_namespace nbt ON nbt.oid = bt.typnamespace
+     LEFT JOIN pg_catalog.pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
+    WHERE a.attrelid = r.oid AND a.attnum > 0 AND NOT a.attisdropped) AS columns,
+  (SELECT coalesce(json_agg(a.attname ORDER BY k.ord), '[]'::json)
+     FROM pg_catalog.pg_constraint con
+     CROSS JOIN LATERAL unnest(con.conkey) WITH ORDINALITY AS k(attnum, ord)
+     JOIN pg_catalog.pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum
+    WHERE con.conrelid = r.oid AND con.contype = 'p') AS primary_keys,
+  (SELECT coalesce(json_agg(json_build_object(
+       'column_name', a.attname,
+       'foreign_table_schema', fn.nspname,
+       'foreign_table_name', fc.relname,
+       'foreign_column_name', fa.attname,
+       'constraint_name', con.conname
+     ) ORDER BY con.conname, k.ord), '[]'::json)
+     FROM pg_catalog.pg_constraint con
+     CROSS JOIN LATERAL unnest(con.conkey, con.confkey) WITH ORDINALITY AS k(attnum, fattnum, ord)
+     JOIN pg_catalog.pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum
+     JOIN pg_catalog.pg_class fc ON fc.oid = con.confrelid
+     JOIN pg_catalog.pg_namespace fn ON fn.oid = fc.relnamespace
+     JOIN pg_catalog.pg_attribute fa ON fa.attrelid = con.confrelid AND fa.attnum = k.fattnum
+    WHERE con.conrelid = r.oid AND con.contype = 'f') AS foreign_keys
+  FROM unnest(%s::oid[]) AS r(oid)
+"""
+
+
+@dataclass(frozen=True)
+class TableDescription:
+    """A table's columns and keys, as plain JSON-ready values."""
+
+    relation: Relation
+    columns: list[dict[str, Any]]
+    primary_keys: list[str]
+    foreign_keys: list[dict[str, Any]]
+
+
+def describe(conn: Connection, relations: Sequence[Relation]) -> list[TableDescription]:
+    """Describe every relation in one round trip, in the order given."""
+    if not relations:
+        return []
+    with conn.cursor() as cur:
+        cur.execute(_DESCRIBE, (sorted({r.oid for r in relations}),))
+        by_oid = {oid: (cols, pks, fks) for oid, cols, pks, fks in cur.fetchall()}
+    return [TableDescription(r, *by_oid[r.oid]) for r in relations]

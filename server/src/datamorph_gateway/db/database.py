@@ -1,0 +1,191 @@
+"""The database layer's front door: the operations the servicer asks for.
+
+Each operation borrows a pooled connection for one transaction whose
+statement timeout is the caller's remaining time, and turns psycopg2 errors
+into request errors here, outside the pool, so the pool still sees (and
+discards) connections that broke.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import psycopg2
+from psycopg2.extensions import parse_dsn
+
+from datamorph_gateway.config import Settings
+from datamorph_gateway.db import catalog, encoding, query, sampling
+from datamorph_gateway.db.encoding import ColumnType, TypeCatalog, decode_rows
+from datamorph_gateway.db.names import TableName
+from datamorph_gateway.db.pool import Connection, ConnectionPool
+from datamorph_gateway.errors import Unavailable, from_database_error
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """Sampled rows of one table, JSON-ready, with their column types."""
+
+    columns: list[ColumnType]
+    keys: list[str]
+    rows: list[list[Any]]
+
+
+class Database:
+    """PostgreSQL as the gateway uses it: a pool, a type cache and four operations."""
+
+    def __init__(self, settings: Settings, dsn: str) -> None:
+        self.types = TypeCatalog()
+        base_options = parse_dsn(dsn).get("options", "")
+        self.pool = ConnectionPool(
+            dsn,
+            min_size=settings.db_pool_min,
+            max_size=settings.db_pool_max,
+            acquire_timeout_s=settings.db_pool_timeout_s,
+            connect_timeout_s=settings.db_connect_timeout_s,
+            connect_attempts=settings.db_connect_attempts,
+            backoff_s=settings.db_connect_backoff_s,
+            connect_kwargs={
+                "options": encoding.startup_options(base_options),
+                "application_name": settings.db_application_name,
+            },
+            on_connect=encoding.install,
+        )
+
+    def close(self) -> None:
+        self.pool.close()
+
+    # -- transactions --------------------------------------------------------
+
+    @contextmanager
+    def _transaction(
+        self, timeout_s: float, *, read_only: bool, reset_session: bool = False
+    ) -> Iterator[Connection]:
+        start = time.monotonic()
+        try:
+            with self.pool.connection(timeout_s) as conn:
+                remaining = max(timeout_s - (time.monotonic() - start), 0.001)
+                begin = "SET TRANSACTION READ ONLY; " if read_only else ""
+                with conn.cursor() as cur:
+                    cur.execute(
+                        begin + "SET LOCAL statement_timeout = %s",
+                        (query.statement_timeout_ms(remaining),),
+                    )
+                yield conn
+                conn.commit()
+                if reset_session:
+                    _reset_session(conn)
+        except psycopg2.Error as exc:
+            raise from_database_error(exc) from exc
+
+    def _read(self, timeout_s: float, work: Callable[[Connection], T]) -> T:
+        """Run a read-only unit of work, once more on a fresh connection if the first one died.
+
+        Reads are idempotent, so a connection lost to a database restart is
+        retried rather than failed; the pool has discarded the dead one.
+        """
+        deadline = time.monotonic() + timeout_s
+        for attempt in (1, 2):
+            try:
+                with self._transaction(
+                    max(deadline - time.monotonic(), 0.001), read_only=True
+                ) as c:
+                    return work(c)
+            except Unavailable:
+                if attempt == 2 or time.monotonic() >= deadline:
+                    raise
+                log.info("database connection lost during a read; retrying once")
+        raise AssertionError("unreachable")
+
+    # -- operations ------------------------------------------------------------
+
+    def get_schemas(
+        self, names: Sequence[TableName], originals: Sequence[str], timeout_s: float
+    ) -> list[catalog.TableDescription]:
+        def work(conn: Connection) -> list[catalog.TableDescription]:
+            return catalog.describe(conn, catalog.resolve(conn, names, originals))
+
+        return self._read(timeout_s, work)
+
+    def get_data(
+        self, names: Sequence[TableName], originals: Sequence[str], limit: int, timeout_s: float
+    ) -> list[Sample]:
+        def work(conn: Connection) -> list[Sample]:
+            samples = []
+            for relation in catalog.resolve(conn, names, originals):
+                description, rows = sampling.sample(conn, relation, limit)
+                columns = self.types.describe(conn, [d.type_code for d in description])
+                keys = [d.name for d in description]
+                samples.append(Sample(columns, keys, decode_rows(columns, rows)))
+            return samples
+
+        return self._read(timeout_s, work)
+
+    def execute(
+        self,
+        sql: str,
+        params: Sequence[Any] | None,
+        *,
+        read_only: bool,
+        max_rows: int,
+        timeout_s: float,
+        use_cursor: bool,
+    ) -> query.QueryResult:
+        """Run a caller's SQL and commit; any error rolls all of it back."""
+        deadline = time.monotonic() + timeout_s
+        try:
+            return self._execute_once(sql, params, read_only, max_rows, timeout_s, use_cursor)
+        except query.CursorRefused:
+            remaining = max(deadline - time.monotonic(), 0.001)
+            return self._execute_once(sql, params, read_only, max_rows, remaining, False)
+
+    def _execute_once(
+        self,
+        sql: str,
+        params: Sequence[Any] | None,
+        read_only: bool,
+        max_rows: int,
+        timeout_s: float,
+        use_cursor: bool,
+    ) -> query.QueryResult:
+        with self._transaction(timeout_s, read_only=read_only, reset_session=True) as conn:
+            return query.run(
+                conn, self.types, query=sql, params=params, max_rows=max_rows, use_cursor=use_cursor
+            )
+
+    def check(self, timeout_s: float) -> float:
+        """Round-trip to the database; the latency in seconds, or a request error."""
+        start = time.monotonic()
+
+        def work(conn: Connection) -> None:
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1")
+                cur.fetchone()
+
+        self._read(timeout_s, work)
+        return time.monotonic() - start
+
+
+def _reset_session(conn: Connection) -> None:
+    """Undo whatever session state the caller's SQL left (SET, temp tables, prepared statements).
+
+    The transaction has committed, so a failure here must not fail the
+    request: the connection is closed instead, and the pool drops it.
+    """
+    if conn.closed:
+        return
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("DISCARD ALL")
+        conn.autocommit = False
+    except psycopg2.Error:
+        log.warning("could not reset a session after a query; closing the connection")
+        conn.close()

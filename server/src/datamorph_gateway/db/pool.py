@@ -1,0 +1,218 @@
+"""A bounded, thread-safe pool of psycopg2 connections shared by all requests.
+
+Why not psycopg2.pool: it raises at once when empty instead of waiting, it
+hands out connections the server has already closed, and it does not retry a
+connect. This one waits (bounded) for a free connection, connects with
+exponential backoff, checks an idle connection is still alive before handing
+it out (without a round trip) and never hands out a broken one again, so the
+gateway keeps serving after the database restarts.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import select
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import psycopg2
+import psycopg2.extensions as ext
+
+from datamorph_gateway.errors import ResourceExhausted, Unavailable
+
+log = logging.getLogger(__name__)
+
+Connection = ext.connection
+ConnectHook = Callable[[Connection], None]
+
+
+class ConnectionPool:
+    """Connections to one database, at most ``max_size`` open at once."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 16,
+        acquire_timeout_s: float = 10.0,
+        connect_timeout_s: float = 5.0,
+        connect_attempts: int = 4,
+        backoff_s: float = 0.1,
+        connect_kwargs: dict[str, str] | None = None,
+        on_connect: ConnectHook | None = None,
+    ) -> None:
+        self._dsn = dsn
+        self.min_size = min_size
+        self.max_size = max_size
+        self._acquire_timeout_s = acquire_timeout_s
+        self._connect_timeout_s = connect_timeout_s
+        self._connect_attempts = connect_attempts
+        self._backoff_s = backoff_s
+        self._connect_kwargs = dict(connect_kwargs or {})
+        self._on_connect = on_connect
+        self._idle: deque[Connection] = deque()
+        self._open = 0
+        self._closed = False
+        self._cond = threading.Condition()
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def warm_up(self) -> None:
+        """Open ``min_size`` connections now; failures are logged, not raised."""
+        conns = []
+        try:
+            for _ in range(self.min_size):
+                conns.append(self._acquire(time.monotonic() + self._connect_timeout_s))
+        except Unavailable as exc:
+            log.warning("database not reachable at start-up: %s", exc.message)
+        for conn in conns:
+            self._release(conn, broken=False)
+
+    def close(self) -> None:
+        """Close every idle connection; busy ones are closed when released."""
+        with self._cond:
+            self._closed = True
+            while self._idle:
+                self._discard_locked(self._idle.pop())
+            self._cond.notify_all()
+
+    def stats(self) -> dict[str, int]:
+        with self._cond:
+            return {"open": self._open, "idle": len(self._idle), "max": self.max_size}
+
+    # -- use ---------------------------------------------------------------
+
+    @contextmanager
+    def connection(self, timeout_s: float | None = None) -> Iterator[Connection]:
+        """Lend a connection in a clean state (no open transaction).
+
+        On an exception the transaction is rolled back; a connection that
+        failed at the protocol level is closed instead of being returned.
+        """
+        wait = (
+            self._acquire_timeout_s
+            if timeout_s is None
+            else min(timeout_s, self._acquire_timeout_s)
+        )
+        conn = self._acquire(time.monotonic() + max(wait, 0.0))
+        broken = False
+        try:
+            yield conn
+        except (psycopg2.OperationalError, psycopg2.InterfaceError):
+            broken = True
+            raise
+        finally:
+            self._release(conn, broken=broken)
+
+    def _acquire(self, deadline: float) -> Connection:
+        with self._cond:
+            while True:
+                if self._closed:
+                    raise Unavailable("the gateway is shutting down", reason="SHUTTING_DOWN")
+                while self._idle:
+                    conn = self._idle.pop()
+                    if _alive(conn):
+                        return conn
+                    log.info("discarding a database connection closed by the server")
+                    self._discard_locked(conn)
+                if self._open < self.max_size:
+                    self._open += 1
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise ResourceExhausted(
+                        f"all {self.max_size} database connections are busy; try again later",
+                        reason="POOL_EXHAUSTED",
+                    )
+                self._cond.wait(remaining)
+        try:
+            return self._connect(deadline)
+        except BaseException:
+            with self._cond:
+                self._open -= 1
+                self._cond.notify()
+            raise
+
+    def _connect(self, deadline: float) -> Connection:
+        """Connect, retrying with exponential backoff and jitter until attempts or time run out."""
+        last: Exception | None = None
+        attempt = 0
+        for attempt in range(self._connect_attempts):
+            if attempt:
+                delay = self._backoff_s * (2 ** (attempt - 1)) * (0.5 + random.random())  # noqa: S311
+                if time.monotonic() + delay >= deadline:
+                    break
+                time.sleep(delay)
+            remaining = max(deadline - time.monotonic(), 0.0)
+            timeout = max(2, int(min(self._connect_timeout_s, remaining) + 0.999))
+            try:
+                conn = psycopg2.connect(self._dsn, connect_timeout=timeout, **self._connect_kwargs)
+            except psycopg2.OperationalError as exc:
+                last = exc
+                log.warning(
+                    "database connect attempt %d/%d failed: %s",
+                    attempt + 1,
+                    self._connect_attempts,
+                    _first_line(exc),
+                )
+                continue
+            try:
+                if self._on_connect is not None:
+                    self._on_connect(conn)
+                if conn.status != ext.STATUS_READY:
+                    conn.rollback()
+            except BaseException:
+                conn.close()
+                raise
+            return conn
+        log.error(
+            "database unavailable after %d connect attempts: %s", attempt + 1, _first_line(last)
+        )
+        raise Unavailable("the database is unavailable", reason="DATABASE_UNAVAILABLE")
+
+    def _release(self, conn: Connection, *, broken: bool) -> None:
+        if not broken and not conn.closed:
+            try:
+                if conn.status != ext.STATUS_READY:
+                    conn.rollback()
+            except psycopg2.Error:
+                broken = True
+        with self._cond:
+            if broken or conn.closed or self._closed:
+                self._discard_locked(conn)
+            else:
+                self._idle.append(conn)
+            self._cond.notify()
+
+    def _discard_locked(self, conn: Connection) -> None:
+        self._open -= 1
+        try:
+            conn.close()
+        except psycopg2.Error:
+            log.debug("error closing a discarded connection", exc_info=True)
+
+
+def _alive(conn: Connection) -> bool:
+    """A cheap liveness test for an idle connection, with no round trip.
+
+    An idle connection has nothing to read unless the server sent something
+    on its own: in practice the FATAL message and EOF of a terminated
+    session (restart, failover, idle timeout). Readable means dead.
+    """
+    if conn.closed:
+        return False
+    try:
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    except (OSError, ValueError, psycopg2.InterfaceError):
+        return False
+    return not readable
+
+
+def _first_line(exc: BaseException | None) -> str:
+    text = str(exc).strip() if exc is not None else ""
+    return text.splitlines()[0] if text else type(exc).__name__

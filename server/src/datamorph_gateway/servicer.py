@@ -1,0 +1,306 @@
+"""The DataMorphGateway service: checks each request, calls the layer that does the work.
+
+Validation lives here so that every bad field is named the same way for
+gRPC and REST callers, and nothing reaches the database before the whole
+request has been checked.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+from google.protobuf import struct_pb2
+
+from datamorph.gateway.v1 import gateway_pb2 as pb
+from datamorph.gateway.v1 import gateway_pb2_grpc as pb_grpc
+from datamorph_gateway import __version__, audit
+from datamorph_gateway.config import Settings
+from datamorph_gateway.db import sqltext
+from datamorph_gateway.db.catalog import READABLE_KINDS
+from datamorph_gateway.db.database import Database
+from datamorph_gateway.db.encoding import append_array_rows, append_object_rows
+from datamorph_gateway.db.names import InvalidTableName, TableName, parse_table_name
+from datamorph_gateway.db.query import QueryResult, wants_cursor
+from datamorph_gateway.errors import (
+    FieldViolation,
+    GatewayError,
+    InvalidArgument,
+    Unavailable,
+    Unimplemented,
+)
+from datamorph_gateway.rpc import rpc, time_budget_s
+
+log = logging.getLogger(__name__)
+
+SUCCESS = "success"
+# Statements that would end the request's transaction early and so break
+# "any error rolls the whole request back".
+_TRANSACTION_CONTROL = frozenset({"BEGIN", "START", "COMMIT", "END", "ABORT", "ROLLBACK"})
+
+
+class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
+    """Maps each RPC onto the database layer (and, later, workflows and logs)."""
+
+    def __init__(self, settings: Settings, database: Database) -> None:
+        self._settings = settings
+        self._db = database
+
+    # -- tables ----------------------------------------------------------------
+
+    def _table_names(self, names: Sequence[str]) -> list[TableName]:
+        s = self._settings
+        if not names:
+            raise InvalidArgument.field("table_names", "must name at least one table")
+        if len(names) > s.max_table_names:
+            raise InvalidArgument.field(
+                "table_names", f"at most {s.max_table_names} tables per request, got {len(names)}"
+            )
+        parsed: list[TableName] = []
+        violations: list[FieldViolation] = []
+        for i, name in enumerate(names):
+            try:
+                parsed.append(parse_table_name(name))
+            except InvalidTableName as exc:
+                violations.append(FieldViolation(f"table_names[{i}]", f"{name!r}: {exc}"))
+        if violations:
+            message = "; ".join(f"{v.field}: {v.description}" for v in violations)
+            raise InvalidArgument(message, violations=violations)
+        return parsed
+
+    @rpc
+    def GetSchemas(
+        self, request: pb.GetSchemasRequest, context: grpc.ServicerContext
+    ) -> pb.GetSchemasResponse:
+        originals = list(request.table_names)
+        names = self._table_names(originals)
+        budget = time_budget_s(context, self._settings.statement_timeout_s)
+        tables = self._db.get_schemas(names, originals, budget)
+        response = pb.GetSchemasResponse(status=SUCCESS)
+        for original, table in zip(originals, tables, strict=True):
+            schema = response.schemas[original]
+            schema.table_name = table.relation.name
+            schema.schema = table.relation.schema
+            schema.table_type = READABLE_KINDS[table.relation.kind]
+            schema.primary_keys.extend(table.primary_keys)
+            for col in table.columns:
+                column = schema.columns.add(
+                    column_name=col["column_name"],
+                    data_type=col["data_type"],
+                    is_nullable=col["is_nullable"],
+                    ordinal_position=col["ordinal_position"],
+                    udt_name=col["udt_name"],
+                    type=col["type"],
+                )
+                for key in (
+                    "column_default",
+                    "character_maximum_length",
+                    "numeric_precision",
+                    "numeric_scale",
+                ):
+                    _set_value(getattr(column, key), col[key])
+            for fk in table.foreign_keys:
+                schema.foreign_keys.add(**fk)
+        return response
+
+    @rpc
+    def GetData(
+        self, request: pb.GetDataRequest, context: grpc.ServicerContext
+    ) -> pb.GetDataResponse:
+        s = self._settings
+        originals = list(request.table_names)
+        names = self._table_names(originals)
+        limit = s.default_sample_limit
+        if request.HasField("limit"):
+            limit = request.limit
+            if not 0 < limit <= s.max_sample_limit:
+                raise InvalidArgument.field(
+                    "limit", f"must be between 1 and {s.max_sample_limit}, got {limit}"
+                )
+        budget = time_budget_s(context, s.statement_timeout_s)
+        samples = self._db.get_data(names, originals, limit, budget)
+        response = pb.GetDataResponse(status=SUCCESS)
+        for original, sample in zip(originals, samples, strict=True):
+            append_object_rows(response.data[original].values, sample.keys, sample.rows)
+            columns = response.columns[original]
+            for key, column in zip(sample.keys, sample.columns, strict=True):
+                columns.values.add().struct_value.update({"name": key, "type": column.name})
+        return response
+
+    # -- SQL ---------------------------------------------------------------------
+
+    @rpc
+    def ExecuteQuery(
+        self, request: pb.ExecuteQueryRequest, context: grpc.ServicerContext
+    ) -> pb.ExecuteQueryResponse:
+        s = self._settings
+        query = request.query
+        scanned = self._check_query(request)
+        max_rows = s.max_result_rows
+        if request.HasField("max_rows"):
+            max_rows = request.max_rows
+            if not 0 < max_rows <= s.max_result_rows:
+                raise InvalidArgument.field(
+                    "max_rows", f"must be between 1 and {s.max_result_rows}, got {max_rows}"
+                )
+        params = [_from_value(v) for v in request.params]
+        budget = time_budget_s(context, s.statement_timeout_s)
+        start = time.perf_counter()
+        outcome = "error"
+        rows = 0
+        try:
+            result = self._db.execute(
+                query,
+                params,
+                read_only=request.read_only,
+                max_rows=max_rows,
+                timeout_s=budget,
+                use_cursor=wants_cursor(scanned),
+            )
+            rows = len(result.rows)
+            outcome = "ok"
+        except GatewayError as exc:
+            outcome = f"{exc.code.name}" + (
+                f" sqlstate={exc.metadata['sqlstate']}" if "sqlstate" in exc.metadata else ""
+            )
+            raise
+        finally:
+            audit.record(
+                context,
+                query=query,
+                param_count=len(params),
+                read_only=request.read_only,
+                duration_ms=(time.perf_counter() - start) * 1000,
+                rows=rows,
+                outcome=outcome,
+            )
+        return self._query_response(result, request.row_format)
+
+    def _check_query(self, request: pb.ExecuteQueryRequest) -> sqltext.SqlText:
+        s = self._settings
+        query = request.query
+        if not query.strip():
+            raise InvalidArgument.field("query", "must not be empty")
+        size = len(query.encode("utf-8"))
+        if size > s.max_query_bytes:
+            raise InvalidArgument.field(
+                "query", f"is {size} bytes, over the limit of {s.max_query_bytes}"
+            )
+        if "\x00" in query:
+            raise InvalidArgument.field("query", "must not contain NUL characters")
+        scanned = sqltext.scan(query)
+        if scanned.statements == 0:
+            raise InvalidArgument.field("query", "holds no SQL statement")
+        control = _TRANSACTION_CONTROL.intersection(scanned.keywords)
+        if control:
+            raise InvalidArgument.field(
+                "query",
+                f"transaction control ({', '.join(sorted(control))}) is not allowed: "
+                "each request runs in one transaction that the gateway commits or rolls back",
+            )
+        if request.read_only and scanned.statements > 1:
+            raise InvalidArgument.field("query", "a read_only query must be a single statement")
+        count = len(request.params)
+        if count > s.max_query_params:
+            raise InvalidArgument.field(
+                "params", f"at most {s.max_query_params} values, got {count}"
+            )
+        if count and (scanned.max_placeholder != count or 0 in scanned.placeholders):
+            raise InvalidArgument.field(
+                "params",
+                f"{count} values given but the query's placeholders run from $1 to "
+                f"${scanned.max_placeholder}",
+            )
+        for i, value in enumerate(request.params):
+            if _has_nul(value):
+                raise InvalidArgument.field(f"params[{i}]", "must not contain NUL characters")
+        return scanned
+
+    def _query_response(self, result: QueryResult, row_format: int) -> pb.ExecuteQueryResponse:
+        response = pb.ExecuteQueryResponse(
+            status=SUCCESS,
+            row_count=len(result.rows),
+            rows_affected=float(result.rows_affected),
+            command=result.command,
+            truncated=result.truncated,
+        )
+        for name, column, key in zip(result.names, result.columns, result.keys, strict=True):
+            response.columns.add(name=name, type=column.name, key=key)
+        if row_format == pb.ROW_FORMAT_ARRAY:
+            append_array_rows(response.rows, result.rows)
+        else:
+            append_object_rows(response.rows, result.keys, result.rows)
+        return response
+
+    # -- workflows and logs (their own issue) ---------------------------------------
+
+    @rpc
+    def StartWorkflow(
+        self, request: pb.StartWorkflowRequest, context: grpc.ServicerContext
+    ) -> pb.StartWorkflowResponse:
+        raise Unimplemented("StartWorkflow is not available in this version of the gateway")
+
+    @rpc
+    def GetLogs(
+        self, request: pb.GetLogsRequest, context: grpc.ServicerContext
+    ) -> pb.GetLogsResponse:
+        raise Unimplemented("GetLogs is not available in this version of the gateway")
+
+    # -- health ------------------------------------------------------------------------
+
+    def check_health(self) -> pb.HealthResponse:
+        """Check every dependency within the configured timeout."""
+        response = pb.HealthResponse(status="healthy", version=__version__)
+        start = time.perf_counter()
+        check = response.checks["database"]
+        try:
+            self._db.check(self._settings.health_check_timeout_s)
+            check.status = "healthy"
+        except GatewayError as exc:
+            check.status = "unhealthy"
+            check.message = exc.message
+            response.status = "unhealthy"
+        check.latency_ms = (time.perf_counter() - start) * 1000
+        return response
+
+    @rpc
+    def Health(self, request: pb.HealthRequest, context: grpc.ServicerContext) -> pb.HealthResponse:
+        response = self.check_health()
+        if response.status != "healthy":
+            failing = ", ".join(k for k, v in response.checks.items() if v.status != "healthy")
+            raise Unavailable(f"unhealthy: {failing}", reason="UNHEALTHY", extra_details=[response])
+        return response
+
+
+def _set_value(target: struct_pb2.Value, value: Any) -> None:
+    if value is None:
+        target.null_value = struct_pb2.NULL_VALUE
+    elif isinstance(value, str):
+        target.string_value = value
+    else:
+        target.number_value = value
+
+
+def _from_value(value: struct_pb2.Value) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind == "struct_value":
+        return {k: _from_value(v) for k, v in value.struct_value.fields.items()}
+    if kind == "list_value":
+        return [_from_value(v) for v in value.list_value.values]
+    if kind in (None, "null_value"):
+        return None
+    return getattr(value, kind)
+
+
+def _has_nul(value: struct_pb2.Value) -> bool:
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        return "\x00" in value.string_value
+    if kind == "list_value":
+        return any(_has_nul(v) for v in value.list_value.values)
+    if kind == "struct_value":
+        return any("\x00" in k or _has_nul(v) for k, v in value.struct_value.fields.items())
+    return False

