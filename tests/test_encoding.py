@@ -14,8 +14,8 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions as ext
 import pytest
-from google.protobuf import json_format  # type: ignore[import-untyped]
-from google.protobuf.struct_pb2 import ListValue, Struct, Value  # type: ignore[import-untyped]
+from google.protobuf import json_format
+from google.protobuf.struct_pb2 import ListValue, Struct, Value
 
 from datamorph_gateway.db.encoding import (
     SESSION_OPTIONS,

@@ -47,7 +47,7 @@ class Settings:
     grace_period_s: float = 5.0
 
     # Database: DATABASE_URL wins over the RDS_* keys; with neither, embedded.
-    database_url: str = ""
+    database_url: str = field(default="", repr=False)
     rds_endpoint: str = ""
     rds_port: int = 5432
     rds_dbname: str = "postgres"

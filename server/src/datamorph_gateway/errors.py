@@ -172,24 +172,24 @@ def code_for_sqlstate(sqlstate: str) -> grpc.StatusCode:
 
 
 def from_database_error(exc: psycopg2.Error) -> GatewayError:
-    """Translate a psycopg2 error raised while running SQL into a request error."""
+    """Translate a psycopg2 error raised while running SQL into a request error.
+
+    Errors that are the server's fault (SQLSTATE classes XX, 58, ...) and
+    client-side psycopg2 errors without a SQLSTATE are bugs, not request
+    errors: they are re-raised for the boundary to answer INTERNAL.
+    """
     sqlstate = exc.pgcode or ""
-    if not sqlstate or isinstance(exc, (psycopg2.InterfaceError, psycopg2.OperationalError)):
-        if sqlstate == "57014":
-            return DeadlineExceeded(
-                "canceling statement due to statement timeout",
-                reason="STATEMENT_TIMEOUT",
-                metadata={"sqlstate": sqlstate},
-            )
-        if not sqlstate or sqlstate[:2] in ("08", "57"):
-            return Unavailable(
-                "the database connection was lost; the statement did not complete",
-                reason="DATABASE_UNAVAILABLE",
-                metadata={"sqlstate": sqlstate} if sqlstate else {},
-            )
-    code = code_for_sqlstate(sqlstate)
+    if not sqlstate and not isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError)):
+        raise exc
+    code = code_for_sqlstate(sqlstate) if sqlstate else _S.UNAVAILABLE
     if code == _S.INTERNAL:
         raise exc
+    if code == _S.UNAVAILABLE:
+        return Unavailable(
+            "the database connection was lost before the request finished",
+            reason="DATABASE_UNAVAILABLE",
+            metadata={"sqlstate": sqlstate} if sqlstate else {},
+        )
     diag = exc.diag
     parts = [diag.message_primary or str(exc).strip()]
     if diag.message_detail:

@@ -208,6 +208,10 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
             raise InvalidArgument.field(
                 "params", f"at most {s.max_query_params} values, got {count}"
             )
+        if count and not scanned.placeholders:
+            raise InvalidArgument.field(
+                "params", f"{count} values given but the query has no $n placeholders"
+            )
         if count and (scanned.max_placeholder != count or 0 in scanned.placeholders):
             raise InvalidArgument.field(
                 "params",

@@ -216,7 +216,7 @@ class GatewayClient:
         *,
         read_only: bool = False,
         max_rows: int | None = None,
-        row_format: int = pb.ROW_FORMAT_OBJECT,
+        row_format: pb.RowFormat = pb.ROW_FORMAT_OBJECT,
         timeout_s: float | None = None,
     ) -> QueryResult:
         request = pb.ExecuteQueryRequest(query=query, read_only=read_only, row_format=row_format)
@@ -249,15 +249,20 @@ class GatewayClient:
             target_table=target_table,
             idempotency_key=idempotency_key,
         )
-        return self._call(self.stub.StartWorkflow, request, timeout_s)
+        response: pb.StartWorkflowResponse = self._call(self.stub.StartWorkflow, request, timeout_s)
+        return response
 
     def get_logs(self, run_id: str, *, timeout_s: float | None = None) -> pb.GetLogsResponse:
-        return self._call(self.stub.GetLogs, pb.GetLogsRequest(run_id=run_id), timeout_s)
+        response: pb.GetLogsResponse = self._call(
+            self.stub.GetLogs, pb.GetLogsRequest(run_id=run_id), timeout_s
+        )
+        return response
 
     def health(self, *, timeout_s: float | None = None) -> pb.HealthResponse:
         """The gateway's health; an unhealthy gateway's report is returned too, not raised."""
         try:
-            return self._call(self.stub.Health, pb.HealthRequest(), timeout_s)
+            health: pb.HealthResponse = self._call(self.stub.Health, pb.HealthRequest(), timeout_s)
+            return health
         except GatewayError as exc:
             reports = [d for d in exc.details if isinstance(d, pb.HealthResponse)]
             if exc.code == grpc.StatusCode.UNAVAILABLE and reports:

@@ -88,7 +88,8 @@ SELECT r.oid,
        'column_name', a.attname,
        'data_type', CASE WHEN t.typtype = 'd' THEN
                            CASE WHEN bt.typelem <> 0 AND bt.typlen = -1 THEN 'ARRAY'
-                                WHEN nbt.nspname = 'pg_catalog' THEN format_type(t.typbasetype, NULL)
+                                WHEN nbt.nspname = 'pg_catalog'
+                                  THEN format_type(t.typbasetype, NULL)
                                 ELSE 'USER-DEFINED' END
                          ELSE
                            CASE WHEN t.typelem <> 0 AND t.typlen = -1 THEN 'ARRAY'
@@ -100,11 +101,14 @@ SELECT r.oid,
        'column_default', pg_get_expr(ad.adbin, ad.adrelid),
        'ordinal_position', a.attnum,
        'character_maximum_length', information_schema._pg_char_max_length(
-            information_schema._pg_truetypid(a.*, t.*), information_schema._pg_truetypmod(a.*, t.*)),
+            information_schema._pg_truetypid(a.*, t.*),
+            information_schema._pg_truetypmod(a.*, t.*)),
        'numeric_precision', information_schema._pg_numeric_precision(
-            information_schema._pg_truetypid(a.*, t.*), information_schema._pg_truetypmod(a.*, t.*)),
+            information_schema._pg_truetypid(a.*, t.*),
+            information_schema._pg_truetypmod(a.*, t.*)),
        'numeric_scale', information_schema._pg_numeric_scale(
-            information_schema._pg_truetypid(a.*, t.*), information_schema._pg_truetypmod(a.*, t.*)),
+            information_schema._pg_truetypid(a.*, t.*),
+            information_schema._pg_truetypmod(a.*, t.*)),
        'udt_name', coalesce(bt.typname, t.typname),
        'type', format_type(a.atttypid, a.atttypmod)
      ) ORDER BY a.attnum), '[]'::json)

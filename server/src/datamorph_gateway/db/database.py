@@ -35,7 +35,7 @@ class Sample:
 
     columns: list[ColumnType]
     keys: list[str]
-    rows: list[list[Any]]
+    rows: Sequence[Sequence[Any]]
 
 
 class Database:

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 import psycopg2.extensions as ext
-from google.protobuf.struct_pb2 import Struct, Value  # type: ignore[import-untyped]
+from google.protobuf.struct_pb2 import NULL_VALUE, Struct, Value
 
 __all__ = [
     "SESSION_OPTIONS",
@@ -584,7 +584,7 @@ def set_value(target: Value, v: Any) -> None:
     if t is str:
         target.string_value = v
     elif v is None:
-        target.null_value = 0
+        target.null_value = NULL_VALUE
     elif t is bool:
         target.bool_value = v
     elif t is int:
@@ -646,7 +646,7 @@ def append_object_rows(dest: Any, keys: Sequence[str], rows: Iterable[Sequence[A
             if t is str:
                 fields[k].string_value = v
             elif v is None:
-                fields[k].null_value = 0
+                fields[k].null_value = NULL_VALUE
             elif t is float and v - v == 0:
                 fields[k].number_value = v
             else:

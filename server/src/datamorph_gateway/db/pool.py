@@ -18,6 +18,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import psycopg2
 import psycopg2.extensions as ext
@@ -43,7 +44,7 @@ class ConnectionPool:
         connect_timeout_s: float = 5.0,
         connect_attempts: int = 4,
         backoff_s: float = 0.1,
-        connect_kwargs: dict[str, str] | None = None,
+        connect_kwargs: dict[str, Any] | None = None,
         on_connect: ConnectHook | None = None,
     ) -> None:
         self._dsn = dsn
@@ -151,7 +152,9 @@ class ConnectionPool:
             remaining = max(deadline - time.monotonic(), 0.0)
             timeout = max(2, int(min(self._connect_timeout_s, remaining) + 0.999))
             try:
-                conn = psycopg2.connect(self._dsn, connect_timeout=timeout, **self._connect_kwargs)
+                conn: Connection = psycopg2.connect(
+                    self._dsn, **{**self._connect_kwargs, "connect_timeout": timeout}
+                )
             except psycopg2.OperationalError as exc:
                 last = exc
                 log.warning(

@@ -36,7 +36,7 @@ class QueryResult:
     names: list[str]
     columns: list[ColumnType]
     keys: list[str]
-    rows: list[list[Any]]
+    rows: Sequence[Sequence[Any]]
     rows_affected: int
     command: str
     truncated: bool

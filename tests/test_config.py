@@ -1,0 +1,120 @@
+"""Settings: defaults < JSON file < secret < environment, typed, and never leaking secrets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from psycopg2.extensions import parse_dsn
+
+from datamorph_gateway.config import Settings, load_settings
+from datamorph_gateway.errors import ConfigError
+
+
+def test_defaults_bind_loopback_and_run_embedded() -> None:
+    settings = load_settings({})
+    assert settings.grpc_host == "127.0.0.1"
+    assert settings.grpc_port == 50051
+    assert settings.database_dsn() is None
+
+
+def test_precedence_file_then_secret_then_environment(tmp_path: Path) -> None:
+    config = tmp_path / "config.json"
+    config.write_text(
+        json.dumps(
+            {"GRPC_PORT": 6000, "DB_POOL_MAX": 3, "LOG_LEVEL": "DEBUG", "CONFIG_SECRET_ID": "s"}
+        )
+    )
+    asked: list[str] = []
+
+    def secret(staged: Settings) -> dict[str, Any]:
+        asked.append(staged.config_secret_id)
+        return {"DB_POOL_MAX": 5, "MAX_SAMPLE_LIMIT": 50, "GRPC_PORT": 7000}
+
+    settings = load_settings(
+        {"CONFIG_FILE": str(config), "GRPC_PORT": "8000"}, secret_loader=secret
+    )
+    assert asked == ["s"]
+    assert settings.grpc_port == 8000  # environment wins
+    assert settings.db_pool_max == 5  # the secret beats the file
+    assert settings.max_sample_limit == 50
+    assert settings.log_level == "DEBUG"  # from the file
+
+
+def test_secret_is_not_asked_for_when_not_named() -> None:
+    def secret(staged: Settings) -> dict[str, Any]:
+        raise AssertionError("must not be called")
+
+    load_settings({}, secret_loader=secret)
+
+
+def test_rds_managed_secret_format() -> None:
+    def secret(staged: Settings) -> dict[str, Any]:
+        return {
+            "host": "db.example.internal",
+            "port": 6543,
+            "dbname": "etl",
+            "username": "gateway",
+            "password": "p@ss:w/rd?",
+            "engine": "postgres",
+        }
+
+    settings = load_settings({"CONFIG_SECRET_ID": "rds!cluster"}, secret_loader=secret)
+    params = parse_dsn(settings.database_dsn() or "")
+    assert params == {
+        "host": "db.example.internal",
+        "port": "6543",
+        "dbname": "etl",
+        "user": "gateway",
+        "password": "p@ss:w/rd?",
+    }
+
+
+def test_database_url_overrides_rds_keys() -> None:
+    settings = load_settings(
+        {"RDS_ENDPOINT": "rds.internal", "DATABASE_URL": "postgresql://u@other/db"}
+    )
+    assert settings.database_dsn() == "postgresql://u@other/db"
+
+
+def test_passwords_are_redacted_and_not_in_repr() -> None:
+    settings = load_settings(
+        {
+            "RDS_ENDPOINT": "h",
+            "RDS_PASSWORD": "hunter2",
+            "DATABASE_URL": "postgresql://u:hunter2@h/d",
+        }
+    )
+    assert "hunter2" not in repr(settings)
+    assert "hunter2" not in json.dumps(settings.redacted())
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"GRPC_PORT": "eighty"}, "GRPC_PORT must be a number"),
+        ({"GRPC_PORT": "70000"}, "GRPC_PORT must be between 0 and 65535"),
+        ({"DB_POOL_MAX": "0"}, "DB_POOL_MAX must be positive"),
+        ({"SEED_DEMO_DATA": "maybe"}, "SEED_DEMO_DATA must be a boolean"),
+        ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL must be one of"),
+        ({"DEFAULT_SAMPLE_LIMIT": "50", "MAX_SAMPLE_LIMIT": "10"}, "DEFAULT_SAMPLE_LIMIT"),
+    ],
+)
+def test_bad_values_name_the_key(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(env)
+
+
+def test_config_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings({"CONFIG_FILE": str(tmp_path / "missing.json")})
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ConfigError, match="not readable JSON"):
+        load_settings({"CONFIG_FILE": str(bad)})
+    unknown = tmp_path / "unknown.json"
+    unknown.write_text('{"GRPC_PROT": 1}')
+    with pytest.raises(ConfigError, match="unknown configuration key 'GRPC_PROT'"):
+        load_settings({"CONFIG_FILE": str(unknown)})

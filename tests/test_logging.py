@@ -1,0 +1,73 @@
+"""What operators read: one line per request, and an audit line per query without secrets."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import pytest
+
+from datamorph_client import GatewayClient, GatewayError
+from datamorph_gateway import logging_setup
+from datamorph_gateway.audit import redact
+from datamorph_gateway.config import Settings
+
+
+def test_one_access_line_per_request(
+    client: GatewayClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="datamorph_gateway.access")
+    client.get_data(["customers"], limit=1)
+    with pytest.raises(GatewayError):
+        client.get_data([])
+    lines = [r.getMessage() for r in caplog.records if r.name == "datamorph_gateway.access"]
+    assert len(lines) == 2
+    assert lines[0].startswith("rpc GetData code=OK duration_ms=")
+    assert lines[1].startswith("rpc GetData code=INVALID_ARGUMENT duration_ms=")
+
+
+def test_audit_records_query_but_not_values_or_passwords(
+    client: GatewayClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="datamorph_gateway.audit")
+    role = f"gw_audit_{uuid.uuid4().hex[:8]}"
+    client.execute_query("SELECT $1::text AS secret_param", ["value-that-must-not-be-logged"])
+    client.execute_query(f"CREATE ROLE {role} LOGIN PASSWORD 'hunter2'; DROP ROLE {role}")
+    with pytest.raises(GatewayError):
+        client.execute_query("SELECT * FROM missing_for_audit")
+    text = "\n".join(r.getMessage() for r in caplog.records if r.name == "datamorph_gateway.audit")
+    assert "value-that-must-not-be-logged" not in text
+    assert "hunter2" not in text
+    assert "params=1" in text
+    assert "SELECT $1::text AS secret_param" in text
+    assert "outcome=ok" in text
+    assert "outcome=NOT_FOUND sqlstate=42P01" in text
+    assert "peer=" in text
+
+
+def test_redact() -> None:
+    assert redact("ALTER ROLE x PASSWORD 'a''b'") == "ALTER ROLE x PASSWORD '***'"
+    assert redact("select dblink('host=h password=s3cret user=u')") == (
+        "select dblink('host=h password=*** user=u')"
+    )
+
+
+def test_log_lines_carry_time_level_place_and_request_id(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    log_file = tmp_path / "gateway.log"
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    try:
+        logging_setup.configure(Settings(log_file=str(log_file)))
+        logging.getLogger("datamorph_gateway.test").info("hello")
+        for handler in root.handlers:
+            handler.flush()
+    finally:
+        for handler in root.handlers:
+            handler.close()
+        root.handlers[:], level = saved
+        root.setLevel(level)
+    line = log_file.read_text().strip()
+    assert (
+        " INFO datamorph_gateway.test test_log_lines_carry_time_level_place_and_request_id:" in line
+    )
+    assert line.endswith("[-] hello")

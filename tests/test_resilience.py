@@ -1,0 +1,114 @@
+"""The gateway outlives its database: restarts, killed sessions, an outage."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import grpc
+import psycopg2
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from datamorph_client import GatewayClient, GatewayError
+from datamorph_gateway.app import Gateway
+from datamorph_gateway.embedded import EmbeddedPostgres
+
+from .fixtures.gateway import gateway_settings
+
+
+def wait_for(predicate, timeout_s: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.05)
+
+
+def health_status(address: str) -> int:
+    with grpc.insecure_channel(address) as ch:
+        stub = health_pb2_grpc.HealthStub(ch)
+        return int(stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status)
+
+
+def test_sessions_killed_under_the_pool_are_replaced(make_gateway, seeded_database: str) -> None:  # type: ignore[no-untyped-def]
+    gateway = make_gateway(db_pool_max=4, db_application_name="gw-kill-test")
+    with GatewayClient(gateway.address) as c:
+        for _ in range(4):
+            c.get_data(["customers"], limit=1)
+        admin = psycopg2.connect(seeded_database)
+        admin.autocommit = True
+        with admin.cursor() as cur:
+            cur.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE application_name = 'gw-kill-test'"
+            )
+            assert cur.fetchone()[0] >= 1
+        admin.close()
+        # Every request succeeds: dead idle connections are detected and replaced.
+        for _ in range(6):
+            assert c.get_data(["customers"], limit=1)["customers"].rows
+            assert c.execute_query("SELECT 1 AS one").rows == [{"one": 1}]
+
+
+@pytest.mark.embedded_only
+def test_database_restart_and_outage(tmp_path: Path) -> None:
+    with EmbeddedPostgres(tmp_path / "pg") as pg:
+        settings = gateway_settings(
+            pg.dsn,
+            db_connect_attempts=2,
+            db_connect_backoff_s=0.05,
+            db_connect_timeout_s=1,
+            health_poll_interval_s=0.2,
+        )
+        gateway = Gateway(settings)
+        gateway.start()
+        try:
+            with GatewayClient(gateway.address, timeout_s=10) as c:
+                c.execute_query("CREATE TABLE t (a int); INSERT INTO t VALUES (1)")
+                assert c.execute_query("SELECT a FROM t").rows == [{"a": 1}]
+
+                pg.restart()
+                assert c.execute_query("SELECT a FROM t").rows == [{"a": 1}]
+                assert c.health().status == "healthy"
+
+                pg.stop()
+                with pytest.raises(GatewayError) as err:
+                    c.execute_query("SELECT a FROM t")
+                assert err.value.code == grpc.StatusCode.UNAVAILABLE
+                assert pg.dsn not in err.value.message
+                report = c.health()
+                assert report.status == "unhealthy"
+                assert report.checks["database"].status == "unhealthy"
+                wait_for(
+                    lambda: (
+                        health_status(gateway.address) == health_pb2.HealthCheckResponse.NOT_SERVING
+                    )
+                )
+
+                pg.start()
+                assert c.execute_query("SELECT a FROM t").rows == [{"a": 1}]
+                wait_for(
+                    lambda: health_status(gateway.address) == health_pb2.HealthCheckResponse.SERVING
+                )
+        finally:
+            gateway.stop(0)
+
+
+def test_pool_exhaustion_is_resource_exhausted(make_gateway) -> None:  # type: ignore[no-untyped-def]
+    import threading
+
+    gateway = make_gateway(db_pool_max=1, db_pool_timeout_s=0.3)
+    with GatewayClient(gateway.address, timeout_s=10) as c:
+        blocker = threading.Thread(target=c.execute_query, args=("SELECT pg_sleep(1.5)",))
+        blocker.start()
+        try:
+            pool = gateway.database.pool
+            wait_for(lambda: pool.stats()["open"] == 1 and pool.stats()["idle"] == 0)
+            with pytest.raises(GatewayError) as err:
+                c.execute_query("SELECT 1")
+            assert err.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "busy" in err.value.message
+        finally:
+            blocker.join()
+        assert c.execute_query("SELECT 1 AS ok").rows == [{"ok": 1}]
