@@ -35,8 +35,8 @@ $(BUF):
 
 tools: $(BUF) ## Install buf (from npm) into .tools
 
-run: $(STAMP) ## Start the gateway on embedded defaults (gRPC on 127.0.0.1:50051)
-	$(PY) -m datamorph_gateway
+run: $(STAMP) ## Run embedded PostgreSQL, the gateway (gRPC :50051) and Envoy (REST+gRPC :8080)
+	$(PY) -m datamorph_gateway.launcher
 
 test: $(STAMP) ## Run the whole test suite (embedded PostgreSQL unless DATABASE_URL is set)
 	$(PY) -m pytest

@@ -20,7 +20,7 @@ from psycopg2.extensions import make_dsn, parse_dsn
 
 from datamorph_gateway.embedded import EmbeddedPostgres
 
-pytest_plugins = ["tests.fixtures.gateway"]
+pytest_plugins = ["tests.fixtures.gateway", "tests.fixtures.aws", "tests.fixtures.envoy"]
 
 
 def _with_dbname(dsn: str, dbname: str) -> str:

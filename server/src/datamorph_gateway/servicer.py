@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import grpc
@@ -30,9 +30,9 @@ from datamorph_gateway.errors import (
     GatewayError,
     InvalidArgument,
     Unavailable,
-    Unimplemented,
 )
-from datamorph_gateway.rpc import rpc, time_budget_s
+from datamorph_gateway.rpc import rpc, rpc_stream, time_budget_s
+from datamorph_gateway.workflows import WorkflowRequest, WorkflowRunner
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +43,12 @@ _TRANSACTION_CONTROL = frozenset({"BEGIN", "START", "COMMIT", "END", "ABORT", "R
 
 
 class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
-    """Maps each RPC onto the database layer (and, later, workflows and logs)."""
+    """Maps each RPC onto the database layer or the workflow runner."""
 
-    def __init__(self, settings: Settings, database: Database) -> None:
+    def __init__(self, settings: Settings, database: Database, workflows: WorkflowRunner) -> None:
         self._settings = settings
         self._db = database
+        self._workflows = workflows
 
     # -- tables ----------------------------------------------------------------
 
@@ -239,19 +240,64 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
             append_object_rows(response.rows, result.keys, result.rows)
         return response
 
-    # -- workflows and logs (their own issue) ---------------------------------------
+    # -- workflows and logs --------------------------------------------------------
 
     @rpc
     def StartWorkflow(
         self, request: pb.StartWorkflowRequest, context: grpc.ServicerContext
     ) -> pb.StartWorkflowResponse:
-        raise Unimplemented("StartWorkflow is not available in this version of the gateway")
+        remaining = context.time_remaining()
+        result = self._workflows.start(
+            WorkflowRequest(
+                request.prompt,
+                tuple(request.source_tables),
+                request.target_table,
+                request.idempotency_key,
+            ),
+            timeout_s=None if remaining is None else float(remaining),
+            on_run_id=lambda run_id: context.send_initial_metadata(
+                (("x-datamorph-run-id", run_id),)
+            ),
+            should_stop=lambda: not context.is_active(),
+        )
+        response = pb.StartWorkflowResponse(
+            status=SUCCESS, run_id=result.run_id, message=result.message
+        )
+        response.details.update(result.details)
+        return response
 
     @rpc
     def GetLogs(
         self, request: pb.GetLogsRequest, context: grpc.ServicerContext
     ) -> pb.GetLogsResponse:
-        raise Unimplemented("GetLogs is not available in this version of the gateway")
+        run = self._workflows.get_logs(request.run_id)
+        response = pb.GetLogsResponse(
+            status=SUCCESS,
+            run_id=run.run_id,
+            log_count=len(run.logs),
+            created_at=run.created_at,
+            updated_at=run.updated_at,
+        )
+        for entry in run.logs:
+            _log_entry(response.logs.add(), entry)
+        return response
+
+    @rpc_stream
+    def WatchLogs(
+        self, request: pb.WatchLogsRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.WatchLogsResponse]:
+        if request.start_index < 0:
+            raise InvalidArgument.field("start_index", "must not be negative")
+        events = self._workflows.watch(
+            request.run_id,
+            timeout_s=time_budget_s(context, self._settings.log_watch_max_s),
+            start=request.start_index,
+            should_stop=lambda: not context.is_active(),
+        )
+        for event in events:
+            response = pb.WatchLogsResponse(run_id=request.run_id, index=event.index)
+            _log_entry(response.entry, event.entry)
+            yield response
 
     # -- health ------------------------------------------------------------------------
 
@@ -277,6 +323,16 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
             failing = ", ".join(k for k, v in response.checks.items() if v.status != "healthy")
             raise Unavailable(f"unhealthy: {failing}", reason="UNHEALTHY", extra_details=[response])
         return response
+
+
+def _log_entry(target: pb.LogEntry, entry: dict[str, Any]) -> None:
+    target.timestamp = str(entry.get("timestamp", ""))
+    target.type = str(entry.get("type", ""))
+    target.title = str(entry.get("title", ""))
+    target.description = str(entry.get("description", ""))
+    metadata = entry.get("metadata")
+    if isinstance(metadata, dict):
+        target.metadata.update(metadata)
 
 
 def _set_value(target: struct_pb2.Value, value: Any) -> None:

@@ -213,6 +213,24 @@ class GetLogsResponse(_message.Message):
     updated_at: str
     def __init__(self, status: _Optional[str] = ..., run_id: _Optional[str] = ..., log_count: _Optional[int] = ..., logs: _Optional[_Iterable[_Union[LogEntry, _Mapping]]] = ..., created_at: _Optional[str] = ..., updated_at: _Optional[str] = ...) -> None: ...
 
+class WatchLogsRequest(_message.Message):
+    __slots__ = ("run_id", "start_index")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    START_INDEX_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    start_index: int
+    def __init__(self, run_id: _Optional[str] = ..., start_index: _Optional[int] = ...) -> None: ...
+
+class WatchLogsResponse(_message.Message):
+    __slots__ = ("run_id", "index", "entry")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    index: int
+    entry: LogEntry
+    def __init__(self, run_id: _Optional[str] = ..., index: _Optional[int] = ..., entry: _Optional[_Union[LogEntry, _Mapping]] = ...) -> None: ...
+
 class LogEntry(_message.Message):
     __slots__ = ("timestamp", "type", "title", "description", "metadata")
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]

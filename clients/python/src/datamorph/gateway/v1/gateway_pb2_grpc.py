@@ -61,6 +61,11 @@ class DataMorphGatewayStub:
                 request_serializer=datamorph_dot_gateway_dot_v1_dot_gateway__pb2.GetLogsRequest.SerializeToString,
                 response_deserializer=datamorph_dot_gateway_dot_v1_dot_gateway__pb2.GetLogsResponse.FromString,
                 _registered_method=True)
+        self.WatchLogs = channel.unary_stream(
+                '/datamorph.gateway.v1.DataMorphGateway/WatchLogs',
+                request_serializer=datamorph_dot_gateway_dot_v1_dot_gateway__pb2.WatchLogsRequest.SerializeToString,
+                response_deserializer=datamorph_dot_gateway_dot_v1_dot_gateway__pb2.WatchLogsResponse.FromString,
+                _registered_method=True)
         self.Health = channel.unary_unary(
                 '/datamorph.gateway.v1.DataMorphGateway/Health',
                 request_serializer=datamorph_dot_gateway_dot_v1_dot_gateway__pb2.HealthRequest.SerializeToString,
@@ -111,6 +116,16 @@ class DataMorphGatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchLogs(self, request, context):
+        """WatchLogs streams a run's log entries as they are written, from
+        start_index on, and ends when the run ends (a success, error or end entry,
+        or its invocation returning) or at the deadline. Through Envoy it is
+        newline-delimited JSON, one WatchLogsResponse per line.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Health(self, request, context):
         """Health reports whether the gateway can serve: healthy answers OK; unhealthy
         answers UNAVAILABLE (HTTP 503) with the HealthResponse in the status details.
@@ -146,6 +161,11 @@ def add_DataMorphGatewayServicer_to_server(servicer, server):
                     servicer.GetLogs,
                     request_deserializer=datamorph_dot_gateway_dot_v1_dot_gateway__pb2.GetLogsRequest.FromString,
                     response_serializer=datamorph_dot_gateway_dot_v1_dot_gateway__pb2.GetLogsResponse.SerializeToString,
+            ),
+            'WatchLogs': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchLogs,
+                    request_deserializer=datamorph_dot_gateway_dot_v1_dot_gateway__pb2.WatchLogsRequest.FromString,
+                    response_serializer=datamorph_dot_gateway_dot_v1_dot_gateway__pb2.WatchLogsResponse.SerializeToString,
             ),
             'Health': grpc.unary_unary_rpc_method_handler(
                     servicer.Health,
@@ -290,6 +310,33 @@ class DataMorphGateway:
             '/datamorph.gateway.v1.DataMorphGateway/GetLogs',
             datamorph_dot_gateway_dot_v1_dot_gateway__pb2.GetLogsRequest.SerializeToString,
             datamorph_dot_gateway_dot_v1_dot_gateway__pb2.GetLogsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/datamorph.gateway.v1.DataMorphGateway/WatchLogs',
+            datamorph_dot_gateway_dot_v1_dot_gateway__pb2.WatchLogsRequest.SerializeToString,
+            datamorph_dot_gateway_dot_v1_dot_gateway__pb2.WatchLogsResponse.FromString,
             options,
             channel_credentials,
             insecure,

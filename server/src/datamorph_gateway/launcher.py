@@ -1,0 +1,291 @@
+"""``python -m datamorph_gateway.launcher`` (``make run``): the whole stack, one command.
+
+It starts, in order and each only once the one before is up: the embedded PostgreSQL
+(unless a database is configured), the gateway (``python -m datamorph_gateway``, as a
+child process: the very entry point a deployment runs, pointed at that database), and
+Envoy in front of it. It waits until REST ``/health`` answers 200 through Envoy, prints the
+addresses, and on Ctrl-C or SIGTERM stops Envoy, then the gateway, then PostgreSQL.
+
+Each child runs in a process group of its own, so a Ctrl-C reaches only the launcher,
+which then stops them in that order instead of all at once. If the launcher itself is
+killed with SIGKILL they are left running; the next start replaces a PostgreSQL left on
+the same data directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import http.client
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+from typing import IO
+
+from datamorph_gateway import __version__, logging_setup
+from datamorph_gateway.config import Settings, load_settings
+from datamorph_gateway.errors import ConfigError
+from datamorph_gateway.sidecar import EnvoyProcess, envoy_binary
+from datamorph_gateway.sidecar.config import LISTENER, options_from_settings, write_config
+
+PROG = "datamorph-gateway"
+_READY_LINE = re.compile(r"gRPC on (\S+)\s*$")
+_GATEWAY_START_TIMEOUT_S = 120.0  # covers the database's connect attempts
+_ENVOY_START_TIMEOUT_S = 30.0
+_HEALTHY_TIMEOUT_S = 60.0
+_POLL_S = 0.1
+
+
+class LaunchError(RuntimeError):
+    """A part of the stack did not start; the message says which and why."""
+
+
+class _Stop(Exception):
+    """Ctrl-C or SIGTERM arrived while starting."""
+
+
+class GatewayProcess:
+    """``python -m datamorph_gateway`` as a child; its address is read from its ready line."""
+
+    def __init__(self, env: dict[str, str], grace_s: float) -> None:
+        self._env = env
+        self._grace_s = grace_s
+        self._process: subprocess.Popen[bytes] | None = None
+        self._reader: threading.Thread | None = None
+        self._ready = threading.Event()
+        self.address = ""
+
+    def start(self, stop: threading.Event) -> str:
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "datamorph_gateway"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            env=self._env,
+            start_new_session=True,
+        )
+        assert self._process.stdout is not None
+        self._reader = threading.Thread(
+            target=self._read, args=(self._process.stdout,), name="gateway-stdout", daemon=True
+        )
+        self._reader.start()
+        deadline = time.monotonic() + _GATEWAY_START_TIMEOUT_S
+        while not self._ready.wait(_POLL_S):
+            if stop.is_set():
+                raise _Stop
+            code = self.poll()
+            if code is not None:
+                raise LaunchError(f"the gateway exited with code {code} at start-up (see above)")
+            if time.monotonic() >= deadline:
+                raise LaunchError(f"the gateway did not start in {_GATEWAY_START_TIMEOUT_S:.0f} s")
+        return self.address
+
+    def _read(self, stream: IO[bytes]) -> None:
+        """Take the address from the ready line; pass anything else through."""
+        for raw in stream:
+            line = raw.decode("utf-8", "replace")
+            match = _READY_LINE.search(line)
+            if match and not self._ready.is_set():
+                self.address = match.group(1)
+                self._ready.set()
+            else:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+
+    def poll(self) -> int | None:
+        return self._process.poll() if self._process is not None else None
+
+    def stop(self) -> None:
+        """SIGTERM (the gateway drains for its grace period), then SIGKILL; always reaped."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            _signal_group(process.pid, signal.SIGTERM)
+            try:
+                process.wait(self._grace_s + 10)
+            except subprocess.TimeoutExpired:
+                _signal_group(process.pid, signal.SIGKILL)
+                process.wait()
+        if self._reader is not None:
+            self._reader.join(timeout=5)
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+def _check_settings(settings: Settings) -> None:
+    """Fail before starting anything on a setting that cannot work or a port that is taken."""
+    if settings.envoy_start_timeout_s <= settings.orchestrator_read_timeout_s:
+        raise LaunchError(
+            f"ENVOY_START_TIMEOUT_S ({settings.envoy_start_timeout_s:g}) must exceed "
+            f"ORCHESTRATOR_READ_TIMEOUT_S ({settings.orchestrator_read_timeout_s:g}), or Envoy "
+            "ends StartWorkflow calls before the orchestrator answers"
+        )
+    try:
+        options_from_settings(settings, upstream=(settings.grpc_host, 0), access_log_path="")
+    except ValueError as exc:
+        raise LaunchError(f"invalid REST_* or ENVOY_* setting: {exc}") from None
+    _check_ports(settings)
+
+
+def _check_ports(settings: Settings) -> None:
+    ports = [
+        ("REST_PORT", settings.rest_host, settings.rest_port),
+        ("GRPC_PORT", settings.grpc_host, settings.grpc_port),
+        ("ENVOY_ADMIN_PORT", settings.envoy_admin_host, settings.envoy_admin_port),
+    ]
+    seen: dict[int, str] = {}
+    for key, host, port in ports:
+        if not 0 <= port <= 65535:
+            raise LaunchError(f"{key} must be between 0 and 65535, got {port}")
+        if port == 0:
+            continue
+        if port in seen:
+            raise LaunchError(f"{seen[port]} and {key} are both {port}; give each its own port")
+        seen[port] = key
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            # As the servers bind: a port in TIME_WAIT is free, one being listened on is not.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                reason = "already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+                raise LaunchError(
+                    f"cannot listen on {host}:{port} ({key}): {reason}; "
+                    f"stop what uses it or set {key} to another port"
+                ) from None
+
+
+def _client_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host  # noqa: S104
+
+
+def _wait_healthy(host: str, port: int, stop: threading.Event) -> None:
+    """Until REST /health answers 200 through Envoy: database, gateway and Envoy are up."""
+    deadline = time.monotonic() + _HEALTHY_TIMEOUT_S
+    last = "no answer"
+    while True:
+        if stop.is_set():
+            raise _Stop
+        connection = http.client.HTTPConnection(_client_host(host), port, timeout=5)
+        try:
+            connection.request("GET", "/health")
+            response = connection.getresponse()
+            body = response.read().decode("utf-8", "replace")
+            if response.status == 200:
+                return
+            last = f"HTTP {response.status} {body.strip()}"
+        except OSError as exc:
+            last = str(exc)
+        finally:
+            connection.close()
+        if time.monotonic() >= deadline:
+            raise LaunchError(
+                f"the stack was not healthy after {_HEALTHY_TIMEOUT_S:.0f} s; "
+                f"GET /health said: {last}"
+            )
+        stop.wait(_POLL_S)
+
+
+def _run(settings: Settings, stop: threading.Event, stack: contextlib.ExitStack) -> int:
+    _check_settings(settings)
+    env = dict(os.environ)  # the child reads its settings as we did, plus what we decided
+    env["GRPC_HOST"] = settings.grpc_host
+    env["GRPC_PORT"] = str(settings.grpc_port)
+    database = ""
+    if settings.database_dsn() is None:
+        from datamorph_gateway.embedded_db import EMBEDDED_DBNAME, start_embedded_database
+
+        dsn, postgres = start_embedded_database(settings)
+        stack.callback(postgres.stop)
+        env["DATABASE_URL"] = dsn
+        database = f"postgresql://postgres@{postgres.host}:{postgres.port}/{EMBEDDED_DBNAME}"
+    if stop.is_set():
+        raise _Stop
+
+    gateway = GatewayProcess(env, settings.grace_period_s)
+    stack.callback(gateway.stop)
+    grpc_address = gateway.start(stop)
+    grpc_host, _, grpc_port = grpc_address.rpartition(":")
+
+    run_dir = Path(settings.data_dir).resolve() / "envoy"
+    options = options_from_settings(
+        settings,
+        upstream=(_client_host(grpc_host), int(grpc_port)),
+        access_log_path=str(run_dir / "access.log"),
+    )
+    config = write_config(run_dir, options, Path(settings.envoy_descriptor_file))
+    envoy = EnvoyProcess(config, binary=envoy_binary(settings.envoy_binary))
+    stack.callback(envoy.stop)
+    envoy.start(_ENVOY_START_TIMEOUT_S)
+    rest_host, rest_port = envoy.listener_address(LISTENER)
+    _wait_healthy(rest_host, rest_port, stop)
+
+    lines = [
+        f"{PROG} {__version__} is up",
+        f"  REST      http://{rest_host}:{rest_port}  (Envoy: REST/JSON and gRPC)",
+        f"  gRPC      {grpc_address}  (the gateway itself)",
+        f"  admin     http://{envoy.admin_address}  (Envoy's admin API)",
+    ]
+    if database:
+        lines.append(f"  database  {database}  (embedded PostgreSQL)")
+    lines.append(f"  logs      Envoy's access log in {run_dir / 'access.log'}")
+    lines.append("Press Ctrl-C to stop.")
+    print("\n".join(lines), flush=True)
+
+    while not stop.wait(_POLL_S):
+        for name, code in (("the gateway", gateway.poll()), ("Envoy", envoy.poll())):
+            if code is not None:
+                raise LaunchError(f"{name} exited unexpectedly with code {code}; stopping")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m datamorph_gateway.launcher", description=__doc__
+    )
+    parser.add_argument("--version", action="version", version=__version__)
+    parser.parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"{PROG}: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logging_setup.configure(settings)
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    with contextlib.ExitStack() as stack:
+        try:
+            return _run(settings, stop, stack)
+        except _Stop:
+            return 0
+        except (RuntimeError, ConfigError, OSError) as exc:  # ours, Envoy's, PostgreSQL's
+            print(f"{PROG}: {exc}", file=sys.stderr, flush=True)
+            return 1
+        finally:
+            if stop.is_set():
+                print(f"{PROG}: stopping", file=sys.stderr, flush=True)
+    return 0  # pragma: no cover - the with block always returns
+
+
+if __name__ == "__main__":
+    sys.exit(main())

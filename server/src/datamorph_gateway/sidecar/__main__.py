@@ -1,0 +1,97 @@
+"""``python -m datamorph_gateway.sidecar``: write Envoy's files for a sidecar deployment.
+
+    python -m datamorph_gateway.sidecar --out-dir /etc/envoy --listen 0.0.0.0:8080 \
+        --upstream 127.0.0.1:50051
+
+writes ``envoy.yaml`` and the ``transcoder.binpb`` it reads; run Envoy with
+``envoy -c /etc/envoy/envoy.yaml``. ``--example`` prints the configuration committed as
+envoy/envoy.yaml instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from datamorph_gateway.sidecar.config import (
+    EXAMPLE_OPTIONS,
+    SidecarOptions,
+    example_config,
+    write_config,
+)
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def main(argv: list[str] | None = None) -> int:
+    defaults = EXAMPLE_OPTIONS
+    parser = argparse.ArgumentParser(
+        prog="python -m datamorph_gateway.sidecar", description=__doc__
+    )
+    parser.add_argument(
+        "--out-dir", type=Path, help="where to write envoy.yaml and transcoder.binpb"
+    )
+    parser.add_argument(
+        "--descriptor-source",
+        type=Path,
+        default=Path("envoy/gateway.binpb"),
+        help="the descriptor set `make proto` writes (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--descriptor-path",
+        help="where Envoy will read transcoder.binpb (default: its path in --out-dir)",
+    )
+    parser.add_argument(
+        "--listen", type=_address, default=(defaults.listen_host, defaults.listen_port)
+    )
+    parser.add_argument(
+        "--admin", type=_address, default=(defaults.admin_host, defaults.admin_port)
+    )
+    parser.add_argument(
+        "--upstream", type=_address, default=(defaults.upstream_host, defaults.upstream_port)
+    )
+    parser.add_argument("--max-request-bytes", type=int, default=defaults.max_request_bytes)
+    parser.add_argument("--max-response-bytes", type=int, default=defaults.max_response_bytes)
+    parser.add_argument("--route-timeout-s", type=float, default=defaults.route_timeout_s)
+    parser.add_argument("--start-timeout-s", type=float, default=defaults.start_timeout_s)
+    parser.add_argument("--access-log-path", default=defaults.access_log_path)
+    parser.add_argument("--example", action="store_true", help="print envoy/envoy.yaml and exit")
+    args = parser.parse_args(argv)
+
+    if args.example:
+        sys.stdout.write(example_config(args.descriptor_source))
+        return 0
+    if args.out_dir is None:
+        parser.error("--out-dir is required (or --example)")
+    try:
+        options = SidecarOptions(
+            listen_host=args.listen[0],
+            listen_port=args.listen[1],
+            admin_host=args.admin[0],
+            admin_port=args.admin[1],
+            upstream_host=args.upstream[0],
+            upstream_port=args.upstream[1],
+            max_request_bytes=args.max_request_bytes,
+            max_response_bytes=args.max_response_bytes,
+            route_timeout_s=args.route_timeout_s,
+            start_timeout_s=args.start_timeout_s,
+            access_log_path=args.access_log_path,
+        )
+        config = write_config(
+            args.out_dir, options, args.descriptor_source, descriptor_path=args.descriptor_path
+        )
+    except (OSError, ValueError) as exc:
+        print(f"datamorph-gateway sidecar: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {config} and {config.with_name('transcoder.binpb')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

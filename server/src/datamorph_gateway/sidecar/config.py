@@ -1,0 +1,384 @@
+"""Envoy's configuration, rendered from a handful of parameters.
+
+One listener serves REST/JSON (transcoded by ``grpc_json_transcoder``) and native gRPC
+(passed through: the transcoder leaves ``application/grpc`` requests alone) and forwards
+both over HTTP/2 to the gateway. Routes match the gRPC path, which the transcoder has
+already set, so a REST call and its gRPC twin get the same timeout. envoy/README.md says
+why each knob is set the way it is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from datamorph_gateway.config import Settings
+from datamorph_gateway.sidecar.descriptor import (
+    SERVICE,
+    HttpRoute,
+    http_routes,
+    transcoder_descriptor,
+)
+from datamorph_gateway.sidecar.health import HEALTH_LUA
+from datamorph_gateway.sidecar.replies import local_reply_config
+from datamorph_gateway.sidecar.yamltext import to_yaml
+
+__all__ = [
+    "CONFIG_FILE",
+    "DESCRIPTOR_FILE",
+    "EXAMPLE_OPTIONS",
+    "GATEWAY_CLUSTER",
+    "LISTENER",
+    "SidecarOptions",
+    "example_config",
+    "options_from_settings",
+    "render",
+    "write_config",
+]
+
+GATEWAY_CLUSTER = "datamorph_gateway"
+LISTENER = "datamorph"
+CONFIG_FILE = "envoy.yaml"
+DESCRIPTOR_FILE = "transcoder.binpb"
+MIB = 1024 * 1024
+
+_EXT = "type.googleapis.com/envoy.extensions"
+_MATCH_INPUT = "type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput"
+
+
+@dataclass(frozen=True)
+class SidecarOptions:
+    """Everything that differs between `make run`, the tests and a production sidecar."""
+
+    # Where Envoy reads the transcoder's descriptor set (see descriptor.py).
+    descriptor_path: str = f"/etc/envoy/{DESCRIPTOR_FILE}"
+    # The one listener: REST/JSON and native gRPC.
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8080
+    # Envoy's admin API: readiness, stats, config dump. Never expose it publicly.
+    admin_host: str = "127.0.0.1"
+    admin_port: int = 9901
+    # The gateway: an IP literal, or a DNS name resolved continuously (STRICT_DNS).
+    upstream_host: str = "127.0.0.1"
+    upstream_port: int = 50051
+    # REST bodies are held whole in Envoy's memory: these bound it per request. Defaults
+    # are the gateway's own gRPC message limits, so REST never refuses what gRPC accepts.
+    max_request_bytes: int = 16 * MIB
+    max_response_bytes: int = 64 * MIB
+    # Every RPC but StartWorkflow; the gateway's statement timeout (30 s) fits inside.
+    route_timeout_s: float = 60.0
+    # StartWorkflow waits for the orchestrator, whose read timeout is 950 s.
+    start_timeout_s: float = 960.0
+    # WatchLogs streams until the run ends or the gateway's LOG_WATCH_MAX_S passes.
+    watch_timeout_s: float = 3660.0
+    connect_timeout_s: float = 5.0
+    health_check_interval_s: float = 5.0
+    health_check_timeout_s: float = 2.0
+    max_connections: int = 10_000
+    # One line per request; "" for none.
+    access_log_path: str = "/dev/stdout"
+
+    def __post_init__(self) -> None:
+        for name in ("listen_port", "admin_port", "upstream_port"):
+            if not 0 <= getattr(self, name) <= 65535:
+                raise ValueError(f"{name} must be between 0 and 65535")
+        for name in _POSITIVE:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if max(self.max_request_bytes, self.max_response_bytes) >= 2**32:
+            raise ValueError("body limits must be below 4 GiB (Envoy takes a uint32)")
+
+
+_POSITIVE = (
+    "max_request_bytes",
+    "max_response_bytes",
+    "route_timeout_s",
+    "start_timeout_s",
+    "watch_timeout_s",
+    "connect_timeout_s",
+    "health_check_interval_s",
+    "health_check_timeout_s",
+    "max_connections",
+)
+
+
+def options_from_settings(
+    settings: Settings, *, upstream: tuple[str, int], access_log_path: str
+) -> SidecarOptions:
+    """The sidecar in front of the gateway at `upstream`, as the settings configure it."""
+    return SidecarOptions(
+        listen_host=settings.rest_host,
+        listen_port=settings.rest_port,
+        admin_host=settings.envoy_admin_host,
+        admin_port=settings.envoy_admin_port,
+        upstream_host=upstream[0],
+        upstream_port=upstream[1],
+        max_request_bytes=settings.envoy_max_request_bytes,
+        max_response_bytes=settings.envoy_max_response_bytes,
+        route_timeout_s=settings.envoy_route_timeout_s,
+        start_timeout_s=settings.envoy_start_timeout_s,
+        watch_timeout_s=settings.log_watch_max_s + 60,
+        access_log_path=access_log_path,
+    )
+
+
+def write_config(
+    directory: Path,
+    options: SidecarOptions,
+    descriptor_source: Path,
+    *,
+    descriptor_path: str | None = None,
+) -> Path:
+    """Write the transcoder's descriptor set and the config that reads it into `directory`.
+
+    Envoy reads the descriptor from `descriptor_path`, by default where it was written.
+    Returns the config's path.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    descriptor = directory / DESCRIPTOR_FILE
+    descriptor.write_bytes(transcoder_descriptor(descriptor_source))
+    options = dataclasses.replace(
+        options, descriptor_path=descriptor_path or str(descriptor.resolve())
+    )
+    config = directory / CONFIG_FILE
+    config.write_text(to_yaml(render(options, http_routes(descriptor_source))), encoding="utf-8")
+    return config
+
+
+# envoy/envoy.yaml: a sidecar next to the gateway, serving everyone on port 8080.
+EXAMPLE_OPTIONS = SidecarOptions(listen_host="0.0.0.0")  # noqa: S104 - a sidecar's listener
+_EXAMPLE_HEADER = """\
+# Envoy in front of DataMorph Gateway: REST/JSON and gRPC on 0.0.0.0:8080, the gateway on
+# 127.0.0.1:50051, the admin API on 127.0.0.1:9901. See envoy/README.md.
+#
+# Generated; do not edit. Regenerate with
+#   python -m datamorph_gateway.sidecar --example > envoy/envoy.yaml
+# and render a deployment's own files (this config plus the transcoder.binpb it reads) with
+#   python -m datamorph_gateway.sidecar --out-dir /etc/envoy [--upstream HOST:PORT ...]
+"""
+
+
+def example_config(descriptor_source: Path) -> str:
+    """The text of envoy/envoy.yaml."""
+    config = render(EXAMPLE_OPTIONS, http_routes(descriptor_source))
+    return _EXAMPLE_HEADER + to_yaml(config)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:g}s"
+
+
+def _address(host: str, port: int) -> dict[str, Any]:
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+def _typed(type_name: str, **values: Any) -> dict[str, Any]:
+    return {"@type": f"{_EXT}.{type_name}", **values}
+
+
+def _filter(name: str, type_name: str, **values: Any) -> dict[str, Any]:
+    return {"name": name, "typed_config": _typed(type_name, **values)}
+
+
+def _routes(options: SidecarOptions) -> list[dict[str, Any]]:
+    """Routes on the gRPC path. No retry policy anywhere: nothing is ever retried."""
+    start = {
+        "match": {"path": f"/{SERVICE}/StartWorkflow"},
+        "route": {
+            "cluster": GATEWAY_CLUSTER,
+            # Neither the route nor a silent stream may end the call before the orchestrator.
+            "timeout": _duration(options.start_timeout_s),
+            "idle_timeout": _duration(options.start_timeout_s),
+        },
+    }
+    watch = {
+        "match": {"path": f"/{SERVICE}/WatchLogs"},
+        "route": {
+            "cluster": GATEWAY_CLUSTER,
+            # The gateway ends the stream at LOG_WATCH_MAX_S; Envoy must not end it first.
+            "timeout": _duration(options.watch_timeout_s),
+            "idle_timeout": _duration(options.watch_timeout_s),
+        },
+    }
+    others = {
+        "match": {"prefix": "/"},
+        "route": {"cluster": GATEWAY_CLUSTER, "timeout": _duration(options.route_timeout_s)},
+    }
+    return [start, watch, others]
+
+
+def _rest_body_limit(max_bytes: int) -> dict[str, Any]:
+    """The buffer filter, refusing REST bodies over `max_bytes` with 413; gRPC skips it.
+
+    The transcoder's max_request_body_size bounds only its buffer of not-yet-parsed JSON,
+    not the message it builds from it, so alone it lets a body of any size through.
+    Buffering costs nothing extra (a unary call's JSON is transcoded once complete), and
+    native gRPC must skip it or streams such as server reflection would never flow.
+    """
+    grpc_content_type = {
+        "single_predicate": {
+            "input": {
+                "name": "content-type",
+                "typed_config": {
+                    "@type": _MATCH_INPUT,
+                    "header_name": "content-type",
+                },
+            },
+            "value_match": {"prefix": "application/grpc"},
+        }
+    }
+    skip = {"name": "skip", "typed_config": _typed("filters.common.matcher.action.v3.SkipFilter")}
+    return {
+        "name": "envoy.filters.http.buffer",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcher",
+            "xds_matcher": {
+                "matcher_list": {
+                    "matchers": [{"predicate": grpc_content_type, "on_match": {"action": skip}}]
+                }
+            },
+            "extension_config": _filter(
+                "envoy.filters.http.buffer",
+                "filters.http.buffer.v3.Buffer",
+                max_request_bytes=max_bytes,
+            ),
+        },
+    }
+
+
+def _http_filters(options: SidecarOptions) -> list[dict[str, Any]]:
+    # Order matters: the Lua filter must see the REST request before the transcoder
+    # rewrites it, and (encoders run in reverse) the JSON response after.
+    lua = _filter(
+        "envoy.filters.http.lua",
+        "filters.http.lua.v3.Lua",
+        default_source_code={"inline_string": HEALTH_LUA},
+    )
+    transcoder = _filter(
+        "envoy.filters.http.grpc_json_transcoder",
+        "filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
+        proto_descriptor=options.descriptor_path,
+        services=[SERVICE],
+        print_options={
+            "preserve_proto_field_names": True,
+            "always_print_primitive_fields": True,
+            # Server streams (WatchLogs) as one JSON object per line, sent as each arrives.
+            "stream_newline_delimited": True,
+        },
+        convert_grpc_status=True,
+        request_validation_options={
+            "reject_unknown_method": True,
+            "reject_unknown_query_parameters": True,
+        },
+        max_request_body_size=options.max_request_bytes,
+        max_response_body_size=options.max_response_bytes,
+    )
+    router = _filter("envoy.filters.http.router", "filters.http.router.v3.Router")
+    return [lua, _rest_body_limit(options.max_request_bytes), transcoder, router]
+
+
+_ACCESS_LOG_FORMAT = (
+    '[%START_TIME%] %REQ(X-REQUEST-ID)% "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% '
+    '%PROTOCOL%" %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% '
+    "in=%BYTES_RECEIVED% out=%BYTES_SENT% ms=%DURATION%\n"
+)
+
+
+def _connection_manager(options: SidecarOptions, routes: Sequence[HttpRoute]) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "stat_prefix": LISTENER,
+        "codec_type": "AUTO",  # HTTP/1.1 for REST, HTTP/2 (h2c) for gRPC clients
+        "http2_protocol_options": {},
+        "server_name": "datamorph-gateway",
+        # Clients are external: x-envoy-* control headers (retries, timeouts) from them are
+        # dropped, x-forwarded-for is set from the peer, their x-request-id is kept (Envoy
+        # makes one when absent) and every response carries it.
+        "use_remote_address": True,
+        "preserve_external_request_id": True,
+        "always_set_request_id_in_response": True,
+        "request_headers_timeout": "10s",
+        "local_reply_config": local_reply_config(
+            routes,
+            max_request_bytes=options.max_request_bytes,
+            max_response_bytes=options.max_response_bytes,
+        ),
+        "route_config": {
+            "name": LISTENER,
+            "virtual_hosts": [{"name": LISTENER, "domains": ["*"], "routes": _routes(options)}],
+        },
+        "http_filters": _http_filters(options),
+    }
+    if options.access_log_path:
+        values["access_log"] = [
+            _filter(
+                "envoy.access_loggers.file",
+                "access_loggers.file.v3.FileAccessLog",
+                path=options.access_log_path,
+                log_format={"text_format_source": {"inline_string": _ACCESS_LOG_FORMAT}},
+            )
+        ]
+    return _typed("filters.network.http_connection_manager.v3.HttpConnectionManager", **values)
+
+
+def _cluster(options: SidecarOptions) -> dict[str, Any]:
+    try:
+        ipaddress.ip_address(options.upstream_host)
+        discovery = "STATIC"
+    except ValueError:
+        discovery = "STRICT_DNS"
+    endpoint = {"endpoint": {"address": _address(options.upstream_host, options.upstream_port)}}
+    http2 = {
+        # Notices a gateway that vanished while a long call (StartWorkflow) waits.
+        "connection_keepalive": {"interval": "30s", "timeout": "10s"}
+    }
+    return {
+        "name": GATEWAY_CLUSTER,
+        "type": discovery,
+        "connect_timeout": _duration(options.connect_timeout_s),
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": _typed(
+                "upstreams.http.v3.HttpProtocolOptions",
+                explicit_http_config={"http2_protocol_options": http2},
+            )
+        },
+        "load_assignment": {
+            "cluster_name": GATEWAY_CLUSTER,
+            "endpoints": [{"lb_endpoints": [endpoint]}],
+        },
+        "health_checks": [
+            {
+                "timeout": _duration(options.health_check_timeout_s),
+                "interval": _duration(options.health_check_interval_s),
+                "unhealthy_threshold": 2,
+                "healthy_threshold": 1,
+                "grpc_health_check": {"service_name": SERVICE},
+            }
+        ],
+    }
+
+
+def render(options: SidecarOptions, routes: Sequence[HttpRoute]) -> dict[str, Any]:
+    """Envoy's bootstrap configuration; `routes` are the descriptor's REST bindings."""
+    manager = {
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": _connection_manager(options, routes),
+    }
+    listener = {
+        "name": LISTENER,
+        "address": _address(options.listen_host, options.listen_port),
+        "filter_chains": [{"filters": [manager]}],
+    }
+    connections = _filter(
+        "envoy.resource_monitors.global_downstream_max_connections",
+        "resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
+        max_active_downstream_connections=options.max_connections,
+    )
+    return {
+        "admin": {"address": _address(options.admin_host, options.admin_port)},
+        "static_resources": {"listeners": [listener], "clusters": [_cluster(options)]},
+        "overload_manager": {"resource_monitors": [connections]},
+    }

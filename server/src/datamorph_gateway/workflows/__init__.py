@@ -1,0 +1,75 @@
+"""Workflows: one ``Orchestrator`` interface, an AWS Lambda and a local adapter, and the runner.
+
+Which orchestrator: ``ORCHESTRATOR_FUNCTION`` names an AWS Lambda;
+``ORCHESTRATOR_HANDLER`` a local ``module:function``; with neither, the
+built-in development orchestrator (``datamorph_gateway.workflows.dev:handler``),
+which materializes a SQL query and needs no AWS and no AI.
+"""
+
+from __future__ import annotations
+
+import boto3
+
+from datamorph_gateway.config import Settings
+from datamorph_gateway.db.pool import ConnectionPool
+from datamorph_gateway.logstore import LogStore, create_log_store
+from datamorph_gateway.workflows.aws_lambda import LambdaOrchestrator
+from datamorph_gateway.workflows.base import (
+    Orchestrator,
+    OrchestratorResult,
+    OrchestratorTimeout,
+    WorkflowError,
+    WorkflowTimeout,
+)
+from datamorph_gateway.workflows.local import DEV_HANDLER, LocalContext, LocalOrchestrator
+from datamorph_gateway.workflows.runner import WorkflowRequest, WorkflowRunner, new_run_id
+
+__all__ = [
+    "DEV_HANDLER",
+    "LambdaOrchestrator",
+    "LocalContext",
+    "LocalOrchestrator",
+    "Orchestrator",
+    "OrchestratorResult",
+    "OrchestratorTimeout",
+    "WorkflowError",
+    "WorkflowRequest",
+    "WorkflowRunner",
+    "WorkflowTimeout",
+    "create_orchestrator",
+    "create_runner",
+    "new_run_id",
+]
+
+
+def create_orchestrator(
+    settings: Settings,
+    log_store: LogStore,
+    pool: ConnectionPool,
+    *,
+    session: boto3.session.Session | None = None,
+) -> Orchestrator:
+    """The configured orchestrator; a bad ORCHESTRATOR_HANDLER is a ConfigError now."""
+    if settings.orchestrator_function:
+        return LambdaOrchestrator.from_settings(settings, session=session)
+    return LocalOrchestrator.from_spec(
+        settings.orchestrator_handler or DEV_HANDLER, log_store=log_store, pool=pool
+    )
+
+
+def create_runner(
+    settings: Settings, pool: ConnectionPool, *, session: boto3.session.Session | None = None
+) -> WorkflowRunner:
+    """Everything StartWorkflow, GetLogs and WatchLogs need, built from the settings.
+
+    ``pool`` is the gateway's database pool (the PostgreSQL log store and the
+    local orchestrators use it); ``session`` carries AWS credentials (boto3's
+    default chain when None). Close the runner to release it all.
+    """
+    log_store = create_log_store(settings, pool, session=session)
+    try:
+        orchestrator = create_orchestrator(settings, log_store, pool, session=session)
+    except BaseException:
+        log_store.close()
+        raise
+    return WorkflowRunner(settings, orchestrator, log_store)

@@ -1,0 +1,248 @@
+"""The sidecar's rendered configuration, descriptor set and process runner.
+
+The behaviour through Envoy is in test_envoy.py; this checks what operators read and run:
+the committed example is what the renderer makes and Envoy accepts it, the descriptor set
+resolves error details, and Envoy failures come back as clear errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import socket
+from pathlib import Path
+
+import psutil
+import pytest
+from google.protobuf import descriptor_pb2
+
+from datamorph_gateway.config import Settings, load_settings
+from datamorph_gateway.sidecar import (
+    EnvoyError,
+    EnvoyProcess,
+    SidecarOptions,
+    envoy_binary,
+    options_from_settings,
+    write_config,
+)
+from datamorph_gateway.sidecar.__main__ import main as sidecar_main
+from datamorph_gateway.sidecar.config import EXAMPLE_OPTIONS, example_config, render
+from datamorph_gateway.sidecar.descriptor import HttpRoute, http_routes, transcoder_descriptor
+from datamorph_gateway.sidecar.process import validate
+from datamorph_gateway.sidecar.yamltext import to_yaml
+
+from .fixtures.envoy import DESCRIPTOR_SET, REPO
+
+EXAMPLE = REPO / "envoy" / "envoy.yaml"
+
+
+def test_the_committed_example_is_what_the_renderer_makes() -> None:
+    assert EXAMPLE.read_text(encoding="utf-8") == example_config(DESCRIPTOR_SET), (
+        "envoy/envoy.yaml is stale: python -m datamorph_gateway.sidecar --example "
+        "> envoy/envoy.yaml"
+    )
+
+
+def test_envoy_accepts_the_example(tmp_path: Path) -> None:
+    descriptor = tmp_path / "transcoder.binpb"
+    descriptor.write_bytes(transcoder_descriptor(DESCRIPTOR_SET))
+    text = EXAMPLE.read_text(encoding="utf-8")
+    assert EXAMPLE_OPTIONS.descriptor_path in text
+    config = tmp_path / "envoy.yaml"
+    config.write_text(text.replace(EXAMPLE_OPTIONS.descriptor_path, str(descriptor)))
+    validate(config)
+
+
+def test_the_yaml_reads_back_as_the_rendered_config() -> None:
+    yaml = pytest.importorskip("yaml")
+    config = render(SidecarOptions(), http_routes(DESCRIPTOR_SET))
+    assert yaml.safe_load(to_yaml(config)) == config
+    odd = {"a": ["yes", "1", "", "x: y", "#", "ends\n", "two\nlines", " lead\nx"], "b": {}, "c": []}
+    assert yaml.safe_load(to_yaml(odd)) == odd
+
+
+def test_the_transcoder_descriptor_resolves_error_details() -> None:
+    files = descriptor_pb2.FileDescriptorSet.FromString(transcoder_descriptor(DESCRIPTOR_SET))
+    names = [f.name for f in files.file]
+    for needed in (
+        "datamorph/gateway/v1/gateway.proto",
+        "google/rpc/status.proto",
+        "google/rpc/error_details.proto",
+        "google/protobuf/any.proto",
+    ):
+        assert needed in names
+    assert len(names) == len(set(names))
+    # Every file comes after the files it imports, as protoc orders them.
+    for index, file in enumerate(files.file):
+        assert set(file.dependency) <= set(names[:index])
+    assert not any(f.HasField("source_code_info") for f in files.file)
+
+
+def test_the_rest_routes_are_the_protos_http_rules() -> None:
+    routes = [(r.method, r.template, r.rpc) for r in http_routes(DESCRIPTOR_SET)]
+    assert routes == [
+        ("POST", "/start", "StartWorkflow"),
+        ("POST", "/get/schemas", "GetSchemas"),
+        ("POST", "/get/data", "GetData"),
+        ("POST", "/execute/query", "ExecuteQuery"),
+        ("GET", "/get/logs/{run_id}", "GetLogs"),
+        ("GET", "/watch/logs/{run_id}", "WatchLogs"),
+        ("GET", "/health", "Health"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("template", "path", "matches"),
+    [
+        ("/get/logs/{run_id}", "/get/logs/20240101_000000_deadbeef", True),
+        ("/get/logs/{run_id}", "/get/logs/abc?x=1", True),
+        ("/get/logs/{run_id}", "/get/logs/", False),
+        ("/get/logs/{run_id}", "/get/logs/a/b", False),
+        ("/health", "/health", True),
+        ("/health", "/healthz", False),
+        ("/v1/{name=shelves/*}/books", "/v1/shelves/7/books", True),
+        ("/v1/{name=**}", "/v1/a/b/c", True),
+    ],
+)
+def test_route_templates_become_path_regexes(template: str, path: str, matches: bool) -> None:
+    import re
+
+    assert bool(re.match(HttpRoute("GET", template, "X").path_regex, path)) is matches
+
+
+def test_start_workflow_outlasts_the_orchestrator_and_nothing_retries() -> None:
+    config = render(SidecarOptions(), http_routes(DESCRIPTOR_SET))
+    manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    routes = manager["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
+    start = routes[0]
+    assert start["match"]["path"].endswith("/StartWorkflow")
+    assert float(start["route"]["timeout"].rstrip("s")) > Settings().orchestrator_read_timeout_s
+    assert start["route"]["idle_timeout"] == start["route"]["timeout"]
+    assert "retry_policy" not in json.dumps(config)
+
+
+def test_an_upstream_name_is_resolved_by_dns_an_address_is_static() -> None:
+    for host, kind in (
+        ("gateway.internal", "STRICT_DNS"),
+        ("10.0.0.5", "STATIC"),
+        ("::1", "STATIC"),
+    ):
+        cluster = render(SidecarOptions(upstream_host=host), [])["static_resources"]["clusters"][0]
+        assert cluster["type"] == kind
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"listen_port": 70000},
+        {"admin_port": -1},
+        {"max_request_bytes": 0},
+        {"max_response_bytes": 2**32},
+        {"route_timeout_s": 0},
+    ],
+)
+def test_bad_options_are_refused(change: dict[str, int]) -> None:
+    with pytest.raises(ValueError, match="must be"):
+        SidecarOptions(**change)
+
+
+def test_options_come_from_the_settings() -> None:
+    settings = load_settings(
+        {
+            "REST_HOST": "0.0.0.0",
+            "REST_PORT": "8443",
+            "ENVOY_ADMIN_PORT": "0",
+            "ENVOY_MAX_REQUEST_BYTES": "1024",
+            "ENVOY_MAX_RESPONSE_BYTES": "2048",
+            "ENVOY_ROUTE_TIMEOUT_S": "5",
+            "ENVOY_START_TIMEOUT_S": "1000",
+        }
+    )
+    options = options_from_settings(settings, upstream=("gw", 1234), access_log_path="")
+    assert dataclasses.asdict(options) == {
+        **dataclasses.asdict(SidecarOptions()),
+        "listen_host": "0.0.0.0",
+        "listen_port": 8443,
+        "admin_port": 0,
+        "upstream_host": "gw",
+        "upstream_port": 1234,
+        "max_request_bytes": 1024,
+        "max_response_bytes": 2048,
+        "route_timeout_s": 5.0,
+        "start_timeout_s": 1000.0,
+        "access_log_path": "",
+    }
+
+
+def test_the_cli_writes_a_config_envoy_accepts(tmp_path: Path) -> None:
+    out = tmp_path / "etc"
+    code = sidecar_main(
+        [
+            "--out-dir",
+            str(out),
+            "--descriptor-source",
+            str(DESCRIPTOR_SET),
+            "--listen",
+            "0.0.0.0:8080",
+            "--upstream",
+            "gateway.internal:50051",
+        ]
+    )
+    assert code == 0
+    assert (out / "transcoder.binpb").read_bytes() == transcoder_descriptor(DESCRIPTOR_SET)
+    text = (out / "envoy.yaml").read_text()
+    assert str((out / "transcoder.binpb").resolve()) in text
+    assert "gateway.internal" in text
+    validate(out / "envoy.yaml")
+
+
+def test_the_cli_prints_the_example(capsys: pytest.CaptureFixture[str]) -> None:
+    assert sidecar_main(["--example", "--descriptor-source", str(DESCRIPTOR_SET)]) == 0
+    assert capsys.readouterr().out == EXAMPLE.read_text(encoding="utf-8")
+
+
+def test_the_cli_names_a_missing_descriptor_set(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = sidecar_main(["--out-dir", str(tmp_path), "--descriptor-source", "/nonexistent.binpb"])
+    assert code == 1
+    assert "run `make proto`" in capsys.readouterr().err
+
+
+def test_envoy_comes_from_the_wheel_unless_configured(tmp_path: Path) -> None:
+    assert envoy_binary().name == "envoy"
+    with pytest.raises(EnvoyError, match="not an executable"):
+        envoy_binary(str(tmp_path / "missing"))
+
+
+def test_a_config_envoy_refuses_is_a_clear_error(tmp_path: Path) -> None:
+    config = tmp_path / "envoy.yaml"
+    config.write_text("static_resources: {clusters: [{name: x, type: NOPE}]}\n")
+    with pytest.raises(EnvoyError, match="NOPE"):
+        validate(config)
+    process = EnvoyProcess(config, log_path=tmp_path / "envoy.log")
+    with pytest.raises(EnvoyError, match="exited with code"):
+        process.start(timeout_s=20)
+    assert not _envoys_running(config)
+
+
+def _envoys_running(config: Path) -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        if str(config) in (process.info["cmdline"] or []):
+            found.append(process)
+    return found
+
+
+def test_a_taken_listener_port_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        options = SidecarOptions(
+            listen_port=taken.getsockname()[1], admin_port=0, access_log_path=""
+        )
+        config = write_config(tmp_path, options, DESCRIPTOR_SET)
+        process = EnvoyProcess(config, log_path=tmp_path / "envoy.log")
+        with pytest.raises(EnvoyError, match=r"(?i)address already in use"):
+            process.start(timeout_s=20)
+    assert not _envoys_running(config)

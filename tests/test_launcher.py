@@ -1,0 +1,243 @@
+"""``python -m datamorph_gateway.launcher`` (``make run``) run as a user runs it.
+
+A real subprocess on a fresh data directory with every port 0: embedded PostgreSQL, the
+gateway and Envoy come up, the printed addresses serve, and Ctrl-C or SIGTERM leaves
+nothing running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+import grpc
+import psutil
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from datamorph.gateway.v1 import gateway_pb2 as pb
+from datamorph.gateway.v1 import gateway_pb2_grpc as pb_grpc
+from datamorph_gateway.config import Settings
+from datamorph_gateway.embedded import EmbeddedPostgres
+
+from .fixtures.envoy import DESCRIPTOR_SET, REPO, Rest
+
+START_TIMEOUT_S = 120
+_ADDRESS = re.compile(r"^\s+(REST|gRPC|admin)\s+(?:http://)?(\S+):(\d+)\s")
+_SETTING_KEYS = {f.name.upper() for f in dataclasses.fields(Settings)}
+
+
+@dataclasses.dataclass
+class Launched:
+    process: subprocess.Popen[bytes]
+    addresses: dict[str, tuple[str, int]]
+    stdout: list[str]
+
+
+def _environment(data_dir: Path, **overrides: str) -> dict[str, str]:
+    """The test's environment without any gateway setting, plus a fresh stack's."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in _SETTING_KEYS and key not in ("CONFIG_FILE", "CONFIG_SECRET_ID")
+    }
+    env.update(
+        DATA_DIR=str(data_dir),
+        REST_PORT="0",
+        GRPC_PORT="0",
+        ENVOY_ADMIN_PORT="0",
+        EMBEDDED_PG_PORT="0",
+        ENVOY_DESCRIPTOR_FILE=str(DESCRIPTOR_SET),
+        HEALTH_POLL_INTERVAL_S="0.5",
+        GRACE_PERIOD_S="1",
+    )
+    env.update(overrides)
+    return env
+
+
+def _start(env: dict[str, str], stderr: IO[bytes]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "datamorph_gateway.launcher"],
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        start_new_session=True,  # a signal sent to it reaches it alone, as Ctrl-C would
+    )
+
+
+def _wait_until_up(process: subprocess.Popen[bytes]) -> Launched:
+    """Read stdout until "Press Ctrl-C" (bounded); the reader keeps draining afterwards."""
+    assert process.stdout is not None
+    lines: queue.Queue[str | None] = queue.Queue()
+    seen: list[str] = []
+
+    def read(stream: IO[bytes]) -> None:
+        for raw in stream:
+            lines.put(raw.decode("utf-8", "replace"))
+        lines.put(None)
+
+    threading.Thread(target=read, args=(process.stdout,), daemon=True).start()
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        try:
+            line = lines.get(timeout=max(deadline - time.monotonic(), 0.01))
+        except queue.Empty:
+            raise AssertionError(f"the launcher did not come up; it said {seen}") from None
+        if line is None:
+            raise AssertionError(f"the launcher exited ({process.wait()}); it said {seen}")
+        seen.append(line)
+        if line.startswith("Press Ctrl-C"):
+            break
+    addresses = {}
+    for line in seen:
+        match = _ADDRESS.match(line)
+        if match:
+            addresses[match.group(1)] = (match.group(2), int(match.group(3)))
+    assert set(addresses) == {"REST", "gRPC", "admin"}, seen
+    return Launched(process, addresses, seen)
+
+
+def _children(process: subprocess.Popen[bytes], data_dir: Path) -> list[psutil.Process]:
+    """The launcher's children (gateway, Envoy) and the postmaster pg_ctl detached."""
+    found = psutil.Process(process.pid).children(recursive=True)
+    pid_file = data_dir / "postgres" / "postmaster.pid"
+    found.append(psutil.Process(int(pid_file.read_text().split("\n", 1)[0])))
+    return found
+
+
+def _gone(processes: list[psutil.Process]) -> list[psutil.Process]:
+    alive = []
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                alive.append(process)
+    return alive
+
+
+@contextlib.contextmanager
+def _launcher(data_dir: Path, stderr_path: Path, **overrides: str) -> Iterator[Launched]:
+    """A launcher that is up; whatever happens, nothing it started survives the block."""
+    with stderr_path.open("ab") as stderr:
+        process = _start(_environment(data_dir, **overrides), stderr)
+        started: list[psutil.Process] = []
+        try:
+            launched = _wait_until_up(process)
+            started = _children(process, data_dir)
+            yield launched
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(60)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
+            for leftover in _gone(started):
+                leftover.kill()
+            EmbeddedPostgres(data_dir / "postgres").stop()
+            if process.stdout is not None:
+                process.stdout.close()
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
+def test_the_stack_serves_and_a_signal_stops_all_of_it(
+    tmp_path_factory: pytest.TempPathFactory, stop_signal: signal.Signals
+) -> None:
+    # Both runs share a data directory: the second reuses the cluster and its demo data.
+    data_dir = tmp_path_factory.getbasetemp() / "launcher-data"
+    stderr_path = data_dir.with_suffix(".stderr")
+    with _launcher(data_dir, stderr_path) as launched:
+        rest = Rest(*launched.addresses["REST"])
+        health = rest.get("/health")
+        assert health.status == 200
+        assert health.json()["status"] == "healthy"
+        sample = rest.post("/get/data", {"table_names": ["customers"], "limit": 3})
+        assert len(sample.json()["data"]["customers"]) == 3
+
+        grpc_host, grpc_port = launched.addresses["gRPC"]
+        for address in (f"{grpc_host}:{grpc_port}", "{}:{}".format(*launched.addresses["REST"])):
+            with grpc.insecure_channel(address) as channel:
+                stub = pb_grpc.DataMorphGatewayStub(channel)
+                assert stub.Health(pb.HealthRequest(), timeout=10).status == "healthy"
+                check = health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(), timeout=10
+                )
+                assert check.status == health_pb2.HealthCheckResponse.SERVING
+        admin = Rest(*launched.addresses["admin"])
+        assert admin.get("/ready").body.strip() == b"LIVE"
+
+        started = _children(launched.process, data_dir)
+        assert len(started) >= 3
+        launched.process.send_signal(stop_signal)
+        assert launched.process.wait(60) == 0
+        assert not _gone(started), _gone(started)
+    for host, port in launched.addresses.values():
+        with socket.socket() as probe:
+            assert probe.connect_ex((host, port)) != 0, f"{host}:{port} still answers"
+    assert "Traceback" not in stderr_path.read_text()
+
+
+def test_a_child_that_dies_stops_the_rest(tmp_path_factory: pytest.TempPathFactory) -> None:
+    data_dir = tmp_path_factory.getbasetemp() / "launcher-data"
+    stderr_path = data_dir.with_suffix(".stderr")
+    with _launcher(data_dir, stderr_path) as launched:
+        started = _children(launched.process, data_dir)
+        envoy = next(p for p in started if p.name() == "envoy")
+        envoy.kill()
+        assert launched.process.wait(60) == 1
+        assert not _gone(started), _gone(started)
+    assert "Envoy exited unexpectedly" in stderr_path.read_text()
+
+
+def test_a_setting_that_cannot_work_is_one_clear_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "datamorph_gateway.launcher"],
+        cwd=REPO,
+        env=_environment(tmp_path / "data", ENVOY_START_TIMEOUT_S="900"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1
+    assert "ENVOY_START_TIMEOUT_S (900) must exceed ORCHESTRATOR_READ_TIMEOUT_S" in result.stderr
+    assert not (tmp_path / "data" / "postgres").exists()
+
+
+def test_a_port_in_use_is_one_clear_line_and_nothing_starts(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "datamorph_gateway.launcher"],
+            cwd=REPO,
+            env=_environment(tmp_path / "data", REST_PORT=str(port)),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert f"127.0.0.1:{port}" in lines[0]
+    assert "REST_PORT" in lines[0]
+    assert "already in use" in lines[0]
+    assert result.stdout == ""
+    assert not (tmp_path / "data" / "postgres").exists()
