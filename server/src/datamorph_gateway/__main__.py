@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from datamorph_gateway import __version__, logging_setup
 from datamorph_gateway.app import Gateway, PortInUseError
 from datamorph_gateway.config import load_settings
+from datamorph_gateway.secrets import load_secret
 from datamorph_gateway.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.parse_args(argv)
 
     try:
-        settings = load_settings()
+        settings = load_settings(secret_loader=load_secret)
     except ConfigError as exc:
         print(f"datamorph-gateway: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -51,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         except PortInUseError as exc:
             print(f"datamorph-gateway: {exc}", file=sys.stderr)
             return 1
+        except ConfigError as exc:
+            print(f"datamorph-gateway: configuration error: {exc}", file=sys.stderr)
+            return 2
         stop = threading.Event()
 
         def on_signal(signum: int, frame: FrameType | None) -> None:

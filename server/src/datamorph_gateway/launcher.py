@@ -32,6 +32,7 @@ from typing import IO
 
 from datamorph_gateway import __version__, logging_setup
 from datamorph_gateway.config import Settings, load_settings
+from datamorph_gateway.secrets import load_secret
 from datamorph_gateway.errors import ConfigError
 from datamorph_gateway.sidecar import EnvoyProcess, envoy_binary
 from datamorph_gateway.sidecar.config import LISTENER, options_from_settings, write_config
@@ -260,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=__version__)
     parser.parse_args(argv)
     try:
-        settings = load_settings()
+        settings = load_settings(secret_loader=load_secret)
     except ConfigError as exc:
         print(f"{PROG}: configuration error: {exc}", file=sys.stderr)
         return 2

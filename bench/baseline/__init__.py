@@ -1,0 +1,1 @@
+"""The Flask gateway as its design doc describes it: the benchmark's baseline, never shipped."""

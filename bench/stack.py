@@ -1,0 +1,250 @@
+"""The processes a bench run drives: the gateway, Envoy in front of it, and the Flask baseline.
+
+Each runs as a child in a process group of its own, on a port it picked or was given
+free, with its output in the run directory; ``stop()`` always reaps it (SIGTERM, then
+SIGKILL to the whole group). The gateway must be a separate process: its peak RSS is
+read from ``/proc/<pid>/status``, and it must not share a GIL with the load generators.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO
+
+import psutil
+
+from datamorph_gateway.sidecar import EnvoyProcess, SidecarOptions, write_config
+from datamorph_gateway.sidecar.config import LISTENER
+
+REPO = Path(__file__).resolve().parents[1]
+DESCRIPTOR_SET = REPO / "envoy" / "gateway.binpb"
+_READY_LINE = re.compile(r"gRPC on (\S+)\s*$", re.MULTILINE)
+_POLL_S = 0.02
+
+
+class StackError(RuntimeError):
+    """A process of the stack did not start; the message names it and shows its log."""
+
+
+def free_port() -> int:
+    """A port nobody listens on right now (for servers that cannot report a port-0 bind)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def stop_group(process: subprocess.Popen[bytes] | None, timeout_s: float = 10.0) -> None:
+    """SIGTERM the child's process group, SIGKILL it after `timeout_s`; always reap."""
+    if process is None:
+        return
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    else:
+        # The leader is gone; make sure nothing it started outlives it.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def gateway_env(dsn: str, **overrides: str) -> dict[str, str]:
+    """The environment of a gateway child: ours, its database, a free port, and overrides."""
+    env = dict(os.environ)
+    env.update({"DATABASE_URL": dsn, "GRPC_HOST": "127.0.0.1", "GRPC_PORT": "0"})
+    env.update(overrides)
+    return env
+
+
+class GatewayServer:
+    """``python -m datamorph_gateway`` as deployed; its address comes from its ready line."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self._env = env
+        self.log_path = log_path
+        self._log: IO[bytes] | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+        self.address = ""
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self, timeout_s: float = 60.0) -> str:
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "datamorph_gateway"],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=self._env,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout_s
+        while True:
+            match = _READY_LINE.search(self.log_path.read_text(encoding="utf-8", errors="replace"))
+            if match:
+                self.address = match.group(1)
+                return self.address
+            code = self.process.poll()
+            if code is not None or time.monotonic() > deadline:
+                self.stop()
+                why = f"exited with code {code}" if code is not None else "did not start in time"
+                raise StackError(f"the gateway {why}:\n{_tail(self.log_path)}")
+            time.sleep(_POLL_S)
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        stop_group(process, timeout_s=15.0)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+class Envoy:
+    """Envoy in front of the gateway at `upstream`: REST/JSON on a port it picked."""
+
+    def __init__(self, run_dir: Path, upstream: str) -> None:
+        host, _, port = upstream.rpartition(":")
+        options = SidecarOptions(
+            listen_port=0,
+            admin_port=0,
+            upstream_host=host,
+            upstream_port=int(port),
+            health_check_interval_s=1.0,
+            access_log_path="",  # one file write per request would be Envoy's largest cost
+        )
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config = write_config(run_dir, options, DESCRIPTOR_SET)
+        self._process = EnvoyProcess(config, log_path=run_dir / "envoy.log")
+        self.host = ""
+        self.port = 0
+
+    def start(self) -> tuple[str, int]:
+        self._process.start()
+        self.host, self.port = self._process.listener_address(LISTENER)
+        return self.host, self.port
+
+    def stop(self) -> None:
+        self._process.stop()
+
+
+class Baseline:
+    """The Flask gateway rebuilt (bench/baseline): gunicorn with 4 sync workers."""
+
+    def __init__(self, dsn: str, run_dir: Path, workers: int = 4) -> None:
+        self._dsn = dsn
+        self._workers = workers
+        self.log_path = run_dir / "baseline.log"
+        self._app_log = run_dir / "baseline-app.log"
+        self._log: IO[bytes] | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    def start(self, timeout_s: float = 60.0) -> int:
+        """Start gunicorn and wait until GET /health answers 200; the port it serves."""
+        self.port = free_port()
+        env = dict(os.environ)
+        env.update({"BASELINE_DSN": self._dsn, "BASELINE_LOG_FILE": str(self._app_log)})
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--workers",
+                str(self._workers),
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "--chdir",
+                str(REPO),
+                "bench.baseline.app:app",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout_s
+        while not http_ok("127.0.0.1", self.port, "/health"):
+            code = self.process.poll()
+            if code is not None or time.monotonic() > deadline:
+                self.stop()
+                raise StackError(f"the Flask baseline did not start:\n{_tail(self.log_path)}")
+            time.sleep(_POLL_S)
+        return self.port
+
+    def worker_pids(self) -> list[int]:
+        assert self.process is not None
+        return [p.pid for p in psutil.Process(self.process.pid).children()]
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        stop_group(process, timeout_s=15.0)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+def http_ok(host: str, port: int, path: str) -> bool:
+    """Whether GET `path` answers 200 right now."""
+    connection = http.client.HTTPConnection(host, port, timeout=2)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        response.read()
+        return response.status == 200
+    except OSError:
+        return False
+    finally:
+        connection.close()
+
+
+def peak_rss_bytes(pids: list[int]) -> int:
+    """The largest VmHWM (peak resident set) among `pids`, from /proc/<pid>/status."""
+    peak = 0
+    for pid in pids:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                peak = max(peak, int(line.split()[1]) * 1024)
+    return peak
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def reset_peak_rss(pids: list[int]) -> bool:
+    """Reset VmHWM to the current RSS (``clear_refs`` 5), so a peak belongs to one scenario."""
+    try:
+        for pid in pids:
+            Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
