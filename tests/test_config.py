@@ -118,3 +118,15 @@ def test_config_file_errors(tmp_path: Path) -> None:
     unknown.write_text('{"GRPC_PROT": 1}')
     with pytest.raises(ConfigError, match="unknown configuration key 'GRPC_PROT'"):
         load_settings({"CONFIG_FILE": str(unknown)})
+
+
+def test_every_key_is_documented() -> None:
+    """docs/configuration.md stays true: every settings field has a row, and no row is stale."""
+    import dataclasses
+    import re
+
+    doc = (Path(__file__).parents[1] / "docs" / "configuration.md").read_text()
+    documented = set(re.findall(r"^\| `([A-Z0-9_]+)` \|", doc, flags=re.MULTILINE))
+    keys = {f.name.upper() for f in dataclasses.fields(Settings)}
+    assert keys - documented == set()
+    assert documented - keys == set()
