@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 from datamorph_gateway import __version__, logging_setup
 from datamorph_gateway.app import Gateway, PortInUseError
 from datamorph_gateway.config import load_settings
-from datamorph_gateway.secrets import load_secret
 from datamorph_gateway.errors import ConfigError
+from datamorph_gateway.secrets import load_secret
 
 if TYPE_CHECKING:
     from datamorph_gateway.embedded import EmbeddedPostgres

@@ -32,8 +32,8 @@ from typing import IO
 
 from datamorph_gateway import __version__, logging_setup
 from datamorph_gateway.config import Settings, load_settings
-from datamorph_gateway.secrets import load_secret
 from datamorph_gateway.errors import ConfigError
+from datamorph_gateway.secrets import load_secret
 from datamorph_gateway.sidecar import EnvoyProcess, envoy_binary
 from datamorph_gateway.sidecar.config import LISTENER, options_from_settings, write_config
 
