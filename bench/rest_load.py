@@ -130,9 +130,7 @@ def run_wrk(
         raise RuntimeError(f"wrk failed ({completed.returncode}): {completed.stderr.strip()}")
     raw = json.loads(line[len(_MARK) :])
     errors = {
-        kind: int(raw[kind])
-        for kind in ("connect", "read", "write", "timeout")
-        if int(raw[kind])
+        kind: int(raw[kind]) for kind in ("connect", "read", "write", "timeout") if int(raw[kind])
     }
     if raw["status"]:
         errors["http_status"] = int(raw["status"])

@@ -92,7 +92,8 @@ class GatewayServer:
         assert self.process is not None
         return self.process.pid
 
-    def start(self, timeout_s: float = 60.0) -> str:
+    def launch(self) -> None:
+        """Spawn the process and return at once (start-up timing polls it by itself)."""
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "datamorph_gateway"],
@@ -102,6 +103,11 @@ class GatewayServer:
             env=self._env,
             start_new_session=True,
         )
+
+    def start(self, timeout_s: float = 60.0) -> str:
+        """Spawn it and wait for its ready line; its gRPC address."""
+        self.launch()
+        assert self.process is not None
         deadline = time.monotonic() + timeout_s
         while True:
             match = _READY_LINE.search(self.log_path.read_text(encoding="utf-8", errors="replace"))
