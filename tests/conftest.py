@@ -13,6 +13,12 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+# The suite runs gRPC servers and clients in this process while it forks
+# PostgreSQL's tools (as another user, so with fork(), not vfork()). gRPC's
+# fork handlers then run in those children and can make them fail before exec;
+# nothing here uses gRPC across a fork, so turn the handlers off before gRPC loads.
+os.environ["GRPC_ENABLE_FORK_SUPPORT"] = "0"
+
 import psycopg2
 import pytest
 from psycopg2 import sql
