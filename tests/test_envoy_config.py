@@ -85,6 +85,7 @@ def test_the_rest_routes_are_the_protos_http_rules() -> None:
         ("POST", "/get/schemas", "GetSchemas"),
         ("POST", "/get/data", "GetData"),
         ("POST", "/execute/query", "ExecuteQuery"),
+        ("POST", "/stream/query", "StreamQuery"),
         ("GET", "/get/logs/{run_id}", "GetLogs"),
         ("GET", "/watch/logs/{run_id}", "WatchLogs"),
         ("GET", "/health", "Health"),

@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import logging
 import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import grpc
 
+from datamorph_gateway.errors import GatewayError
 from datamorph_gateway.rpc import metadata_value
 
 log = logging.getLogger("datamorph_gateway.audit")
@@ -58,3 +63,37 @@ def record(
         outcome,
         text,
     )
+
+
+@dataclass
+class Tally:
+    """What the audited call reports back: the rows it returned."""
+
+    rows: int = 0
+
+
+@contextmanager
+def audited(
+    context: grpc.ServicerContext, *, query: str, param_count: int, read_only: bool
+) -> Iterator[Tally]:
+    """Write one audit line when the block ends, however it ends."""
+    tally = Tally()
+    start = time.perf_counter()
+    outcome = "error"
+    try:
+        yield tally
+        outcome = "ok"
+    except GatewayError as exc:
+        sqlstate = exc.metadata.get("sqlstate")
+        outcome = exc.code.name + (f" sqlstate={sqlstate}" if sqlstate else "")
+        raise
+    finally:
+        record(
+            context,
+            query=query,
+            param_count=param_count,
+            read_only=read_only,
+            duration_ms=(time.perf_counter() - start) * 1000,
+            rows=tally.rows,
+            outcome=outcome,
+        )

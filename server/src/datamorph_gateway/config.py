@@ -76,6 +76,10 @@ class Settings:
     max_result_rows: int = 10_000
     health_check_timeout_s: float = 2.0
     health_poll_interval_s: float = 5.0
+    # StreamQuery: rows per message, and the longest one stream may run.
+    stream_batch_rows: int = 1000
+    max_stream_batch_rows: int = 10_000
+    stream_timeout_s: float = 600.0
 
     # Logging
     log_level: str = "INFO"
@@ -262,6 +266,9 @@ def _validate(s: Settings) -> None:
         "db_connect_timeout_s",
         "health_check_timeout_s",
         "health_poll_interval_s",
+        "stream_batch_rows",
+        "max_stream_batch_rows",
+        "stream_timeout_s",
         "orchestrator_read_timeout_s",
         "orchestrator_connect_timeout_s",
         "workflow_max_concurrent",
@@ -278,6 +285,8 @@ def _validate(s: Settings) -> None:
         raise ConfigError("GRPC_PORT must be between 0 and 65535")
     if not 0 <= s.db_pool_min <= s.db_pool_max:
         raise ConfigError("DB_POOL_MIN must be between 0 and DB_POOL_MAX")
+    if s.stream_batch_rows > s.max_stream_batch_rows:
+        raise ConfigError("STREAM_BATCH_ROWS must not exceed MAX_STREAM_BATCH_ROWS")
     if s.default_sample_limit > s.max_sample_limit:
         raise ConfigError("DEFAULT_SAMPLE_LIMIT must not exceed MAX_SAMPLE_LIMIT")
     if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):

@@ -17,12 +17,13 @@ from google.protobuf import struct_pb2
 
 from datamorph.gateway.v1 import gateway_pb2 as pb
 from datamorph.gateway.v1 import gateway_pb2_grpc as pb_grpc
-from datamorph_gateway import __version__, audit
+from datamorph_gateway import __version__
+from datamorph_gateway.audit import audited
 from datamorph_gateway.config import Settings
 from datamorph_gateway.db import sqltext
 from datamorph_gateway.db.catalog import READABLE_KINDS
 from datamorph_gateway.db.database import Database
-from datamorph_gateway.db.encoding import append_array_rows, append_object_rows
+from datamorph_gateway.db.encoding import ColumnType, append_array_rows, append_object_rows
 from datamorph_gateway.db.names import InvalidTableName, TableName, parse_table_name
 from datamorph_gateway.db.query import QueryResult, wants_cursor
 from datamorph_gateway.errors import (
@@ -139,7 +140,9 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
     ) -> pb.ExecuteQueryResponse:
         s = self._settings
         query = request.query
-        scanned = self._check_query(request)
+        scanned = self._check_query(request.query, request.params)
+        if request.read_only and scanned.statements > 1:
+            raise InvalidArgument.field("query", "a read_only query must be a single statement")
         max_rows = s.max_result_rows
         if request.HasField("max_rows"):
             max_rows = request.max_rows
@@ -149,10 +152,9 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
                 )
         params = [_from_value(v) for v in request.params]
         budget = time_budget_s(context, s.statement_timeout_s)
-        start = time.perf_counter()
-        outcome = "error"
-        rows = 0
-        try:
+        with audited(
+            context, query=query, param_count=len(params), read_only=request.read_only
+        ) as tally:
             result = self._db.execute(
                 query,
                 params,
@@ -161,28 +163,11 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
                 timeout_s=budget,
                 use_cursor=wants_cursor(scanned),
             )
-            rows = len(result.rows)
-            outcome = "ok"
-        except GatewayError as exc:
-            outcome = f"{exc.code.name}" + (
-                f" sqlstate={exc.metadata['sqlstate']}" if "sqlstate" in exc.metadata else ""
-            )
-            raise
-        finally:
-            audit.record(
-                context,
-                query=query,
-                param_count=len(params),
-                read_only=request.read_only,
-                duration_ms=(time.perf_counter() - start) * 1000,
-                rows=rows,
-                outcome=outcome,
-            )
+            tally.rows = len(result.rows)
         return self._query_response(result, request.row_format)
 
-    def _check_query(self, request: pb.ExecuteQueryRequest) -> sqltext.SqlText:
+    def _check_query(self, query: str, params: Sequence[struct_pb2.Value]) -> sqltext.SqlText:
         s = self._settings
-        query = request.query
         if not query.strip():
             raise InvalidArgument.field("query", "must not be empty")
         size = len(query.encode("utf-8"))
@@ -202,9 +187,7 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
                 f"transaction control ({', '.join(sorted(control))}) is not allowed: "
                 "each request runs in one transaction that the gateway commits or rolls back",
             )
-        if request.read_only and scanned.statements > 1:
-            raise InvalidArgument.field("query", "a read_only query must be a single statement")
-        count = len(request.params)
+        count = len(params)
         if count > s.max_query_params:
             raise InvalidArgument.field(
                 "params", f"at most {s.max_query_params} values, got {count}"
@@ -219,10 +202,52 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
                 f"{count} values given but the query's placeholders run from $1 to "
                 f"${scanned.max_placeholder}",
             )
-        for i, value in enumerate(request.params):
+        for i, value in enumerate(params):
             if _has_nul(value):
                 raise InvalidArgument.field(f"params[{i}]", "must not contain NUL characters")
         return scanned
+
+    @rpc_stream
+    def StreamQuery(
+        self, request: pb.StreamQueryRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.StreamQueryResponse]:
+        s = self._settings
+        scanned = self._check_query(request.query, request.params)
+        if not wants_cursor(scanned):
+            raise InvalidArgument.field(
+                "query", "must be a single SELECT, VALUES, TABLE or WITH statement"
+            )
+        batch_rows = s.stream_batch_rows
+        if request.HasField("batch_rows"):
+            batch_rows = request.batch_rows
+            if not 0 < batch_rows <= s.max_stream_batch_rows:
+                raise InvalidArgument.field(
+                    "batch_rows",
+                    f"must be between 1 and {s.max_stream_batch_rows}, got {batch_rows}",
+                )
+        params = [_from_value(v) for v in request.params]
+        budget = time_budget_s(context, s.stream_timeout_s)
+        with audited(
+            context, query=request.query, param_count=len(params), read_only=True
+        ) as tally:
+            batches = self._db.stream(
+                request.query, params, batch_rows=batch_rows, timeout_s=budget
+            )
+            previous: pb.StreamQueryResponse | None = None
+            for batch in batches:
+                response = pb.StreamQueryResponse(status=SUCCESS)
+                if previous is None:
+                    _add_columns(response.columns, batch.names, batch.columns, batch.keys)
+                _append_rows(response.rows, batch.keys, batch.rows, request.row_format)
+                tally.rows += len(batch.rows)
+                response.rows_sent = tally.rows
+                # Held back one step, so that the last message can say done.
+                if previous is not None:
+                    yield previous
+                previous = response
+            if previous is not None:
+                previous.done = True
+                yield previous
 
     def _query_response(self, result: QueryResult, row_format: int) -> pb.ExecuteQueryResponse:
         response = pb.ExecuteQueryResponse(
@@ -232,12 +257,8 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
             command=result.command,
             truncated=result.truncated,
         )
-        for name, column, key in zip(result.names, result.columns, result.keys, strict=True):
-            response.columns.add(name=name, type=column.name, key=key)
-        if row_format == pb.ROW_FORMAT_ARRAY:
-            append_array_rows(response.rows, result.rows)
-        else:
-            append_object_rows(response.rows, result.keys, result.rows)
+        _add_columns(response.columns, result.names, result.columns, result.keys)
+        _append_rows(response.rows, result.keys, result.rows, row_format)
         return response
 
     # -- workflows and logs --------------------------------------------------------
@@ -323,6 +344,22 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
             failing = ", ".join(k for k, v in response.checks.items() if v.status != "healthy")
             raise Unavailable(f"unhealthy: {failing}", reason="UNHEALTHY", extra_details=[response])
         return response
+
+
+def _add_columns(
+    dest: Any, names: Sequence[str], columns: Sequence[ColumnType], keys: Sequence[str]
+) -> None:
+    for name, column, key in zip(names, columns, keys, strict=True):
+        dest.add(name=name, type=column.name, key=key)
+
+
+def _append_rows(
+    dest: Any, keys: Sequence[str], rows: Sequence[Sequence[Any]], row_format: int
+) -> None:
+    if row_format == pb.ROW_FORMAT_ARRAY:
+        append_array_rows(dest, rows)
+    else:
+        append_object_rows(dest, keys, rows)
 
 
 def _log_entry(target: pb.LogEntry, entry: dict[str, Any]) -> None:

@@ -160,6 +160,19 @@ class Database:
                 conn, self.types, query=sql, params=params, max_rows=max_rows, use_cursor=use_cursor
             )
 
+    def stream(
+        self, sql: str, params: Sequence[Any] | None, *, batch_rows: int, timeout_s: float
+    ) -> Iterator[query.Batch]:
+        """Stream a read-only query's rows; the connection is held until the stream ends.
+
+        A caller that stops early (a cancelled RPC closes the generator) rolls
+        the transaction back and frees the connection at once.
+        """
+        with self._transaction(timeout_s, read_only=True, reset_session=True) as conn:
+            yield from query.stream(
+                conn, self.types, query=sql, params=params, batch_rows=batch_rows
+            )
+
     def check(self, timeout_s: float) -> float:
         """Round-trip to the database; the latency in seconds, or a request error."""
         start = time.monotonic()

@@ -10,7 +10,7 @@ client-side; callers never build SQL strings.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,11 +109,7 @@ def run(
     use_cursor: bool,
 ) -> QueryResult:
     """Run the query in the connection's open transaction; the caller commits."""
-    text = query
-    args: dict[str, Any] | None = None
-    if params:
-        text = sqltext.to_pyformat(query)
-        args = {f"p{i}": to_param(v) for i, v in enumerate(params, start=1)}
+    text, args = _bind(query, params)
     if use_cursor:
         try:
             return _run_cursor(conn, types, text, args, max_rows)
@@ -122,6 +118,53 @@ def run(
                 raise CursorRefused from exc
             raise
     return _run_plain(conn, types, text, args, max_rows)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One batch of a streamed result, with the result's columns."""
+
+    names: list[str]
+    columns: list[ColumnType]
+    keys: list[str]
+    rows: Sequence[Sequence[Any]]
+
+
+def stream(
+    conn: Connection,
+    types: TypeCatalog,
+    *,
+    query: str,
+    params: Sequence[Any] | None,
+    batch_rows: int,
+) -> Iterator[Batch]:
+    """A single query's rows through a server-side cursor, ``batch_rows`` at a time.
+
+    Memory stays bounded by one batch however large the result: each
+    ``fetchmany`` on psycopg2's named cursor fetches just what it asks for.
+    """
+    text, args = _bind(query, params)
+    with conn.cursor(name="dmgw_stream") as cur:
+        cur.execute(text, args)
+        rows = cur.fetchmany(batch_rows)
+        description = cur.description or ()
+        columns = types.describe(conn, [d.type_code for d in description])
+        names = [d.name for d in description]
+        keys = unique_keys(names)
+        while True:
+            yield Batch(names, columns, keys, decode_rows(columns, rows))
+            if len(rows) < batch_rows:
+                return
+            rows = cur.fetchmany(batch_rows)
+            if not rows:
+                return
+
+
+def _bind(query: str, params: Sequence[Any] | None) -> tuple[str, dict[str, Any] | None]:
+    """The text and arguments psycopg2 executes: $n rewritten only when values are given."""
+    if not params:
+        return query, None
+    return sqltext.to_pyformat(query), {f"p{i}": to_param(v) for i, v in enumerate(params, 1)}
 
 
 def _run_cursor(

@@ -75,6 +75,8 @@ class SidecarOptions:
     start_timeout_s: float = 960.0
     # WatchLogs streams until the run ends or the gateway's LOG_WATCH_MAX_S passes.
     watch_timeout_s: float = 3660.0
+    # StreamQuery streams until the result is sent or the gateway's STREAM_TIMEOUT_S passes.
+    stream_timeout_s: float = 660.0
     connect_timeout_s: float = 5.0
     health_check_interval_s: float = 5.0
     health_check_timeout_s: float = 2.0
@@ -99,6 +101,7 @@ _POSITIVE = (
     "route_timeout_s",
     "start_timeout_s",
     "watch_timeout_s",
+    "stream_timeout_s",
     "connect_timeout_s",
     "health_check_interval_s",
     "health_check_timeout_s",
@@ -122,6 +125,7 @@ def options_from_settings(
         route_timeout_s=settings.envoy_route_timeout_s,
         start_timeout_s=settings.envoy_start_timeout_s,
         watch_timeout_s=settings.log_watch_max_s + 60,
+        stream_timeout_s=settings.stream_timeout_s + 60,
         access_log_path=access_log_path,
     )
 
@@ -184,31 +188,29 @@ def _filter(name: str, type_name: str, **values: Any) -> dict[str, Any]:
     return {"name": name, "typed_config": _typed(type_name, **values)}
 
 
+def _long_route(rpc: str, timeout_s: float) -> dict[str, Any]:
+    return {
+        "match": {"path": f"/{SERVICE}/{rpc}"},
+        "route": {
+            "cluster": GATEWAY_CLUSTER,
+            "timeout": _duration(timeout_s),
+            "idle_timeout": _duration(timeout_s),
+        },
+    }
+
+
 def _routes(options: SidecarOptions) -> list[dict[str, Any]]:
     """Routes on the gRPC path. No retry policy anywhere: nothing is ever retried."""
-    start = {
-        "match": {"path": f"/{SERVICE}/StartWorkflow"},
-        "route": {
-            "cluster": GATEWAY_CLUSTER,
-            # Neither the route nor a silent stream may end the call before the orchestrator.
-            "timeout": _duration(options.start_timeout_s),
-            "idle_timeout": _duration(options.start_timeout_s),
-        },
-    }
-    watch = {
-        "match": {"path": f"/{SERVICE}/WatchLogs"},
-        "route": {
-            "cluster": GATEWAY_CLUSTER,
-            # The gateway ends the stream at LOG_WATCH_MAX_S; Envoy must not end it first.
-            "timeout": _duration(options.watch_timeout_s),
-            "idle_timeout": _duration(options.watch_timeout_s),
-        },
-    }
+    # Neither the route nor a silent stream may end StartWorkflow before the orchestrator.
+    start = _long_route("StartWorkflow", options.start_timeout_s)
+    # Streams: the gateway ends them at its own limit; Envoy must not end them first.
+    watch = _long_route("WatchLogs", options.watch_timeout_s)
+    stream = _long_route("StreamQuery", options.stream_timeout_s)
     others = {
         "match": {"prefix": "/"},
         "route": {"cluster": GATEWAY_CLUSTER, "timeout": _duration(options.route_timeout_s)},
     }
-    return [start, watch, others]
+    return [start, watch, stream, others]
 
 
 def _rest_body_limit(max_bytes: int) -> dict[str, Any]:

@@ -191,6 +191,32 @@ class ExecuteQueryResponse(_message.Message):
     truncated: bool
     def __init__(self, status: _Optional[str] = ..., columns: _Optional[_Iterable[_Union[Column, _Mapping]]] = ..., rows: _Optional[_Iterable[_Union[_struct_pb2.Value, _Mapping]]] = ..., row_count: _Optional[int] = ..., rows_affected: _Optional[float] = ..., command: _Optional[str] = ..., truncated: _Optional[bool] = ...) -> None: ...
 
+class StreamQueryRequest(_message.Message):
+    __slots__ = ("query", "params", "batch_rows", "row_format")
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_ROWS_FIELD_NUMBER: _ClassVar[int]
+    ROW_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    query: str
+    params: _containers.RepeatedCompositeFieldContainer[_struct_pb2.Value]
+    batch_rows: int
+    row_format: RowFormat
+    def __init__(self, query: _Optional[str] = ..., params: _Optional[_Iterable[_Union[_struct_pb2.Value, _Mapping]]] = ..., batch_rows: _Optional[int] = ..., row_format: _Optional[_Union[RowFormat, str]] = ...) -> None: ...
+
+class StreamQueryResponse(_message.Message):
+    __slots__ = ("status", "columns", "rows", "rows_sent", "done")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    ROWS_SENT_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    status: str
+    columns: _containers.RepeatedCompositeFieldContainer[Column]
+    rows: _containers.RepeatedCompositeFieldContainer[_struct_pb2.Value]
+    rows_sent: float
+    done: bool
+    def __init__(self, status: _Optional[str] = ..., columns: _Optional[_Iterable[_Union[Column, _Mapping]]] = ..., rows: _Optional[_Iterable[_Union[_struct_pb2.Value, _Mapping]]] = ..., rows_sent: _Optional[float] = ..., done: _Optional[bool] = ...) -> None: ...
+
 class GetLogsRequest(_message.Message):
     __slots__ = ("run_id",)
     RUN_ID_FIELD_NUMBER: _ClassVar[int]

@@ -56,6 +56,11 @@ class DataMorphGatewayStub:
                 request_serializer=datamorph_dot_gateway_dot_v1_dot_gateway__pb2.ExecuteQueryRequest.SerializeToString,
                 response_deserializer=datamorph_dot_gateway_dot_v1_dot_gateway__pb2.ExecuteQueryResponse.FromString,
                 _registered_method=True)
+        self.StreamQuery = channel.unary_stream(
+                '/datamorph.gateway.v1.DataMorphGateway/StreamQuery',
+                request_serializer=datamorph_dot_gateway_dot_v1_dot_gateway__pb2.StreamQueryRequest.SerializeToString,
+                response_deserializer=datamorph_dot_gateway_dot_v1_dot_gateway__pb2.StreamQueryResponse.FromString,
+                _registered_method=True)
         self.GetLogs = channel.unary_unary(
                 '/datamorph.gateway.v1.DataMorphGateway/GetLogs',
                 request_serializer=datamorph_dot_gateway_dot_v1_dot_gateway__pb2.GetLogsRequest.SerializeToString,
@@ -109,6 +114,15 @@ class DataMorphGatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamQuery(self, request, context):
+        """StreamQuery runs one read-only query and streams its rows in batches, so
+        a result of any size flows with bounded memory on every hop. Through Envoy
+        it is newline-delimited JSON, one StreamQueryResponse per line.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetLogs(self, request, context):
         """GetLogs returns the log entries a workflow run has written so far.
         """
@@ -156,6 +170,11 @@ def add_DataMorphGatewayServicer_to_server(servicer, server):
                     servicer.ExecuteQuery,
                     request_deserializer=datamorph_dot_gateway_dot_v1_dot_gateway__pb2.ExecuteQueryRequest.FromString,
                     response_serializer=datamorph_dot_gateway_dot_v1_dot_gateway__pb2.ExecuteQueryResponse.SerializeToString,
+            ),
+            'StreamQuery': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamQuery,
+                    request_deserializer=datamorph_dot_gateway_dot_v1_dot_gateway__pb2.StreamQueryRequest.FromString,
+                    response_serializer=datamorph_dot_gateway_dot_v1_dot_gateway__pb2.StreamQueryResponse.SerializeToString,
             ),
             'GetLogs': grpc.unary_unary_rpc_method_handler(
                     servicer.GetLogs,
@@ -283,6 +302,33 @@ class DataMorphGateway:
             '/datamorph.gateway.v1.DataMorphGateway/ExecuteQuery',
             datamorph_dot_gateway_dot_v1_dot_gateway__pb2.ExecuteQueryRequest.SerializeToString,
             datamorph_dot_gateway_dot_v1_dot_gateway__pb2.ExecuteQueryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamQuery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/datamorph.gateway.v1.DataMorphGateway/StreamQuery',
+            datamorph_dot_gateway_dot_v1_dot_gateway__pb2.StreamQueryRequest.SerializeToString,
+            datamorph_dot_gateway_dot_v1_dot_gateway__pb2.StreamQueryResponse.FromString,
             options,
             channel_credentials,
             insecure,
