@@ -80,3 +80,27 @@ def test_example_lambda_handler(gateway, monkeypatch: pytest.MonkeyPatch) -> Non
         assert bad["statusCode"] == 400
     finally:
         module.client.close()
+
+
+def test_stream_query_yields_batches(client: GatewayClient) -> None:
+    batches = list(
+        client.stream_query("SELECT g AS n FROM generate_series(1, $1) g", [7], batch_rows=3)
+    )
+    assert [len(b) for b in batches] == [3, 3, 1]
+    assert batches[0][0] == {"n": 1}
+
+
+def test_stream_query_errors_are_gateway_errors(client: GatewayClient) -> None:
+    with pytest.raises(GatewayError) as err:
+        list(client.stream_query("SELECT * FROM nowhere_to_stream"))
+    assert err.value.code == grpc.StatusCode.NOT_FOUND
+
+
+def test_watch_logs_of_a_finished_run(client: GatewayClient) -> None:
+    run = client.start_workflow("SELECT 1 AS one", target_table="client_watch_target")
+    entries = [e.entry.type for e in client.watch_logs(run.run_id)]
+    assert entries[0] == "start"
+    assert entries[-1] == "end"
+    with pytest.raises(GatewayError) as err:
+        list(client.watch_logs("20200101_000000_00000000", timeout_s=5))
+    assert err.value.code == grpc.StatusCode.NOT_FOUND

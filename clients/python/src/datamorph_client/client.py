@@ -8,7 +8,7 @@ google.rpc details (reason, SQLSTATE, field violations) already decoded.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -233,6 +233,56 @@ class GatewayClient:
             command=response.command,
             truncated=response.truncated,
         )
+
+    def stream_query(
+        self,
+        query: str,
+        params: Sequence[Any] = (),
+        *,
+        batch_rows: int | None = None,
+        timeout_s: float | None = None,
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Yield a read-only query's rows batch by batch, however many there are.
+
+        Raises GatewayError if the stream fails midway or ends without its
+        final message, so a partial result is never taken for a whole one.
+        """
+        request = pb.StreamQueryRequest(query=query)
+        for value in params:
+            request.params.add().CopyFrom(_to_value(value))
+        if batch_rows is not None:
+            request.batch_rows = batch_rows
+        stream = self.stub.StreamQuery(
+            request,
+            timeout=self.timeout_s if timeout_s is None else timeout_s,
+            metadata=self._metadata(),
+        )
+        try:
+            for response in stream:
+                yield [_plain(row) for row in response.rows]
+                if response.done:
+                    return
+        except grpc.RpcError as exc:
+            raise _error(exc) from None
+        finally:
+            stream.cancel()
+        raise GatewayError(grpc.StatusCode.UNAVAILABLE, "the stream ended before its last batch")
+
+    def watch_logs(
+        self, run_id: str, *, start_index: int = 0, timeout_s: float | None = None
+    ) -> Iterator[pb.WatchLogsResponse]:
+        """Yield a run's log entries as they are written, until the run ends."""
+        stream = self.stub.WatchLogs(
+            pb.WatchLogsRequest(run_id=run_id, start_index=start_index),
+            timeout=self.timeout_s if timeout_s is None else timeout_s,
+            metadata=self._metadata(),
+        )
+        try:
+            yield from stream
+        except grpc.RpcError as exc:
+            raise _error(exc) from None
+        finally:
+            stream.cancel()
 
     def start_workflow(
         self,
