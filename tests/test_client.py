@@ -104,3 +104,10 @@ def test_watch_logs_of_a_finished_run(client: GatewayClient) -> None:
     with pytest.raises(GatewayError) as err:
         list(client.watch_logs("20200101_000000_00000000", timeout_s=5))
     assert err.value.code == grpc.StatusCode.NOT_FOUND
+
+
+def test_watch_logs_refuses_a_negative_start(client: GatewayClient) -> None:
+    with pytest.raises(GatewayError) as err:
+        list(client.watch_logs("20200101_000000_00000000", start_index=-1))
+    assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.violations[0].field == "start_index"
