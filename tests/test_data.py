@@ -119,3 +119,22 @@ def test_unknown_table_is_not_found(client: GatewayClient) -> None:
         client.get_data(["customers", "missing_table"])
     assert err.value.code == grpc.StatusCode.NOT_FOUND
     assert "missing_table" in err.value.message
+
+
+def test_reads_are_bounded_by_the_deadline(client: GatewayClient) -> None:
+    with pytest.raises(GatewayError) as err:
+        client.get_data(["slow_view"], timeout_s=0.4)
+    assert err.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    # The statement was cancelled in the database, and the connection is fine.
+    assert client.get_data(["tiny"])["tiny"].rows
+
+
+def test_reads_leave_no_session_state(make_gateway) -> None:  # type: ignore[no-untyped-def]
+    gateway = make_gateway(db_pool_max=1)
+    with GatewayClient(gateway.address) as c:
+        c.get_data(["tiny"], timeout_s=5)
+        result = c.execute_query("SELECT current_setting('statement_timeout') AS t")
+        assert result.rows == [{"t": "30s"}]
+        assert c.execute_query("SELECT current_setting('transaction_read_only') AS r").rows == [
+            {"r": "off"}
+        ]

@@ -15,6 +15,7 @@ from typing import Any
 
 from datamorph_gateway.db.names import TableName
 from datamorph_gateway.db.pool import Connection
+from datamorph_gateway.db.statements import Budget, execute
 from datamorph_gateway.errors import NotFound
 
 # Relation kinds that can be read like a table, and how we name them.
@@ -56,11 +57,14 @@ class Relation:
 
 
 def resolve(
-    conn: Connection, names: Sequence[TableName], originals: Sequence[str]
+    conn: Connection,
+    names: Sequence[TableName],
+    originals: Sequence[str],
+    budget: Budget | None = None,
 ) -> list[Relation]:
     """Resolve every name, or raise NotFound naming each one that is missing."""
     with conn.cursor() as cur:
-        cur.execute(_RESOLVE, ([n.regclass_text() for n in names],))
+        execute(cur, _RESOLVE, ([n.regclass_text() for n in names],), budget)
         rows = cur.fetchall()
     found: list[Relation] = []
     missing: list[str] = []
@@ -152,11 +156,13 @@ class TableDescription:
     foreign_keys: list[dict[str, Any]]
 
 
-def describe(conn: Connection, relations: Sequence[Relation]) -> list[TableDescription]:
+def describe(
+    conn: Connection, relations: Sequence[Relation], budget: Budget | None = None
+) -> list[TableDescription]:
     """Describe every relation in one round trip, in the order given."""
     if not relations:
         return []
     with conn.cursor() as cur:
-        cur.execute(_DESCRIBE, (sorted({r.oid for r in relations}),))
+        execute(cur, _DESCRIBE, (sorted({r.oid for r in relations}),), budget)
         by_oid = {oid: (cols, pks, fks) for oid, cols, pks, fks in cur.fetchall()}
     return [TableDescription(r, *by_oid[r.oid]) for r in relations]

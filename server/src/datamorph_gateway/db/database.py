@@ -23,6 +23,7 @@ from datamorph_gateway.db import catalog, encoding, query, sampling
 from datamorph_gateway.db.encoding import ColumnType, TypeCatalog, decode_rows
 from datamorph_gateway.db.names import TableName
 from datamorph_gateway.db.pool import Connection, ConnectionPool
+from datamorph_gateway.db.statements import Budget, execute
 from datamorph_gateway.errors import Unavailable, from_database_error
 
 log = logging.getLogger(__name__)
@@ -85,22 +86,27 @@ class Database:
         except psycopg2.Error as exc:
             raise from_database_error(exc) from exc
 
-    def _read(self, timeout_s: float, work: Callable[[Connection], T]) -> T:
-        """Run a read-only unit of work, once more on a fresh connection if the first one died.
+    def _read(self, timeout_s: float, work: Callable[[Connection, Budget], T]) -> T:
+        """Run a read on an autocommit connection, each statement carrying the time left.
 
-        Reads are idempotent, so a connection lost to a database restart is
-        retried rather than failed; the pool has discarded the dead one.
+        No BEGIN and no COMMIT: two round trips fewer than a transaction. A
+        read whose connection died (a database restart) is tried once more on
+        a fresh one, since reads are idempotent; the pool has dropped the dead one.
         """
-        deadline = time.monotonic() + timeout_s
+        budget = Budget(timeout_s)
         for attempt in (1, 2):
             try:
-                with self._transaction(
-                    max(deadline - time.monotonic(), 0.001), read_only=True
-                ) as c:
-                    return work(c)
-            except Unavailable:
-                if attempt == 2 or time.monotonic() >= deadline:
-                    raise
+                with self.pool.connection(budget.remaining_ms() / 1000) as conn:
+                    conn.autocommit = True
+                    try:
+                        return work(conn, budget)
+                    finally:
+                        if not conn.closed:
+                            conn.autocommit = False
+            except psycopg2.Error as exc:
+                error = from_database_error(exc)
+                if not isinstance(error, Unavailable) or attempt == 2:
+                    raise error from exc
                 log.info("database connection lost during a read; retrying once")
         raise AssertionError("unreachable")
 
@@ -109,18 +115,19 @@ class Database:
     def get_schemas(
         self, names: Sequence[TableName], originals: Sequence[str], timeout_s: float
     ) -> list[catalog.TableDescription]:
-        def work(conn: Connection) -> list[catalog.TableDescription]:
-            return catalog.describe(conn, catalog.resolve(conn, names, originals))
+        def work(conn: Connection, budget: Budget) -> list[catalog.TableDescription]:
+            relations = catalog.resolve(conn, names, originals, budget)
+            return catalog.describe(conn, relations, budget)
 
         return self._read(timeout_s, work)
 
     def get_data(
         self, names: Sequence[TableName], originals: Sequence[str], limit: int, timeout_s: float
     ) -> list[Sample]:
-        def work(conn: Connection) -> list[Sample]:
+        def work(conn: Connection, budget: Budget) -> list[Sample]:
             samples = []
-            for relation in catalog.resolve(conn, names, originals):
-                description, rows = sampling.sample(conn, relation, limit)
+            for relation in catalog.resolve(conn, names, originals, budget):
+                description, rows = sampling.sample(conn, relation, limit, budget)
                 columns = self.types.describe(conn, [d.type_code for d in description])
                 keys = [d.name for d in description]
                 samples.append(Sample(columns, keys, decode_rows(columns, rows)))
@@ -177,9 +184,9 @@ class Database:
         """Round-trip to the database; the latency in seconds, or a request error."""
         start = time.monotonic()
 
-        def work(conn: Connection) -> None:
+        def work(conn: Connection, budget: Budget) -> None:
             with conn.cursor() as cur:
-                cur.execute("SELECT 1")
+                execute(cur, "SELECT 1", None, budget)
                 cur.fetchone()
 
         self._read(timeout_s, work)

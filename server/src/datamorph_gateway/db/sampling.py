@@ -20,9 +20,10 @@ from psycopg2 import sql
 
 from datamorph_gateway.db.catalog import Relation
 from datamorph_gateway.db.pool import Connection
+from datamorph_gateway.db.statements import Budget, execute
 
-FULL_SCAN_MAX_PAGES = 128  # 1 MiB of 8 KiB blocks: sorting that is cheaper than sampling twice
-MIN_BLOCKS = 32
+FULL_SCAN_MAX_PAGES = 32  # 256 KiB of 8 KiB blocks: sorting that is cheaper than sampling
+MIN_BLOCKS = 8
 OVERSAMPLE = 4
 GROWTH = 4.0
 
@@ -42,22 +43,25 @@ def sample_percent(relation: Relation, limit: int) -> float | None:
 
 
 def sample(
-    conn: Connection, relation: Relation, limit: int
+    conn: Connection, relation: Relation, limit: int, budget: Budget | None = None
 ) -> tuple[list[Any], list[tuple[Any, ...]]]:
     """Up to ``limit`` random rows of the relation: (cursor.description, rows)."""
     table = sql.Identifier(relation.schema, relation.name)
     percent = sample_percent(relation, limit)
     with conn.cursor() as cur:
         while percent is not None:
-            cur.execute(
+            execute(
+                cur,
                 sql.SQL(
                     "SELECT * FROM {} TABLESAMPLE SYSTEM (%s) ORDER BY random() LIMIT %s"
                 ).format(table),
                 (percent, limit),
+                budget,
             )
             rows = cur.fetchall()
             if len(rows) >= limit:
                 return list(cur.description or ()), rows
             percent = percent * GROWTH if percent * GROWTH < 100.0 else None
-        cur.execute(sql.SQL("SELECT * FROM {} ORDER BY random() LIMIT %s").format(table), (limit,))
+        query = sql.SQL("SELECT * FROM {} ORDER BY random() LIMIT %s").format(table)
+        execute(cur, query, (limit,), budget)
         return list(cur.description or ()), cur.fetchall()

@@ -1,0 +1,39 @@
+"""Statements that carry the caller's time limit in the same round trip.
+
+Reads run on autocommit connections: no BEGIN, no COMMIT. Each statement is
+sent as ``SET LOCAL statement_timeout = N; <statement>``, one simple-query
+message that PostgreSQL runs as one implicit transaction, so the limit holds
+for that statement alone and leaves nothing behind on the connection.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from psycopg2 import sql
+from psycopg2.extensions import cursor
+
+
+class Budget:
+    """The time a request has left, read afresh for each statement."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self._deadline = time.monotonic() + timeout_s
+
+    def remaining_ms(self) -> int:
+        """Milliseconds left; at least 1, since 0 would mean no limit at all."""
+        return max(1, math.ceil((self._deadline - time.monotonic()) * 1000))
+
+
+def execute(
+    cur: cursor, query: str | sql.Composable, params: Any = None, budget: Budget | None = None
+) -> None:
+    """Run ``query``, limited to the budget's remaining time when there is one."""
+    if budget is None:
+        cur.execute(query, params)
+        return
+    body = sql.SQL(query) if isinstance(query, str) else query
+    limit = sql.SQL("SET LOCAL statement_timeout = {}; ").format(sql.Literal(budget.remaining_ms()))
+    cur.execute(limit + body, params)
