@@ -2,9 +2,11 @@
 
 Names are passed to ``to_regclass()`` as bind parameters, so PostgreSQL
 applies its own rules (search_path, case folding, quoting) and no caller text
-ever becomes SQL text. Descriptions read pg_catalog directly and borrow
-information_schema's helper functions, so a column looks exactly as in
-``information_schema.columns``, for any number of tables in one round trip.
+ever becomes SQL text. Descriptions read pg_catalog directly and compute each column's fields
+with information_schema's own formulas (inlined: calling its helper
+functions per column cost three quarters of the query), so a column looks
+exactly as in ``information_schema.columns``, for any number of tables in
+one round trip.
 """
 
 from __future__ import annotations
@@ -104,15 +106,16 @@ SELECT r.oid,
                            THEN 'NO' ELSE 'YES' END,
        'column_default', pg_get_expr(ad.adbin, ad.adrelid),
        'ordinal_position', a.attnum,
-       'character_maximum_length', information_schema._pg_char_max_length(
-            information_schema._pg_truetypid(a.*, t.*),
-            information_schema._pg_truetypmod(a.*, t.*)),
-       'numeric_precision', information_schema._pg_numeric_precision(
-            information_schema._pg_truetypid(a.*, t.*),
-            information_schema._pg_truetypmod(a.*, t.*)),
-       'numeric_scale', information_schema._pg_numeric_scale(
-            information_schema._pg_truetypid(a.*, t.*),
-            information_schema._pg_truetypmod(a.*, t.*)),
+       'character_maximum_length', CASE WHEN tt.mod = -1 THEN NULL
+                                        WHEN tt.id IN (1042, 1043) THEN tt.mod - 4
+                                        WHEN tt.id IN (1560, 1562) THEN tt.mod END,
+       'numeric_precision', CASE tt.id WHEN 21 THEN 16 WHEN 23 THEN 32 WHEN 20 THEN 64
+                                       WHEN 700 THEN 24 WHEN 701 THEN 53
+                                       WHEN 1700 THEN CASE WHEN tt.mod = -1 THEN NULL
+                                                           ELSE ((tt.mod - 4) >> 16) & 65535 END
+                            END,
+       'numeric_scale', CASE WHEN tt.id IN (21, 23, 20) THEN 0
+                             WHEN tt.id = 1700 AND tt.mod <> -1 THEN (tt.mod - 4) & 65535 END,
        'udt_name', coalesce(bt.typname, t.typname),
        'type', format_type(a.atttypid, a.atttypmod)
      ) ORDER BY a.attnum), '[]'::json)
@@ -122,6 +125,10 @@ SELECT r.oid,
      LEFT JOIN pg_catalog.pg_type bt ON t.typtype = 'd' AND bt.oid = t.typbasetype
      LEFT JOIN pg_catalog.pg_namespace nbt ON nbt.oid = bt.typnamespace
      LEFT JOIN pg_catalog.pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
+     -- The type and typmod under a domain, as information_schema's _pg_truetypid/mod.
+     CROSS JOIN LATERAL (SELECT CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END,
+                                CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END
+                        ) AS tt(id, mod)
     WHERE a.attrelid = r.oid AND a.attnum > 0 AND NOT a.attisdropped) AS columns,
   (SELECT coalesce(json_agg(a.attname ORDER BY k.ord), '[]'::json)
      FROM pg_catalog.pg_constraint con
