@@ -71,5 +71,13 @@ fmt: $(STAMP) $(BUF) ## Format Python and proto sources in place
 	$(BIN)/ruff check --fix .
 	$(BUF) format -w
 
+.PHONY: bench
+bench: $(STAMP) ## Benchmark the gateway against the Flask baseline and the database (BENCH_ARGS=--quick)
+	@command -v wrk >/dev/null || { echo "make bench: installing wrk (Debian package)"; \
+	  { apt-get install -y -qq wrk || { apt-get update -qq && apt-get install -y -qq wrk; }; } >/dev/null 2>&1; } \
+	  || { echo "make bench: wrk is required and could not be installed: run 'apt-get install -y wrk' as root"; exit 1; }
+	$(PY) -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
+	$(PY) -m bench $(BENCH_ARGS)
+
 clean: ## Remove the venv, tools and runtime data (.data holds the embedded database)
 	rm -rf $(VENV) $(TOOLS) .data .pytest_cache .mypy_cache .ruff_cache

@@ -132,6 +132,35 @@ def ensure_dataset(dsn: str, sizes: Iterable[int]) -> dict[str, float]:
     return spent
 
 
+# The catalogs a CREATE TABLE writes to. StartWorkflow scenarios create and drop thousands of
+# tables; without compaction every later catalog query (GetSchemas above all) reads their
+# dead rows' pages, and the numbers drift from run to run.
+_CATALOGS = (
+    "pg_class", "pg_attribute", "pg_type", "pg_depend", "pg_index", "pg_constraint",
+    "pg_attrdef", "pg_statistic", "pg_shdepend",
+)  # fmt: skip
+
+
+def compact_catalogs(dsn: str) -> bool:
+    """VACUUM FULL the catalogs so each run starts from the same catalog size.
+
+    Needs a superuser (the embedded server's); against a DATABASE_URL without one it
+    says so and returns False, and GetSchemas numbers then depend on that database's past.
+    """
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            for name in _CATALOGS:
+                cur.execute(sql.SQL("VACUUM (FULL, ANALYZE) {}").format(sql.Identifier(name)))
+    except psycopg2.Error as exc:
+        log.warning("could not compact the system catalogs: %s", str(exc).strip())
+        return False
+    finally:
+        conn.close()
+    return True
+
+
 def _intact(conn: psycopg2.extensions.connection, table: str, rows: int) -> bool:
     with conn.cursor() as cur:
         cur.execute("SELECT version, row_count FROM bench_meta WHERE name = %s", (table,))

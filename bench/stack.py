@@ -12,6 +12,7 @@ import contextlib
 import http.client
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -121,6 +122,10 @@ class GatewayServer:
                 raise StackError(f"the gateway {why}:\n{_tail(self.log_path)}")
             time.sleep(_POLL_S)
 
+    def poll(self) -> int | None:
+        """The exit code once the process has ended, else None."""
+        return self.process.poll() if self.process is not None else None
+
     def stop(self) -> None:
         process, self.process = self.process, None
         stop_group(process, timeout_s=15.0)
@@ -147,11 +152,16 @@ class Envoy:
         self._process = EnvoyProcess(config, log_path=run_dir / "envoy.log")
         self.host = ""
         self.port = 0
+        self.pid = 0
 
     def start(self) -> tuple[str, int]:
         self._process.start()
+        self.pid = next((c.pid for c in psutil.Process().children() if c.name() == "envoy"), 0)
         self.host, self.port = self._process.listener_address(LISTENER)
         return self.host, self.port
+
+    def poll(self) -> int | None:
+        return self._process.poll()
 
     def stop(self) -> None:
         self._process.stop()
@@ -202,6 +212,14 @@ class Baseline:
                 raise StackError(f"the Flask baseline did not start:\n{_tail(self.log_path)}")
             time.sleep(_POLL_S)
         return self.port
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def poll(self) -> int | None:
+        return self.process.poll() if self.process is not None else None
 
     def worker_pids(self) -> list[int]:
         assert self.process is not None
@@ -254,3 +272,49 @@ def reset_peak_rss(pids: list[int]) -> bool:
     except OSError:
         return False
     return True
+
+
+def _tree_cpu_s(pid: int) -> float:
+    """CPU seconds of a process and all its descendants, live or already reaped."""
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            t = process.cpu_times()
+            total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+def postmaster_pid(data_dir: Path) -> int | None:
+    """The postmaster's pid from ``postmaster.pid`` (its first line), if it is readable."""
+    try:
+        return int((data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return None
+
+
+class CpuMeter:
+    """CPU seconds each part of the stack spends between two readings.
+
+    On a 2-core machine every part competes for the same cores, so throughput is
+    bounded by the CPU one request costs in all of them together; this says where it
+    goes. PostgreSQL's backends are forked and reaped by the postmaster, so their time
+    shows up in its children's times; the load generators are our own reaped children.
+    """
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self._pids = pids
+
+    def read(self) -> dict[str, float]:
+        out = {name: _tree_cpu_s(pid) for name, pid in self._pids.items()}
+        own = resource.getrusage(resource.RUSAGE_CHILDREN)
+        out["load generator"] = own.ru_utime + own.ru_stime
+        return out
+
+    @staticmethod
+    def spent(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+        return {name: max(after[name] - before.get(name, 0.0), 0.0) for name in after}

@@ -1,0 +1,336 @@
+"""docs/benchmarks.md and its plots, rendered from one results file.
+
+Everything on the page is computed from the JSON, so the page and the raw numbers
+cannot disagree; the only hand-written part is bench/analysis.md (the reading of the
+numbers and the profile), included verbatim under its own heading.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from bench import targets
+
+SYSTEM_LABELS = {
+    "gateway/rest": "Gateway REST (Envoy)",
+    "gateway/grpc": "Gateway gRPC",
+    "baseline/rest": "Flask baseline",
+    "limit/sql": "Limit (psycopg2)",
+}
+SYSTEM_COLORS = {
+    "gateway/rest": "#1f77b4",
+    "gateway/grpc": "#2ca02c",
+    "baseline/rest": "#d62728",
+    "limit/sql": "#7f7f7f",
+}
+ANALYSIS = Path(__file__).resolve().parent / "analysis.md"
+
+
+def _key(cell: dict[str, Any]) -> str:
+    return f"{cell['system']}/{cell['transport']}"
+
+
+def _cells(results: dict[str, Any], scenario: str) -> dict[tuple[str, int], dict[str, Any]]:
+    return {(_key(c), c["concurrency"]): c for c in results["cells"] if c["scenario"] == scenario}
+
+
+def _num(value: float | None, digits: int = 1) -> str:
+    if value is None:
+        return "–"
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:,.{digits}f}"
+
+
+def _cell_text(cell: dict[str, Any] | None) -> str:
+    if cell is None:
+        return "n/a"
+    text = (
+        f"{_num(cell['throughput_rps'])} rps<br>"
+        f"{_num(cell['p50_ms'], 2)} / {_num(cell['p99_ms'], 2)} ms"
+    )
+    if cell.get("saturated"):
+        text += " †"
+    if cell["error_count"]:
+        kinds = ", ".join(f"{k} {v}" for k, v in sorted(cell["errors"].items()))
+        text += f"<br>**{cell['error_count']} errors** ({kinds})"
+    return text
+
+
+def _systems(results: dict[str, Any]) -> list[str]:
+    present = {_key(c) for c in results["cells"]}
+    return [s for s in SYSTEM_LABELS if s in present]
+
+
+def _scenario_section(results: dict[str, Any], scenario: dict[str, Any]) -> list[str]:
+    cells = _cells(results, scenario["name"])
+    systems = [s for s in _systems(results) if any(k[0] == s for k in cells)]
+    lines = [f"### {scenario['title']}", ""]
+    probes = results.get("probes", {}).get(scenario["name"], {})
+    missing = [
+        f"{SYSTEM_LABELS[s]}: {p['status']} ({p.get('detail', '')})"
+        for s, p in probes.items()
+        if not p["ok"]
+    ]
+    if missing:
+        lines += ["Not timed — " + "; ".join(missing), ""]
+    if not systems:
+        return lines
+    lines.append("| concurrency | " + " | ".join(SYSTEM_LABELS[s] for s in systems) + " |")
+    lines.append("|---:|" + "---|" * len(systems))
+    for c in results["run"]["concurrencies"]:
+        row = [_cell_text(cells.get((s, c))) for s in systems]
+        lines.append(f"| {c} | " + " | ".join(row) + " |")
+    lines.append("")
+    return lines
+
+
+CPU_PARTS = ("gateway", "envoy", "baseline", "postgres", "load generator")
+
+
+def _cpu_section(results: dict[str, Any], concurrency: int = 8) -> list[str]:
+    """CPU milliseconds per successful request, by process, at one concurrency."""
+    rows = []
+    for scenario in results["run"]["scenarios"]:
+        cells = _cells(results, scenario["name"])
+        for system in SYSTEM_LABELS:
+            cell = cells.get((system, concurrency))
+            if cell is None or not cell["ok"] or "cpu_s" not in cell:
+                continue
+            cpu = cell["cpu_s"]
+            per = {k: 1000 * cpu.get(k, 0.0) / cell["ok"] for k in CPU_PARTS}
+            busy = sum(cpu.get(k, 0.0) for k in CPU_PARTS) / cell["duration_s"]
+            rows.append(
+                f"| {scenario['title']} | {SYSTEM_LABELS[system]} | "
+                f"{_num(cell['throughput_rps'])} | "
+                + " | ".join(_num(per[k], 2) if per[k] >= 0.005 else "·" for k in CPU_PARTS)
+                + f" | {_num(sum(per.values()), 2)} | {busy:.2f} |"
+            )
+    if not rows:
+        return []
+    return [
+        f"### Where the CPU goes (c={concurrency})",
+        "",
+        "CPU milliseconds per successful request, by process, from the processes' own "
+        "CPU times (PostgreSQL: the postmaster and every backend, including those a "
+        "request opened and closed; load generator: wrk, or the Python client process, "
+        'whose interpreter start-up is included). "Cores busy" is the CPU time all of '
+        "them used per second of the run, out of the machine's 2.",
+        "",
+        "| scenario | system | rps | gateway | Envoy | Flask | PostgreSQL | load generator "
+        "| all | cores busy |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *rows,
+        "",
+    ]
+
+
+def _large_query_section(results: dict[str, Any]) -> list[str]:
+    large = results.get("large_query")
+    if not large:
+        return []
+    lines = [
+        f"### ExecuteQuery returning {large['rows']:,} rows (`{large['query']}`)",
+        "",
+        "One request at a time. Peak RSS is the server process's VmHWM (reset before each "
+        "request through `/proc/<pid>/clear_refs`); for the baseline, the largest of its "
+        "4 workers.",
+        "",
+        "| system | median time | answer size | peak RSS | RSS growth | rows |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for key, label in SYSTEM_LABELS.items():
+        entry = large.get(key)
+        if not entry:
+            continue
+        runs = [r for r in entry["runs"] if r["ok"]]
+        first = runs[0] if runs else entry["runs"][0]
+        size = first.get("bytes")
+        lines.append(
+            f"| {label} | {_num(entry.get('median_s'), 3)} s | "
+            f"{_num(size / 2**20 if size else None)} MiB | "
+            f"{_num(entry.get('max_peak_rss_mib'))} MiB | "
+            f"{_num(entry.get('max_rss_growth_mib'))} MiB | {first.get('rows') or '–'} |"
+        )
+    default = results.get("startup", {}).get("gateway", {}).get("default_limits_large_query")
+    if default and default.get("runs"):
+        run = default["runs"][0]
+        lines += [
+            "",
+            f"With the default limits (`MAX_RESULT_ROWS` = 10,000) the same request answers "
+            f"{run['status']} with row_count {run['rows']} and truncated={run['truncated']} "
+            f"in {_num(run['seconds'], 3)} s (the bench's own gateway runs with "
+            f"{_overrides(results)} so that this scenario measures all the rows).",
+        ]
+    return [*lines, ""]
+
+
+def _overrides(results: dict[str, Any]) -> str:
+    return ", ".join(f"`{k}={v}`" for k, v in results["run"]["gateway_overrides"].items())
+
+
+def _streaming_section(results: dict[str, Any]) -> list[str]:
+    stream = results.get("streaming", {})
+    lines = ["### StreamQuery: 10^6 rows", ""]
+    if not stream.get("available"):
+        return [*lines, f"Not measured: {stream.get('note', '')}", ""]
+    lines += [
+        f"`{stream['query']}` streamed to the end, one request at a time: gRPC straight to "
+        "the gateway, REST as newline-delimited JSON through Envoy, and the limit reading "
+        "the same server-side cursor in batches of the same size. RSS growth is the peak "
+        "RSS during the stream over the RSS before it.",
+        "",
+        "| system | time | rows | messages | bytes | gateway RSS growth | Envoy RSS growth |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for key, label in SYSTEM_LABELS.items():
+        entry = stream.get(key)
+        if entry is None:
+            continue
+        if "error" in entry:
+            lines.append(f"| {label} | failed: {entry['error']} | | | | | |")
+            continue
+        size = entry.get("bytes")
+        lines.append(
+            f"| {label} | {_num(entry['seconds'], 2)} s | {entry['rows']:,} | "
+            f"{entry.get('messages', '–')} | {_num(size / 2**20 if size else None)} MiB | "
+            f"{_num(entry.get('rss_growth_mib'))} MiB | "
+            f"{_num(entry.get('envoy_rss_growth_mib'))} MiB |"
+        )
+    return [*lines, ""]
+
+
+def _startup_section(results: dict[str, Any]) -> list[str]:
+    startup = results.get("startup")
+    if not startup:
+        return []
+    lines = [
+        "### Start-up to SERVING, database already running",
+        "",
+        "Gateway: from spawning `python -m datamorph_gateway` (with `DATABASE_URL`) to "
+        "`grpc.health.v1` answering SERVING. Baseline: from spawning gunicorn to the "
+        "first 200 from `/health`.",
+        "",
+        "| system | runs | median | max |",
+        "|---|---:|---:|---:|",
+    ]
+    for key, label in (("gateway", "Gateway"), ("baseline", "Flask baseline (gunicorn, 4)")):
+        entry = startup.get(key)
+        if entry:
+            lines.append(
+                f"| {label} | {len(entry['runs_s'])} | {_num(entry['median_s'], 2)} s | "
+                f"{_num(entry['max_s'], 2)} s |"
+            )
+    return [*lines, ""]
+
+
+def _loads(values: list[float] | None) -> str:
+    return "/".join(f"{v:.1f}" for v in values) if values else "unknown"
+
+
+def _machine_lines(results: dict[str, Any]) -> list[str]:
+    m = results["machine"]
+    run = results["run"]
+    dataset = results["dataset"]
+    db = (
+        "an external PostgreSQL (`DATABASE_URL`)"
+        if dataset["external_database"]
+        else ("embedded PostgreSQL on the same machine")
+    )
+    return [
+        f"- Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, {m['os']}; "
+        f"Python {m['python']}, PostgreSQL {m['postgresql']} ({db}), Envoy {m['envoy']}, "
+        f"{m['wrk']}, grpcio {m['grpcio']}, Flask {m['flask']}, gunicorn {m['gunicorn']}.",
+        f"- Commit {m['git_commit']}, started {run['started_at']}, "
+        f"{run['seconds']:.0f} s in all. Load average (1, 5, 15 min) at the start "
+        f"{_loads(m.get('load_average_at_start'))}, at the end "
+        f"{_loads(run.get('load_average_at_end'))}: other work on the machine shows here.",
+        f"- Each cell: a closed loop of *c* callers for {run['cell_duration_s']} s "
+        f"(capped at {run['max_requests_per_cell']:,} requests; a cell that completed fewer "
+        f"than 2 requests per caller is rerun with a longer window), after one probe "
+        f"request that must answer correctly. Throughput counts successful answers only; "
+        f"errors are listed in the cell. Latency cells read `p50 / p99`; † marks a cell "
+        f"that answered fewer requests than it had callers, whose latencies are therefore "
+        f"a lower bound. Between cells the suite waits until the system answers health "
+        f"checks quickly and PostgreSQL has no query left running, so no cell pays for "
+        f"the previous one's queue.",
+        "- Everything (PostgreSQL, gateway, Envoy, baseline, load generator) shares the 2 "
+        "cores, so the load generator's own CPU is part of every number.",
+    ]
+
+
+def write(results: dict[str, Any], results_path: Path, docs_path: Path) -> None:
+    """Render the page and its plots next to it (``<docs>/benchmarks/*.png``)."""
+    from bench import plots  # matplotlib is imported only to draw
+
+    image_dir = docs_path.parent / "benchmarks"
+    image_dir.mkdir(parents=True, exist_ok=True)
+    images = plots.draw(results, image_dir)
+    rel_results = _relative(results_path, docs_path.parent)
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Generated by `python -m bench` from [`{results_path.name}`]({rel_results}); "
+        "do not edit by hand (`python -m bench --report FILE` re-renders it).",
+        "",
+        "## Reproduce",
+        "",
+        "```sh",
+        "make bench                      # installs bench/requirements.txt and wrk, then runs:",
+        "python -m bench                 # the full suite, about 10 minutes on 2 cores",
+        "python -m bench --quick         # a smoke test, under 2 minutes",
+        "python -m bench --with-1e7      # also a 10^7-row table (about 1 more minute)",
+        "DATABASE_URL=postgresql://... python -m bench   # against your own PostgreSQL",
+        "```",
+        "",
+        "Systems: the gateway through REST (Envoy's transcoder) and native gRPC; the "
+        "Flask gateway rebuilt from its design (`bench/baseline`: a new connection per "
+        "request, three catalog queries per table, `ORDER BY RANDOM()`); and the limit, "
+        "the gateway's own SQL issued directly over pooled psycopg2 connections "
+        "(`bench/limit.py`).",
+        "",
+        *_machine_lines(results),
+        "",
+        "## Targets (issue 5)",
+        "",
+        "| target | status | measured |",
+        "|---|---|---|",
+        *(f"| {t.target} | {t.status} | {t.measured} |" for t in targets.evaluate(results)),
+        "",
+    ]
+    if ANALYSIS.exists():
+        lines += [
+            "## Reading the numbers",
+            "",
+            ANALYSIS.read_text(encoding="utf-8").strip(),
+            "",
+        ]
+    lines += ["## Results", ""]
+    lines += [f"![{title}](benchmarks/{name})" for name, title in images] + [""]
+    for scenario in results["run"]["scenarios"]:
+        lines += _scenario_section(results, scenario)
+    if 8 in results["run"]["concurrencies"]:
+        lines += _cpu_section(results, 8)
+    lines += _large_query_section(results)
+    lines += _startup_section(results)
+    lines += _streaming_section(results)
+    docs_path.parent.mkdir(parents=True, exist_ok=True)
+    docs_path.write_text("\n".join(_tidy(lines)), encoding="utf-8")
+
+
+def _relative(path: Path, start: Path) -> str:
+    return os.path.relpath(path.resolve(), start.resolve())
+
+
+def _tidy(lines: Iterable[str]) -> list[str]:
+    out: list[str] = []
+    for line in lines:
+        if line == "" and out and out[-1] == "":
+            continue
+        out.append(line)
+    if out and out[-1] != "":
+        out.append("")
+    return out

@@ -1,0 +1,495 @@
+"""One bench run, start to finish: stack up, data in, probes, the matrix, the extras, results.
+
+Every server is a child process reaped in a ``finally`` (an ExitStack), every load run is
+bounded in time and in count, and a scenario is timed only after one probe request
+came back right from that system, so a fast stream of errors is never reported as speed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+
+from bench import data, limit, measures
+from bench.clients import Answer, GrpcCaller, http_call
+from bench.loadstats import LoadResult
+from bench.machine import machine_info
+from bench.rest_load import run_wrk, wrk_binary
+from bench.scenarios import (
+    BASELINE_REST,
+    CONCURRENCIES,
+    GATEWAY_GRPC,
+    GATEWAY_REST,
+    LIMIT_SQL,
+    QUICK_CONCURRENCIES,
+    Scenario,
+    scenarios,
+)
+from bench.stack import (
+    Baseline,
+    CpuMeter,
+    Envoy,
+    GatewayServer,
+    StackError,
+    gateway_env,
+    postmaster_pid,
+)
+
+RESULTS_VERSION = 1
+SETTLED_HEALTH_S = 0.05
+_ACTIVE_QUERIES = """
+SELECT count(*) FROM pg_stat_activity
+ WHERE state = 'active' AND pid <> pg_backend_pid() AND datname = current_database()
+"""
+REQUEST_TIMEOUT_S = 30
+# The bench gateway lets the 100k-row query through (the default cap is 10,000 rows), so
+# that scenario measures rows, not the cap; the start-up gateways keep every default.
+GATEWAY_OVERRIDES = {"MAX_RESULT_ROWS": "100000"}
+
+
+@dataclass
+class Options:
+    """What the command line chose."""
+
+    quick: bool
+    with_1e7: bool
+    duration_s: int
+    max_requests: int
+    data_dir: Path
+    database_url: str
+    results_dir: Path
+    docs_path: Path
+    only: tuple[str, ...] = ()
+
+
+def _log(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def _unique(body: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The body with its ``{n}`` placeholder (a new table's name) made unique."""
+    if body is None:
+        return None
+    unique: dict[str, Any] = json.loads(
+        json.dumps(body).replace("{n}", f"probe_{uuid.uuid4().hex[:12]}")
+    )
+    return unique
+
+
+def _check_answer(scenario: Scenario, body: Any) -> str | None:
+    """What is wrong with a successful-looking answer, if anything."""
+    if not isinstance(body, dict):
+        return "the answer is not a JSON object"
+    if scenario.group == "get_data":
+        table = scenario.grpc_request["table_names"][0]
+        rows = (body.get("data") or {}).get(table)
+        if not isinstance(rows, list) or len(rows) != 10:
+            return f"expected 10 rows of {table}, got {rows!r:.200}"
+    if scenario.group == "get_schemas":
+        wanted = len(scenario.grpc_request["table_names"])
+        if len(body.get("schemas") or {}) != wanted:
+            return f"expected {wanted} schemas"
+    if scenario.name == "execute_query_small" and int(body.get("row_count", -1)) != 10:
+        return f"expected 10 rows, got row_count={body.get('row_count')}"
+    return None
+
+
+@dataclass
+class Stack:
+    """The servers under test, once they are all up."""
+
+    gateway: GatewayServer
+    envoy: Envoy
+    baseline: Baseline
+    meter: CpuMeter
+
+
+class Suite:
+    """The systems under test, started once, and the run's results as they accumulate."""
+
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self.concurrencies = QUICK_CONCURRENCIES if options.quick else CONCURRENCIES
+        selected = scenarios(with_1e7=options.with_1e7 or "get_data_1e7" in options.only)
+        if options.only:
+            selected = [s for s in selected if s.name in options.only]
+        elif options.quick:
+            selected = [s for s in selected if s.quick]
+        self.scenarios = selected
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        self.run_dir = options.data_dir / "runs" / stamp
+        self._stack: Stack | None = None
+        self.postmaster: int | None = None
+        self.dsn = ""
+
+    @property
+    def stack(self) -> Stack:
+        if self._stack is None:
+            raise RuntimeError("the servers are not running")
+        return self._stack
+
+    def check_alive(self, during: str) -> None:
+        """Stop the run when a server died: numbers after that would describe nothing."""
+        stack = self.stack
+        for name, code, log_path in (
+            ("the gateway", stack.gateway.poll(), stack.gateway.log_path),
+            ("Envoy", stack.envoy.poll(), self.run_dir / "envoy" / "envoy.log"),
+            ("the Flask baseline", stack.baseline.poll(), stack.baseline.log_path),
+        ):
+            if code is not None:
+                raise StackError(f"{name} exited with code {code} during {during}; see {log_path}")
+
+    # -- probes ----------------------------------------------------------------------
+
+    def _call_once(self, scenario: Scenario, system: tuple[str, str]) -> Answer:
+        gateway, envoy, baseline = self.stack.gateway, self.stack.envoy, self.stack.baseline
+        body = _unique(scenario.body)
+        if system == GATEWAY_REST:
+            return http_call(
+                envoy.host,
+                envoy.port,
+                scenario.rest_method,
+                scenario.rest_path,
+                body,
+            )
+        if system == BASELINE_REST:
+            return http_call(
+                "127.0.0.1",
+                baseline.port,
+                scenario.rest_method,
+                scenario.rest_path,
+                body,
+            )
+        if system == GATEWAY_GRPC:
+            caller = GrpcCaller(gateway.address)
+            try:
+                return caller.call(scenario.rpc, body or {})
+            finally:
+                caller.close()
+        conn = limit.connect(self.dsn)
+        try:
+            start = time.perf_counter()
+            limit.operation(scenario.limit_op, scenario.limit_args)(conn)
+            return Answer(True, "OK", None, 0, time.perf_counter() - start)
+        except Exception as exc:  # any failure means: do not time this
+            return Answer(False, type(exc).__name__, str(exc), 0, 0.0)
+        finally:
+            conn.close()
+
+    def probe(self, scenario: Scenario, system: tuple[str, str]) -> dict[str, Any]:
+        answer = self._call_once(scenario, system)
+        problem = None
+        if answer.ok and system != LIMIT_SQL:
+            problem = _check_answer(scenario, answer.body)
+        out: dict[str, Any] = {
+            "ok": answer.ok and problem is None,
+            "status": answer.status,
+            "bytes": answer.size_bytes,
+            "ms": answer.elapsed_s * 1000,
+        }
+        if not out["ok"]:
+            out["detail"] = problem or f"{answer.body!s:.300}"
+        # HOOK(StartWorkflow and any RPC not built yet): UNIMPLEMENTED (HTTP 501 through
+        # Envoy) is recorded as "not available" and the scenario is left out of the matrix
+        # for that system instead of failing the run.
+        if answer.status in ("UNIMPLEMENTED", "HTTP 501"):
+            out["not_available"] = True
+        return out
+
+    # -- load --------------------------------------------------------------------------
+
+    def _subprocess_load(self, args: list[str], duration_s: int) -> LoadResult:
+        done = subprocess.run(
+            [sys.executable, "-m", *args],
+            capture_output=True,
+            text=True,
+            timeout=duration_s + REQUEST_TIMEOUT_S + 60,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"{args[0]} failed: {done.stderr.strip()[-2000:]}")
+        return LoadResult.from_dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+    def load(
+        self, scenario: Scenario, system: tuple[str, str], concurrency: int, duration_s: int
+    ) -> LoadResult:
+        gateway, envoy, baseline = self.stack.gateway, self.stack.envoy, self.stack.baseline
+        cap = self.options.max_requests
+        if system in (GATEWAY_REST, BASELINE_REST):
+            host, port = (
+                (envoy.host, envoy.port) if system == GATEWAY_REST else ("127.0.0.1", baseline.port)
+            )
+            return run_wrk(
+                f"http://{host}:{port}{scenario.rest_path}",
+                scenario.rest_method,
+                scenario.body,
+                concurrency=concurrency,
+                duration_s=duration_s,
+                max_requests=cap,
+                timeout_s=REQUEST_TIMEOUT_S,
+            )
+        common = [
+            "--concurrency",
+            str(concurrency),
+            "--duration",
+            str(duration_s),
+            "--max-requests",
+            str(cap),
+        ]
+        if system == GATEWAY_GRPC:
+            return self._subprocess_load(
+                [
+                    "bench.grpc_load",
+                    "--target",
+                    gateway.address,
+                    "--method",
+                    scenario.rpc,
+                    "--request",
+                    json.dumps(scenario.grpc_request),
+                    "--timeout",
+                    str(REQUEST_TIMEOUT_S),
+                    *common,
+                ],
+                duration_s,
+            )
+        return self._subprocess_load(
+            [
+                "bench.limit",
+                "--dsn",
+                self.dsn,
+                "--op",
+                scenario.limit_op,
+                "--args",
+                json.dumps(scenario.limit_args),
+                *common,
+            ],
+            duration_s,
+        )
+
+    def cell(self, scenario: Scenario, system: tuple[str, str], concurrency: int) -> dict[str, Any]:
+        """One cell; a run too slow to complete 2 requests per caller gets a longer window."""
+        base = self.options.duration_s
+        meter = self.stack.meter
+        before = meter.read()
+        result = self.load(scenario, system, concurrency, base)
+        cpu = CpuMeter.spent(before, meter.read())
+        settle_s = self.settle(system)
+        extended = False
+        longest = max(base, min(4 * base, 12))
+        if result.ok < 2 * concurrency and result.error_count == 0 and longest > base:
+            before = meter.read()
+            result = self.load(scenario, system, concurrency, longest)
+            cpu = CpuMeter.spent(before, meter.read())
+            settle_s = self.settle(system)
+            extended = True
+        return {
+            "scenario": scenario.name,
+            "system": system[0],
+            "transport": system[1],
+            "concurrency": concurrency,
+            "extended": extended,
+            **result.to_dict(),
+            # Fewer answers than callers: the slowest requests never finished in the window,
+            # so the latencies are a lower bound.
+            "saturated": result.ok < concurrency,
+            "cpu_s": {name: round(seconds, 3) for name, seconds in cpu.items()},
+            "settle_s": round(settle_s, 2),
+        }
+
+    def settle(self, system: tuple[str, str], limit_s: float = 120.0) -> float:
+        """Wait until the system has worked off what the load left queued; seconds waited.
+
+        A load generator stops at its deadline, but requests it already sent may still sit
+        in a server's accept queue (gunicorn's sync workers take one at a time) or run in
+        PostgreSQL; the next cell must not pay for them. Settled means two quick health
+        answers in a row from the system and no other active query in the database.
+        """
+        start = time.perf_counter()
+        deadline = start + limit_s
+        quick_in_a_row = 0
+        while quick_in_a_row < 2 and time.perf_counter() < deadline:
+            answer = self._health_now(system)
+            quick_in_a_row = quick_in_a_row + 1 if answer < SETTLED_HEALTH_S else 0
+        conn = psycopg2.connect(self.dsn)
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                while time.perf_counter() < deadline:
+                    cur.execute(_ACTIVE_QUERIES)
+                    row = cur.fetchone()
+                    if row is None or row[0] == 0:
+                        break
+                    time.sleep(0.05)
+        finally:
+            conn.close()
+        return time.perf_counter() - start
+
+    def _health_now(self, system: tuple[str, str]) -> float:
+        """Seconds one health request takes on `system` right now (the limit: 0)."""
+        if system == BASELINE_REST:
+            answer = http_call("127.0.0.1", self.stack.baseline.port, "GET", "/health", None)
+            return answer.elapsed_s if answer.ok else SETTLED_HEALTH_S
+        if system in (GATEWAY_REST, GATEWAY_GRPC):
+            caller = GrpcCaller(self.stack.gateway.address)
+            try:
+                answer = caller.call("Health", {})
+            finally:
+                caller.close()
+            return answer.elapsed_s if answer.ok else SETTLED_HEALTH_S
+        return 0.0
+
+    def matrix(self, probes: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+        runnable = [
+            (s, system)
+            for s in self.scenarios
+            for system in s.systems
+            if probes[s.name][f"{system[0]}/{system[1]}"]["ok"]
+        ]
+        total = len(runnable) * len(self.concurrencies)
+        cells = []
+        for scenario in self.scenarios:
+            for concurrency in self.concurrencies:
+                for s, system in runnable:
+                    if s is not scenario:
+                        continue
+                    cell = self.cell(scenario, system, concurrency)
+                    self.check_alive(f"{scenario.name} {system[0]}/{system[1]} c={concurrency}")
+                    cells.append(cell)
+                    _log(_progress(len(cells), total, cell))
+        return cells
+
+    # -- the run -----------------------------------------------------------------------
+
+    def _start_stack(self, stack: contextlib.ExitStack) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        gateway = GatewayServer(
+            gateway_env(self.dsn, **GATEWAY_OVERRIDES), self.run_dir / "gateway.log"
+        )
+        stack.callback(gateway.stop)
+        gateway.start()
+        envoy = Envoy(self.run_dir / "envoy", gateway.address)
+        stack.callback(envoy.stop)
+        envoy.start()
+        baseline = Baseline(self.dsn, self.run_dir)
+        stack.callback(baseline.stop)
+        baseline.start()
+        pids = {"gateway": gateway.pid, "envoy": envoy.pid, "baseline": baseline.pid}
+        if self.postmaster:
+            pids["postgres"] = self.postmaster
+        self._stack = Stack(gateway, envoy, baseline, CpuMeter(pids))
+        _log(
+            f"gateway gRPC {gateway.address} (pid {gateway.pid}), Envoy REST "
+            f"{envoy.host}:{envoy.port}, Flask baseline 127.0.0.1:{baseline.port}"
+        )
+
+    def run(self) -> dict[str, Any]:
+        """Everything; returns the results document."""
+        opts = self.options
+        wrk_binary()  # fail now, not after loading data, when wrk is missing
+        started = datetime.now(UTC)
+        clock = time.perf_counter()
+        sizes = sorted(
+            set(data.DEFAULT_SIZES) | {s.table_rows for s in self.scenarios if s.table_rows}
+        )
+        results: dict[str, Any] = {"version": RESULTS_VERSION}
+        with contextlib.ExitStack() as outer:
+            db = data.open_database(opts.data_dir, opts.database_url)
+            outer.callback(db.stop)
+            self.dsn = db.dsn
+            if db.embedded is not None:
+                self.postmaster = postmaster_pid(db.embedded.data_dir)
+            _log("database ready; checking the dataset")
+            results["dataset"] = {
+                "external_database": bool(opts.database_url),
+                "tables": {data.ROW_TABLES[n]: n for n in sizes},
+                "schema_tables": len(data.SCHEMA_TABLES),
+                "load_seconds": data.ensure_dataset(db.dsn, sizes),
+                # The same catalog size and statistics at every start (see compact_catalogs).
+                "catalogs_compacted": data.compact_catalogs(db.dsn),
+            }
+            results["machine"] = machine_info(db.dsn)
+            with contextlib.ExitStack() as servers:
+                self._start_stack(servers)
+                probes = {
+                    s.name: {f"{sy[0]}/{sy[1]}": self.probe(s, sy) for sy in s.systems}
+                    for s in self.scenarios
+                }
+                results["probes"] = probes
+                _report_probes(probes)
+                results["cells"] = self.matrix(probes)
+                _log("timing the 100k-row ExecuteQuery")
+                results["large_query"] = measures.large_query(
+                    gateway=self.stack.gateway,
+                    rest=(self.stack.envoy.host, self.stack.envoy.port),
+                    baseline=self.stack.baseline,
+                    dsn=self.dsn,
+                    reps=1 if opts.quick else 3,
+                )
+                self.check_alive("the 100k-row ExecuteQuery")
+                _log("streaming 10^6 rows")
+                results["streaming"] = measures.streaming(
+                    gateway=self.stack.gateway,
+                    envoy_pid=self.stack.envoy.pid,
+                    rest=(self.stack.envoy.host, self.stack.envoy.port),
+                    dsn=self.dsn,
+                    table=data.ROW_TABLES[1_000_000] if 1_000_000 in sizes else None,
+                )
+                self.check_alive("the StreamQuery measurement")
+            results["workflow_tables_dropped"] = measures.drop_workflow_tables(self.dsn)
+            data.compact_catalogs(self.dsn)
+            _log("timing start-up (gateway, then the Flask baseline)")
+            results["startup"] = {
+                "gateway": measures.startup(self.dsn, self.run_dir, 2 if opts.quick else 5),
+                "baseline": measures.baseline_startup(
+                    self.dsn, self.run_dir, 1 if opts.quick else 3
+                ),
+            }
+        results["run"] = {
+            "started_at": started.isoformat(timespec="seconds"),
+            "seconds": round(time.perf_counter() - clock, 1),
+            # Other work on the machine competes for the same cores: compare with the start.
+            "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+            "quick": opts.quick,
+            "with_1e7": opts.with_1e7,
+            "cell_duration_s": opts.duration_s,
+            "max_requests_per_cell": opts.max_requests,
+            "concurrencies": list(self.concurrencies),
+            "request_timeout_s": REQUEST_TIMEOUT_S,
+            "gateway_overrides": GATEWAY_OVERRIDES,
+            "scenarios": [
+                {"name": s.name, "title": s.title, "group": s.group, "table_rows": s.table_rows}
+                for s in self.scenarios
+            ],
+        }
+        return results
+
+
+def _report_probes(probes: dict[str, dict[str, Any]]) -> None:
+    for name, by_system in probes.items():
+        for system, probe in by_system.items():
+            if not probe["ok"]:
+                what = "not available" if probe.get("not_available") else "FAILED"
+                _log(f"probe {name} {system}: {what} ({probe['status']}: {probe.get('detail')})")
+
+
+def _progress(done: int, total: int, cell: dict[str, Any]) -> str:
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1f}"
+
+    return (
+        f"[{done:3d}/{total}] {cell['scenario']:<20} {cell['system']}/{cell['transport']:<4} "
+        f"c={cell['concurrency']:<2} {cell['throughput_rps']:8.1f} rps  "
+        f"p50 {ms(cell['p50_ms'])} ms  p99 {ms(cell['p99_ms'])} ms  "
+        f"errors {cell['error_count']}" + ("  (extended)" if cell["extended"] else "")
+    )

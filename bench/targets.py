@@ -1,0 +1,200 @@
+"""Issue 5's targets, each judged from a results file: met, missed, or not measured.
+
+The judgments are the report's, never a test's: timings belong in bench/.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+MET = "**met**"
+MISSED = "**missed**"
+UNMEASURED = "not measured"
+# Scenarios whose answer is small, so that a gateway's time over the limit is its own
+# per-request cost rather than the cost of encoding a big answer.
+OVERHEAD_SCENARIOS = (
+    "health",
+    "get_schemas_1",
+    "get_data_1e3",
+    "get_data_2e4",
+    "get_data_1e5",
+    "get_data_1e6",
+    "execute_query_small",
+)
+
+
+@dataclass(frozen=True)
+class Target:
+    target: str
+    status: str
+    measured: str
+
+
+def _cell(results: dict[str, Any], scenario: str, key: str, c: int) -> dict[str, Any] | None:
+    cells: list[dict[str, Any]] = results.get("cells", [])
+    for cell in cells:
+        if (
+            cell["scenario"] == scenario
+            and f"{cell['system']}/{cell['transport']}" == key
+            and cell["concurrency"] == c
+        ):
+            return cell
+    return None
+
+
+def _p50(results: dict[str, Any], scenario: str, key: str, c: int = 1) -> float | None:
+    cell = _cell(results, scenario, key, c)
+    return None if cell is None or cell["ok"] == 0 else cell["p50_ms"]
+
+
+def _throughput_ratio(results: dict[str, Any]) -> Target:
+    name = (
+        "REST GetData (10 rows of 2·10^4) throughput ≥ 5× the Flask baseline "
+        "at c=8 and 64, 0 errors"
+    )
+    parts, ok, seen = [], True, False
+    for c in (8, 64):
+        ours = _cell(results, "get_data_2e4", "gateway/rest", c)
+        theirs = _cell(results, "get_data_2e4", "baseline/rest", c)
+        if ours is None or theirs is None or not theirs["throughput_rps"]:
+            continue
+        seen = True
+        ratio = ours["throughput_rps"] / theirs["throughput_rps"]
+        errors = ours["error_count"] + theirs["error_count"]
+        ok = ok and ratio >= 5 and errors == 0
+        parts.append(
+            f"c={c}: {ours['throughput_rps']:,.0f} vs {theirs['throughput_rps']:,.0f} rps "
+            f"= {ratio:.1f}×, {errors} errors"
+        )
+    if not seen:
+        return Target(name, UNMEASURED, "")
+    return Target(name, MET if ok else MISSED, "; ".join(parts))
+
+
+def _flat_sampling(results: dict[str, Any]) -> Target:
+    name = "GetData p50 on 10^6 rows within 3× of 10^3 rows (c=1)"
+    parts, ok, seen = [], True, False
+    for key, label in (("gateway/grpc", "gRPC"), ("gateway/rest", "REST")):
+        small = _p50(results, "get_data_1e3", key)
+        big = _p50(results, "get_data_1e6", key)
+        if small is None or big is None:
+            continue
+        seen = True
+        ok = ok and big <= 3 * small
+        parts.append(f"{label}: {big:.2f} vs {small:.2f} ms = {big / small:.1f}×")
+    small = _p50(results, "get_data_1e3", "baseline/rest")
+    big = _p50(results, "get_data_1e6", "baseline/rest")
+    if small and big:
+        parts.append(f"(Flask: {big:.1f} vs {small:.1f} ms = {big / small:.0f}×)")
+    return Target(name, (MET if ok else MISSED) if seen else UNMEASURED, "; ".join(parts))
+
+
+def _schemas(results: dict[str, Any]) -> Target:
+    name = "GetSchemas of 50 tables p50 ≤ 25 ms (c=1)"
+    parts, ok, seen = [], True, False
+    for key, label in (("gateway/grpc", "gRPC"), ("gateway/rest", "REST")):
+        p50 = _p50(results, "get_schemas_50", key)
+        if p50 is None:
+            continue
+        seen = True
+        ok = ok and p50 <= 25
+        parts.append(f"{label} {p50:.1f} ms")
+    flask = _p50(results, "get_schemas_50", "baseline/rest")
+    if flask is not None:
+        parts.append(f"(Flask {flask:.0f} ms)")
+    return Target(name, (MET if ok else MISSED) if seen else UNMEASURED, "; ".join(parts))
+
+
+def _overhead(results: dict[str, Any], key: str, limit_ms: float, label: str) -> Target:
+    name = f"Gateway p50 overhead over direct psycopg2 ≤ {limit_ms:g} ms at c=1 ({label})"
+    overheads: list[tuple[float, str]] = []
+    for scenario in OVERHEAD_SCENARIOS:
+        ours = _p50(results, scenario, key)
+        floor = _p50(results, scenario, "limit/sql")
+        if ours is not None and floor is not None:
+            overheads.append((ours - floor, scenario))
+    if not overheads:
+        return Target(name, UNMEASURED, "")
+    worst, where = max(overheads)
+    best, best_where = min(overheads)
+    within = sum(1 for o, _ in overheads if o <= limit_ms)
+    status = MET if within == len(overheads) else MISSED
+    return Target(
+        name,
+        status,
+        f"within in {within} of {len(overheads)} small-answer scenarios; "
+        f"{best:+.2f} ms ({best_where}) to {worst:+.2f} ms ({where})",
+    )
+
+
+def _stream_target(stream: dict[str, Any]) -> Target:
+    name = "10^6 rows through StreamQuery with the gateway's RSS growing ≤ 100 MB"
+    if not stream.get("available"):
+        return Target(name, UNMEASURED, stream.get("note", ""))
+    parts, ok = [], True
+    for key, label in (("gateway/grpc", "gRPC"), ("gateway/rest", "REST")):
+        entry = stream.get(key)
+        if entry is None:
+            continue
+        if "error" in entry or not entry.get("ok"):
+            ok = False
+            parts.append(f"{label}: failed ({entry.get('error', 'incomplete stream')})")
+            continue
+        growth_mb = entry["rss_growth_mib"] * 1.048576
+        ok = ok and growth_mb <= 100
+        parts.append(
+            f"{label}: +{growth_mb:.1f} MB, {entry['rows']:,} rows in {entry['seconds']:.1f} s"
+        )
+    return Target(name, (MET if ok else MISSED) if parts else UNMEASURED, "; ".join(parts))
+
+
+def _memory(results: dict[str, Any]) -> list[Target]:
+    streamed = _stream_target(results.get("streaming", {}))
+    large = results.get("large_query", {})
+    default = results.get("startup", {}).get("gateway", {}).get("default_limits_large_query", {})
+    name = "A 100k-row ExecuteQuery fits the configured limits or is refused clearly"
+    parts = []
+    ok = True
+    for key, label in (("gateway/grpc", "gRPC"), ("gateway/rest", "REST")):
+        entry = large.get(key)
+        if entry:
+            ok = ok and entry["errors"] == 0
+            growth = entry.get("max_rss_growth_mib")
+            parts.append(
+                f"{label} (MAX_RESULT_ROWS=100000): {entry.get('median_s', 0):.2f} s, "
+                f"RSS +{growth:.0f} MiB"
+                if growth is not None
+                else f"{label}: ok"
+            )
+    if default.get("runs"):
+        run = default["runs"][0]
+        ok = ok and run["ok"] and (run["truncated"] or run["rows"] == 100_000)
+        parts.append(f"defaults: {run['rows']} rows, truncated={run['truncated']}")
+    status = (MET if ok else MISSED) if parts else UNMEASURED
+    return [streamed, Target(name, status, "; ".join(parts))]
+
+
+def _startup(results: dict[str, Any]) -> Target:
+    name = "Start-up to SERVING ≤ 1.5 s with an external database"
+    ours = results.get("startup", {}).get("gateway")
+    if not ours:
+        return Target(name, UNMEASURED, "")
+    theirs = results["startup"].get("baseline")
+    text = f"median {ours['median_s']:.2f} s, max {ours['max_s']:.2f} s"
+    if theirs:
+        text += f" (Flask/gunicorn: {theirs['median_s']:.2f} s)"
+    return Target(name, MET if ours["median_s"] <= 1.5 else MISSED, text)
+
+
+def evaluate(results: dict[str, Any]) -> list[Target]:
+    """Every target of issue 5, in the issue's order."""
+    return [
+        _throughput_ratio(results),
+        _flat_sampling(results),
+        _schemas(results),
+        _overhead(results, "gateway/grpc", 1.0, "gRPC"),
+        _overhead(results, "gateway/rest", 2.0, "through Envoy"),
+        *_memory(results),
+        _startup(results),
+    ]
