@@ -17,9 +17,9 @@ from pathlib import Path
 
 import psycopg2
 from psycopg2 import sql
-from psycopg2.extensions import make_dsn, parse_dsn
 
 from datamorph_gateway.embedded import EmbeddedPostgres
+from datamorph_gateway.embedded_db import ensure_database
 
 log = logging.getLogger("bench")
 
@@ -98,21 +98,10 @@ def open_database(data_dir: Path, database_url: str = "") -> BenchDatabase:
     pg = EmbeddedPostgres(data_dir / "postgres", port=0)
     pg.start()
     try:
-        admin = psycopg2.connect(pg.dsn)
-        admin.autocommit = True
-        try:
-            with admin.cursor() as cur:
-                cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (BENCH_DBNAME,))
-                if cur.fetchone() is None:
-                    cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(BENCH_DBNAME)))
-        finally:
-            admin.close()
+        return BenchDatabase(ensure_database(pg.dsn, BENCH_DBNAME), pg)
     except BaseException:
         pg.stop()
         raise
-    params = parse_dsn(pg.dsn)
-    params["dbname"] = BENCH_DBNAME
-    return BenchDatabase(make_dsn(**params), pg)
 
 
 def ensure_dataset(dsn: str, sizes: Iterable[int]) -> dict[str, float]:

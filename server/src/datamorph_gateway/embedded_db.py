@@ -24,6 +24,23 @@ log = logging.getLogger("datamorph_gateway")
 EMBEDDED_DBNAME = "datamorph"
 
 
+def ensure_database(server_dsn: str, dbname: str) -> str:
+    """Create database ``dbname`` on the server unless it exists; its DSN."""
+    admin = psycopg2.connect(server_dsn)
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,))
+            if cur.fetchone() is None:
+                cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+    finally:
+        admin.close()
+    params = parse_dsn(server_dsn)
+    params["dbname"] = dbname
+    dsn: str = make_dsn(**params)
+    return dsn
+
+
 def start_embedded_database(settings: Settings) -> tuple[str, EmbeddedPostgres]:
     """Start the embedded PostgreSQL, create and seed the demo database once.
 
@@ -35,20 +52,7 @@ def start_embedded_database(settings: Settings) -> tuple[str, EmbeddedPostgres]:
     pg = EmbeddedPostgres(data_dir / "postgres", port=settings.embedded_pg_port)
     pg.start()
     try:
-        admin = psycopg2.connect(pg.dsn)
-        admin.autocommit = True
-        try:
-            with admin.cursor() as cur:
-                cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (EMBEDDED_DBNAME,))
-                if cur.fetchone() is None:
-                    cur.execute(
-                        sql.SQL("CREATE DATABASE {}").format(sql.Identifier(EMBEDDED_DBNAME))
-                    )
-        finally:
-            admin.close()
-        params = parse_dsn(pg.dsn)
-        params["dbname"] = EMBEDDED_DBNAME
-        dsn = make_dsn(**params)
+        dsn = ensure_database(pg.dsn, EMBEDDED_DBNAME)
         if settings.seed_demo_data and seed_demo(dsn):
             log.info("seeded the demo dataset (customers, orders)")
     except BaseException:
