@@ -3,7 +3,8 @@
 What no gateway in front of this database can beat from Python: each operation sends
 the statements the gateway sends for that RPC, built by the gateway's own database
 modules (``catalog``, ``sampling``, ``statements``: reads on autocommit connections,
-each statement carrying its time limit in the same round trip; ``ExecuteQuery`` in a
+each statement carrying its time limit in the same round trip, catalog queries prepared
+once per connection; ``ExecuteQuery`` in a
 transaction with a server-side cursor and ``DISCARD ALL``), and fetches the rows into
 Python with psycopg2's default types, but encodes nothing and sends nothing on. The
 session handling is mirrored from ``datamorph_gateway.db.database`` and must follow it
@@ -31,7 +32,7 @@ from psycopg2 import sql
 from bench.loadstats import LoadResult, summarize
 from datamorph_gateway.db import catalog, encoding, sampling
 from datamorph_gateway.db.names import parse_table_name
-from datamorph_gateway.db.statements import Budget, execute
+from datamorph_gateway.db.statements import Budget, PreparingConnection, execute
 
 Connection = psycopg2.extensions.connection
 Operation = Callable[[Connection], None]
@@ -63,7 +64,7 @@ def get_schemas(tables: Sequence[str]) -> Operation:
     def run(conn: Connection) -> None:
         conn.autocommit = True
         budget = _budget()
-        catalog.describe(conn, catalog.resolve(conn, names, list(tables), budget), budget)
+        catalog.describe(conn, names, list(tables), budget)
 
     return run
 
@@ -71,11 +72,12 @@ def get_schemas(tables: Sequence[str]) -> Operation:
 def get_data(tables: Sequence[str], limit: int) -> Operation:
     names = [parse_table_name(t) for t in tables]
 
+    # As the gateway's: after the first call, one guarded statement per table.
+    relations = catalog.RelationCache(ttl_s=5.0)
+
     def run(conn: Connection) -> None:
         conn.autocommit = True
-        budget = _budget()
-        for relation in catalog.resolve(conn, names, list(tables), budget):
-            sampling.sample(conn, relation, limit, budget)
+        sampling.sample_tables(conn, names, list(tables), limit, _budget(), relations)
 
     return run
 
@@ -91,6 +93,8 @@ def execute_query(query: str, max_rows: int = MAX_ROWS) -> Operation:
         with conn.cursor() as cur:
             cur.execute("DISCARD ALL")
         conn.autocommit = False
+        if isinstance(conn, PreparingConnection):
+            conn.forget_prepared()
 
     return run
 
@@ -131,8 +135,11 @@ def operation(op: str, args: dict[str, Any]) -> Operation:
 
 
 def connect(dsn: str) -> Connection:
-    """A connection set up as the gateway's pool sets its own up (same startup options)."""
-    return psycopg2.connect(dsn, options=encoding.startup_options())
+    """A connection set up as the gateway's pool sets its own up (startup options, prepared
+    catalog statements)."""
+    return psycopg2.connect(
+        dsn, options=encoding.startup_options(), connection_factory=PreparingConnection
+    )
 
 
 def run_load(

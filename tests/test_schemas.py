@@ -11,7 +11,8 @@ from google.protobuf import json_format
 from datamorph.gateway.v1 import gateway_pb2 as pb
 from datamorph_client import GatewayClient, GatewayError
 from datamorph_gateway.db import catalog
-from datamorph_gateway.db.names import parse_table_name
+from datamorph_gateway.db.names import TableName, parse_table_name
+from datamorph_gateway.db.statements import PreparingConnection
 
 
 def as_json(message: object) -> dict:
@@ -125,8 +126,11 @@ def test_a_sequence_is_not_a_table(client: GatewayClient) -> None:
     assert err.value.code == grpc.StatusCode.NOT_FOUND
 
 
-def test_many_tables_cost_a_constant_number_of_queries(seeded_database: str) -> None:
-    """Fifty tables are resolved and described with two statements, as one table is."""
+@pytest.mark.parametrize("factory", [PreparingConnection, psycopg2.extensions.connection])
+def test_many_tables_cost_a_constant_number_of_queries(
+    seeded_database: str, factory: type[psycopg2.extensions.connection]
+) -> None:
+    """Fifty tables are resolved and described with one statement, as one table is."""
     calls: list[str] = []
 
     class Tracing(psycopg2.extensions.cursor):
@@ -135,14 +139,20 @@ def test_many_tables_cost_a_constant_number_of_queries(seeded_database: str) -> 
             return super().execute(query, vars)
 
     names = ["customers", "orders", "sales.orders", "regions", "shops"] * 10
-    conn = psycopg2.connect(seeded_database, cursor_factory=Tracing)
+    conn = psycopg2.connect(seeded_database, cursor_factory=Tracing, connection_factory=factory)
     try:
-        relations = catalog.resolve(conn, [parse_table_name(n) for n in names], names)
-        described = catalog.describe(conn, relations)
+        described = catalog.describe(conn, [parse_table_name(n) for n in names], names)
     finally:
         conn.close()
     assert len(described) == 50
-    assert len(calls) == 2
+    assert [d.relation.name for d in described[:5]] == [
+        "customers",
+        "orders",
+        "orders",
+        "regions",
+        "shops",
+    ]
+    assert len(calls) == 1
 
 
 def test_every_column_field_equals_information_schema(seeded_database: str) -> None:
@@ -151,15 +161,17 @@ def test_every_column_field_equals_information_schema(seeded_database: str) -> N
     try:
         with conn.cursor() as cur:
             cur.execute(
-                "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                "SELECT c.oid, n.nspname, c.relname FROM pg_class c"
+                " JOIN pg_namespace n ON n.oid = c.relnamespace"
                 " WHERE c.relkind IN ('r', 'v', 'p')"  # information_schema omits 'm'
                 " AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
             )
-            oids = [row[0] for row in cur.fetchall()]
-            relations = [catalog.Relation(oid, "", "", "r", 0, 0, 0) for oid in oids]
+            found = cur.fetchall()
+            oids = [oid for oid, _, _ in found]
+            names = [TableName(schema, name) for _, schema, name in found]
             ours = {
                 (d.relation.oid, col["column_name"]): tuple(col[k] for k in FIELDS)
-                for d in catalog.describe(conn, relations)
+                for d in catalog.describe(conn, names, [n.regclass_text() for n in names])
                 for col in d.columns
             }
             cur.execute(

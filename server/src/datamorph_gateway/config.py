@@ -60,6 +60,8 @@ class Settings:
     db_connect_attempts: int = 4
     db_connect_backoff_s: float = 0.1
     db_application_name: str = "datamorph-gateway"
+    db_prepared_statements: bool = True
+    relation_cache_ttl_s: float = 5.0
 
     # Embedded PostgreSQL (used when no database is configured)
     data_dir: str = ".data"
@@ -281,6 +283,8 @@ def _validate(s: Settings) -> None:
     for name in positive:
         if getattr(s, name) <= 0:
             raise ConfigError(f"{name.upper()} must be positive")
+    if s.relation_cache_ttl_s < 0:
+        raise ConfigError("RELATION_CACHE_TTL_S must not be negative (0 turns the cache off)")
     if not 0 <= s.grpc_port <= 65535:
         raise ConfigError("GRPC_PORT must be between 0 and 65535")
     if not 0 <= s.db_pool_min <= s.db_pool_max:

@@ -1,6 +1,8 @@
-"""Resolving table names and describing tables, in one catalog query each.
+"""Resolving table names, and describing tables, in one catalog query each.
 
-Names are passed to ``to_regclass()`` as bind parameters, so PostgreSQL
+Describing resolves the names in the same query, so GetSchemas is one round
+trip for any number of tables. Both queries are ``Prepared``: a connection
+plans each once. Names are passed to ``to_regclass()`` as bind parameters, so PostgreSQL
 applies its own rules (search_path, case folding, quoting) and no caller text
 ever becomes SQL text. Descriptions read pg_catalog directly and compute each column's fields
 with information_schema's own formulas (inlined: calling its helper
@@ -11,13 +13,16 @@ one round trip.
 
 from __future__ import annotations
 
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from datamorph_gateway.db.names import TableName
 from datamorph_gateway.db.pool import Connection
-from datamorph_gateway.db.statements import Budget, execute
+from datamorph_gateway.db.statements import Budget, Prepared
 from datamorph_gateway.errors import NotFound
 
 # Relation kinds that can be read like a table, and how we name them.
@@ -29,20 +34,25 @@ READABLE_KINDS = {
     "f": "foreign_table",
 }
 
-_RESOLVE = """
-SELECT i.ord, c.oid, n.nspname, c.relname, c.relkind, c.reltuples::float8,
+# The relation a name resolves to, with what sampling needs to know of its size.
+_RELATION = """
+       c.oid, n.nspname, c.relname, c.relkind, c.reltuples::float8,
        (CASE WHEN c.relkind = 'p' THEN
               (SELECT coalesce(sum(pg_relation_size(t.relid)), 0)::int8
                  FROM pg_partition_tree(c.oid) t WHERE t.isleaf)
             WHEN c.relkind IN ('r', 'm') THEN pg_relation_size(c.oid)
             ELSE 0 END
          / current_setting('block_size')::int8)::int8 AS pages,
-       c.relpages
+       c.relpages"""
+
+_NAMES = """
   FROM unnest(%s::text[]) WITH ORDINALITY AS i(name, ord)
   LEFT JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(i.name)
   LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
  ORDER BY i.ord
 """
+
+_RESOLVE = Prepared("SELECT" + _RELATION + _NAMES, ("text[]",))
 
 
 @dataclass(frozen=True)
@@ -66,11 +76,15 @@ def resolve(
 ) -> list[Relation]:
     """Resolve every name, or raise NotFound naming each one that is missing."""
     with conn.cursor() as cur:
-        execute(cur, _RESOLVE, ([n.regclass_text() for n in names],), budget)
-        rows = cur.fetchall()
+        _RESOLVE.execute(cur, ([n.regclass_text() for n in names],), budget)
+        return _found(cur.fetchall(), originals)
+
+
+def _found(rows: Sequence[tuple[Any, ...]], originals: Sequence[str]) -> list[Relation]:
+    """Relations from rows led by ``_RELATION``'s columns, or NotFound naming the missing."""
     found: list[Relation] = []
     missing: list[str] = []
-    for (_ordinal, oid, schema, relname, kind, tuples, pages, relpages), original in zip(
+    for (oid, schema, relname, kind, tuples, pages, relpages, *_), original in zip(
         rows, originals, strict=True
     ):
         if oid is None or kind not in READABLE_KINDS:
@@ -88,8 +102,55 @@ def resolve(
     return found
 
 
-_DESCRIBE = """
-SELECT r.oid,
+class RelationCache:
+    """Names resolved recently, so that GetData's steady state is one statement per table.
+
+    An entry is never trusted for which relation a name means: whoever reads with
+    it checks in the same statement that the name still resolves to the cached
+    oid (``sampling.sample``'s guard) and resolves again when not. What may be
+    stale is only the size it records, which picks the sampling method; entries
+    expire after ``ttl_s`` so a table that grew is soon sampled by blocks.
+    """
+
+    def __init__(self, ttl_s: float, max_entries: int = 4096) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, tuple[float, Relation]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> Relation | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            if time.monotonic() - entry[0] >= self.ttl_s:
+                del self._entries[key]
+                return None
+            self._entries.move_to_end(key)
+            return entry[1]
+
+    def put(self, key: str, relation: Relation) -> None:
+        if self.ttl_s <= 0:
+            return
+        with self._lock:
+            self._entries[key] = (time.monotonic(), relation)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def drop(self, key: str) -> None:
+        with self._lock:
+            self._entries.pop(key, None)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+
+_DESCRIBE = Prepared(
+    "SELECT"
+    + _RELATION
+    + """,
   (SELECT coalesce(json_agg(json_build_object(
        'column_name', a.attname,
        'data_type', CASE WHEN t.typtype = 'd' THEN
@@ -129,12 +190,12 @@ SELECT r.oid,
      CROSS JOIN LATERAL (SELECT CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END,
                                 CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END
                         ) AS tt(id, mod)
-    WHERE a.attrelid = r.oid AND a.attnum > 0 AND NOT a.attisdropped) AS columns,
+    WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) AS columns,
   (SELECT coalesce(json_agg(a.attname ORDER BY k.ord), '[]'::json)
      FROM pg_catalog.pg_constraint con
      CROSS JOIN LATERAL unnest(con.conkey) WITH ORDINALITY AS k(attnum, ord)
      JOIN pg_catalog.pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum
-    WHERE con.conrelid = r.oid AND con.contype = 'p') AS primary_keys,
+    WHERE con.conrelid = c.oid AND con.contype = 'p') AS primary_keys,
   (SELECT coalesce(json_agg(json_build_object(
        'column_name', a.attname,
        'foreign_table_schema', fn.nspname,
@@ -148,9 +209,10 @@ SELECT r.oid,
      JOIN pg_catalog.pg_class fc ON fc.oid = con.confrelid
      JOIN pg_catalog.pg_namespace fn ON fn.oid = fc.relnamespace
      JOIN pg_catalog.pg_attribute fa ON fa.attrelid = con.confrelid AND fa.attnum = k.fattnum
-    WHERE con.conrelid = r.oid AND con.contype = 'f') AS foreign_keys
-  FROM unnest(%s::oid[]) AS r(oid)
-"""
+    WHERE con.conrelid = c.oid AND con.contype = 'f') AS foreign_keys"""
+    + _NAMES,
+    ("text[]",),
+)
 
 
 @dataclass(frozen=True)
@@ -164,12 +226,18 @@ class TableDescription:
 
 
 def describe(
-    conn: Connection, relations: Sequence[Relation], budget: Budget | None = None
+    conn: Connection,
+    names: Sequence[TableName],
+    originals: Sequence[str],
+    budget: Budget | None = None,
 ) -> list[TableDescription]:
-    """Describe every relation in one round trip, in the order given."""
-    if not relations:
-        return []
+    """Resolve and describe every name in one round trip, in the order given.
+
+    Raises NotFound naming each name that resolves to nothing readable.
+    """
     with conn.cursor() as cur:
-        execute(cur, _DESCRIBE, (sorted({r.oid for r in relations}),), budget)
-        by_oid = {oid: (cols, pks, fks) for oid, cols, pks, fks in cur.fetchall()}
-    return [TableDescription(r, *by_oid[r.oid]) for r in relations]
+        _DESCRIBE.execute(cur, ([n.regclass_text() for n in names],), budget)
+        rows = cur.fetchall()
+    relations = iter(_found(rows, originals))
+    # _found raised unless every row is a readable relation, so they pair up in order.
+    return [TableDescription(next(relations), *row[-3:]) for row in rows]

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import psycopg2
+import psycopg2.extensions as ext
 from psycopg2.extensions import parse_dsn
 
 from datamorph_gateway.config import Settings
@@ -23,7 +24,7 @@ from datamorph_gateway.db import catalog, encoding, query, sampling
 from datamorph_gateway.db.encoding import ColumnType, TypeCatalog, decode_rows
 from datamorph_gateway.db.names import TableName
 from datamorph_gateway.db.pool import Connection, ConnectionPool
-from datamorph_gateway.db.statements import Budget, execute
+from datamorph_gateway.db.statements import Budget, PreparingConnection, execute
 from datamorph_gateway.errors import Unavailable, from_database_error
 
 log = logging.getLogger(__name__)
@@ -40,10 +41,11 @@ class Sample:
 
 
 class Database:
-    """PostgreSQL as the gateway uses it: a pool, a type cache and four operations."""
+    """PostgreSQL as the gateway uses it: a pool, type and relation caches, five operations."""
 
     def __init__(self, settings: Settings, dsn: str) -> None:
         self.types = TypeCatalog()
+        self.relations = catalog.RelationCache(settings.relation_cache_ttl_s)
         base_options = parse_dsn(dsn).get("options", "")
         self.pool = ConnectionPool(
             dsn,
@@ -56,6 +58,9 @@ class Database:
             connect_kwargs={
                 "options": encoding.startup_options(base_options),
                 "application_name": settings.db_application_name,
+                "connection_factory": (
+                    PreparingConnection if settings.db_prepared_statements else ext.connection
+                ),
             },
             on_connect=encoding.install,
         )
@@ -116,8 +121,7 @@ class Database:
         self, names: Sequence[TableName], originals: Sequence[str], timeout_s: float
     ) -> list[catalog.TableDescription]:
         def work(conn: Connection, budget: Budget) -> list[catalog.TableDescription]:
-            relations = catalog.resolve(conn, names, originals, budget)
-            return catalog.describe(conn, relations, budget)
+            return catalog.describe(conn, names, originals, budget)
 
         return self._read(timeout_s, work)
 
@@ -126,11 +130,13 @@ class Database:
     ) -> list[Sample]:
         def work(conn: Connection, budget: Budget) -> list[Sample]:
             samples = []
-            for relation in catalog.resolve(conn, names, originals, budget):
-                description, rows = sampling.sample(conn, relation, limit, budget)
+            for taken in sampling.sample_tables(
+                conn, names, originals, limit, budget, self.relations
+            ):
+                description = taken.description
                 columns = self.types.describe(conn, [d.type_code for d in description])
                 keys = [d.name for d in description]
-                samples.append(Sample(columns, keys, decode_rows(columns, rows)))
+                samples.append(Sample(columns, keys, decode_rows(columns, taken.rows)))
             return samples
 
         return self._read(timeout_s, work)
@@ -206,6 +212,8 @@ def _reset_session(conn: Connection) -> None:
         with conn.cursor() as cur:
             cur.execute("DISCARD ALL")
         conn.autocommit = False
+        if isinstance(conn, PreparingConnection):
+            conn.forget_prepared()
     except psycopg2.Error:
         log.warning("could not reset a session after a query; closing the connection")
         conn.close()

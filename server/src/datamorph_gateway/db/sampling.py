@@ -14,11 +14,16 @@ table always yields min(limit, rows) rows.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from psycopg2 import sql
+import psycopg2
+from psycopg2 import errorcodes, sql
 
-from datamorph_gateway.db.catalog import Relation
+from datamorph_gateway.db import catalog
+from datamorph_gateway.db.catalog import Relation, RelationCache
+from datamorph_gateway.db.names import TableName
 from datamorph_gateway.db.pool import Connection
 from datamorph_gateway.db.statements import Budget, execute
 
@@ -43,25 +48,110 @@ def sample_percent(relation: Relation, limit: int) -> float | None:
 
 
 def sample(
-    conn: Connection, relation: Relation, limit: int, budget: Budget | None = None
+    conn: Connection,
+    relation: Relation,
+    limit: int,
+    budget: Budget | None = None,
+    *,
+    guard: str | None = None,
 ) -> tuple[list[Any], list[tuple[Any, ...]]]:
-    """Up to ``limit`` random rows of the relation: (cursor.description, rows)."""
+    """Up to ``limit`` random rows of the relation: (cursor.description, rows).
+
+    With ``guard`` (the caller's name, as ``TableName.regclass_text()``), each
+    statement also checks that this name and the relation's own name still
+    resolve to ``relation.oid``, and yields no rows when they do not: rows
+    read with a cached relation are then always the right table's.
+    """
     table = sql.Identifier(relation.schema, relation.name)
+    where = sql.SQL("")
+    checks: tuple[Any, ...] = ()
+    if guard is not None:
+        where = _GUARD
+        own = TableName(relation.schema, relation.name).regclass_text()
+        checks = (guard, relation.oid, own, relation.oid)
     percent = sample_percent(relation, limit)
     with conn.cursor() as cur:
         while percent is not None:
             execute(
                 cur,
                 sql.SQL(
-                    "SELECT * FROM {} TABLESAMPLE SYSTEM (%s) ORDER BY random() LIMIT %s"
-                ).format(table),
-                (percent, limit),
+                    "SELECT * FROM {} TABLESAMPLE SYSTEM (%s){} ORDER BY random() LIMIT %s"
+                ).format(table, where),
+                (percent, *checks, limit),
                 budget,
             )
             rows = cur.fetchall()
             if len(rows) >= limit:
                 return list(cur.description or ()), rows
             percent = percent * GROWTH if percent * GROWTH < 100.0 else None
-        query = sql.SQL("SELECT * FROM {} ORDER BY random() LIMIT %s").format(table)
-        execute(cur, query, (limit,), budget)
+        query = sql.SQL("SELECT * FROM {}{} ORDER BY random() LIMIT %s").format(table, where)
+        execute(cur, query, (*checks, limit), budget)
         return list(cur.description or ()), cur.fetchall()
+
+
+# Constant conditions: PostgreSQL evaluates them once, before reading any row.
+_GUARD = sql.SQL(
+    " WHERE pg_catalog.to_regclass(%s) = %s::pg_catalog.oid::pg_catalog.regclass"
+    " AND pg_catalog.to_regclass(%s) = %s::pg_catalog.oid::pg_catalog.regclass"
+)
+
+# Raised by the guarded statement when the cached relation's name is gone.
+_NAME_GONE = (errorcodes.UNDEFINED_TABLE, errorcodes.INVALID_SCHEMA_NAME)
+
+
+@dataclass(frozen=True)
+class TableSample:
+    relation: Relation
+    description: list[Any]
+    rows: list[tuple[Any, ...]]
+
+
+def sample_tables(
+    conn: Connection,
+    names: Sequence[TableName],
+    originals: Sequence[str],
+    limit: int,
+    budget: Budget | None = None,
+    cache: RelationCache | None = None,
+) -> list[TableSample]:
+    """Sample every table, in order; NotFound names the names that resolve to nothing.
+
+    With a cache (on an autocommit connection, where a failed statement can be
+    followed by another), names resolved before are not resolved again: each
+    guarded sample checks its name itself, and only a sample that comes back
+    empty or finds the name gone pays for resolving and sampling once more.
+    """
+    if cache is not None and not conn.autocommit:
+        cache = None
+    keys = [name.regclass_text() for name in names]
+    relations = [cache.get(key) if cache is not None else None for key in keys]
+    unknown = [i for i, relation in enumerate(relations) if relation is None]
+    if unknown:
+        found = catalog.resolve(
+            conn, [names[i] for i in unknown], [originals[i] for i in unknown], budget
+        )
+        for i, relation in zip(unknown, found, strict=True):
+            relations[i] = relation
+            if cache is not None:
+                cache.put(keys[i], relation)
+    samples = []
+    for i, known in enumerate(relations):
+        assert known is not None
+        relation = known
+        if cache is not None and i not in unknown:
+            try:
+                description, rows = sample(conn, relation, limit, budget, guard=keys[i])
+            except psycopg2.Error as exc:
+                if exc.pgcode not in _NAME_GONE:
+                    raise
+                rows = []
+            if rows:
+                samples.append(TableSample(relation, description, rows))
+                continue
+            # Empty, or no longer this name's table: find out the slow way.
+            cache.drop(keys[i])
+            [relation] = catalog.resolve(conn, [names[i]], [originals[i]], budget)
+            cache.put(keys[i], relation)
+        description, rows = sample(conn, relation, limit, budget)
+        samples.append(TableSample(relation, description, rows))
+    return samples
