@@ -247,3 +247,18 @@ def test_a_taken_listener_port_is_a_clear_error(tmp_path: Path) -> None:
         with pytest.raises(EnvoyError, match=r"(?i)address already in use"):
             process.start(timeout_s=20)
     assert not _envoys_running(config)
+
+
+def test_the_lua_filter_runs_on_the_rest_health_route_only() -> None:
+    config = render(SidecarOptions(), http_routes(DESCRIPTOR_SET))
+    manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    typed = manager["typed_config"]
+    [lua] = [f for f in typed["http_filters"] if f["name"] == "envoy.filters.http.lua"]
+    assert lua["disabled"] is True
+    routes = typed["route_config"]["virtual_hosts"][0]["routes"]
+    enabled = [
+        r["match"]
+        for r in routes
+        if "envoy.filters.http.lua" in r.get("typed_per_filter_config", {})
+    ]
+    assert enabled == [{"path": "/health"}]
