@@ -209,3 +209,26 @@ def test_gateway_follows_a_recreated_table(
         assert err.value.code == grpc.StatusCode.NOT_FOUND
     finally:
         admin.close()
+
+
+@pytest.mark.parametrize("rows", [3, 20_000])
+def test_names_with_quotes_and_percent_signs(
+    conn: psycopg2.extensions.connection, schema: str, rows: int
+) -> None:
+    """Quoting from the catalog survives ", %, spaces and case, both sampling methods."""
+    quoted = f'{schema}."we""ird %s 100% Name"'
+    _ddl(
+        conn,
+        f"CREATE TABLE {quoted} AS SELECT 'odd' AS tag, g, repeat('x', 200) AS pad"
+        f" FROM generate_series(1, {rows}) g",
+    )
+    _ddl(conn, f"ANALYZE {quoted}")
+    cache = RelationCache(ttl_s=60)
+    for _ in range(2):
+        assert _tags(conn, cache, quoted) == {"odd"}
+    [taken] = sampling.sample_tables(
+        conn, [parse_table_name(quoted)], [quoted], 10, Budget(10), cache
+    )
+    assert taken.relation.name == 'we"ird %s 100% Name'
+    assert len(taken.rows) == min(rows, 10)
+    assert (sampling.sample_percent(taken.relation, 10) is None) == (rows < 1000)

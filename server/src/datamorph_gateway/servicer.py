@@ -127,9 +127,11 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
         response = pb.GetDataResponse(status=SUCCESS)
         for original, sample in zip(originals, samples, strict=True):
             append_object_rows(response.data[original].values, sample.keys, sample.rows)
-            columns = response.columns[original]
+            add_column = response.columns[original].values.add
             for key, column in zip(sample.keys, sample.columns, strict=True):
-                columns.values.add().struct_value.update({"name": key, "type": column.name})
+                fields = add_column().struct_value.fields
+                fields["name"].string_value = key
+                fields["type"].string_value = column.name
         return response
 
     # -- SQL ---------------------------------------------------------------------

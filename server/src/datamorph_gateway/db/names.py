@@ -8,6 +8,7 @@ re-applies case folding or search rules we did not intend.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 __all__ = ["MAX_IDENTIFIER_BYTES", "InvalidTableName", "TableName", "parse_table_name"]
@@ -78,8 +79,12 @@ def _describe(ch: str) -> str:
     return repr(ch) if ch.isprintable() else f"U+{ord(ch):04X}"
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_table_name(text: str) -> TableName:
     """Parse ``table`` or ``schema.table`` the way PostgreSQL's SQL scanner would.
+
+    Cached: callers ask for the same few names again and again, and a TableName is
+    immutable. Invalid names raise every time (exceptions are not cached).
 
     Unquoted parts fold ASCII letters to lower case; quoted parts are kept as written with
     ``""`` meaning one ``"``. Three parts (``db.schema.table``) are refused: only the

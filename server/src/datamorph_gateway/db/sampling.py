@@ -13,13 +13,14 @@ table always yields min(limit, rows) rows.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg2
-from psycopg2 import errorcodes, sql
+from psycopg2 import errorcodes
 
 from datamorph_gateway.db import catalog
 from datamorph_gateway.db.catalog import Relation, RelationCache
@@ -62,35 +63,42 @@ def sample(
     resolve to ``relation.oid``, and yields no rows when they do not: rows
     read with a cached relation are then always the right table's.
     """
-    table = sql.Identifier(relation.schema, relation.name)
-    where = sql.SQL("")
+    table = TableName(relation.schema, relation.name).regclass_text()
     checks: tuple[Any, ...] = ()
     if guard is not None:
-        where = _GUARD
-        own = TableName(relation.schema, relation.name).regclass_text()
-        checks = (guard, relation.oid, own, relation.oid)
+        checks = (guard, relation.oid, table, relation.oid)
     percent = sample_percent(relation, limit)
     with conn.cursor() as cur:
         while percent is not None:
             execute(
-                cur,
-                sql.SQL(
-                    "SELECT * FROM {} TABLESAMPLE SYSTEM (%s){} ORDER BY random() LIMIT %s"
-                ).format(table, where),
-                (percent, *checks, limit),
-                budget,
+                cur, _sample_sql(table, True, guard is not None), (percent, *checks, limit), budget
             )
             rows = cur.fetchall()
             if len(rows) >= limit:
                 return list(cur.description or ()), rows
             percent = percent * GROWTH if percent * GROWTH < 100.0 else None
-        query = sql.SQL("SELECT * FROM {}{} ORDER BY random() LIMIT %s").format(table, where)
-        execute(cur, query, (*checks, limit), budget)
+        execute(cur, _sample_sql(table, False, guard is not None), (*checks, limit), budget)
         return list(cur.description or ()), cur.fetchall()
 
 
+@functools.lru_cache(maxsize=4096)
+def _sample_sql(table: str, by_blocks: bool, guarded: bool) -> str:
+    """The sampling statement for ``table``, the quoted name read back from the catalog.
+
+    Built once per table: composing it with psycopg2.sql on every call cost more than
+    running it. ``TableName.regclass_text()`` quotes every part as an identifier, doubling
+    any ``"``, exactly as ``psycopg2.sql.Identifier`` would; ``%`` is doubled because the
+    text goes through psycopg2's parameter formatting.
+    """
+    source = table.replace("%", "%%")
+    if by_blocks:
+        source += " TABLESAMPLE SYSTEM (%s)"
+    where = _GUARD if guarded else ""
+    return f"SELECT * FROM {source}{where} ORDER BY random() LIMIT %s"
+
+
 # Constant conditions: PostgreSQL evaluates them once, before reading any row.
-_GUARD = sql.SQL(
+_GUARD = (
     " WHERE pg_catalog.to_regclass(%s) = %s::pg_catalog.oid::pg_catalog.regclass"
     " AND pg_catalog.to_regclass(%s) = %s::pg_catalog.oid::pg_catalog.regclass"
 )
