@@ -128,6 +128,56 @@ def _cpu_section(results: dict[str, Any], concurrency: int = 8) -> list[str]:
     ]
 
 
+def _floor_section(results: dict[str, Any]) -> list[str]:
+    """The bare transport next to the gateway's overhead at c=1, scenario by scenario."""
+    floor = results.get("floor")
+    if not floor:
+        return []
+    lines = [
+        "### The transport floor (c=1)",
+        "",
+        "`bench/floor.py`: a bare gRPC server built as the gateway's (grpcio's synchronous "
+        "server, same thread pool and options) whose Health answers canned bytes, measured "
+        "with the same clients (grpc.aio natively; wrk through an Envoy rendered by the same "
+        "sidecar code). It does no work at all, so its p50 is what the transport alone adds "
+        "to a call; the gateway's own work is its overhead over the limit minus this floor.",
+        "",
+        "| transport | floor p50 | floor p99 | errors |",
+        "|---|---:|---:|---:|",
+    ]
+    for key, label in (("grpc", "gRPC (grpc.aio client)"), ("rest", "REST through Envoy (wrk)")):
+        cell = floor.get(key)
+        if cell:
+            lines.append(
+                f"| {label} | {_num(cell['p50_ms'], 2)} ms | {_num(cell['p99_ms'], 2)} ms "
+                f"| {cell['error_count']} |"
+            )
+    rows = []
+    for scenario in targets.OVERHEAD_SCENARIOS:
+        limit_p50 = targets.p50(results, scenario, "limit/sql")
+        if limit_p50 is None:
+            continue
+        parts = []
+        for key in ("gateway/grpc", "gateway/rest"):
+            ours = targets.p50(results, scenario, key)
+            base = targets.transport_floor_ms(results, key)
+            if ours is None or base is None:
+                parts.append("—")
+                continue
+            parts.append(f"{ours - limit_p50:+.2f} = {base:.2f} + {ours - limit_p50 - base:+.2f}")
+        rows.append(f"| {scenario} | {_num(limit_p50, 2)} ms | " + " | ".join(parts) + " |")
+    lines += [
+        "",
+        "Overhead over the limit at c=1 = transport floor + the gateway's own work (ms):",
+        "",
+        "| scenario | limit p50 | gRPC | REST |",
+        "|---|---:|---:|---:|",
+        *rows,
+        "",
+    ]
+    return lines
+
+
 def _large_query_section(results: dict[str, Any]) -> list[str]:
     large = results.get("large_query")
     if not large:
@@ -314,6 +364,7 @@ def write(results: dict[str, Any], results_path: Path, docs_path: Path) -> None:
         lines += _scenario_section(results, scenario)
     if 8 in results["run"]["concurrencies"]:
         lines += _cpu_section(results, 8)
+    lines += _floor_section(results)
     lines += _large_query_section(results)
     lines += _startup_section(results)
     lines += _streaming_section(results)

@@ -81,8 +81,11 @@ def gateway_env(dsn: str, **overrides: str) -> dict[str, str]:
 class GatewayServer:
     """``python -m datamorph_gateway`` as deployed; its address comes from its ready line."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self, env: dict[str, str], log_path: Path, module: str = "datamorph_gateway"
+    ) -> None:
         self._env = env
+        self._module = module  # bench.floor serves a bare server with the same ready line
         self.log_path = log_path
         self._log: IO[bytes] | None = None
         self.process: subprocess.Popen[bytes] | None = None
@@ -97,7 +100,8 @@ class GatewayServer:
         """Spawn the process and return at once (start-up timing polls it by itself)."""
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "datamorph_gateway"],
+            [sys.executable, "-m", self._module],
+            cwd=REPO,
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,

@@ -307,6 +307,38 @@ class Suite:
             "settle_s": round(settle_s, 2),
         }
 
+    def transport_floor(self) -> dict[str, Any]:
+        """A bare gRPC server's Health at c=1, natively and through Envoy (bench/floor.py)."""
+        duration = self.options.duration_s
+        cap = str(self.options.max_requests)
+        with contextlib.ExitStack() as stack:
+            server = GatewayServer(dict(os.environ), self.run_dir / "floor.log", "bench.floor")
+            stack.callback(server.stop)
+            server.start()
+            envoy = Envoy(self.run_dir / "floor-envoy", server.address)
+            stack.callback(envoy.stop)
+            host, port = envoy.start()
+            native = self._subprocess_load(
+                [
+                    *("bench.grpc_load", "--target", server.address, "--method", "Health"),
+                    *("--concurrency", "1", "--duration", str(duration), "--max-requests", cap),
+                ],
+                duration,
+            )
+            rest = run_wrk(
+                f"http://{host}:{port}/health",
+                "GET",
+                None,
+                concurrency=1,
+                duration_s=duration,
+                max_requests=self.options.max_requests,
+                timeout_s=REQUEST_TIMEOUT_S,
+            )
+        out = {"grpc": native.to_dict(), "rest": rest.to_dict()}
+        for key, result in out.items():
+            _log(f"floor {key}: p50 {result['p50_ms']:.2f} ms, {result['error_count']} errors")
+        return out
+
     def settle(self, system: tuple[str, str], limit_s: float = 120.0) -> float:
         """Wait until the system has worked off what the load left queued; seconds waited.
 
@@ -428,6 +460,8 @@ class Suite:
                 results["probes"] = probes
                 _report_probes(probes)
                 results["cells"] = self.matrix(probes)
+                _log("timing the transport floor (bench/floor.py)")
+                results["floor"] = self.transport_floor()
                 _log("timing the 100k-row ExecuteQuery")
                 results["large_query"] = measures.large_query(
                     gateway=self.stack.gateway,
