@@ -140,7 +140,9 @@ def _floor_section(results: dict[str, Any]) -> list[str]:
         "server, same thread pool and options) whose Health answers canned bytes, measured "
         "with the same clients (grpc.aio natively; wrk through an Envoy rendered by the same "
         "sidecar code). It does no work at all, so its p50 is what the transport alone adds "
-        "to a call; the gateway's own work is its overhead over the limit minus this floor.",
+        "to a call; the gateway's own work is its overhead over the limit minus this floor. "
+        "It is measured before and after the matrix; the lower p50 is used, which puts "
+        "any doubt on the gateway's side.",
         "",
         "| transport | floor p50 | floor p99 | errors |",
         "|---|---:|---:|---:|",
