@@ -8,6 +8,7 @@ numbers and the profile), included verbatim under its own heading.
 from __future__ import annotations
 
 import os
+import statistics
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -156,28 +157,60 @@ def _floor_section(results: dict[str, Any]) -> list[str]:
             )
     rows = []
     for scenario in targets.OVERHEAD_SCENARIOS:
-        limit_p50 = targets.p50(results, scenario, "limit/sql")
-        if limit_p50 is None:
-            continue
         parts = []
         for key in ("gateway/grpc", "gateway/rest"):
-            ours = targets.p50(results, scenario, key)
+            values = targets.overhead_ms(results, scenario, key)
             base = targets.transport_floor_ms(results, key)
-            if ours is None or base is None:
+            if not values or base is None:
                 parts.append("—")
                 continue
-            parts.append(f"{ours - limit_p50:+.2f} = {base:.2f} + {ours - limit_p50 - base:+.2f}")
-        rows.append(f"| {scenario} | {_num(limit_p50, 2)} ms | " + " | ".join(parts) + " |")
+            total = statistics.median(values)
+            parts.append(f"{total:+.2f} = {base:.2f} + {total - base:+.2f}")
+        rows.append(f"| {scenario} | " + " | ".join(parts) + " |")
     lines += [
         "",
-        "Overhead over the limit at c=1 = transport floor + the gateway's own work (ms):",
+        "Overhead over the limit at c=1 (median over the rounds) = transport floor + the "
+        "gateway's own work, in ms:",
         "",
-        "| scenario | limit p50 | gRPC | REST |",
-        "|---|---:|---:|---:|",
+        "| scenario | gRPC | REST |",
+        "|---|---:|---:|",
         *rows,
         "",
     ]
     return lines
+
+
+def _repeats_section(results: dict[str, Any]) -> list[str]:
+    """Every round of the cells the targets read, so a reader sees the spread."""
+    repeats = results.get("repeats")
+    if not repeats:
+        return []
+    seen: dict[tuple[str, str, int], None] = {}
+    for cell in repeats:
+        key = f"{cell['system']}/{cell['transport']}"
+        seen[(cell["scenario"], key, cell["concurrency"])] = None
+    n = 1 + max(cell["round"] for cell in repeats)
+    lines = [
+        "### The targets' cells, round by round",
+        "",
+        "Round 0 is the matrix above; the others ran after it, with "
+        f"{repeats[0]['duration_s']:.0f}-second windows, the systems of each comparison "
+        "back to back. Cells read `rps, p50 ms`.",
+        "",
+        "| scenario | system | c | " + " | ".join(f"round {r}" for r in range(n)) + " |",
+        "|---|---|---:|" + "---:|" * n,
+    ]
+    for scenario, key, c in seen:
+        by_round = targets.rounds(results, scenario, key, c)
+        cells = [
+            f"{_num(by_round[r]['throughput_rps'])}, {_num(by_round[r]['p50_ms'], 2)}"
+            if r in by_round and by_round[r]["ok"]
+            else "—"
+            for r in range(n)
+        ]
+        label = SYSTEM_LABELS.get(key, key)
+        lines.append(f"| {scenario} | {label} | {c} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def _large_query_section(results: dict[str, Any]) -> list[str]:
@@ -367,6 +400,7 @@ def write(results: dict[str, Any], results_path: Path, docs_path: Path) -> None:
     if 8 in results["run"]["concurrencies"]:
         lines += _cpu_section(results, 8)
     lines += _floor_section(results)
+    lines += _repeats_section(results)
     lines += _large_query_section(results)
     lines += _startup_section(results)
     lines += _streaming_section(results)

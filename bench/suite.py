@@ -45,6 +45,7 @@ from bench.stack import (
     gateway_env,
     postmaster_pid,
 )
+from bench.targets import OVERHEAD_SCENARIOS
 
 RESULTS_VERSION = 1
 SETTLED_HEALTH_S = 0.05
@@ -56,6 +57,12 @@ REQUEST_TIMEOUT_S = 30
 # The bench gateway lets the 100k-row query through (the default cap is 10,000 rows), so
 # that scenario measures rows, not the cap; the start-up gateways keep every default.
 GATEWAY_OVERRIDES = {"MAX_RESULT_ROWS": "100000"}
+# The cells the targets compare, run again after the matrix (see Suite.repeats).
+REPEAT_ROUNDS = 2
+REPEAT_DURATION_S = 2
+REPEATED_CELLS = [("get_data_2e4", c, (GATEWAY_REST, BASELINE_REST)) for c in (8, 64)] + [
+    (name, 1, (GATEWAY_GRPC, GATEWAY_REST, LIMIT_SQL)) for name in OVERHEAD_SCENARIOS
+]
 
 
 @dataclass
@@ -277,9 +284,15 @@ class Suite:
             duration_s,
         )
 
-    def cell(self, scenario: Scenario, system: tuple[str, str], concurrency: int) -> dict[str, Any]:
+    def cell(
+        self,
+        scenario: Scenario,
+        system: tuple[str, str],
+        concurrency: int,
+        duration_s: int | None = None,
+    ) -> dict[str, Any]:
         """One cell; a run too slow to complete 2 requests per caller gets a longer window."""
-        base = self.options.duration_s
+        base = duration_s or self.options.duration_s
         meter = self.stack.meter
         before = meter.read()
         result = self.load(scenario, system, concurrency, base)
@@ -401,6 +414,32 @@ class Suite:
                     _log(_progress(len(cells), total, cell))
         return cells
 
+    def repeats(self, probes: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+        """The cells the targets read, run again in REPEAT_ROUNDS interleaved rounds.
+
+        One 3-second cell on a shared 2-core machine can be 20% off; the targets use the
+        median over the matrix and these rounds. Each round runs every repeated cell once,
+        the systems of a comparison back to back, with REPEAT_DURATION_S windows.
+        """
+        by_name = {s.name: s for s in self.scenarios}
+        plan = [
+            (by_name[name], c, system)
+            for name, c, systems in REPEATED_CELLS
+            if name in by_name and c in self.concurrencies
+            for system in systems
+            if probes[name].get(f"{system[0]}/{system[1]}", {}).get("ok")
+        ]
+        total = len(plan) * REPEAT_ROUNDS
+        cells: list[dict[str, Any]] = []
+        for round_no in range(1, REPEAT_ROUNDS + 1):
+            for scenario, concurrency, system in plan:
+                cell = self.cell(scenario, system, concurrency, duration_s=REPEAT_DURATION_S)
+                self.check_alive(f"repeat of {scenario.name} {system[0]}/{system[1]}")
+                cell["round"] = round_no
+                cells.append(cell)
+                _log("repeat " + _progress(len(cells), total, cell))
+        return cells
+
     # -- the run -----------------------------------------------------------------------
 
     def _start_stack(self, stack: contextlib.ExitStack) -> None:
@@ -463,6 +502,9 @@ class Suite:
                 _log("timing the transport floor (bench/floor.py)")
                 floors = [self.transport_floor()]
                 results["cells"] = self.matrix(probes)
+                if not opts.quick:
+                    _log(f"repeating the targets' cells ({REPEAT_ROUNDS} more rounds)")
+                    results["repeats"] = self.repeats(probes)
                 _log("timing the transport floor again")
                 floors.append(self.transport_floor())
                 results["floor"] = {
