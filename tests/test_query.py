@@ -227,3 +227,26 @@ def test_command_verb() -> None:
 def test_unique_keys() -> None:
     assert unique_keys(["a", "b"]) == ["a", "b"]
     assert unique_keys(["?column?", "?column?"]) == ["?column?", "?column?_2"]
+
+
+def test_a_failed_query_leaves_no_session_state(make_gateway) -> None:  # type: ignore[no-untyped-def]
+    """A rolled-back transaction keeps PREPAREs and session advisory locks: reset them too."""
+    gateway = make_gateway(db_pool_max=1)
+    key = 424242
+    with GatewayClient(gateway.address) as c:
+        with pytest.raises(GatewayError) as err:
+            c.execute_query(
+                f"SELECT pg_advisory_lock({key}); PREPARE leftover AS SELECT 1; SELECT 1/0"
+            )
+        assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT  # division by zero
+        held = c.execute_query(
+            "SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND objid = $1",
+            params=[key],
+        )
+        assert held.rows == [{"n": 0}]
+        prepared = c.execute_query(
+            "SELECT count(*) AS n FROM pg_prepared_statements WHERE name = 'leftover'"
+        )
+        assert prepared.rows == [{"n": 0}]
+        # The gateway's own prepared statements come back on the same, only connection.
+        assert c.get_schemas(["customers"])["customers"].table_name == "customers"

@@ -445,6 +445,29 @@ def test_orchestrator_choice(database_url: str) -> None:
         db.close()
 
 
+def test_a_handlers_session_changes_do_not_reach_other_requests(database_url: str) -> None:
+    db = Database(Settings(db_pool_min=0, db_pool_max=1), database_url)
+
+    def handler(event: dict[str, Any], context: LocalContext) -> dict[str, Any]:
+        with context.connection() as conn, conn.cursor() as cur:
+            cur.execute("SET search_path = nowhere; SELECT pg_advisory_lock(77)")
+            conn.commit()
+        return {"statusCode": 200, "body": {"message": "done"}}
+
+    try:
+        orchestrator = LocalOrchestrator(handler, name="tests.handler", pool=db.pool)
+        event = WorkflowRequest("SELECT 1", ["t"], "x").event("20250113_123456_0000abcd")
+        assert orchestrator.invoke(event, timeout_s=30).message == "done"
+        with db.pool.connection() as conn, conn.cursor() as cur:  # the same, only connection
+            cur.execute(
+                "SELECT current_setting('search_path'),"
+                " (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 77)"
+            )
+            assert cur.fetchone() == ('"$user", public', 0)
+    finally:
+        db.close()
+
+
 # -- the development orchestrator, on the session's PostgreSQL ------------------------------------
 
 

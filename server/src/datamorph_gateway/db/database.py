@@ -76,7 +76,7 @@ class Database:
     ) -> Iterator[Connection]:
         start = time.monotonic()
         try:
-            with self.pool.connection(timeout_s) as conn:
+            with self.pool.connection(timeout_s, reset_session=reset_session) as conn:
                 remaining = max(timeout_s - (time.monotonic() - start), 0.001)
                 begin = "SET TRANSACTION READ ONLY; " if read_only else ""
                 with conn.cursor() as cur:
@@ -86,8 +86,6 @@ class Database:
                     )
                 yield conn
                 conn.commit()
-                if reset_session:
-                    _reset_session(conn)
         except psycopg2.Error as exc:
             raise from_database_error(exc) from exc
 
@@ -197,23 +195,3 @@ class Database:
 
         self._read(timeout_s, work)
         return time.monotonic() - start
-
-
-def _reset_session(conn: Connection) -> None:
-    """Undo whatever session state the caller's SQL left (SET, temp tables, prepared statements).
-
-    The transaction has committed, so a failure here must not fail the
-    request: the connection is closed instead, and the pool drops it.
-    """
-    if conn.closed:
-        return
-    try:
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute("DISCARD ALL")
-        conn.autocommit = False
-        if isinstance(conn, PreparingConnection):
-            conn.forget_prepared()
-    except psycopg2.Error:
-        log.warning("could not reset a session after a query; closing the connection")
-        conn.close()

@@ -23,6 +23,7 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions as ext
 
+from datamorph_gateway.db.statements import PreparingConnection
 from datamorph_gateway.errors import ResourceExhausted, Unavailable
 
 log = logging.getLogger(__name__)
@@ -89,11 +90,17 @@ class ConnectionPool:
     # -- use ---------------------------------------------------------------
 
     @contextmanager
-    def connection(self, timeout_s: float | None = None) -> Iterator[Connection]:
+    def connection(
+        self, timeout_s: float | None = None, *, reset_session: bool = False
+    ) -> Iterator[Connection]:
         """Lend a connection in a clean state (no open transaction).
 
         On an exception the transaction is rolled back; a connection that
         failed at the protocol level is closed instead of being returned.
+        With ``reset_session`` (for connections that ran someone else's SQL)
+        the session is reset afterwards, whether the block succeeded or not,
+        so nothing it left (SET, temp tables, PREPARE, advisory locks) reaches
+        the next borrower.
         """
         wait = (
             self._acquire_timeout_s
@@ -108,7 +115,7 @@ class ConnectionPool:
             broken = True
             raise
         finally:
-            self._release(conn, broken=broken)
+            self._release(conn, broken=broken, reset_session=reset_session)
 
     def _acquire(self, deadline: float) -> Connection:
         with self._cond:
@@ -178,12 +185,16 @@ class ConnectionPool:
         )
         raise Unavailable("the database is unavailable", reason="DATABASE_UNAVAILABLE")
 
-    def _release(self, conn: Connection, *, broken: bool) -> None:
+    def _release(self, conn: Connection, *, broken: bool, reset_session: bool = False) -> None:
         if not broken and not conn.closed:
             try:
                 if conn.status != ext.STATUS_READY:
                     conn.rollback()
+                if reset_session:
+                    _discard_session(conn)
             except psycopg2.Error:
+                if reset_session:
+                    log.warning("could not reset a session; closing the connection")
                 broken = True
         with self._cond:
             if broken or conn.closed or self._closed:
@@ -198,6 +209,23 @@ class ConnectionPool:
             conn.close()
         except psycopg2.Error:
             log.debug("error closing a discarded connection", exc_info=True)
+
+
+def _discard_session(conn: Connection) -> None:
+    """``DISCARD ALL``: back to the session the connection started with.
+
+    It cannot run inside a transaction, hence autocommit; it also drops the
+    gateway's own prepared statements, which the connection must then forget.
+    """
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("DISCARD ALL")
+    finally:
+        if not conn.closed:
+            conn.autocommit = False
+        if isinstance(conn, PreparingConnection):
+            conn.forget_prepared()
 
 
 def _alive(conn: Connection) -> bool:

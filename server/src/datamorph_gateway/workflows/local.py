@@ -93,7 +93,10 @@ class LocalContext:
             raise FailedPrecondition(
                 "this local orchestrator has no database connection", reason="NO_DATABASE"
             )
-        return self._pool.connection(max(self.get_remaining_time_in_millis() / 1000, 0.001))
+        # The handler's SQL is not ours: whatever session state it leaves is discarded.
+        return self._pool.connection(
+            max(self.get_remaining_time_in_millis() / 1000, 0.001), reset_session=True
+        )
 
 
 class LocalOrchestrator:
