@@ -365,7 +365,7 @@ def write(results: dict[str, Any], results_path: Path, docs_path: Path) -> None:
         "",
         "```sh",
         "make bench                      # installs bench/requirements.txt and wrk, then runs:",
-        "python -m bench                 # the full suite, about 10 minutes on 2 cores",
+        "python -m bench                 # the full suite, about 11 minutes on 2 cores",
         "python -m bench --quick         # a smoke test, under 2 minutes",
         "python -m bench --with-1e7      # also a 10^7-row table (about 1 more minute)",
         "DATABASE_URL=postgresql://... python -m bench   # against your own PostgreSQL",
