@@ -369,6 +369,9 @@ def write(results: dict[str, Any], results_path: Path, docs_path: Path) -> None:
         "python -m bench --quick         # a smoke test, under 2 minutes",
         "python -m bench --with-1e7      # also a 10^7-row table (about 1 more minute)",
         "DATABASE_URL=postgresql://... python -m bench   # against your own PostgreSQL",
+        "python -m bench.profile --scenario get_data_2e4 --transport rest --concurrency 8 --gil",
+        "                                # py-spy profile of the gateway under one cell's load",
+        "python -m bench.designs         # server designs for one database call (sync, grpc.aio)",
         "```",
         "",
         "Systems: the gateway through REST (Envoy's transcoder) and native gRPC; the "
