@@ -99,7 +99,7 @@ def lambda_settings(lambda_stand_in: LambdaStandIn, moto_url: str, dynamodb_tabl
 
 @pytest.fixture
 def unused_pool(database_url: str) -> Iterator[Database]:
-    """The runner factory wants the gateway's pool; Lambda mode never connects through it."""
+    """The gateway's pool: in Lambda mode only the idempotency ledger uses it."""
     db = Database(Settings(), database_url)
     yield db
     db.close()

@@ -121,6 +121,8 @@ class Settings:
     # How long, and how many, idempotency keys are remembered (in memory, per process).
     idempotency_ttl_s: float = 86400.0
     idempotency_max_keys: int = 10_000
+    # "postgres": keys also hold across restarts and replicas (a table in the gateway's schema).
+    idempotency_store: str = "postgres"
     # Where logs are read and written: postgres, dynamodb, or auto (dynamodb with an
     # ORCHESTRATOR_FUNCTION, postgres with a local orchestrator).
     log_store: str = "auto"
@@ -283,6 +285,8 @@ def _validate(s: Settings) -> None:
     for name in positive:
         if getattr(s, name) <= 0:
             raise ConfigError(f"{name.upper()} must be positive")
+    if s.idempotency_store not in ("postgres", "memory"):
+        raise ConfigError("IDEMPOTENCY_STORE must be postgres or memory")
     if s.relation_cache_ttl_s < 0:
         raise ConfigError("RELATION_CACHE_TTL_S must not be negative (0 turns the cache off)")
     if not 0 <= s.grpc_port <= 65535:

@@ -21,12 +21,14 @@ from datamorph_gateway.workflows.base import (
     WorkflowError,
     WorkflowTimeout,
 )
+from datamorph_gateway.workflows.ledger import Ledger
 from datamorph_gateway.workflows.local import DEV_HANDLER, LocalContext, LocalOrchestrator
 from datamorph_gateway.workflows.runner import WorkflowRequest, WorkflowRunner, new_run_id
 
 __all__ = [
     "DEV_HANDLER",
     "LambdaOrchestrator",
+    "Ledger",
     "LocalContext",
     "LocalOrchestrator",
     "Orchestrator",
@@ -69,7 +71,17 @@ def create_runner(
     log_store = create_log_store(settings, pool, session=session)
     try:
         orchestrator = create_orchestrator(settings, log_store, pool, session=session)
+        ledger = None
+        if settings.idempotency_store == "postgres":
+            ledger = Ledger(
+                pool,
+                ttl_s=settings.idempotency_ttl_s,
+                # The longest a run may take, and a minute for its gateway to record it.
+                abandon_after_s=settings.orchestrator_read_timeout_s + 60,
+                timeout_s=settings.statement_timeout_s,
+            )
+            ledger.ensure_schema()
     except BaseException:
         log_store.close()
         raise
-    return WorkflowRunner(settings, orchestrator, log_store)
+    return WorkflowRunner(settings, orchestrator, log_store, ledger)

@@ -17,8 +17,11 @@ of them (oldest finished first out). A repeat with the same key gets the
 first run's answer or error, waiting for it if the run is still going, and
 never starts another; a repeat with the same key but a different request is
 INVALID_ARGUMENT. A key is only taken once its run is admitted, so a request
-refused by a limit or by validation can be retried with the same key. Keys
-do not survive a restart and are not shared between gateway replicas.
+refused by a limit or by validation can be retried with the same key. With a
+``Ledger`` (``IDEMPOTENCY_STORE=postgres``, the default) a key this process has
+not seen is claimed in the database first, so it also holds across restarts and
+replicas: a repeat that reaches another gateway waits for the run by polling
+the ledger, then replays its recorded answer or error.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ from datamorph_gateway.workflows.base import (
     WorkflowError,
     WorkflowTimeout,
 )
+from datamorph_gateway.workflows.ledger import Held, Ledger, outcome_of, replay
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +99,10 @@ class WorkflowRequest:
 class _Run:
     """One admitted run; every caller with its key waits on ``done``."""
 
-    def __init__(self, run_id: str, fingerprint: str) -> None:
+    def __init__(self, run_id: str, fingerprint: str, key: str = "") -> None:
         self.run_id = run_id
         self.fingerprint = fingerprint
+        self.key = key
         self.done = threading.Event()
         self.finished_at: float | None = None
         self.result: OrchestratorResult | None = None
@@ -110,6 +115,19 @@ class _Run:
         return self.result
 
 
+def _left(deadline: float | None) -> float | None:
+    return None if deadline is None else deadline - time.monotonic()
+
+
+def _cancelled(run_id: str) -> WorkflowError:
+    return WorkflowError(
+        f"the request was cancelled; run {run_id} goes on",
+        code=grpc.StatusCode.CANCELLED,
+        reason="CANCELLED",
+        metadata={"run_id": run_id},
+    )
+
+
 def _fresh(error: BaseException) -> BaseException:
     """A copy to raise, so that each caller's traceback stays off the remembered error."""
     clone = type(error).__new__(type(error), *error.args)
@@ -120,10 +138,17 @@ def _fresh(error: BaseException) -> BaseException:
 class WorkflowRunner:
     """Starts workflows on the orchestrator and reads their logs; owns both."""
 
-    def __init__(self, settings: Settings, orchestrator: Orchestrator, log_store: LogStore) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        orchestrator: Orchestrator,
+        log_store: LogStore,
+        ledger: Ledger | None = None,
+    ) -> None:
         self._settings = settings
         self.orchestrator = orchestrator
         self.log_store = log_store
+        self._ledger = ledger
         self._max = settings.workflow_max_concurrent
         self._lock = threading.Lock()
         self._running: dict[str, _Run] = {}
@@ -163,12 +188,14 @@ class WorkflowRunner:
                 )
             if self._waiting >= 2 * self._max:
                 raise self._exhausted("StartWorkflow calls are already waiting", 2 * self._max)
-            if run is None:
+            if run is None and not (key and self._ledger is not None):
                 if len(self._running) >= self._max:
                     raise self._exhausted("workflows are already running", self._max)
                 run = self._admit(request)
             self._waiting += 1
         try:
+            if run is None:  # a key this process has not seen: the ledger decides
+                return self._through_ledger(request, timeout_s, on_run_id, should_stop)
             if on_run_id is not None:
                 on_run_id(run.run_id)
             self._wait(run, timeout_s, should_stop)
@@ -176,6 +203,102 @@ class WorkflowRunner:
         finally:
             with self._lock:
                 self._waiting -= 1
+
+    def _through_ledger(
+        self,
+        request: WorkflowRequest,
+        timeout_s: float | None,
+        on_run_id: Callable[[str], None] | None,
+        should_stop: Callable[[], bool] | None,
+    ) -> OrchestratorResult:
+        """Claim the key in the shared ledger and run, or follow the run that holds it."""
+        assert self._ledger is not None
+        key, fingerprint = request.idempotency_key, request.fingerprint()
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        run_id = new_run_id()
+        held = self._ledger.claim(key, fingerprint, run_id)
+        if held is None:  # ours: start it here
+            try:
+                with self._lock:
+                    if len(self._running) >= self._max:
+                        raise self._exhausted("workflows are already running", self._max)
+                    run = self._admit(request, run_id)
+            except BaseException:
+                self._release(key, run_id)
+                raise
+            if on_run_id is not None:
+                on_run_id(run.run_id)
+            self._wait(run, _left(deadline), should_stop)
+            return run.outcome()
+        if held.fingerprint != fingerprint:
+            raise InvalidArgument.field(
+                "idempotency_key", "was already used for a different request"
+            )
+        if on_run_id is not None:
+            on_run_id(held.run_id)
+        return self._follow(key, held, deadline, should_stop)
+
+    def _follow(
+        self,
+        key: str,
+        held: Held,
+        deadline: float | None,
+        should_stop: Callable[[], bool] | None,
+    ) -> OrchestratorResult:
+        """Wait for a run that another gateway (or an earlier life of this one) started."""
+        assert self._ledger is not None
+        run_id = held.run_id
+        while True:
+            with self._lock:
+                local = self._running.get(run_id)
+            if local is not None:  # it is ours after all (claimed a moment ago)
+                self._wait(local, _left(deadline), should_stop)
+                return local.outcome()
+            if held.outcome is not None:
+                return replay(held.outcome)
+            if held.claimed_s_ago > self._ledger.abandon_after_s:
+                raise WorkflowError(
+                    f"run {run_id} never finished: the gateway running it stopped; its logs "
+                    "show how far it got, and this idempotency key will not start another run",
+                    code=grpc.StatusCode.ABORTED,
+                    reason="RUN_ABANDONED",
+                    metadata={"run_id": run_id},
+                )
+            wait_s = self._settings.log_poll_interval_s
+            left = _left(deadline)
+            if left is not None:
+                if left <= 0:
+                    raise WorkflowTimeout(
+                        f"run {run_id} (started by another gateway) is still running after the "
+                        "request's deadline; its logs show its progress",
+                        run_id=run_id,
+                        run_log=self._logs_so_far(run_id),
+                    )
+                wait_s = min(wait_s, left)
+            self._pause(wait_s, run_id, should_stop)
+            current = self._ledger.get(key)
+            if current is None or current.run_id != run_id:  # expired or released meanwhile
+                raise WorkflowError(
+                    f"run {run_id} no longer holds this idempotency key; send the request again",
+                    code=grpc.StatusCode.ABORTED,
+                    reason="KEY_RELEASED",
+                    metadata={"run_id": run_id},
+                )
+            held = current
+
+    def _pause(self, seconds: float, run_id: str, should_stop: Callable[[], bool] | None) -> None:
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            time.sleep(min(left, STOP_CHECK_S))
+            if should_stop is not None and should_stop():
+                raise _cancelled(run_id)
+
+    def _release(self, key: str, run_id: str) -> None:
+        assert self._ledger is not None
+        try:
+            self._ledger.release(key, run_id)
+        except GatewayError as exc:  # it expires as an abandoned claim instead
+            log.warning("could not release idempotency key of run %s: %s", run_id, exc.message)
 
     def _wait(
         self, run: _Run, timeout_s: float | None, should_stop: Callable[[], bool] | None
@@ -196,12 +319,7 @@ class WorkflowRunner:
             if run.done.wait(wait_s):
                 return
             if should_stop is not None and should_stop():
-                raise WorkflowError(
-                    f"the request was cancelled; run {run.run_id} goes on",
-                    code=grpc.StatusCode.CANCELLED,
-                    reason="CANCELLED",
-                    metadata={"run_id": run.run_id},
-                )
+                raise _cancelled(run.run_id)
 
     def _check(self, request: WorkflowRequest) -> None:
         s = self._settings
@@ -244,12 +362,12 @@ class WorkflowRunner:
             metadata={"limit": str(limit)},
         )
 
-    def _admit(self, request: WorkflowRequest) -> _Run:
+    def _admit(self, request: WorkflowRequest, run_id: str = "") -> _Run:
         """Take a slot and start the run's thread; called with the lock held."""
         if self._closed:
             raise Unavailable("the gateway is shutting down", reason="SHUTTING_DOWN")
-        run_id = new_run_id()
-        run = _Run(run_id, request.fingerprint())
+        run_id = run_id or new_run_id()
+        run = _Run(run_id, request.fingerprint(), request.idempotency_key)
         self._running[run_id] = run
         if request.idempotency_key:
             self._keys[request.idempotency_key] = run
@@ -292,6 +410,7 @@ class WorkflowRunner:
                 run.error.__traceback__ = None
                 run.error.__context__ = None
                 run.error.__cause__ = None
+            self._record(run)
             with self._lock:
                 run.finished_at = time.monotonic()
                 self._running.pop(run.run_id, None)
@@ -299,6 +418,17 @@ class WorkflowRunner:
             run.done.set()
             self.log_store.wake(run.run_id)
         log.info("run %s finished: %s in %.1f s", run.run_id, outcome, time.monotonic() - started)
+
+    def _record(self, run: _Run) -> None:
+        """The outcome in the ledger, for repeats that reach other gateways."""
+        if self._ledger is None or not run.key:
+            return
+        try:
+            self._ledger.finish(run.key, run.run_id, outcome_of(run.result, run.error))
+        except Exception:
+            log.warning(
+                "run %s: could not record its outcome for its key", run.run_id, exc_info=True
+            )
 
     def _logs_so_far(self, run_id: str) -> RunLog | None:
         """For a timeout's details; a log store that fails too must not hide the timeout."""

@@ -1,0 +1,220 @@
+"""Idempotency keys that hold across gateway restarts and replicas: a table in PostgreSQL.
+
+The runner remembers keys in memory, which covers repeats that reach the same process. A
+Lambda retrying StartWorkflow through a load balancer may reach another replica, or a
+restarted one; the ledger makes the key hold there too, so one key still means at most
+one run. One row per key, in the gateway's schema:
+
+- ``claim`` inserts the key with the run id about to start (``ON CONFLICT DO NOTHING``,
+  so of two replicas claiming at once exactly one wins) or returns the row that holds it;
+- ``finish`` records the run's outcome (its answer, or its error's code and message),
+  which later repeats replay;
+- ``release`` gives a key back when its run was refused before it started (a limit).
+
+Rows expire ``ttl_s`` after their run finished. A row whose run never finished (its
+gateway died) counts as abandoned after ``abandon_after_s`` and expires ``ttl_s`` later;
+until then a repeat answers that the run's outcome is unknown, and never starts another.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import psycopg2
+
+from datamorph_gateway.db.pool import Connection, ConnectionPool
+from datamorph_gateway.errors import ConfigError, GatewayError, Unavailable, from_database_error
+from datamorph_gateway.workflows.base import OrchestratorResult, WorkflowError
+
+log = logging.getLogger(__name__)
+
+# The same schema and DDL lock as the PostgreSQL log store: one owner of the gateway's tables.
+_DDL_LOCK_KEY = 0x444D_4757_4C4F_4753
+_DDL = """
+CREATE SCHEMA IF NOT EXISTS datamorph_gateway;
+CREATE TABLE IF NOT EXISTS datamorph_gateway.idempotency_keys (
+    key text PRIMARY KEY,
+    fingerprint text NOT NULL,
+    run_id text NOT NULL,
+    claimed_at timestamptz NOT NULL DEFAULT now(),
+    finished_at timestamptz,
+    outcome json
+)
+"""
+_EXPIRE = """
+DELETE FROM datamorph_gateway.idempotency_keys
+ WHERE key = %(key)s
+   AND (finished_at < now() - make_interval(secs => %(ttl)s)
+        OR (finished_at IS NULL
+            AND claimed_at < now() - make_interval(secs => %(ttl)s + %(abandon)s)))
+"""
+_CLAIM = """
+INSERT INTO datamorph_gateway.idempotency_keys (key, fingerprint, run_id)
+VALUES (%(key)s, %(fingerprint)s, %(run_id)s)
+ON CONFLICT (key) DO NOTHING
+RETURNING run_id
+"""
+_READ = """
+SELECT fingerprint, run_id, extract(epoch FROM now() - claimed_at)::float8, outcome::text
+  FROM datamorph_gateway.idempotency_keys WHERE key = %(key)s
+"""
+
+
+@dataclass(frozen=True)
+class Held:
+    """The row that holds a key: whose run, how long ago, and its outcome once finished."""
+
+    fingerprint: str
+    run_id: str
+    claimed_s_ago: float
+    outcome: dict[str, Any] | None
+
+
+def outcome_of(result: OrchestratorResult | None, error: BaseException | None) -> dict[str, Any]:
+    """What a repeat needs to answer as the run did, as JSON."""
+    if error is None:
+        assert result is not None
+        return {
+            "result": {
+                "run_id": result.run_id,
+                "message": result.message,
+                "details": result.details,
+            }
+        }
+    if isinstance(error, GatewayError):
+        return {
+            "error": {
+                "code": error.code.name,
+                "message": error.message,
+                "reason": error.reason,
+                "metadata": error.metadata,
+            }
+        }
+    internal = {"code": "INTERNAL", "message": "the workflow failed inside the gateway"}
+    return {"error": {**internal, "reason": "INTERNAL", "metadata": {}}}
+
+
+def replay(outcome: dict[str, Any]) -> OrchestratorResult:
+    """The recorded answer, or the recorded error raised again."""
+    if "result" in outcome:
+        r = outcome["result"]
+        return OrchestratorResult(r["run_id"], r["message"], dict(r["details"]))
+    e = outcome["error"]
+    raise WorkflowError(
+        e["message"],
+        code=grpc.StatusCode[e["code"]],
+        reason=e["reason"],
+        metadata={str(k): str(v) for k, v in e["metadata"].items()},
+    )
+
+
+class Ledger:
+    """The ``datamorph_gateway.idempotency_keys`` table, on the gateway's pool."""
+
+    def __init__(
+        self, pool: ConnectionPool, *, ttl_s: float, abandon_after_s: float, timeout_s: float
+    ) -> None:
+        self._pool = pool
+        self._ttl_s = ttl_s
+        self._abandon_after_s = abandon_after_s
+        self._timeout_s = timeout_s
+        self._ready = False
+
+    @property
+    def abandon_after_s(self) -> float:
+        return self._abandon_after_s
+
+    def ensure_schema(self) -> None:
+        """Create the table if missing; unreachable is a warning, refused is a ConfigError."""
+        try:
+            self._create()
+        except Unavailable as exc:
+            log.warning("idempotency key table not checked yet: %s", exc.message)
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+            log.warning("idempotency key table not checked yet: %s", str(exc).strip())
+        except psycopg2.Error as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(
+                f"cannot create datamorph_gateway.idempotency_keys: {first} (grant CREATE "
+                "on the database, or set IDEMPOTENCY_STORE=memory)"
+            ) from None
+
+    def _create(self) -> None:
+        with self._pool.connection(self._timeout_s) as conn:
+            with conn.cursor() as cur:
+                cur.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK_KEY,))
+                cur.execute(_DDL)
+            conn.commit()
+        self._ready = True
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        try:
+            if not self._ready:
+                self._create()
+            with self._pool.connection(self._timeout_s) as conn:
+                with conn.cursor() as cur:
+                    cur.execute(
+                        "SET LOCAL statement_timeout = %s", (max(1, int(self._timeout_s * 1000)),)
+                    )
+                yield conn
+                conn.commit()
+        except psycopg2.Error as exc:
+            raise from_database_error(exc) from exc
+
+    def claim(self, key: str, fingerprint: str, run_id: str) -> Held | None:
+        """Take ``key`` for ``run_id``; None when taken, else the row that already holds it."""
+        params = {
+            "key": key,
+            "fingerprint": fingerprint,
+            "run_id": run_id,
+            "ttl": self._ttl_s,
+            "abandon": self._abandon_after_s,
+        }
+        for _ in range(3):
+            with self._transaction() as conn, conn.cursor() as cur:
+                cur.execute(_EXPIRE, params)
+                cur.execute(_CLAIM, params)
+                if cur.fetchone() is not None:
+                    return None
+                cur.execute(_READ, params)
+                row = cur.fetchone()
+            if row is not None:
+                return _held(row)
+            # Expired and deleted by another gateway between the two statements: try again.
+        raise Unavailable("could not claim the idempotency key; try again", reason="KEY_CONTENDED")
+
+    def get(self, key: str) -> Held | None:
+        with self._transaction() as conn, conn.cursor() as cur:
+            cur.execute(_READ, {"key": key})
+            row = cur.fetchone()
+        return None if row is None else _held(row)
+
+    def finish(self, key: str, run_id: str, outcome: dict[str, Any]) -> None:
+        with self._transaction() as conn, conn.cursor() as cur:
+            cur.execute(
+                "UPDATE datamorph_gateway.idempotency_keys SET finished_at = now(),"
+                " outcome = %s::json WHERE key = %s AND run_id = %s",
+                (json.dumps(outcome), key, run_id),
+            )
+
+    def release(self, key: str, run_id: str) -> None:
+        with self._transaction() as conn, conn.cursor() as cur:
+            cur.execute(
+                "DELETE FROM datamorph_gateway.idempotency_keys"
+                " WHERE key = %s AND run_id = %s AND finished_at IS NULL",
+                (key, run_id),
+            )
+
+
+def _held(row: tuple[Any, ...]) -> Held:
+    fingerprint, run_id, seconds, outcome = row
+    return Held(
+        fingerprint, run_id, float(seconds), None if outcome is None else json.loads(outcome)
+    )
