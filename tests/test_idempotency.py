@@ -194,3 +194,33 @@ def test_the_store_is_a_setting(database_url: str) -> None:
                 runner.close()
     finally:
         db.close()
+
+
+def test_expired_keys_are_purged_at_start_up(
+    replicas: Callable[[Handler], WorkflowRunner], database_url: str
+) -> None:
+    replicas(Handler())  # creates the table
+    old, fresh = _key(), _key()
+    conn = psycopg2.connect(database_url)
+    try:
+        with conn, conn.cursor() as cur:
+            for key, age in ((old, "2 hours"), (fresh, "1 minute")):
+                cur.execute(
+                    "INSERT INTO datamorph_gateway.idempotency_keys (key, fingerprint, run_id,"
+                    " claimed_at, finished_at, outcome) VALUES (%s, 'f', 'r',"
+                    " now() - %s::interval, now() - %s::interval, '{}')",
+                    (key, age, age),
+                )
+        db = Database(SETTINGS, database_url)
+        try:
+            Ledger(db.pool, ttl_s=3600, abandon_after_s=30, timeout_s=5).ensure_schema()
+        finally:
+            db.close()
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT key FROM datamorph_gateway.idempotency_keys WHERE key IN (%s, %s)",
+                (old, fresh),
+            )
+            assert [row[0] for row in cur.fetchall()] == [fresh]
+    finally:
+        conn.close()

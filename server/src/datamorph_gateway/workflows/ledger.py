@@ -14,6 +14,7 @@ one run. One row per key, in the gateway's schema:
 Rows expire ``ttl_s`` after their run finished. A row whose run never finished (its
 gateway died) counts as abandoned after ``abandon_after_s`` and expires ``ttl_s`` later;
 until then a repeat answers that the run's outcome is unknown, and never starts another.
+Expired rows are deleted when their key is claimed again and, all of them, at start-up.
 """
 
 from __future__ import annotations
@@ -53,6 +54,12 @@ DELETE FROM datamorph_gateway.idempotency_keys
    AND (finished_at < now() - make_interval(secs => %(ttl)s)
         OR (finished_at IS NULL
             AND claimed_at < now() - make_interval(secs => %(ttl)s + %(abandon)s)))
+"""
+_PURGE = """
+DELETE FROM datamorph_gateway.idempotency_keys
+ WHERE finished_at < now() - make_interval(secs => %(ttl)s)
+    OR (finished_at IS NULL
+        AND claimed_at < now() - make_interval(secs => %(ttl)s + %(abandon)s))
 """
 _CLAIM = """
 INSERT INTO datamorph_gateway.idempotency_keys (key, fingerprint, run_id)
@@ -131,9 +138,11 @@ class Ledger:
         return self._abandon_after_s
 
     def ensure_schema(self) -> None:
-        """Create the table if missing; unreachable is a warning, refused is a ConfigError."""
+        """Create the table if missing and drop expired keys; unreachable is a warning,
+        refused is a ConfigError. (A claim also drops its own key when expired.)"""
         try:
             self._create()
+            self.purge()
         except Unavailable as exc:
             log.warning("idempotency key table not checked yet: %s", exc.message)
         except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
@@ -167,6 +176,12 @@ class Ledger:
                 conn.commit()
         except psycopg2.Error as exc:
             raise from_database_error(exc) from exc
+
+    def purge(self) -> int:
+        """Delete every expired key; how many."""
+        with self._transaction() as conn, conn.cursor() as cur:
+            cur.execute(_PURGE, {"ttl": self._ttl_s, "abandon": self._abandon_after_s})
+            return int(cur.rowcount)
 
     def claim(self, key: str, fingerprint: str, run_id: str) -> Held | None:
         """Take ``key`` for ``run_id``; None when taken, else the row that already holds it."""
