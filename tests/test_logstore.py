@@ -11,11 +11,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import boto3
+import psycopg2
 import pytest
 
-from datamorph_gateway.config import Settings
+from datamorph_gateway.config import Settings, load_settings
 from datamorph_gateway.db.pool import ConnectionPool
-from datamorph_gateway.errors import FailedPrecondition, InvalidArgument, NotFound
+from datamorph_gateway.errors import ConfigError, FailedPrecondition, InvalidArgument, NotFound
 from datamorph_gateway.logstore import (
     DynamoDBLogStore,
     LogStore,
@@ -459,3 +460,40 @@ def test_create_log_store_builds_the_configured_adapter(
         assert dynamo.get(run_id()) is None
     finally:
         dynamo.close()
+
+
+def test_postgres_retention_deletes_runs_not_updated_for_the_period(
+    pool: ConnectionPool, database_url: str
+) -> None:
+    keeper = PostgresLogStore(pool, poll_interval_s=0.05)  # no retention: keeps everything
+    old, recent = run_id(), run_id()
+    for rid in (old, recent):
+        keeper.append(rid, make_entry("start", "Starting", "first", {}))
+    conn = psycopg2.connect(database_url)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                "UPDATE datamorph_gateway.workflow_runs"
+                " SET updated_at = now() - interval '3 days' WHERE run_id = %s",
+                (old,),
+            )
+        assert keeper.purge() == 0
+        assert keeper.get(old) is not None
+        store = PostgresLogStore(pool, poll_interval_s=0.05, retention_s=2 * 86400)
+        store.ensure_schema()  # purges at start-up
+        assert store.get(old) is None
+        assert store.get(recent) is not None
+        with conn, conn.cursor() as cur:  # the entries went with their run
+            cur.execute(
+                "SELECT count(*) FROM datamorph_gateway.workflow_log_entries WHERE run_id = %s",
+                (old,),
+            )
+            assert cur.fetchone() == (0,)
+    finally:
+        conn.close()
+
+
+def test_log_retention_is_a_setting() -> None:
+    assert Settings().log_retention_days == 0
+    with pytest.raises(ConfigError, match="LOG_RETENTION_DAYS"):
+        load_settings(environ={"LOG_RETENTION_DAYS": "-1"})

@@ -128,6 +128,8 @@ class Settings:
     log_store: str = "auto"
     # How often a followed run is re-read when nothing in this process woke it.
     log_poll_interval_s: float = 1.0
+    # PostgreSQL log store: runs not updated for this many days are deleted; 0 keeps them.
+    log_retention_days: float = 0.0
     # The longest one log-following stream lasts (the client's deadline may end it sooner).
     log_watch_max_s: float = 3600.0
     # Connect and read timeout of each DynamoDB and Secrets Manager call.
@@ -285,6 +287,8 @@ def _validate(s: Settings) -> None:
     for name in positive:
         if getattr(s, name) <= 0:
             raise ConfigError(f"{name.upper()} must be positive")
+    if s.log_retention_days < 0:
+        raise ConfigError("LOG_RETENTION_DAYS must not be negative (0 keeps every run)")
     if s.idempotency_store not in ("postgres", "memory"):
         raise ConfigError("IDEMPOTENCY_STORE must be postgres or memory")
     if s.relation_cache_ttl_s < 0:

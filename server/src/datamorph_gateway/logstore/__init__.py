@@ -59,7 +59,10 @@ def create_log_store(
     if log_store_kind(settings) == "dynamodb":
         return DynamoDBLogStore.from_settings(settings, session=session)
     store = PostgresLogStore(
-        pool, timeout_s=settings.statement_timeout_s, poll_interval_s=settings.log_poll_interval_s
+        pool,
+        timeout_s=settings.statement_timeout_s,
+        poll_interval_s=settings.log_poll_interval_s,
+        retention_s=settings.log_retention_days * 86400,
     )
     store.ensure_schema()
     return store

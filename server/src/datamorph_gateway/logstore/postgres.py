@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -19,7 +20,7 @@ import psycopg2
 from psycopg2 import sql
 
 from datamorph_gateway.db.pool import Connection, ConnectionPool
-from datamorph_gateway.errors import ConfigError, Unavailable, from_database_error
+from datamorph_gateway.errors import ConfigError, GatewayError, Unavailable, from_database_error
 from datamorph_gateway.logstore.base import LogStore, RunLog
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,14 @@ SELECT to_char(created_at AT TIME ZONE 'UTC', %(fmt)s),
 FROM {schema}.workflow_runs WHERE run_id = %(run_id)s
 """
 
+# A run's entries go with it (ON DELETE CASCADE).
+_PURGE = """
+DELETE FROM {schema}.workflow_runs
+ WHERE updated_at < now() - make_interval(secs => %(retention)s)
+"""
+# How often appends check for runs past the retention period.
+PURGE_EVERY_S = 3600.0
+
 _READ_ENTRIES = """
 SELECT entry::text FROM {schema}.workflow_log_entries
 WHERE run_id = %(run_id)s AND seq >= %(start)s ORDER BY seq
@@ -85,9 +94,12 @@ class PostgresLogStore(LogStore):
         timeout_s: float = 10.0,
         poll_interval_s: float = 1.0,
         schema: str = SCHEMA,
+        retention_s: float = 0.0,
     ) -> None:
         super().__init__(poll_interval_s=poll_interval_s)
         self._pool = pool
+        self._retention_s = retention_s
+        self._purged_at = time.monotonic()
         self._timeout_s = timeout_s
         self._schema = sql.Identifier(schema)
         self._schema_name = schema
@@ -101,6 +113,7 @@ class PostgresLogStore(LogStore):
         """
         try:
             self._create_tables()
+            self.purge()
         except Unavailable as exc:
             log.warning("workflow log tables not checked yet: %s", exc.message)
         except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
@@ -145,6 +158,24 @@ class PostgresLogStore(LogStore):
             logs = [json.loads(text) for (text,) in cur.fetchall()]
         return RunLog(run_id, logs, run[0], run[1], offset=max(start, 0))
 
+    def purge(self) -> int:
+        """Delete runs (and their entries) not updated for the retention period; how many.
+
+        Runs at start-up and then from appends at most every ``PURGE_EVERY_S``; with no
+        retention period (0) it deletes nothing.
+        """
+        if self._retention_s <= 0:
+            return 0
+        self._purged_at = time.monotonic()
+        with self._transaction() as conn, conn.cursor() as cur:
+            cur.execute(
+                sql.SQL(_PURGE).format(schema=self._schema), {"retention": self._retention_s}
+            )
+            deleted = int(cur.rowcount)
+        if deleted:
+            log.info("deleted %d workflow runs older than the log retention period", deleted)
+        return deleted
+
     def _append(self, run_id: str, entry: dict[str, Any]) -> None:
         # allow_nan=False: json_safe already spelled NaN as text; anything else is a bug.
         text = json.dumps(entry, ensure_ascii=False, allow_nan=False)
@@ -152,6 +183,11 @@ class PostgresLogStore(LogStore):
             cur.execute(
                 sql.SQL(_APPEND).format(schema=self._schema), {"run_id": run_id, "entry": text}
             )
+        if self._retention_s > 0 and time.monotonic() - self._purged_at >= PURGE_EVERY_S:
+            try:
+                self.purge()
+            except GatewayError as exc:  # the entry is written; the purge tries again later
+                log.warning("could not delete expired workflow logs: %s", exc.message)
 
 
 def _first_line(exc: BaseException) -> str:
