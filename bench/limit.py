@@ -32,6 +32,7 @@ from psycopg2 import sql
 from bench.loadstats import LoadResult, summarize
 from datamorph_gateway.db import catalog, encoding, sampling
 from datamorph_gateway.db.names import parse_table_name
+from datamorph_gateway.db.pool import discard_session
 from datamorph_gateway.db.statements import Budget, PreparingConnection, execute
 
 Connection = psycopg2.extensions.connection
@@ -89,12 +90,7 @@ def execute_query(query: str, max_rows: int = MAX_ROWS) -> Operation:
             cur.execute(query)
             cur.fetchmany(max_rows + 1)
         conn.commit()
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute("DISCARD ALL")
-        conn.autocommit = False
-        if isinstance(conn, PreparingConnection):
-            conn.forget_prepared()
+        discard_session(conn)
 
     return run
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from typing import ClassVar
 
 import grpc
 import psycopg2
@@ -18,13 +17,7 @@ from datamorph_gateway.db.names import parse_table_name
 from datamorph_gateway.db.statements import Budget, PreparingConnection
 from datamorph_gateway.errors import NotFound
 
-
-class Tracing(psycopg2.extensions.cursor):
-    sent: ClassVar[list[str]] = []
-
-    def execute(self, query, vars=None):  # type: ignore[no-untyped-def]
-        Tracing.sent.append(str(query))
-        return super().execute(query, vars)
+from .fixtures.tracing import Tracing
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import ClassVar
 
 import psycopg2
 import psycopg2.errors
@@ -12,15 +11,9 @@ import pytest
 
 from datamorph_gateway.db.statements import Budget, Prepared, PreparingConnection
 
+from .fixtures.tracing import Tracing
+
 ADD = Prepared("SELECT %s::int + %s::int AS total", ("int", "int"))
-
-
-class Tracing(psycopg2.extensions.cursor):
-    sent: ClassVar[list[str]] = []
-
-    def execute(self, query, vars=None):  # type: ignore[no-untyped-def]
-        Tracing.sent.append(str(query))
-        return super().execute(query, vars)
 
 
 @pytest.fixture

@@ -191,7 +191,7 @@ class ConnectionPool:
                 if conn.status != ext.STATUS_READY:
                     conn.rollback()
                 if reset_session:
-                    _discard_session(conn)
+                    discard_session(conn)
             except psycopg2.Error:
                 if reset_session:
                     log.warning("could not reset a session; closing the connection")
@@ -211,7 +211,7 @@ class ConnectionPool:
             log.debug("error closing a discarded connection", exc_info=True)
 
 
-def _discard_session(conn: Connection) -> None:
+def discard_session(conn: Connection) -> None:
     """``DISCARD ALL``: back to the session the connection started with.
 
     It cannot run inside a transaction, hence autocommit; it also drops the

@@ -12,22 +12,18 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
-import psycopg2
 from psycopg2 import sql
 
-from datamorph_gateway.db.pool import Connection, ConnectionPool
-from datamorph_gateway.errors import ConfigError, GatewayError, Unavailable, from_database_error
+from datamorph_gateway.db.owned import OwnedTables
+from datamorph_gateway.db.pool import ConnectionPool
+from datamorph_gateway.errors import GatewayError
 from datamorph_gateway.logstore.base import LogStore, RunLog
 
 log = logging.getLogger(__name__)
 
 SCHEMA = "datamorph_gateway"
-# Any constant works; it only has to be the same in every gateway that might create the tables.
-_DDL_LOCK_KEY = 0x444D_4757_4C4F_4753  # "DMGWLOGS"
 _TIMESTAMP = 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'
 
 _DDL = """
@@ -100,56 +96,23 @@ class PostgresLogStore(LogStore):
         self._pool = pool
         self._retention_s = retention_s
         self._purged_at = time.monotonic()
-        self._timeout_s = timeout_s
         self._schema = sql.Identifier(schema)
-        self._schema_name = schema
-        self._ready = False
+        self._tables = OwnedTables(
+            pool,
+            sql.SQL(_DDL).format(schema=self._schema),
+            timeout_s=timeout_s,
+            name="workflow log tables",
+            what=f"the workflow log tables in schema {schema!r}",
+            remedy="set LOG_STORE=dynamodb",
+        )
 
     def ensure_schema(self) -> None:
-        """Create the schema and tables if missing; done once, then on first use if it failed.
-
-        A database that cannot be reached now is only a warning (the pool
-        reconnects later); one that refuses the DDL is a configuration error.
-        """
-        try:
-            self._create_tables()
-            self.purge()
-        except Unavailable as exc:
-            log.warning("workflow log tables not checked yet: %s", exc.message)
-        except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
-            log.warning("workflow log tables not checked yet: %s", _first_line(exc))
-        except psycopg2.Error as exc:
-            raise ConfigError(
-                f"cannot create the workflow log tables in schema {self._schema_name!r}: "
-                f"{_first_line(exc)} (grant CREATE on the database, or set LOG_STORE=dynamodb)"
-            ) from None
-
-    def _create_tables(self) -> None:
-        with self._pool.connection(self._timeout_s) as conn:
-            with conn.cursor() as cur:
-                cur.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK_KEY,))
-                cur.execute(sql.SQL(_DDL).format(schema=self._schema))
-            conn.commit()
-        self._ready = True
-
-    @contextmanager
-    def _transaction(self) -> Iterator[Connection]:
-        try:
-            if not self._ready:
-                self._create_tables()
-            with self._pool.connection(self._timeout_s) as conn:
-                with conn.cursor() as cur:
-                    cur.execute(
-                        "SET LOCAL statement_timeout = %s", (max(1, int(self._timeout_s * 1000)),)
-                    )
-                yield conn
-                conn.commit()
-        except psycopg2.Error as exc:
-            raise from_database_error(exc) from exc
+        """Create the schema and tables if missing, and purge; see ``OwnedTables.ensure``."""
+        self._tables.ensure(then=self.purge)
 
     def read_from(self, run_id: str, start: int) -> RunLog | None:
         params = {"run_id": run_id, "start": max(start, 0), "fmt": _TIMESTAMP}
-        with self._transaction() as conn, conn.cursor() as cur:
+        with self._tables.transaction() as conn, conn.cursor() as cur:
             cur.execute(sql.SQL(_READ_RUN).format(schema=self._schema), params)
             run = cur.fetchone()
             if run is None:
@@ -167,7 +130,7 @@ class PostgresLogStore(LogStore):
         if self._retention_s <= 0:
             return 0
         self._purged_at = time.monotonic()
-        with self._transaction() as conn, conn.cursor() as cur:
+        with self._tables.transaction() as conn, conn.cursor() as cur:
             cur.execute(
                 sql.SQL(_PURGE).format(schema=self._schema), {"retention": self._retention_s}
             )
@@ -179,7 +142,7 @@ class PostgresLogStore(LogStore):
     def _append(self, run_id: str, entry: dict[str, Any]) -> None:
         # allow_nan=False: json_safe already spelled NaN as text; anything else is a bug.
         text = json.dumps(entry, ensure_ascii=False, allow_nan=False)
-        with self._transaction() as conn, conn.cursor() as cur:
+        with self._tables.transaction() as conn, conn.cursor() as cur:
             cur.execute(
                 sql.SQL(_APPEND).format(schema=self._schema), {"run_id": run_id, "entry": text}
             )
@@ -188,8 +151,3 @@ class PostgresLogStore(LogStore):
                 self.purge()
             except GatewayError as exc:  # the entry is written; the purge tries again later
                 log.warning("could not delete expired workflow logs: %s", exc.message)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

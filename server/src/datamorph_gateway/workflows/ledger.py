@@ -20,23 +20,17 @@ Expired rows are deleted when their key is claimed again and, all of them, at st
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
-import psycopg2
 
-from datamorph_gateway.db.pool import Connection, ConnectionPool
-from datamorph_gateway.errors import ConfigError, GatewayError, Unavailable, from_database_error
+from datamorph_gateway.db.owned import OwnedTables
+from datamorph_gateway.db.pool import ConnectionPool
+from datamorph_gateway.errors import GatewayError, Unavailable
 from datamorph_gateway.workflows.base import OrchestratorResult, WorkflowError
 
-log = logging.getLogger(__name__)
-
-# The same schema and DDL lock as the PostgreSQL log store: one owner of the gateway's tables.
-_DDL_LOCK_KEY = 0x444D_4757_4C4F_4753
+# The same schema as the PostgreSQL log store.
 _DDL = """
 CREATE SCHEMA IF NOT EXISTS datamorph_gateway;
 CREATE TABLE IF NOT EXISTS datamorph_gateway.idempotency_keys (
@@ -127,59 +121,29 @@ class Ledger:
     def __init__(
         self, pool: ConnectionPool, *, ttl_s: float, abandon_after_s: float, timeout_s: float
     ) -> None:
-        self._pool = pool
         self._ttl_s = ttl_s
         self._abandon_after_s = abandon_after_s
-        self._timeout_s = timeout_s
-        self._ready = False
+        self._tables = OwnedTables(
+            pool,
+            _DDL,
+            timeout_s=timeout_s,
+            name="idempotency key table",
+            what="datamorph_gateway.idempotency_keys",
+            remedy="set IDEMPOTENCY_STORE=memory",
+        )
 
     @property
     def abandon_after_s(self) -> float:
         return self._abandon_after_s
 
     def ensure_schema(self) -> None:
-        """Create the table if missing and drop expired keys; unreachable is a warning,
-        refused is a ConfigError. (A claim also drops its own key when expired.)"""
-        try:
-            self._create()
-            self.purge()
-        except Unavailable as exc:
-            log.warning("idempotency key table not checked yet: %s", exc.message)
-        except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
-            log.warning("idempotency key table not checked yet: %s", str(exc).strip())
-        except psycopg2.Error as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ConfigError(
-                f"cannot create datamorph_gateway.idempotency_keys: {first} (grant CREATE "
-                "on the database, or set IDEMPOTENCY_STORE=memory)"
-            ) from None
-
-    def _create(self) -> None:
-        with self._pool.connection(self._timeout_s) as conn:
-            with conn.cursor() as cur:
-                cur.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK_KEY,))
-                cur.execute(_DDL)
-            conn.commit()
-        self._ready = True
-
-    @contextmanager
-    def _transaction(self) -> Iterator[Connection]:
-        try:
-            if not self._ready:
-                self._create()
-            with self._pool.connection(self._timeout_s) as conn:
-                with conn.cursor() as cur:
-                    cur.execute(
-                        "SET LOCAL statement_timeout = %s", (max(1, int(self._timeout_s * 1000)),)
-                    )
-                yield conn
-                conn.commit()
-        except psycopg2.Error as exc:
-            raise from_database_error(exc) from exc
+        """Create the table if missing and drop expired keys; see ``OwnedTables.ensure``.
+        (A claim also drops its own key when expired.)"""
+        self._tables.ensure(then=self.purge)
 
     def purge(self) -> int:
         """Delete every expired key; how many."""
-        with self._transaction() as conn, conn.cursor() as cur:
+        with self._tables.transaction() as conn, conn.cursor() as cur:
             cur.execute(_PURGE, {"ttl": self._ttl_s, "abandon": self._abandon_after_s})
             return int(cur.rowcount)
 
@@ -193,7 +157,7 @@ class Ledger:
             "abandon": self._abandon_after_s,
         }
         for _ in range(3):
-            with self._transaction() as conn, conn.cursor() as cur:
+            with self._tables.transaction() as conn, conn.cursor() as cur:
                 cur.execute(_EXPIRE, params)
                 cur.execute(_CLAIM, params)
                 if cur.fetchone() is not None:
@@ -206,13 +170,13 @@ class Ledger:
         raise Unavailable("could not claim the idempotency key; try again", reason="KEY_CONTENDED")
 
     def get(self, key: str) -> Held | None:
-        with self._transaction() as conn, conn.cursor() as cur:
+        with self._tables.transaction() as conn, conn.cursor() as cur:
             cur.execute(_READ, {"key": key})
             row = cur.fetchone()
         return None if row is None else _held(row)
 
     def finish(self, key: str, run_id: str, outcome: dict[str, Any]) -> None:
-        with self._transaction() as conn, conn.cursor() as cur:
+        with self._tables.transaction() as conn, conn.cursor() as cur:
             cur.execute(
                 "UPDATE datamorph_gateway.idempotency_keys SET finished_at = now(),"
                 " outcome = %s::json WHERE key = %s AND run_id = %s",
@@ -220,7 +184,7 @@ class Ledger:
             )
 
     def release(self, key: str, run_id: str) -> None:
-        with self._transaction() as conn, conn.cursor() as cur:
+        with self._tables.transaction() as conn, conn.cursor() as cur:
             cur.execute(
                 "DELETE FROM datamorph_gateway.idempotency_keys"
                 " WHERE key = %s AND run_id = %s AND finished_at IS NULL",
