@@ -130,3 +130,16 @@ def test_every_key_is_documented() -> None:
     keys = {f.name.upper() for f in dataclasses.fields(Settings)}
     assert keys - documented == set()
     assert documented - keys == set()
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("RELATION_CACHE_TTL_S", "-1", "RELATION_CACHE_TTL_S must not be negative"),
+        ("IDEMPOTENCY_STORE", "redis", "IDEMPOTENCY_STORE must be postgres or memory"),
+        ("DB_PREPARED_STATEMENTS", "sometimes", "DB_PREPARED_STATEMENTS must be a boolean"),
+    ],
+)
+def test_cache_store_and_prepare_keys_refuse_bad_values(key: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(environ={key: value})
