@@ -5,6 +5,7 @@ Request errors (the caller can fix them)::
     GatewayError                  a failed request; carries its gRPC code
     ├── InvalidArgument           INVALID_ARGUMENT, with BadRequest field violations
     ├── NotFound                  NOT_FOUND: a table or run that does not exist
+    ├── PermissionDenied          PERMISSION_DENIED: the request is understood but not allowed
     ├── FailedPrecondition        FAILED_PRECONDITION
     ├── ResourceExhausted         RESOURCE_EXHAUSTED: a limit of the gateway's
     ├── Unavailable               UNAVAILABLE: the database cannot be reached
@@ -84,6 +85,13 @@ class InvalidArgument(GatewayError):
 class NotFound(GatewayError):
     code = grpc.StatusCode.NOT_FOUND
     reason = "NOT_FOUND"
+
+
+class PermissionDenied(GatewayError):
+    """Understood, and refused: what the request asks is not allowed through the gateway."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+    reason = "PERMISSION_DENIED"
 
 
 class FailedPrecondition(GatewayError):
