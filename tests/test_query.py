@@ -137,13 +137,25 @@ def test_read_only_must_be_one_statement(client: GatewayClient) -> None:
 
 
 @pytest.mark.parametrize(
-    "query", ["COMMIT", "SELECT 1; COMMIT; DROP TABLE customers", "begin", "ROLLBACK", "end"]
+    "query",
+    [
+        "COMMIT",
+        "SELECT 1; COMMIT; DROP TABLE customers",
+        "begin",
+        "ROLLBACK",
+        "end",
+        "SAVEPOINT a",
+        "SELECT 1; RELEASE SAVEPOINT a",
+        "start transaction read write",
+        "PREPARE TRANSACTION 'x'",
+    ],
 )
 def test_transaction_control_is_refused(client: GatewayClient, query: str) -> None:
     with pytest.raises(GatewayError) as err:
         client.execute_query(query)
-    assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.code == grpc.StatusCode.PERMISSION_DENIED
     assert err.value.violations[0].field == "query"
+    assert "transaction control" in err.value.message
 
 
 def test_row_cap_truncates_and_says_so(client: GatewayClient) -> None:

@@ -1,19 +1,22 @@
 """The audit trail of ExecuteQuery: who ran what, how long, how many rows, how it ended.
 
-Parameter values are never recorded (only how many there were), and
-password literals in the SQL text are masked before the line is written.
+Parameter values are never recorded (only how many there were), and neither is any
+literal of the SQL text: the statement is logged as PostgreSQL's parser normalises it
+(as pg_stat_statements shows it), every constant replaced by a ``$n`` placeholder,
+whatever its quoting ('...', E'...', U&'...', $$...$$, numbers). Text the parser
+refuses is masked token by token by the server's own scanner.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import grpc
+from pglast import parser
 
 from datamorph_gateway.errors import GatewayError
 from datamorph_gateway.rpc import metadata_value
@@ -22,14 +25,33 @@ log = logging.getLogger("datamorph_gateway.audit")
 
 MAX_LOGGED_QUERY_CHARS = 4000
 
-_PASSWORD_LITERAL = re.compile(r"(\bPASSWORD\s+)(E?'(?:[^']|'')*')", re.IGNORECASE)
-_PASSWORD_PAIR = re.compile(r"(\bpassword\s*=\s*)('(?:[^']|'')*'|[^\s'\";]+)", re.IGNORECASE)
+# Scanner tokens that carry a value: every kind of string, bit string and number.
+_CONSTANT_TOKENS = frozenset({"SCONST", "USCONST", "BCONST", "XCONST", "ICONST", "FCONST"})
 
 
-def redact(sql: str) -> str:
-    """Mask ``PASSWORD '...'`` literals and ``password=...`` pairs (connection strings)."""
-    sql = _PASSWORD_LITERAL.sub(r"\1'***'", sql)
-    return _PASSWORD_PAIR.sub(r"\1***", sql)
+def mask_constants(sql: str) -> str:
+    """The statement with every constant replaced by ``$n`` (the parser's normalisation).
+
+    Falls back to the scanner for text that does not parse, and to a placeholder when
+    even the scanner gives up (an unterminated literal could hold anything).
+    """
+    try:
+        return str(parser.normalize(sql))
+    except parser.ParseError:
+        pass
+    try:
+        tokens = parser.scan(sql)
+    except parser.ParseError:
+        return f"<{len(sql)} characters the parser cannot read>"
+    out: list[str] = []
+    last = 0
+    for token in tokens:
+        if token.name in _CONSTANT_TOKENS:
+            out.append(sql[last : token.start])
+            out.append("?")
+            last = token.end + 1
+    out.append(sql[last:])
+    return "".join(out)
 
 
 def caller(context: grpc.ServicerContext) -> str:
@@ -50,7 +72,7 @@ def record(
     rows: int,
     outcome: str,
 ) -> None:
-    text = redact(query)
+    text = mask_constants(query)
     if len(text) > MAX_LOGGED_QUERY_CHARS:
         text = text[:MAX_LOGGED_QUERY_CHARS] + f"... [{len(text)} chars]"
     log.info(

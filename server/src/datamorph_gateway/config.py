@@ -76,6 +76,8 @@ class Settings:
     max_query_bytes: int = 1_000_000
     max_query_params: int = 10_000
     max_result_rows: int = 10_000
+    # Function names caller SQL may not call, added to the built-in list (comma-separated).
+    sql_denied_functions: str = ""
     health_check_timeout_s: float = 2.0
     health_poll_interval_s: float = 5.0
     # StreamQuery: rows per message, and the longest one stream may run.

@@ -25,11 +25,14 @@ from datamorph_gateway.db.catalog import READABLE_KINDS
 from datamorph_gateway.db.database import Database
 from datamorph_gateway.db.encoding import ColumnType, append_array_rows, append_object_rows
 from datamorph_gateway.db.names import InvalidTableName, TableName, parse_table_name
-from datamorph_gateway.db.query import QueryResult, wants_cursor
+from datamorph_gateway.db.query import QueryResult
+from datamorph_gateway.db.sqlpolicy import Refusal, SqlPolicy
 from datamorph_gateway.errors import (
     FieldViolation,
     GatewayError,
     InvalidArgument,
+    PermissionDenied,
+    QueryError,
     Unavailable,
 )
 from datamorph_gateway.rpc import rpc, rpc_stream, time_budget_s
@@ -38,9 +41,6 @@ from datamorph_gateway.workflows import WorkflowRequest, WorkflowRunner
 log = logging.getLogger(__name__)
 
 SUCCESS = "success"
-# Statements that would end the request's transaction early and so break
-# "any error rolls the whole request back".
-_TRANSACTION_CONTROL = frozenset({"BEGIN", "START", "COMMIT", "END", "ABORT", "ROLLBACK"})
 
 
 class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
@@ -50,6 +50,7 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
         self._settings = settings
         self._db = database
         self._workflows = workflows
+        self._policy = SqlPolicy(settings.sql_denied_functions.split(","))
 
     # -- tables ----------------------------------------------------------------
 
@@ -142,9 +143,7 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
     ) -> pb.ExecuteQueryResponse:
         s = self._settings
         query = request.query
-        scanned = self._check_query(request.query, request.params)
-        if request.read_only and scanned.statements > 1:
-            raise InvalidArgument.field("query", "a read_only query must be a single statement")
+        script = self._check_query(request.query, request.params, read_only=request.read_only)
         max_rows = s.max_result_rows
         if request.HasField("max_rows"):
             max_rows = request.max_rows
@@ -158,17 +157,15 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
             context, query=query, param_count=len(params), read_only=request.read_only
         ) as tally:
             result = self._db.execute(
-                query,
-                params,
-                read_only=request.read_only,
-                max_rows=max_rows,
-                timeout_s=budget,
-                use_cursor=wants_cursor(scanned),
+                script, params, read_only=request.read_only, max_rows=max_rows, timeout_s=budget
             )
             tally.rows = len(result.rows)
         return self._query_response(result, request.row_format)
 
-    def _check_query(self, query: str, params: Sequence[struct_pb2.Value]) -> sqltext.SqlText:
+    def _check_query(
+        self, query: str, params: Sequence[struct_pb2.Value], *, read_only: bool
+    ) -> sqltext.Script:
+        """Parse the caller's SQL with PostgreSQL's parser and refuse what the policy refuses."""
         s = self._settings
         if not query.strip():
             raise InvalidArgument.field("query", "must not be empty")
@@ -179,43 +176,51 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
             )
         if "\x00" in query:
             raise InvalidArgument.field("query", "must not contain NUL characters")
-        scanned = sqltext.scan(query)
-        if scanned.statements == 0:
+        try:
+            script = sqltext.parse(query)
+        except sqltext.SqlSyntaxError as exc:
+            where = f" at character {exc.position}" if exc.position else ""
+            raise QueryError(
+                f"{exc.message}{where}", code=grpc.StatusCode.INVALID_ARGUMENT, sqlstate="42601"
+            ) from None
+        if not script.statements:
             raise InvalidArgument.field("query", "holds no SQL statement")
-        control = _TRANSACTION_CONTROL.intersection(scanned.keywords)
-        if control:
-            raise InvalidArgument.field(
-                "query",
-                f"transaction control ({', '.join(sorted(control))}) is not allowed: "
-                "each request runs in one transaction that the gateway commits or rolls back",
-            )
+        if read_only and len(script.statements) > 1:
+            raise InvalidArgument.field("query", "a read_only query must be a single statement")
+        refusal = self._policy.check(script, read_only=read_only)
+        if refusal is not None:
+            raise _refused(refusal, len(script.statements))
+        self._check_params(script, params)
+        return script
+
+    def _check_params(self, script: sqltext.Script, params: Sequence[struct_pb2.Value]) -> None:
+        s = self._settings
         count = len(params)
         if count > s.max_query_params:
             raise InvalidArgument.field(
                 "params", f"at most {s.max_query_params} values, got {count}"
             )
-        if count and not scanned.placeholders:
+        if count and not script.placeholders:
             raise InvalidArgument.field(
                 "params", f"{count} values given but the query has no $n placeholders"
             )
-        if count and (scanned.max_placeholder != count or 0 in scanned.placeholders):
+        if count and (script.max_placeholder != count or 0 in script.placeholders):
             raise InvalidArgument.field(
                 "params",
                 f"{count} values given but the query's placeholders run from $1 to "
-                f"${scanned.max_placeholder}",
+                f"${script.max_placeholder}",
             )
         for i, value in enumerate(params):
             if _has_nul(value):
                 raise InvalidArgument.field(f"params[{i}]", "must not contain NUL characters")
-        return scanned
 
     @rpc_stream
     def StreamQuery(
         self, request: pb.StreamQueryRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.StreamQueryResponse]:
         s = self._settings
-        scanned = self._check_query(request.query, request.params)
-        if not wants_cursor(scanned):
+        script = self._check_query(request.query, request.params, read_only=True)
+        if not script.single_query:
             raise InvalidArgument.field(
                 "query", "must be a single SELECT, VALUES, TABLE or WITH statement"
             )
@@ -233,7 +238,7 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
             context, query=request.query, param_count=len(params), read_only=True
         ) as tally:
             batches = self._db.stream(
-                request.query, params, batch_rows=batch_rows, timeout_s=budget
+                script.statements[0], params, batch_rows=batch_rows, timeout_s=budget
             )
             previous: pb.StreamQueryResponse | None = None
             for batch in batches:
@@ -346,6 +351,21 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
             failing = ", ".join(k for k, v in response.checks.items() if v.status != "healthy")
             raise Unavailable(f"unhealthy: {failing}", reason="UNHEALTHY", extra_details=[response])
         return response
+
+
+def _refused(refusal: Refusal, statements: int) -> GatewayError:
+    where = f" (statement {refusal.statement} of {statements})" if statements > 1 else ""
+    if refusal.unsupported:
+        return InvalidArgument.field(
+            "query", f"{refusal.kind} is not supported through the gateway{where}"
+        )
+    description = f"{refusal.kind} is not allowed through the gateway{where}"
+    return PermissionDenied(
+        f"query: {description}",
+        reason="STATEMENT_NOT_ALLOWED",
+        metadata={"statement_kind": refusal.kind, "statement": str(refusal.statement)},
+        violations=[FieldViolation("query", description)],
+    )
 
 
 def _add_columns(

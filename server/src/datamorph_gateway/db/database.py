@@ -24,6 +24,7 @@ from datamorph_gateway.db import catalog, encoding, query, sampling
 from datamorph_gateway.db.encoding import ColumnType, TypeCatalog, decode_rows
 from datamorph_gateway.db.names import TableName
 from datamorph_gateway.db.pool import Connection, ConnectionPool
+from datamorph_gateway.db.sqltext import Script, Statement
 from datamorph_gateway.db.statements import Budget, PreparingConnection, execute
 from datamorph_gateway.errors import Unavailable, from_database_error
 
@@ -141,38 +142,24 @@ class Database:
 
     def execute(
         self,
-        sql: str,
+        script: Script,
         params: Sequence[Any] | None,
         *,
         read_only: bool,
         max_rows: int,
         timeout_s: float,
-        use_cursor: bool,
     ) -> query.QueryResult:
         """Run a caller's SQL and commit; any error rolls all of it back."""
-        deadline = time.monotonic() + timeout_s
-        try:
-            return self._execute_once(sql, params, read_only, max_rows, timeout_s, use_cursor)
-        except query.CursorRefused:
-            remaining = max(deadline - time.monotonic(), 0.001)
-            return self._execute_once(sql, params, read_only, max_rows, remaining, False)
-
-    def _execute_once(
-        self,
-        sql: str,
-        params: Sequence[Any] | None,
-        read_only: bool,
-        max_rows: int,
-        timeout_s: float,
-        use_cursor: bool,
-    ) -> query.QueryResult:
         with self._transaction(timeout_s, read_only=read_only, reset_session=True) as conn:
-            return query.run(
-                conn, self.types, query=sql, params=params, max_rows=max_rows, use_cursor=use_cursor
-            )
+            return query.run(conn, self.types, script=script, params=params, max_rows=max_rows)
 
     def stream(
-        self, sql: str, params: Sequence[Any] | None, *, batch_rows: int, timeout_s: float
+        self,
+        statement: Statement,
+        params: Sequence[Any] | None,
+        *,
+        batch_rows: int,
+        timeout_s: float,
     ) -> Iterator[query.Batch]:
         """Stream a read-only query's rows; the connection is held until the stream ends.
 
@@ -181,7 +168,7 @@ class Database:
         """
         with self._transaction(timeout_s, read_only=True, reset_session=True) as conn:
             yield from query.stream(
-                conn, self.types, query=sql, params=params, batch_rows=batch_rows
+                conn, self.types, statement=statement, params=params, batch_rows=batch_rows
             )
 
     def check(self, timeout_s: float) -> float:

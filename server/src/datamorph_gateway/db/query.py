@@ -1,10 +1,11 @@
-"""Running a caller's SQL: one transaction, bounded in rows and time.
+"""Running a caller's SQL: one transaction, statement by statement, bounded in rows.
 
-A single SELECT/VALUES/TABLE/WITH statement runs through a server-side cursor,
-so a huge result costs only the rows we return; anything else runs through a
-client cursor (its rows, e.g. from INSERT ... RETURNING, are capped the same
-way). Placeholders ``$1, $2, ...`` take JSON values that psycopg2 quotes
-client-side; callers never build SQL strings.
+Each statement runs on its own, in the way that keeps its rows off the gateway
+unless the answer needs them (``sqltext.Mode``): queries through a server-side
+cursor, rows a cursor cannot carry (RETURNING, data-modifying WITH) under an
+outer ``LIMIT``, a caller's FETCH capped. So no statement's result is ever
+buffered whole, whatever it returns. Placeholders ``$1, $2, ...`` take JSON
+values that psycopg2 quotes client-side; callers never build SQL strings.
 """
 
 from __future__ import annotations
@@ -14,17 +15,15 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg2
-import psycopg2.errors
+from pglast import ast, parse_sql
+from pglast.stream import RawStream
 from psycopg2.extras import Json
 
 from datamorph_gateway.db import sqltext
 from datamorph_gateway.db.encoding import ColumnType, TypeCatalog, decode_rows
 from datamorph_gateway.db.pool import Connection
+from datamorph_gateway.db.sqltext import Mode, Script, Statement, fetch_text, param_name
 
-_CURSOR_KEYWORDS = frozenset({"SELECT", "VALUES", "TABLE", "WITH"})
-# SQLSTATEs with which DECLARE refuses a statement that runs fine on its own.
-_NOT_A_CURSOR = frozenset({"0A000", "42601"})
 _ROWS_VERBS = frozenset({"INSERT", "UPDATE", "DELETE", "MERGE", "COPY", "SELECT", "FETCH", "MOVE"})
 MAX_SAFE_INTEGER = 2**53 - 1
 
@@ -86,38 +85,26 @@ def _has_object(values: list[Any]) -> bool:
     return any(isinstance(v, dict) or (isinstance(v, list) and _has_object(v)) for v in values)
 
 
-class CursorRefused(Exception):
-    """DECLARE refused a statement that plain execution accepts (e.g. SELECT INTO).
-
-    The transaction is aborted: the caller rolls back and runs the query
-    again with ``use_cursor=False``.
-    """
-
-
-def wants_cursor(scanned: sqltext.SqlText) -> bool:
-    """Whether a server-side cursor can carry this query's rows."""
-    return scanned.statements == 1 and scanned.first_keyword in _CURSOR_KEYWORDS
-
-
 def run(
     conn: Connection,
     types: TypeCatalog,
     *,
-    query: str,
+    script: Script,
     params: Sequence[Any] | None,
     max_rows: int,
-    use_cursor: bool,
 ) -> QueryResult:
-    """Run the query in the connection's open transaction; the caller commits."""
-    text, args = _bind(query, params)
-    if use_cursor:
-        try:
-            return _run_cursor(conn, types, text, args, max_rows)
-        except psycopg2.Error as exc:
-            if exc.pgcode in _NOT_A_CURSOR:
-                raise CursorRefused from exc
-            raise
-    return _run_plain(conn, types, text, args, max_rows)
+    """Run the statements one by one in the connection's open transaction; the caller commits.
+
+    Only the last statement's result is returned, and only its first ``max_rows`` rows
+    (plus one, to tell ``truncated``) ever reach the gateway; earlier statements run to
+    completion on the server and send no rows at all.
+    """
+    args = bind_args(params)
+    *earlier, last = script.statements
+    with conn.cursor() as cur:
+        for statement in earlier:
+            cur.execute(_discarding(statement, args is not None), args)
+    return _returning(conn, types, last, args, max_rows)
 
 
 @dataclass(frozen=True)
@@ -134,7 +121,7 @@ def stream(
     conn: Connection,
     types: TypeCatalog,
     *,
-    query: str,
+    statement: Statement,
     params: Sequence[Any] | None,
     batch_rows: int,
 ) -> Iterator[Batch]:
@@ -143,9 +130,9 @@ def stream(
     Memory stays bounded by one batch however large the result: each
     ``fetchmany`` on psycopg2's named cursor fetches just what it asks for.
     """
-    text, args = _bind(query, params)
+    args = bind_args(params)
     with conn.cursor(name="dmgw_stream") as cur:
-        cur.execute(text, args)
+        cur.execute(statement.bound(args is not None), args)
         rows = cur.fetchmany(batch_rows)
         description = cur.description or ()
         columns = types.describe(conn, [d.type_code for d in description])
@@ -160,21 +147,85 @@ def stream(
                 return
 
 
-def _bind(query: str, params: Sequence[Any] | None) -> tuple[str, dict[str, Any] | None]:
-    """The text and arguments psycopg2 executes: $n rewritten only when values are given."""
+def bind_args(params: Sequence[Any] | None) -> dict[str, Any] | None:
+    """psycopg2's arguments for the bound statements; None when no values are given."""
     if not params:
-        return query, None
-    return sqltext.to_pyformat(query), {f"p{i}": to_param(v) for i, v in enumerate(params, 1)}
+        return None
+    return {param_name(i): to_param(v) for i, v in enumerate(params, 1)}
 
 
-def _run_cursor(
-    conn: Connection, types: TypeCatalog, text: str, args: dict[str, Any] | None, max_rows: int
+# Names the gateway gives its own cursors and wrappers inside a caller's transaction.
+_SKIP_CURSOR = '"dmgw_skip"'
+_ROWS = '"dmgw_rows"'
+
+
+def _discarding(statement: Statement, with_values: bool) -> str:
+    """The text that runs a statement whose rows nobody reads, without sending them."""
+    if statement.mode is Mode.CURSOR:
+        # MOVE runs the query to its end on the server and transfers nothing.
+        text = statement.bound(with_values)
+        return (
+            f"DECLARE {_SKIP_CURSOR} NO SCROLL CURSOR FOR\n{text}\n;"
+            f" MOVE FORWARD ALL IN {_SKIP_CURSOR}; CLOSE {_SKIP_CURSOR}"
+        )
+    if statement.mode is Mode.WRAPPED:
+        return _wrapped(statement, with_values, f"SELECT count(*) FROM {_ROWS}")
+    if statement.mode is Mode.FETCH:
+        return fetch_text(statement, limit=None)
+    return statement.bound(with_values)
+
+
+def _returning(
+    conn: Connection,
+    types: TypeCatalog,
+    statement: Statement,
+    args: dict[str, Any] | None,
+    max_rows: int,
 ) -> QueryResult:
-    with conn.cursor(name="dmgw_result") as cur:
-        cur.execute(text, args)
-        rows = cur.fetchmany(max_rows + 1)
-        description = cur.description or ()
-        return _result(conn, types, description, rows, max_rows, "SELECT", 0)
+    with_values = args is not None
+    if statement.mode is Mode.CURSOR:
+        with conn.cursor(name="dmgw_result") as cur:
+            cur.execute(statement.bound(with_values), args)
+            rows = cur.fetchmany(max_rows + 1)
+            return _result(conn, types, cur.description or (), rows, max_rows, "SELECT", 0)
+    if statement.mode is Mode.WRAPPED:
+        # A data-modifying WITH runs to completion whatever the outer LIMIT: every row is
+        # written, and the window count says how many there were.
+        outer = f"SELECT *, count(*) OVER () FROM {_ROWS} LIMIT {max_rows + 1}"
+        with conn.cursor() as cur:
+            cur.execute(_wrapped(statement, with_values, outer), args)
+            rows = cur.fetchall()
+            description = (cur.description or ())[:-1]
+        verb = statement.verb
+        affected = int(rows[0][-1]) if rows and verb != "SELECT" else 0
+        rows = [row[:-1] for row in rows]
+        return _result(conn, types, description, rows, max_rows, verb, affected)
+    text = statement.bound(with_values)
+    if statement.mode is Mode.FETCH:
+        text = fetch_text(statement, limit=max_rows + 1)
+    return _run_plain(conn, types, text, args, max_rows)
+
+
+def _wrapped(statement: Statement, with_values: bool, outer: str) -> str:
+    """The statement as the last CTE of a WITH whose outer query is ``outer``.
+
+    A statement with a WITH of its own has it hoisted into ours: a data-modifying
+    WITH is only allowed at the top level.
+    """
+    if not _has_own_with(statement):
+        return f"WITH {_ROWS} AS (\n{statement.bound(with_values)}\n) {outer}"
+    (raw,) = parse_sql(statement.text)
+    node: Any = raw.stmt
+    ctes, recursive = node.withClause.ctes, node.withClause.recursive
+    node.withClause = None
+    head = RawStream()(ast.WithClause(ctes=ctes, recursive=recursive))
+    text = f"WITH {'RECURSIVE ' if recursive else ''}{head}, {_ROWS} AS (\n{RawStream()(node)}\n)"
+    rebuilt = sqltext.parse(f"{text} {outer}").statements[0]
+    return rebuilt.bound(with_values)
+
+
+def _has_own_with(statement: Statement) -> bool:
+    return bool(statement.node.get("withClause"))
 
 
 def _run_plain(

@@ -1,306 +1,285 @@
-"""Just enough lexing of PostgreSQL SQL text to bridge ``$n`` parameters to psycopg2.
+"""Caller SQL as PostgreSQL's own parser sees it: statements, their kinds, placeholders.
 
-ExecuteQuery takes PostgreSQL-style ``$1, $2, ...`` placeholders, but psycopg2 only
-interpolates ``%(name)s`` on the client (quoting every value itself). Rewriting is only safe
-if we agree with the server about where literals, quoted identifiers, comments and
-dollar-quoted strings begin and end: a ``$1`` we wrongly rewrite inside a literal would let
-a parameter's quoted value close that literal. So the lexer follows PostgreSQL's own
-scanner (``src/backend/parser/scan.l``, PostgreSQL 16+ number syntax) rule for rule, with
-``standard_conforming_strings`` on (the default since 9.1; connections must keep it on).
+The parser is libpg_query (PostgreSQL's grammar and scanner compiled as a library),
+through pglast. It splits the text into statements exactly as the server will, tells
+what each statement is (so the policy can refuse some and the executor can bound the
+rows of every one), and locates each ``$n`` placeholder as a node of the tree, so a
+``$1`` inside a literal, a comment or a function's own body is never taken for one.
 
-Malformed text (an unterminated literal, comment or dollar quote) is passed through
-unchanged rather than rejected: the server's own error message, with its position, is more
-useful than ours, and nothing is rewritten inside the unterminated part, so it stays safe.
+psycopg2 binds values on the client: a placeholder is rewritten to ``%(pN)s`` at the
+parser's offsets and psycopg2 quotes the value. The rewrite puts an empty ``/**/``
+comment on both sides, which keeps the server's token boundaries whatever the value
+looks like (``-$1`` with ``-5`` must not become a ``--`` comment; a string value must
+not continue an adjacent literal across a newline: only ``--`` comments join those).
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
+import enum
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
 
-__all__ = ["SqlText", "SqlTextError", "param_name", "scan", "to_pyformat"]
+from pglast import parser
+
+__all__ = [
+    "Mode",
+    "Script",
+    "SqlSyntaxError",
+    "Statement",
+    "first_word",
+    "param_name",
+    "parse",
+    "walk",
+]
+
+# Texts up to this size are parsed once and remembered (the parse is ~25 µs a statement).
+_CACHED_TEXT_BYTES = 8192
+_FETCH_ALL = parser.LONG_MAX
 
 
-class SqlTextError(ValueError):
-    """SQL text we refuse to send at all."""
+class SqlSyntaxError(ValueError):
+    """Text the parser rejects; ``position`` is 1-based in characters, as PostgreSQL says."""
+
+    def __init__(self, message: str, position: int | None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.position = position
+
+
+class Mode(enum.Enum):
+    """How a statement's rows reach the gateway without ever being buffered whole."""
+
+    CURSOR = "cursor"
+    """A query a server-side cursor can carry: rows are fetched only as far as needed."""
+    WRAPPED = "wrapped"
+    """Rows a cursor cannot carry (RETURNING, data-modifying WITH): the statement runs in a
+    WITH whose outer SELECT returns at most the rows needed plus the total count."""
+    FETCH = "fetch"
+    """FETCH from a cursor the caller declared: its count is capped."""
+    PLAIN = "plain"
+    """Everything else: no rows, or a bounded handful (SHOW, EXPLAIN, CALL)."""
 
 
 @dataclass(frozen=True)
-class SqlText:
-    """What the gateway needs to know about a query before executing it."""
+class Statement:
+    """One statement of the caller's text."""
 
-    statements: int
-    """Non-empty statements, split on ``;`` the way psql splits them."""
-    first_keyword: str
-    """Leading word (after any "(") of the first statement, ASCII upper case; "" if none."""
-    keywords: tuple[str, ...]
-    """Leading word of every non-empty statement, as first_keyword is of the first."""
-    max_placeholder: int
-    """Highest ``$n`` used, 0 if none."""
+    text: str
+    """The statement alone, without its ``;``."""
+    node_type: str
+    """The parser's node name, e.g. ``SelectStmt``."""
+    node: dict[str, Any] = field(repr=False, compare=False)
+    """The statement's parse tree (libpg_query's JSON form)."""
+    mode: Mode
+    params: tuple[tuple[int, int, int], ...]
+    """``(start, end, number)`` of each placeholder, UTF-8 byte offsets into ``text``."""
+
+    @property
+    def verb(self) -> str:
+        """The command tag this statement will answer with, as far as the tree tells."""
+        return _VERBS.get(self.node_type, "")
+
+    def bound(self, with_values: bool) -> str:
+        """The text psycopg2 executes: placeholders rewritten only when values are given.
+
+        psycopg2 turns ``%%`` back into ``%`` only when it interpolates, so without
+        values the text must go as it is.
+        """
+        if not with_values:
+            return self.text
+        return _to_pyformat(self.text, self.params)
+
+
+@dataclass(frozen=True)
+class Script:
+    """A caller's whole SQL text."""
+
+    statements: tuple[Statement, ...]
     placeholders: frozenset[int]
-    """Every ``$n`` used; may contain 0 (``$0``), which no parameter can satisfy."""
+    """Every ``$n`` used outside function bodies and PREPAREd statements."""
+
+    @property
+    def max_placeholder(self) -> int:
+        return max(self.placeholders, default=0)
+
+    @property
+    def single_query(self) -> bool:
+        """Exactly one statement, and a server-side cursor can carry its rows."""
+        return len(self.statements) == 1 and self.statements[0].mode is Mode.CURSOR
 
 
 def param_name(number: int) -> str:
-    """Key under which ``to_pyformat`` output expects the value of ``$number``."""
+    """Key under which a bound statement expects the value of ``$number``."""
     return f"p{number}"
 
 
-_IDENT_START = "A-Za-z_\x80-\U0010ffff"  # the scanner takes every high-bit byte
-_DEC = "[0-9](?:_?[0-9])*"
-
-# One token of PostgreSQL's INITIAL scanner state per match. Alternation is first-match, so
-# the order reproduces flex's longest-match choices where two rules compete.
-_TOKEN = re.compile(
-    "|".join(
-        [
-            r"(?P<space>[ \t\n\r\f\v]+)",
-            r"(?P<line_comment>--[^\n\r]*)",
-            r"(?P<block_comment>/\*)",
-            r"(?P<estring>[eE]')",
-            # B'', X'', N'' and U&'' differ from '' only in ways that do not move the end.
-            r"(?P<string>(?:[bBxXnN]|[uU]&)?')",
-            r'(?P<qident>(?:[uU]&)?")',
-            r"(?P<uamp>[uU]&)",
-            rf"(?P<ident>[{_IDENT_START}][{_IDENT_START}0-9$]*)",
-            # Numbers matter only because a "$" right after one starts a new token.
-            r"(?P<number>0[xX](?:_?[0-9A-Fa-f])+|0[oO](?:_?[0-7])+|0[bB](?:_?[01])+"
-            rf"|(?:{_DEC}(?:\.(?!\.)(?:{_DEC})?)?|\.{_DEC})(?:[eE][+-]?{_DEC})?)",
-            # "$1abc" is a syntax error ("trailing junk after parameter"): not a placeholder,
-            # so the server gets to report it instead of seeing "'value' abc".
-            rf"(?P<param_junk>\$[0-9]+[{_IDENT_START}][{_IDENT_START}0-9$]*)",
-            r"(?P<param>\$[0-9]+)",
-            rf"(?P<dollar>\$(?:[{_IDENT_START}][{_IDENT_START}0-9]*)?\$)",
-            # Runs of characters that never start anything we track, matched in one go so
-            # operator-heavy or %-heavy text does not cost a match per character.
-            r"(?P<plain>[~!@#^&|`?+*%<>=,:\[\]{}\\]+)",
-            r"(?P<other>.)",
-        ]
-    ),
-    re.DOTALL,
-)
-
-_BLOCK_COMMENT_DELIM = re.compile(r"/\*|\*/")
-_ESTRING_STOP = re.compile(r"[\\']")
-# scan.l's {quotecontinue}: after a closing quote, whitespace and -- comments including at
-# least one newline, then a quote, continue the same literal (in the same E-string mode).
-_QUOTE_CONTINUE = re.compile(
-    r"(?>[ \t\f\v]|--[^\n\r]*+)*+[\n\r](?>[ \t\n\r\f\v]|--[^\n\r]*+[\n\r])*+'"
-)
-
-_ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
-_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
-_ROUTINE_WORDS = frozenset({"create", "function", "procedure", "or", "replace"})
+def parse(sql: str) -> Script:
+    """Parse the text; raises SqlSyntaxError where PostgreSQL would answer 42601."""
+    if len(sql) <= _CACHED_TEXT_BYTES:
+        return _parse_cached(sql)
+    return _parse(sql)
 
 
-def _skip_block_comment(sql: str, pos: int) -> int:
-    """End of a ``/* */`` comment opened just before ``pos``; they nest in PostgreSQL."""
-    depth = 0
-    for delim in _BLOCK_COMMENT_DELIM.finditer(sql, pos):
-        if delim.group() == "/*":
-            depth += 1
-        elif depth == 0:
-            return delim.end()
-        else:
-            depth -= 1
-    return len(sql)
+def first_word(sql: str) -> str:
+    """The first token of the text, upper case, as the scanner sees it ("" if none)."""
+    try:
+        tokens = parser.scan(sql)
+    except parser.ParseError:
+        return ""
+    if not tokens:
+        return ""
+    return sql[tokens[0].start : tokens[0].end + 1].upper()
 
 
-def _skip_quoted(sql: str, pos: int, quote: str) -> int:
-    """End of a '...' string or "..." identifier whose opening quote ends at ``pos``."""
-    n = len(sql)
-    while True:
-        close = sql.find(quote, pos)
-        if close < 0:
-            return n
-        if close + 1 < n and sql[close + 1] == quote:
-            pos = close + 2
-            continue
-        return close + 1
+@lru_cache(maxsize=512)
+def _parse_cached(sql: str) -> Script:
+    return _parse(sql)
 
 
-def _skip_estring(sql: str, pos: int) -> int:
-    """End of an E'...' string, where a backslash escapes the next character, even a quote."""
-    n = len(sql)
-    while True:
-        stop = _ESTRING_STOP.search(sql, pos)
-        if stop is None:
-            return n
-        i = stop.start()
-        if sql[i] == "\\" or (i + 1 < n and sql[i + 1] == "'"):
-            pos = min(i + 2, n)
-            continue
-        more = _QUOTE_CONTINUE.match(sql, i + 1)
-        if more is None:
-            return i + 1
-        pos = more.end()
-
-
-@dataclass
-class _Param:
-    start: int
-    end: int
-    number: int
-    # "'a'<newline>'b'" is one literal to PostgreSQL, so a string value must not land
-    # where only whitespace with a newline separates it from another string.
-    fence_before: bool = False
-    fence_after: bool = False
-
-
-@dataclass(frozen=True)
-class _Lexed:
-    text: SqlText
-    params: list[_Param]
-
-
-_ENDS_IN_QUOTE = frozenset({"string", "estring", "param"})
-
-
-def _lex(sql: str) -> _Lexed:
+def _parse(sql: str) -> Script:
     if "\x00" in sql:
         # libpq stops reading at a NUL, so the server would run a silently shortened query.
-        raise SqlTextError("query text contains a NUL character")
-    n = len(sql)
-    pos = 0
-    params: list[_Param] = []
-    previous = ""  # kind of the last token other than whitespace and -- comments
-    newline_since = False
-    statements = 0
-    in_statement = False
-    keyword: str | None = None
-    keywords: list[str] = []
-    # psql's statement splitting: ";" ends a statement only outside parentheses and outside
-    # a BEGIN ... END body of CREATE [OR REPLACE] FUNCTION/PROCEDURE (SQL-standard bodies).
-    paren_depth = 0
-    begin_depth = 0
-    ident_count = 0
-    routine_marks = ["", "", "", ""]
-
-    while pos < n:
-        token = _TOKEN.match(sql, pos)
-        assert token is not None  # <other> matches any character
-        kind = token.lastgroup
-        end = token.end()
-        if kind == "space":
-            newline_since = newline_since or "\n" in token.group() or "\r" in token.group()
-            pos = end
-            continue
-        if kind == "line_comment":
-            pos = end
-            continue
-        continues = newline_since and previous in _ENDS_IN_QUOTE
-        after_param = previous == "param"
-        previous, newline_since = kind or "", False
-        if kind == "block_comment":
-            pos = _skip_block_comment(sql, end)
-            continue
-
-        char = sql[pos]
-        if kind == "other" and char == ";" and paren_depth == 0 and begin_depth == 0:
-            if in_statement:
-                statements += 1
-                keywords.append(keyword or "")
-            in_statement = False
-            keyword = None
-            ident_count = 0
-            pos = end
-            continue
-        in_statement = True
-        if keyword is None and not (kind == "other" and char == "("):
-            keyword = token.group().translate(_ASCII_UPPER) if kind == "ident" else ""
-
-        if kind == "other":
-            if char == "(":
-                paren_depth += 1
-            elif char == ")" and paren_depth > 0:
-                paren_depth -= 1
-        elif kind == "ident":
-            word = token.group().translate(_ASCII_LOWER)
-            if ident_count == 0:
-                routine_marks = ["", "", "", ""]
-            if word in _ROUTINE_WORDS and ident_count < len(routine_marks):
-                routine_marks[ident_count] = word[0]
-            ident_count += 1
-            in_routine = routine_marks[0] == "c" and (
-                routine_marks[1] in ("f", "p")
-                or (routine_marks[1:3] == ["o", "r"] and routine_marks[3] in ("f", "p"))
-            )
-            if in_routine and paren_depth == 0:
-                if word == "begin" or (word == "case" and begin_depth > 0):
-                    begin_depth += 1
-                elif word == "end" and begin_depth > 0:
-                    begin_depth -= 1
-        elif kind == "string":
-            if continues and after_param and token.group() == "'":
-                params[-1].fence_after = True
-            end = _skip_quoted(sql, end, "'")
-        elif kind == "qident":
-            end = _skip_quoted(sql, end, '"')
-        elif kind == "estring":
-            end = _skip_estring(sql, end)
-        elif kind == "dollar":
-            close = sql.find(token.group(), end)
-            end = n if close < 0 else close + len(token.group())
-        elif kind == "param":
-            params.append(_Param(pos, end, int(token.group()[1:]), fence_before=continues))
-        pos = end
-
-    if in_statement:
-        statements += 1
-        keywords.append(keyword or "")
-    numbers = frozenset(param.number for param in params)
-    return _Lexed(
-        text=SqlText(
-            statements=statements,
-            first_keyword=keywords[0] if keywords else "",
-            keywords=tuple(keywords),
-            max_placeholder=max(numbers, default=0),
-            placeholders=numbers,
-        ),
-        params=params,
-    )
+        raise SqlSyntaxError("query text contains a NUL character", None)
+    try:
+        tree = json.loads(parser.parse_sql_json(sql))
+    except parser.ParseError as exc:
+        location = exc.args[1] if len(exc.args) > 1 else None  # 0-based, in characters
+        position = location + 1 if isinstance(location, int) else None
+        raise SqlSyntaxError(str(exc.args[0]), position) from None
+    data = sql.encode("utf-8")
+    statements = []
+    numbers: set[int] = set()
+    for raw in tree.get("stmts", ()):
+        start = raw.get("stmt_location", 0)
+        length = raw.get("stmt_len", 0)
+        end = start + length if length else len(data)
+        ((node_type, node),) = raw["stmt"].items()
+        params = tuple(
+            (location - start, _param_end(data, location) - start, number)
+            for number, location in _params(node_type, node, data)
+        )
+        numbers.update(number for _, _, number in params)
+        text = data[start:end].decode("utf-8")
+        statements.append(Statement(text, node_type, node, _mode(node_type, node), params))
+    return Script(tuple(statements), frozenset(numbers))
 
 
-def scan(sql: str) -> SqlText:
-    """Statement count, leading keyword and ``$n`` placeholders of ``sql``, in one pass.
+def walk(tree: Any) -> Any:
+    """Every node under ``tree`` (JSON form) as ``(node_type, fields)``, in no fixed order."""
+    stack = [tree]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, value in item.items():
+                if isinstance(value, dict):
+                    if key[0].isupper():
+                        yield key, value
+                    stack.append(value)
+                elif isinstance(value, list):
+                    stack.append(value)
+        elif isinstance(item, list):
+            stack.extend(item)
 
-    Raises SqlTextError only for a NUL character; malformed SQL is left to the server.
-    """
-    return _lex(sql).text
+
+# Subtrees whose $n belong to something else: a function's own parameters, a
+# PREPAREd statement's parameters.
+_OWN_PARAMS = {"CreateFunctionStmt": "sql_body", "PrepareStmt": "query"}
 
 
-def _merges(char: str) -> bool:
-    """Whether a value substituted next to ``char`` could fuse into one token with it.
+def _params(node_type: str, node: dict[str, Any], data: bytes) -> list[tuple[int, int]]:
+    """``(number, byte offset)`` of each placeholder of the statement."""
+    found = []
+    stack: list[Any] = [{node_type: node}]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, value in item.items():
+                if key == "ParamRef":
+                    location = value.get("location", -1)
+                    number = value.get("number", 0)
+                    # "$1" in the text, not a positional reference made up by the grammar.
+                    if location >= 0 and data[location : location + 1] == b"$":
+                        found.append((number, location))
+                    continue
+                if key in _OWN_PARAMS and isinstance(value, dict):
+                    value = {k: v for k, v in value.items() if k != _OWN_PARAMS[key]}
+                if isinstance(value, (dict, list)):
+                    stack.append(value)
+        elif isinstance(item, list):
+            stack.extend(item)
+    return found
 
-    ``1$1`` or ``U&$1`` are separate tokens to the server, but ``15`` or ``U&'x'`` after
-    interpolation are not; a space keeps the server's original token boundaries.
-    """
-    return char.isalnum() or char in "_$.'&" or char >= "\x80"
+
+def _param_end(data: bytes, location: int) -> int:
+    """End of the ``$digits`` token at ``location`` ("$01" is $1 too)."""
+    end = location + 1
+    while end < len(data) and 48 <= data[end] <= 57:
+        end += 1
+    return end
 
 
-def to_pyformat(sql: str) -> str:
-    """Rewrite ``$n`` to ``%(pn)s`` and every other ``%`` to ``%%`` for psycopg2.
+def _mode(node_type: str, node: dict[str, Any]) -> Mode:
+    if node_type == "SelectStmt":
+        if "intoClause" in node:
+            return Mode.PLAIN  # SELECT INTO makes a table and returns nothing
+        return Mode.WRAPPED if _modifies_in_with(node) else Mode.CURSOR
+    if node_type in ("InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt"):
+        returning = node.get("returningClause") or node.get("returningList")
+        return Mode.WRAPPED if returning else Mode.PLAIN
+    if node_type == "FetchStmt" and not node.get("ismove"):
+        return Mode.FETCH
+    return Mode.PLAIN
 
-    Execute the result only with a parameter mapping (keys from ``param_name``, an empty one
-    if there are no placeholders): psycopg2 turns ``%%`` back into ``%`` only when it
-    interpolates. Beside a placeholder we add a space where the value would otherwise fuse
-    with its neighbour, and an empty ``/**/`` where a string value would otherwise continue
-    an adjacent string literal across a newline; both leave the server's tokens as they
-    were. Raises SqlTextError only for a NUL character.
-    """
-    lexed = _lex(sql)
+
+def _modifies_in_with(node: dict[str, Any]) -> bool:
+    """A data-modifying statement in the WITH of this SELECT (or of a set operation's arms)."""
+    for key in ("larg", "rarg"):
+        if key in node and _modifies_in_with(node[key]):
+            return True
+    ctes = node.get("withClause", {}).get("ctes", ())
+    for cte in ctes:
+        query = cte.get("CommonTableExpr", {}).get("ctequery", {})
+        (kind,) = query.keys() or ("",)
+        if kind != "SelectStmt" or _modifies_in_with(query[kind]):
+            return True
+    return False
+
+
+def _to_pyformat(text: str, params: tuple[tuple[int, int, int], ...]) -> str:
+    data = text.encode("utf-8")
     out: list[str] = []
     last = 0
-    for param in lexed.params:
-        start, end = param.start, param.end
-        out.append(sql[last:start].replace("%", "%%"))
-        before = " " if start > last and _merges(sql[start - 1]) else ""
-        after = " " if end < len(sql) and _merges(sql[end]) else ""
-        if param.fence_before:
-            before = "/**/"
-        if param.fence_after:
-            after = "/**/"
-        out.append(f"{before}%({param_name(param.number)})s{after}")
+    for start, end, number in sorted(params):
+        out.append(data[last:start].decode("utf-8").replace("%", "%%"))
+        out.append(f"/**/%({param_name(number)})s/**/")
         last = end
-    out.append(sql[last:].replace("%", "%%"))
+    out.append(data[last:].decode("utf-8").replace("%", "%%"))
     return "".join(out)
+
+
+def fetch_text(statement: Statement, *, limit: int | None) -> str:
+    """A FETCH capped at ``limit`` rows, or (``limit`` None) the MOVE that skips the same rows."""
+    node = statement.node
+    direction = node.get("direction", "FETCH_FORWARD").removeprefix("FETCH_")
+    count = int(node.get("howMany", 0))
+    portal = '"' + str(node.get("portalname", "")).replace('"', '""') + '"'
+    if direction in ("FORWARD", "BACKWARD"):
+        if limit is not None:
+            count = min(count, limit)
+        amount = "ALL" if count >= _FETCH_ALL else str(count)
+    else:
+        amount = str(count)
+    verb = "FETCH" if limit is not None else "MOVE"
+    return f"{verb} {direction} {amount} FROM {portal}"
+
+
+_VERBS = {
+    "SelectStmt": "SELECT",
+    "InsertStmt": "INSERT",
+    "UpdateStmt": "UPDATE",
+    "DeleteStmt": "DELETE",
+    "MergeStmt": "MERGE",
+    "FetchStmt": "FETCH",
+}

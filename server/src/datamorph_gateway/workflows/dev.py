@@ -148,19 +148,24 @@ def _end(context: LocalContext, started: float, status: str) -> None:
 
 def _check_prompt(prompt: str) -> None:
     """Refuse, before anything is logged, a prompt that is not one query."""
+    if "\x00" in prompt:
+        raise InvalidArgument.field("prompt", "must not contain NUL characters")
+    keyword = sqltext.first_word(prompt)
     try:
-        scanned = sqltext.scan(prompt)
-    except sqltext.SqlTextError as exc:
-        raise InvalidArgument.field("prompt", str(exc)) from None
-    if scanned.statements == 1 and scanned.first_keyword in QUERY_KEYWORDS:
+        script = sqltext.parse(prompt)
+    except sqltext.SqlSyntaxError:
+        # Prose, or a query with a typo: the latter gets the server's own message.
+        script = None
+    if script is None and keyword in QUERY_KEYWORDS:
         return
-    if scanned.first_keyword not in _STATEMENT_KEYWORDS:
+    if script is not None and len(script.statements) == 1:
+        statement = script.statements[0]
+        if statement.node_type == "SelectStmt" and statement.mode is not sqltext.Mode.PLAIN:
+            return  # a data-modifying WITH is refused with its own message when planned
+    if keyword not in _STATEMENT_KEYWORDS:
         raise FailedPrecondition(_NEEDS_ORCHESTRATOR, reason="ORCHESTRATOR_NOT_CONFIGURED")
-    what = (
-        f"{scanned.statements} statements"
-        if scanned.statements > 1
-        else f"a {scanned.first_keyword} statement"
-    )
+    count = len(script.statements) if script is not None else 1
+    what = f"{count} statements" if count > 1 else f"a {keyword} statement"
     raise FailedPrecondition(
         f"the built-in development orchestrator materializes a single query "
         f"(SELECT, WITH, VALUES or TABLE); the prompt is {what}",
