@@ -127,13 +127,20 @@ class SqlPolicy:
                 return Refusal("EXECUTE of a prepared statement", number, unsupported=True)
             if statement.node_type == "CopyStmt" and not _copy_server_side(statement.node):
                 return Refusal("COPY to STDOUT or from STDIN", number, unsupported=True)
-            for kind in self._refused({statement.node_type: statement.node}, read_only, 0):
+            tree = {statement.node_type: statement.node}
+            for kind in self._refused(tree, read_only, 0, source=statement.text):
                 return Refusal(kind, number)
         return None
 
-    def _refused(self, tree: Any, read_only: bool, depth: int) -> Iterator[str]:
+    def _refused(
+        self, tree: Any, read_only: bool, depth: int, source: str | None = None
+    ) -> Iterator[str]:
+        """Refused kinds found in a tree; ``source`` is its text, when it is one statement."""
         for node_type, node in walk(tree):
-            kind = self._refused_node(node_type, node, read_only, depth)
+            if node_type == "CreateFunctionStmt":
+                kind = self._function_body_kind(node, read_only, depth, source)
+            else:
+                kind = self._refused_node(node_type, node, read_only, depth)
             if kind:
                 yield kind
 
@@ -160,8 +167,6 @@ class SqlPolicy:
             return self._literal_kind(str(node["sval"].get("sval", "")), read_only, depth)
         if node_type == "DoStmt":
             return self._do_kind(node, read_only, depth)
-        if node_type == "CreateFunctionStmt":
-            return self._function_body_kind(node, read_only, depth)
         return None
 
     def _denied_call(self, name: str) -> bool:
@@ -205,7 +210,9 @@ class SqlPolicy:
         body = str(options.get("as", ""))
         return self._plpgsql_kind("DO " + _dollar_quote(body), read_only, depth)
 
-    def _function_body_kind(self, node: dict[str, Any], read_only: bool, depth: int) -> str | None:
+    def _function_body_kind(
+        self, node: dict[str, Any], read_only: bool, depth: int, source: str | None
+    ) -> str | None:
         options = _def_elems(node.get("options", ()))
         language = str(options.get("language", "sql")).lower()
         body = options.get("as")
@@ -216,19 +223,30 @@ class SqlPolicy:
         if language == "sql":
             return self._literal_kind(str(body), read_only, depth)
         if language == "plpgsql":
-            header = "CREATE FUNCTION dmgw_check() RETURNS void LANGUAGE plpgsql AS "
-            return self._plpgsql_kind(header + _dollar_quote(str(body)), read_only, depth)
+            # PL/pgSQL is parsed with its signature (RETURN depends on the result type):
+            # the statement's own text when the caller wrote it, else a stand-in header.
+            if source is None:
+                header = "CREATE FUNCTION dmgw_check() RETURNS void LANGUAGE plpgsql AS "
+                source = header + _dollar_quote(str(body))
+            return self._plpgsql_kind(source, read_only, depth, str(body))
         return None
 
-    def _plpgsql_kind(self, source: str, read_only: bool, depth: int) -> str | None:
+    def _plpgsql_kind(
+        self, source: str, read_only: bool, depth: int, body: str | None = None
+    ) -> str | None:
         """Every SQL expression and statement of a PL/pgSQL body, checked like the caller's."""
         if depth >= _MAX_DEPTH:
             return "PL/pgSQL nested too deeply to inspect"
         try:
             tree = json.loads(parser.parse_plpgsql_json(source))
         except parser.ParseError:
-            return None  # the server will refuse the body itself
+            # The server will refuse a body that does not compile; until it does, read
+            # what can be read of it.
+            found = self._denied_text.search(body if body is not None else source)
+            return f"{found.group(1).lower()}()" if found else None
         for node_type, node in walk(tree):
+            if node_type in _PLPGSQL_TRANSACTION:
+                return f"{_PLPGSQL_TRANSACTION[node_type]} (transaction control)"
             if node_type != "PLpgSQL_expr":
                 continue
             query = str(node.get("query", ""))
@@ -254,6 +272,8 @@ class SqlPolicy:
         found = self._denied_text.search(query)
         return f"{found.group(1).lower()}()" if found else None
 
+
+_PLPGSQL_TRANSACTION = {"PLpgSQL_stmt_commit": "COMMIT", "PLpgSQL_stmt_rollback": "ROLLBACK"}
 
 _REFUSED_STATEMENTS = {
     "ListenStmt": "LISTEN",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import enum
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -166,8 +167,16 @@ def _parse(sql: str) -> Script:
     return Script(tuple(statements), frozenset(numbers))
 
 
-def walk(tree: Any) -> Any:
-    """Every node under ``tree`` (JSON form) as ``(node_type, fields)``, in no fixed order."""
+# Fields that hold one node of a fixed type, which the JSON form gives without its name.
+_TYPED_FIELDS = {"setstmt": "VariableSetStmt"}
+
+
+def walk(tree: Any) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every node under ``tree`` (JSON form) as ``(node_type, fields)``, in no fixed order.
+
+    Fields typed as one kind of node carry no node name in the JSON form; those the
+    gateway's checks need are named through ``_TYPED_FIELDS``.
+    """
     stack = [tree]
     while stack:
         item = stack.pop()
@@ -176,6 +185,8 @@ def walk(tree: Any) -> Any:
                 if isinstance(value, dict):
                     if key[0].isupper():
                         yield key, value
+                    elif key in _TYPED_FIELDS:
+                        yield _TYPED_FIELDS[key], value
                     stack.append(value)
                 elif isinstance(value, list):
                     stack.append(value)
