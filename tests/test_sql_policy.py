@@ -115,6 +115,15 @@ def test_copy_with_server_files_or_programs_is_refused(
             "SELECT pg_read_file('/x'); END",
             "pg_read_file()",
         ),
+        # Named in code: a literal that code turns into a call.
+        (
+            "DO $$ BEGIN EXECUTE format('SELECT %s(%L)', 'pg_read_file', '/etc/passwd'); END $$",
+            "pg_read_file()",
+        ),
+        (
+            "CREATE FUNCTION f(text) RETURNS text LANGUAGE internal AS 'pg_read_file_all'",
+            "internal function bound to 'pg_read_file_all'",
+        ),
         # By name where a function is referenced without being called.
         (
             "CREATE OPERATOR === (LEFTARG = text, RIGHTARG = text, FUNCTION = pg_read_file)",
@@ -153,6 +162,11 @@ def test_server_file_program_and_signal_functions_are_refused(
             "CREATE FUNCTION f() RETURNS int LANGUAGE sql SET statement_timeout = 0 AS 'select 1'",
             "SET statement_timeout",
         ),
+        (
+            "UPDATE pg_settings SET setting = '0' WHERE name = 'statement_timeout'",
+            "UPDATE pg_settings",
+        ),
+        ("UPDATE pg_catalog.pg_settings SET setting = '0'", "UPDATE pg_settings"),
         ("LISTEN channel", "LISTEN"),
         ("UNLISTEN *", "UNLISTEN"),
         ("NOTIFY channel, 'x'", "NOTIFY"),

@@ -119,6 +119,9 @@ class SqlPolicy:
         names = "|".join(sorted(re.escape(n) for n in self.denied_functions))
         prefixes = "|".join(rf"{re.escape(p)}\w*" for p in _DENIED_PREFIXES)
         self._denied_text = re.compile(rf"\b({names}|{prefixes})\s*\(", re.IGNORECASE)
+        # Inside code (a DO block, a function body) a literal that merely names a refused
+        # function is refused too: EXECUTE format('SELECT %s(...)', 'pg_read_file').
+        self._denied_name = re.compile(rf"\b({names}|{prefixes})\b", re.IGNORECASE)
 
     def check(self, script: Script, *, read_only: bool) -> Refusal | None:
         """The first refused statement of the script, or None."""
@@ -157,6 +160,9 @@ class SqlPolicy:
             return _set_kind(node)
         if node_type in _REFUSED_STATEMENTS:
             return _REFUSED_STATEMENTS[node_type]
+        if node_type in _WRITES and _relname(node) == "pg_settings":
+            # pg_settings' update rule calls set_config(): UPDATE ... SET setting is a SET.
+            return f"{_WRITES[node_type]} pg_settings"
         if node_type == "FuncCall":
             return self._call_kind(node)
         if node_type == "String":
@@ -188,7 +194,7 @@ class SqlPolicy:
 
     def _literal_kind(self, text: str, read_only: bool, depth: int) -> str | None:
         """A string literal that names a refused function or parses as a refused statement."""
-        found = self._denied_text.search(text)
+        found = (self._denied_name if depth else self._denied_text).search(text)
         if found:
             return f"{found.group(1).lower()}()"
         if depth < _MAX_DEPTH and _SQL_WORDS.search(text):
@@ -216,10 +222,17 @@ class SqlPolicy:
         options = _def_elems(node.get("options", ()))
         language = str(options.get("language", "sql")).lower()
         body = options.get("as")
-        if isinstance(body, list):  # AS 'obj_file', 'symbol' (C): nothing to read
-            return None
         if body is None:
             return None  # a BEGIN ATOMIC body is part of the tree, walked already
+        if language in ("internal", "c"):
+            # The body names the C function it binds to: AS 'pg_read_file_all' or
+            # AS 'obj_file', 'symbol'.
+            text = " ".join(body) if isinstance(body, list) else str(body)
+            symbol = re.search(r"\b(pg_read|pg_ls|pg_stat_file|pg_terminate|pg_cancel|lo_)", text)
+            found = symbol or self._denied_name.search(text)
+            return f"a {language} function bound to {text!r}" if found else None
+        if isinstance(body, list):
+            return None
         if language == "sql":
             return self._literal_kind(str(body), read_only, depth)
         if language == "plpgsql":
@@ -275,6 +288,13 @@ class SqlPolicy:
 
 _PLPGSQL_TRANSACTION = {"PLpgSQL_stmt_commit": "COMMIT", "PLpgSQL_stmt_rollback": "ROLLBACK"}
 
+_WRITES = {
+    "UpdateStmt": "UPDATE",
+    "InsertStmt": "INSERT INTO",
+    "DeleteStmt": "DELETE FROM",
+    "MergeStmt": "MERGE INTO",
+}
+
 _REFUSED_STATEMENTS = {
     "ListenStmt": "LISTEN",
     "UnlistenStmt": "UNLISTEN",
@@ -321,6 +341,11 @@ def _set_kind(node: dict[str, Any]) -> str | None:
     if name in PROTECTED_SETTINGS:
         return f"{verb} {name}"
     return None
+
+
+def _relname(node: dict[str, Any]) -> str:
+    """The (unqualified, as parsed) name of the table a write statement targets."""
+    return str(node.get("relation", {}).get("relname", ""))
 
 
 def _copy_server_side(node: dict[str, Any]) -> bool:
