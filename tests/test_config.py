@@ -143,3 +143,24 @@ def test_every_key_is_documented() -> None:
 def test_cache_store_and_prepare_keys_refuse_bad_values(key: str, value: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_settings(environ={key: value})
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"DB_POOL_MAX": "4", "DB_POOL_RESERVED_READS": "4"}, "DB_POOL_RESERVED_READS must be"),
+        ({"DB_POOL_RESERVED_READS": "-2"}, "DB_POOL_RESERVED_READS must be"),
+        ({"MAX_CONCURRENT_QUERIES_PER_CALLER": "0"}, "MAX_CONCURRENT_QUERIES_PER_CALLER must be"),
+    ],
+)
+def test_pool_share_and_caller_limit_refuse_bad_values(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(env)
+
+
+@pytest.mark.parametrize(("pool_max", "reserved"), [(16, 4), (8, 2), (3, 1), (2, 1), (1, 0)])
+def test_reserved_reads_default_to_a_quarter_of_the_pool(pool_max: int, reserved: int) -> None:
+    settings = load_settings({"DB_POOL_MAX": str(pool_max)})
+    assert settings.pool_reserved_reads() == reserved
+    explicit = load_settings({"DB_POOL_MAX": str(pool_max), "DB_POOL_RESERVED_READS": "0"})
+    assert explicit.pool_reserved_reads() == 0

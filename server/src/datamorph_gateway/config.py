@@ -55,6 +55,9 @@ class Settings:
     rds_password: str = field(default="", repr=False)
     db_pool_min: int = 1
     db_pool_max: int = 16
+    # Connections only reads (GetSchemas, GetData) and the gateway's own tables may use;
+    # caller SQL holds at most DB_POOL_MAX minus these. -1: a quarter of DB_POOL_MAX.
+    db_pool_reserved_reads: int = -1
     db_pool_timeout_s: float = 10.0
     db_connect_timeout_s: float = 5.0
     db_connect_attempts: int = 4
@@ -78,6 +81,8 @@ class Settings:
     max_result_rows: int = 10_000
     # Function names caller SQL may not call, added to the built-in list (comma-separated).
     sql_denied_functions: str = ""
+    # ExecuteQuery/StreamQuery calls one caller may have running or waiting at once.
+    max_concurrent_queries_per_caller: int = 8
     health_check_timeout_s: float = 2.0
     health_poll_interval_s: float = 5.0
     # StreamQuery: rows per message, and the longest one stream may run.
@@ -155,6 +160,12 @@ class Settings:
             host = f"[{host}]"
         dbname = quote(self.rds_dbname, safe="")
         return f"postgresql://{auth}{host}:{self.rds_port}/{dbname}"
+
+    def pool_reserved_reads(self) -> int:
+        """DB_POOL_RESERVED_READS, with -1 (the default) worked out from DB_POOL_MAX."""
+        if self.db_pool_reserved_reads >= 0:
+            return self.db_pool_reserved_reads
+        return min((self.db_pool_max + 3) // 4, self.db_pool_max - 1)
 
     def redacted(self) -> dict[str, Any]:
         """The settings as a dict safe to log: secrets and DSNs masked."""
@@ -269,6 +280,7 @@ def _validate(s: Settings) -> None:
         "max_sample_limit",
         "max_query_bytes",
         "max_result_rows",
+        "max_concurrent_queries_per_caller",
         "statement_timeout_s",
         "db_pool_timeout_s",
         "db_connect_timeout_s",
@@ -299,6 +311,11 @@ def _validate(s: Settings) -> None:
         raise ConfigError("GRPC_PORT must be between 0 and 65535")
     if not 0 <= s.db_pool_min <= s.db_pool_max:
         raise ConfigError("DB_POOL_MIN must be between 0 and DB_POOL_MAX")
+    if s.db_pool_reserved_reads < -1 or s.pool_reserved_reads() >= s.db_pool_max:
+        raise ConfigError(
+            "DB_POOL_RESERVED_READS must be between 0 and DB_POOL_MAX - 1 (or -1 for a quarter "
+            "of DB_POOL_MAX): caller SQL needs at least one connection"
+        )
     if s.stream_batch_rows > s.max_stream_batch_rows:
         raise ConfigError("STREAM_BATCH_ROWS must not exceed MAX_STREAM_BATCH_ROWS")
     if s.default_sample_limit > s.max_sample_limit:

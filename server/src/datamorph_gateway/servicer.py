@@ -7,9 +7,10 @@ request has been checked.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -19,6 +20,7 @@ from datamorph.gateway.v1 import gateway_pb2 as pb
 from datamorph.gateway.v1 import gateway_pb2_grpc as pb_grpc
 from datamorph_gateway import __version__
 from datamorph_gateway.audit import audited
+from datamorph_gateway.callers import CallerLimits, caller_key
 from datamorph_gateway.config import Settings
 from datamorph_gateway.db import sqltext
 from datamorph_gateway.db.catalog import READABLE_KINDS
@@ -35,12 +37,38 @@ from datamorph_gateway.errors import (
     QueryError,
     Unavailable,
 )
-from datamorph_gateway.rpc import rpc, rpc_stream, time_budget_s
+from datamorph_gateway.rpc import Method, Req, Resp, rpc, rpc_stream, time_budget_s
 from datamorph_gateway.workflows import WorkflowRequest, WorkflowRunner
 
 log = logging.getLogger(__name__)
 
 SUCCESS = "success"
+
+
+def _counted_per_caller(method: Method[Req, Resp]) -> Method[Req, Resp]:
+    """Caller SQL: the call counts against MAX_CONCURRENT_QUERIES_PER_CALLER while it runs."""
+
+    @functools.wraps(method)
+    def wrapper(self: GatewayServicer, request: Req, context: grpc.ServicerContext) -> Resp:
+        with self._callers.hold(caller_key(context)):
+            return method(self, request, context)
+
+    return wrapper
+
+
+def _streamed_per_caller(
+    method: Callable[[Any, Req, grpc.ServicerContext], Iterator[Resp]],
+) -> Callable[[Any, Req, grpc.ServicerContext], Iterator[Resp]]:
+    """The same for a stream: it counts until the last message is sent or the call ends."""
+
+    @functools.wraps(method)
+    def wrapper(
+        self: GatewayServicer, request: Req, context: grpc.ServicerContext
+    ) -> Iterator[Resp]:
+        with self._callers.hold(caller_key(context)):
+            yield from method(self, request, context)
+
+    return wrapper
 
 
 class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
@@ -51,6 +79,7 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
         self._db = database
         self._workflows = workflows
         self._policy = SqlPolicy(settings.sql_denied_functions.split(","))
+        self._callers = CallerLimits(settings.max_concurrent_queries_per_caller)
 
     # -- tables ----------------------------------------------------------------
 
@@ -138,6 +167,7 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
     # -- SQL ---------------------------------------------------------------------
 
     @rpc
+    @_counted_per_caller
     def ExecuteQuery(
         self, request: pb.ExecuteQueryRequest, context: grpc.ServicerContext
     ) -> pb.ExecuteQueryResponse:
@@ -215,6 +245,7 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
                 raise InvalidArgument.field(f"params[{i}]", "must not contain NUL characters")
 
     @rpc_stream
+    @_streamed_per_caller
     def StreamQuery(
         self, request: pb.StreamQueryRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.StreamQueryResponse]:
@@ -330,7 +361,12 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
     # -- health ------------------------------------------------------------------------
 
     def check_health(self) -> pb.HealthResponse:
-        """Check every dependency within the configured timeout."""
+        """Check every dependency within the configured timeout.
+
+        The database is checked on a connection of its own, so a pool that slow
+        callers have filled cannot fail it; the pool is a check of its own, whose
+        "degraded" leaves the gateway healthy.
+        """
         response = pb.HealthResponse(status="healthy", version=__version__)
         start = time.perf_counter()
         check = response.checks["database"]
@@ -342,13 +378,14 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
             check.message = exc.message
             response.status = "unhealthy"
         check.latency_ms = (time.perf_counter() - start) * 1000
+        _pool_check(response.checks["pool"], self._db.pool.stats())
         return response
 
     @rpc
     def Health(self, request: pb.HealthRequest, context: grpc.ServicerContext) -> pb.HealthResponse:
         response = self.check_health()
         if response.status != "healthy":
-            failing = ", ".join(k for k, v in response.checks.items() if v.status != "healthy")
+            failing = ", ".join(k for k, v in response.checks.items() if v.status == "unhealthy")
             raise Unavailable(f"unhealthy: {failing}", reason="UNHEALTHY", extra_details=[response])
         return response
 
@@ -366,6 +403,23 @@ def _refused(refusal: Refusal, statements: int) -> GatewayError:
         metadata={"statement_kind": refusal.kind, "statement": str(refusal.statement)},
         violations=[FieldViolation("query", description)],
     )
+
+
+def _pool_check(check: pb.HealthCheck, stats: Mapping[str, int]) -> None:
+    """Healthy, or "degraded" while every connection (or caller SQL's share) is busy."""
+    check.status = "healthy"
+    if stats["busy"] >= stats["max"]:
+        check.message = f"{stats['busy']} of {stats['max']} connections busy"
+    elif stats["shared_busy"] >= stats["shared_max"]:
+        check.message = (
+            f"{stats['shared_busy']} of {stats['shared_max']} connections for caller SQL busy "
+            f"({stats['reserved']} kept for reads)"
+        )
+    else:
+        return
+    check.status = "degraded"
+    if stats["shared_waiting"]:
+        check.message += f"; {stats['shared_waiting']} queries waiting"
 
 
 def _add_columns(

@@ -22,10 +22,11 @@ from psycopg2.extensions import parse_dsn
 from datamorph_gateway.config import Settings
 from datamorph_gateway.db import catalog, encoding, query, sampling
 from datamorph_gateway.db.encoding import ColumnType, TypeCatalog, decode_rows
+from datamorph_gateway.db.health import HealthProbe
 from datamorph_gateway.db.names import TableName
 from datamorph_gateway.db.pool import Connection, ConnectionPool
 from datamorph_gateway.db.sqltext import Script, Statement
-from datamorph_gateway.db.statements import Budget, PreparingConnection, execute
+from datamorph_gateway.db.statements import Budget, PreparingConnection
 from datamorph_gateway.errors import Unavailable, from_database_error
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class Database:
             dsn,
             min_size=settings.db_pool_min,
             max_size=settings.db_pool_max,
+            reserved=settings.pool_reserved_reads(),
             acquire_timeout_s=settings.db_pool_timeout_s,
             connect_timeout_s=settings.db_connect_timeout_s,
             connect_attempts=settings.db_connect_attempts,
@@ -65,8 +67,12 @@ class Database:
             },
             on_connect=encoding.install,
         )
+        self.health = HealthProbe(
+            dsn, connect_kwargs={"application_name": f"{settings.db_application_name} health"}
+        )
 
     def close(self) -> None:
+        self.health.close()
         self.pool.close()
 
     # -- transactions --------------------------------------------------------
@@ -100,7 +106,7 @@ class Database:
         budget = Budget(timeout_s)
         for attempt in (1, 2):
             try:
-                with self.pool.connection(budget.remaining_ms() / 1000) as conn:
+                with self.pool.connection(budget.remaining_ms() / 1000, reserved=True) as conn:
                     conn.autocommit = True
                     try:
                         return work(conn, budget)
@@ -172,13 +178,10 @@ class Database:
             )
 
     def check(self, timeout_s: float) -> float:
-        """Round-trip to the database; the latency in seconds, or a request error."""
+        """Round-trip to the database on the health check's own connection, never the pool's.
+
+        The latency in seconds, or a request error.
+        """
         start = time.monotonic()
-
-        def work(conn: Connection, budget: Budget) -> None:
-            with conn.cursor() as cur:
-                execute(cur, "SELECT 1", None, budget)
-                cur.fetchone()
-
-        self._read(timeout_s, work)
+        self.health.check(timeout_s)
         return time.monotonic() - start

@@ -3,7 +3,9 @@
 Each owner hands its ``CREATE … IF NOT EXISTS`` here. It runs once, under one advisory
 lock shared by every owner, so replicas starting together do not race on the catalog;
 then every use is a short transaction on the shared pool, bounded by a statement
-timeout, its psycopg2 errors turned into request errors.
+timeout, its psycopg2 errors turned into request errors. These transactions may use
+the pool's reserved share (``DB_POOL_RESERVED_READS``): they are short and the gateway's
+own, so caller SQL filling its share does not stop workflow logs or idempotency keys.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ class OwnedTables:
             ) from None
 
     def _create(self) -> None:
-        with self._pool.connection(self._timeout_s) as conn:
+        with self._pool.connection(self._timeout_s, reserved=True) as conn:
             with conn.cursor() as cur:
                 cur.execute("SELECT pg_advisory_xact_lock(%s)", (DDL_LOCK_KEY,))
                 cur.execute(self._ddl)
@@ -79,7 +81,7 @@ class OwnedTables:
         try:
             if not self._ready:
                 self._create()
-            with self._pool.connection(self._timeout_s) as conn:
+            with self._pool.connection(self._timeout_s, reserved=True) as conn:
                 with conn.cursor() as cur:
                     cur.execute(
                         "SET LOCAL statement_timeout = %s", (max(1, int(self._timeout_s * 1000)),)

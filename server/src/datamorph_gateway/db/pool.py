@@ -6,6 +6,13 @@ connect. This one waits (bounded) for a free connection, connects with
 exponential backoff, checks an idle connection is still alive before handing
 it out (without a round trip) and never hands out a broken one again, so the
 gateway keeps serving after the database restarts.
+
+Two shares: ``reserved`` connections may be lent only to borrowers that ask
+for them (the gateway's own short statements: catalog reads, samples, its
+bookkeeping tables); every other borrower (caller SQL) holds at most
+``max_size - reserved`` at once, and at most that many more may wait for one.
+So slow caller SQL can fill its share and its queue while reads are still
+served, and the threads serving RPCs are not all parked waiting behind it.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ class ConnectionPool:
         *,
         min_size: int = 1,
         max_size: int = 16,
+        reserved: int = 0,
         acquire_timeout_s: float = 10.0,
         connect_timeout_s: float = 5.0,
         connect_attempts: int = 4,
@@ -51,6 +59,10 @@ class ConnectionPool:
         self._dsn = dsn
         self.min_size = min_size
         self.max_size = max_size
+        if not 0 <= reserved < max_size:
+            raise ValueError("reserved must be at least 0 and less than max_size")
+        self.reserved = reserved
+        self.shared_max = max_size - reserved
         self._acquire_timeout_s = acquire_timeout_s
         self._connect_timeout_s = connect_timeout_s
         self._connect_attempts = connect_attempts
@@ -59,6 +71,8 @@ class ConnectionPool:
         self._on_connect = on_connect
         self._idle: deque[Connection] = deque()
         self._open = 0
+        self._shared_busy = 0  # lent from the shared share, or being opened for it
+        self._shared_waiting = 0
         self._closed = False
         self._cond = threading.Condition()
 
@@ -84,14 +98,25 @@ class ConnectionPool:
             self._cond.notify_all()
 
     def stats(self) -> dict[str, int]:
+        """Counts at one instant; ``busy`` includes connections being opened."""
         with self._cond:
-            return {"open": self._open, "idle": len(self._idle), "max": self.max_size}
+            idle = len(self._idle)
+            return {
+                "open": self._open,
+                "idle": idle,
+                "busy": self._open - idle,
+                "max": self.max_size,
+                "reserved": self.reserved,
+                "shared_busy": self._shared_busy,
+                "shared_max": self.shared_max,
+                "shared_waiting": self._shared_waiting,
+            }
 
     # -- use ---------------------------------------------------------------
 
     @contextmanager
     def connection(
-        self, timeout_s: float | None = None, *, reset_session: bool = False
+        self, timeout_s: float | None = None, *, reset_session: bool = False, reserved: bool = False
     ) -> Iterator[Connection]:
         """Lend a connection in a clean state (no open transaction).
 
@@ -100,14 +125,16 @@ class ConnectionPool:
         With ``reset_session`` (for connections that ran someone else's SQL)
         the session is reset afterwards, whether the block succeeded or not,
         so nothing it left (SET, temp tables, PREPARE, advisory locks) reaches
-        the next borrower.
+        the next borrower. With ``reserved`` the connection may come from the
+        reserved share; without it, only from the shared share.
         """
         wait = (
             self._acquire_timeout_s
             if timeout_s is None
             else min(timeout_s, self._acquire_timeout_s)
         )
-        conn = self._acquire(time.monotonic() + max(wait, 0.0))
+        shared = not reserved
+        conn = self._acquire(time.monotonic() + max(wait, 0.0), shared=shared)
         broken = False
         try:
             yield conn
@@ -115,36 +142,66 @@ class ConnectionPool:
             broken = True
             raise
         finally:
-            self._release(conn, broken=broken, reset_session=reset_session)
+            self._release(conn, broken=broken, reset_session=reset_session, shared=shared)
 
-    def _acquire(self, deadline: float) -> Connection:
+    def _acquire(self, deadline: float, *, shared: bool = False) -> Connection:
         with self._cond:
-            while True:
-                if self._closed:
-                    raise Unavailable("the gateway is shutting down", reason="SHUTTING_DOWN")
-                while self._idle:
-                    conn = self._idle.pop()
-                    if _alive(conn):
-                        return conn
-                    log.info("discarding a database connection closed by the server")
-                    self._discard_locked(conn)
-                if self._open < self.max_size:
-                    self._open += 1
-                    break
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise ResourceExhausted(
-                        f"all {self.max_size} database connections are busy; try again later",
-                        reason="POOL_EXHAUSTED",
-                    )
-                self._cond.wait(remaining)
+            waiting = False
+            try:
+                while True:
+                    if self._closed:
+                        raise Unavailable("the gateway is shutting down", reason="SHUTTING_DOWN")
+                    if not shared or self._shared_busy < self.shared_max:
+                        conn = self._take_idle_locked()
+                        if conn is not None:
+                            self._shared_busy += shared
+                            return conn
+                        if self._open < self.max_size:
+                            self._open += 1
+                            self._shared_busy += shared
+                            break
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise self._exhausted(shared)
+                    if shared and not waiting:
+                        # A bounded queue: past it, answer now rather than park a thread.
+                        if self._shared_waiting >= self.shared_max:
+                            raise self._exhausted(shared)
+                        self._shared_waiting += 1
+                        waiting = True
+                    self._cond.wait(remaining)
+            finally:
+                if waiting:
+                    self._shared_waiting -= 1
         try:
             return self._connect(deadline)
         except BaseException:
             with self._cond:
                 self._open -= 1
-                self._cond.notify()
+                self._shared_busy -= shared
+                self._cond.notify_all()
             raise
+
+    def _take_idle_locked(self) -> Connection | None:
+        while self._idle:
+            conn = self._idle.pop()
+            if alive(conn):
+                return conn
+            log.info("discarding a database connection closed by the server")
+            self._discard_locked(conn)
+        return None
+
+    def _exhausted(self, shared: bool) -> ResourceExhausted:
+        if shared and self.reserved:
+            return ResourceExhausted(
+                f"all {self.shared_max} database connections for caller SQL are busy "
+                f"({self.reserved} more are kept for reads); try again later",
+                reason="POOL_EXHAUSTED",
+            )
+        return ResourceExhausted(
+            f"all {self.max_size} database connections are busy; try again later",
+            reason="POOL_EXHAUSTED",
+        )
 
     def _connect(self, deadline: float) -> Connection:
         """Connect, retrying with exponential backoff and jitter until attempts or time run out."""
@@ -185,7 +242,9 @@ class ConnectionPool:
         )
         raise Unavailable("the database is unavailable", reason="DATABASE_UNAVAILABLE")
 
-    def _release(self, conn: Connection, *, broken: bool, reset_session: bool = False) -> None:
+    def _release(
+        self, conn: Connection, *, broken: bool, reset_session: bool = False, shared: bool = False
+    ) -> None:
         if not broken and not conn.closed:
             try:
                 if conn.status != ext.STATUS_READY:
@@ -197,11 +256,13 @@ class ConnectionPool:
                     log.warning("could not reset a session; closing the connection")
                 broken = True
         with self._cond:
+            self._shared_busy -= shared
             if broken or conn.closed or self._closed:
                 self._discard_locked(conn)
             else:
                 self._idle.append(conn)
-            self._cond.notify()
+            # Every waiter: the one that can go on may wait for the other share.
+            self._cond.notify_all()
 
     def _discard_locked(self, conn: Connection) -> None:
         self._open -= 1
@@ -228,7 +289,7 @@ def discard_session(conn: Connection) -> None:
             conn.forget_prepared()
 
 
-def _alive(conn: Connection) -> bool:
+def alive(conn: Connection) -> bool:
     """A cheap liveness test for an idle connection, with no round trip.
 
     An idle connection has nothing to read unless the server sent something

@@ -1,0 +1,119 @@
+"""Who is calling, and how many of their queries the gateway is running.
+
+A caller is named by a key. Today the key is the client's IP address (``ip:10.0.0.7``):
+
+- a direct gRPC caller is its peer address, without the port;
+- a call that the Envoy sidecar forwarded (the peer is loopback) is the last
+  ``x-forwarded-for`` entry, the address Envoy saw: with ``use_remote_address`` it
+  appends the real client's address to whatever the client sent.
+
+Trust: any process on the gateway's host can reach the gRPC port over loopback and
+write its own ``x-forwarded-for``, so it can pick its key. That only lets a local
+process spread its queries over keys; nothing here grants access. Once callers
+authenticate, the principal's name (``principal:<name>``) replaces the address as the
+key, and the forwarded header no longer matters.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import grpc
+from google.protobuf import duration_pb2
+from google.rpc import error_details_pb2
+
+from datamorph_gateway.errors import ResourceExhausted
+
+__all__ = ["CallerLimits", "caller_key"]
+
+# How long a refused caller is told to wait: queries are short or limited by
+# STATEMENT_TIMEOUT_S, and a second is enough for one to finish or to back off.
+RETRY_AFTER_S = 1
+
+
+def caller_key(context: grpc.ServicerContext) -> str:
+    """The key the per-caller limits count under (see the module's docstring)."""
+    peer = context.peer() or ""
+    kind, _, rest = peer.partition(":")
+    if kind in ("ipv4", "ipv6"):
+        address = _ip(rest.rpartition(":")[0].strip("[]"))
+        if address is None:
+            return f"peer:{peer}"
+        own = f"ip:{address}"
+        local = address.is_loopback
+    else:
+        own = f"peer:{peer}"
+        local = kind in ("unix", "unix-abstract")
+    if local:
+        forwarded = _forwarded_for(context)
+        if forwarded is not None:
+            return f"ip:{forwarded}"
+    return own
+
+
+def _forwarded_for(context: grpc.ServicerContext) -> str | None:
+    """The last ``x-forwarded-for`` entry, if it is an IP address."""
+    last: str | None = None
+    for item in context.invocation_metadata() or ():
+        if item.key == "x-forwarded-for":
+            last = str(item.value)
+    if last is None:
+        return None
+    address = _ip(last.rpartition(",")[2].strip())
+    return None if address is None else str(address)
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+class CallerLimits:
+    """At most ``limit`` queries of one caller at once; one more is refused at once."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._held: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def held(self, key: str) -> int:
+        with self._lock:
+            return self._held.get(key, 0)
+
+    @contextmanager
+    def hold(self, key: str) -> Iterator[None]:
+        """Count one query of ``key`` for the block, or raise ``ResourceExhausted``."""
+        with self._lock:
+            held = self._held.get(key, 0)
+            if held >= self.limit:
+                raise self._refused()
+            self._held[key] = held + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                left = self._held[key] - 1
+                if left:
+                    self._held[key] = left
+                else:
+                    del self._held[key]
+
+    def _refused(self) -> ResourceExhausted:
+        retry = error_details_pb2.RetryInfo(
+            retry_delay=duration_pb2.Duration(seconds=RETRY_AFTER_S)
+        )
+        return ResourceExhausted(
+            f"this caller already has {self.limit} queries running, the most one caller may "
+            "run at once (MAX_CONCURRENT_QUERIES_PER_CALLER); retry when one has finished",
+            reason="CALLER_QUERY_LIMIT",
+            metadata={"limit": str(self.limit)},
+            extra_details=[retry],
+        )
