@@ -20,6 +20,7 @@ from datamorph.gateway.v1 import gateway_pb2_grpc as pb_grpc
 from datamorph_gateway.config import Settings
 from datamorph_gateway.db.database import Database
 from datamorph_gateway.errors import ConfigError
+from datamorph_gateway.rpc import DecodeErrors
 from datamorph_gateway.servicer import GatewayServicer
 from datamorph_gateway.workflows import create_runner
 
@@ -28,6 +29,11 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DataMorphGateway"].full_name
 MAX_RECEIVE_BYTES = 16 * 1024 * 1024
 MAX_SEND_BYTES = 64 * 1024 * 1024
+# Request metadata (headers) the gateway accepts, above what Envoy forwards
+# (sidecar.config.MAX_REQUEST_HEADERS_KB, plus HPACK's 32 bytes per header and Envoy's own
+# headers): over gRPC's default 8 KiB a REST call got RESOURCE_EXHAUSTED, a 429 inviting
+# the caller to retry. Too-large headers are Envoy's to refuse, with a 431.
+MAX_METADATA_BYTES = 96 * 1024
 
 
 class PortInUseError(RuntimeError):
@@ -49,7 +55,10 @@ class Gateway:
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
                 ("grpc.max_send_message_length", MAX_SEND_BYTES),
+                ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+                ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
             ],
+            interceptors=[DecodeErrors()],
         )
         address = f"{settings.grpc_host}:{settings.grpc_port}"
         try:

@@ -65,6 +65,8 @@ class Settings:
     db_application_name: str = "datamorph-gateway"
     db_prepared_statements: bool = True
     relation_cache_ttl_s: float = 5.0
+    # GetData/GetSchemas may read pg_catalog, information_schema, pg_toast and the gateway's schema.
+    allow_system_schemas: bool = False
 
     # Embedded PostgreSQL (used when no database is configured)
     data_dir: str = ".data"

@@ -55,13 +55,24 @@ _INITDB_TIMEOUT_S = 180
 _LOG_TAIL_LINES = 40
 _AUTO_PORT_ATTEMPTS = 3
 # Written to postgresql.conf once, not passed on the command line, so ALTER SYSTEM can still
-# change them; only the address and the socket settings are forced at each start.
+# change them; only the address, the socket and the log settings below are forced.
 _CONF_DEFAULTS = """
 # Added by DataMorph Gateway when it created this cluster.
 max_connections = 100
 timezone = 'UTC'
 log_timezone = 'UTC'
 """
+
+# Forced at every start, on the command line, so that they hold for clusters made before
+# them and beat ALTER SYSTEM: a failed statement's text (log_min_error_statement) and the
+# values error messages quote (ERROR lines: log_min_messages) may be callers' secrets. The
+# caller gets the error; the server log keeps start-up, shut-down and FATAL lines.
+_FORCED_SETTINGS = (
+    "log_min_error_statement=panic",
+    "log_min_messages=log",
+    "log_statement=none",
+    "log_min_duration_statement=-1",
+)
 
 _binaries_prepared = False
 _binaries_lock = threading.Lock()
@@ -248,6 +259,8 @@ class EmbeddedPostgres:
 
     def _launch(self, user: str | None) -> None:
         options = ["-p", str(self._port), "-k", "", "-c", f"listen_addresses={self._host}"]
+        for setting in _FORCED_SETTINGS:
+            options += ["-c", setting]
         log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         deadline = time.monotonic() + _START_TIMEOUT_S
         result = _run(

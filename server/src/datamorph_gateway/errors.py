@@ -35,6 +35,21 @@ from grpc_status import rpc_status
 
 DOMAIN = "datamorph.gateway"
 
+# A caller's value quoted in an error (a table name, a run id) is cut to this many characters.
+ECHO_MAX_CHARS = 200
+# The whole status travels in HTTP/2 trailers (grpc-message, percent-encoded, and
+# grpc-status-details-bin, base64, which repeats the message). gRPC clients drop trailers
+# over 8 KiB at random and over 16 KiB always; Envoy turns that into a 502. These bounds
+# keep a status under 8 KiB even when every byte of the message must be percent-encoded.
+MAX_MESSAGE_BYTES = 1024
+MAX_VIOLATIONS_BYTES = 1024
+MAX_METADATA_VALUE_CHARS = 2 * ECHO_MAX_CHARS
+
+
+def clip(text: str, limit: int = ECHO_MAX_CHARS) -> str:
+    """``text`` as an error message may echo it: at most ``limit`` characters, then "…"."""
+    return text if len(text) <= limit else text[:limit] + "…"
+
 
 class ConfigError(Exception):
     """The gateway is misconfigured; reported once at start-up, never to callers."""
@@ -215,23 +230,43 @@ def _pack(message: object) -> any_pb2.Any:
 
 def to_status(exc: GatewayError, request_id: str) -> grpc.Status:
     """The gRPC status (with google.rpc details) that a request error answers."""
+    metadata = {k: clip(v, MAX_METADATA_VALUE_CHARS) for k, v in exc.metadata.items()}
     info = error_details_pb2.ErrorInfo(
-        reason=exc.reason, domain=DOMAIN, metadata={**exc.metadata, "request_id": request_id}
+        reason=exc.reason, domain=DOMAIN, metadata={**metadata, "request_id": request_id}
     )
     details = [_pack(info)]
     if exc.violations:
-        bad = error_details_pb2.BadRequest(
-            field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(
-                    field=v.field, description=v.description
-                )
-                for v in exc.violations
-            ]
-        )
+        bad = error_details_pb2.BadRequest(field_violations=_bounded(exc.violations))
         details.append(_pack(bad))
     details.extend(_pack(d) for d in exc.extra_details)
-    status = status_pb2.Status(code=exc.code.value[0], message=exc.message, details=details)
+    message = _cut_bytes(exc.message, MAX_MESSAGE_BYTES)
+    status = status_pb2.Status(code=exc.code.value[0], message=message, details=details)
     return rpc_status.to_status(status)
+
+
+def _cut_bytes(text: str, limit: int) -> str:
+    """``text`` in at most ``limit`` UTF-8 bytes, ending in "…" when cut."""
+    encoded = text.encode("utf-8")
+    if len(encoded) <= limit:
+        return text
+    return encoded[: limit - 3].decode("utf-8", "ignore") + "…"
+
+
+def _bounded(
+    violations: Sequence[FieldViolation],
+) -> list[error_details_pb2.BadRequest.FieldViolation]:
+    """The first violations that fit ``MAX_VIOLATIONS_BYTES`` (always at least one)."""
+    kept: list[error_details_pb2.BadRequest.FieldViolation] = []
+    used = 0
+    for v in violations:
+        description = _cut_bytes(v.description, MAX_VIOLATIONS_BYTES // 2)
+        used += len(v.field.encode("utf-8")) + len(description.encode("utf-8"))
+        if kept and used > MAX_VIOLATIONS_BYTES:
+            break
+        kept.append(
+            error_details_pb2.BadRequest.FieldViolation(field=v.field, description=description)
+        )
+    return kept
 
 
 def internal_status(request_id: str) -> grpc.Status:

@@ -5,6 +5,11 @@
 of the request, turns ``GatewayError`` into its status with google.rpc
 details, turns anything else into INTERNAL with the request id (traceback to
 the log only), and logs one line per request: method, code, duration.
+
+``DecodeErrors`` (a server interceptor) does the same for requests that never reach a
+method: bytes that do not decode (malformed, or nested deeper than protobuf's recursion
+limit) answer INVALID_ARGUMENT instead of grpcio's INTERNAL "Exception deserializing
+request!", which REST callers saw as a 500.
 """
 
 from __future__ import annotations
@@ -20,7 +25,13 @@ from typing import Any, TypeVar
 
 import grpc
 
-from datamorph_gateway.errors import DeadlineExceeded, GatewayError, internal_status, to_status
+from datamorph_gateway.errors import (
+    DeadlineExceeded,
+    GatewayError,
+    InvalidArgument,
+    internal_status,
+    to_status,
+)
 
 log = logging.getLogger("datamorph_gateway.access")
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
@@ -127,3 +138,63 @@ def rpc_stream(
             context.abort_with_status(status)
 
     return wrapper
+
+
+class _Undecodable:
+    """What an undecodable request becomes, so that the method's wrapper can refuse it."""
+
+
+_UNDECODABLE = _Undecodable()
+
+
+class DecodeErrors(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc has no stubs
+    """Requests that cannot be decoded answer INVALID_ARGUMENT, as any bad request does."""
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(handler_call_details)
+        decode = getattr(handler, "request_deserializer", None)
+        if handler is None or decode is None or handler.request_streaming:
+            return handler  # nothing of ours streams requests
+        name = handler_call_details.method.rpartition("/")[2]
+
+        def decode_or_mark(data: bytes) -> Any:
+            try:
+                return decode(data)
+            except Exception:
+                return _UNDECODABLE
+
+        def guard(behavior: Callable[[Any, grpc.ServicerContext], Any]) -> Callable[..., Any]:
+            def guarded(request: Any, context: grpc.ServicerContext) -> Any:
+                if request is _UNDECODABLE:
+                    _refuse_undecodable(name, context)
+                return behavior(request, context)
+
+            return guarded
+
+        if handler.unary_unary is not None:
+            return handler._replace(
+                request_deserializer=decode_or_mark, unary_unary=guard(handler.unary_unary)
+            )
+        return handler._replace(
+            request_deserializer=decode_or_mark, unary_stream=guard(handler.unary_stream)
+        )
+
+
+def _refuse_undecodable(name: str, context: grpc.ServicerContext) -> None:
+    call = _Call(name, context)
+    try:
+        status = call.failed(
+            InvalidArgument(
+                "the request cannot be decoded: it is malformed, or nests values deeper "
+                "than protobuf's limit of 100 messages (each JSON list or object level "
+                "inside a parameter counts as two)",
+                reason="UNDECODABLE_REQUEST",
+            )
+        )
+    finally:
+        call.finish()
+    context.abort_with_status(status)

@@ -27,7 +27,7 @@ from datamorph_gateway.db.catalog import READABLE_KINDS
 from datamorph_gateway.db.database import Database
 from datamorph_gateway.db.encoding import ColumnType, append_array_rows, append_object_rows
 from datamorph_gateway.db.names import InvalidTableName, TableName, parse_table_name
-from datamorph_gateway.db.query import QueryResult
+from datamorph_gateway.db.query import MAX_SAFE_INTEGER, QueryResult
 from datamorph_gateway.db.sqlpolicy import Refusal, SqlPolicy
 from datamorph_gateway.errors import (
     FieldViolation,
@@ -36,6 +36,7 @@ from datamorph_gateway.errors import (
     PermissionDenied,
     QueryError,
     Unavailable,
+    clip,
 )
 from datamorph_gateway.rpc import Method, Req, Resp, rpc, rpc_stream, time_budget_s
 from datamorph_gateway.workflows import WorkflowRequest, WorkflowRunner
@@ -97,7 +98,7 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
             try:
                 parsed.append(parse_table_name(name))
             except InvalidTableName as exc:
-                violations.append(FieldViolation(f"table_names[{i}]", f"{name!r}: {exc}"))
+                violations.append(FieldViolation(f"table_names[{i}]", f"{clip(name)!r}: {exc}"))
         if violations:
             message = "; ".join(f"{v.field}: {v.description}" for v in violations)
             raise InvalidArgument(message, violations=violations)
@@ -241,8 +242,9 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
                 f"${script.max_placeholder}",
             )
         for i, value in enumerate(params):
-            if _has_nul(value):
-                raise InvalidArgument.field(f"params[{i}]", "must not contain NUL characters")
+            problem = _bad_param(value, f"params[{i}]")
+            if problem is not None:
+                raise InvalidArgument.field(*problem)
 
     @rpc_stream
     @_streamed_per_caller
@@ -468,12 +470,33 @@ def _from_value(value: struct_pb2.Value) -> Any:
     return getattr(value, kind)
 
 
-def _has_nul(value: struct_pb2.Value) -> bool:
+def _bad_param(value: struct_pb2.Value, field: str) -> tuple[str, str] | None:
+    """The first part of a parameter that cannot be sent as given: (its field path, why).
+
+    A JSON number is a double: an integral one beyond 2^53 - 1 may already have been
+    rounded on its way here (9007199254740993 arrives as ...992), so it is refused rather
+    than sent as a different number.
+    """
     kind = value.WhichOneof("kind")
-    if kind == "string_value":
-        return "\x00" in value.string_value
+    if kind == "string_value" and "\x00" in value.string_value:
+        return field, "must not contain NUL characters"
+    if kind == "number_value":
+        number = value.number_value
+        if number.is_integer() and abs(number) > MAX_SAFE_INTEGER:
+            return field, (
+                "is an integer beyond ±(2^53 - 1), which a JSON number cannot carry exactly; "
+                'pass it as a string, e.g. "9007199254740993"'
+            )
     if kind == "list_value":
-        return any(_has_nul(v) for v in value.list_value.values)
+        for j, item in enumerate(value.list_value.values):
+            problem = _bad_param(item, f"{field}[{j}]")
+            if problem is not None:
+                return problem
     if kind == "struct_value":
-        return any("\x00" in k or _has_nul(v) for k, v in value.struct_value.fields.items())
-    return False
+        for key, item in value.struct_value.fields.items():
+            if "\x00" in key:
+                return field, "must not contain NUL characters"
+            problem = _bad_param(item, f"{field}.{clip(key, 50)}")
+            if problem is not None:
+                return problem
+    return None

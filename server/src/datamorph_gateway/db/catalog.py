@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from datamorph_gateway.db.names import TableName
+from datamorph_gateway.db.owned import SCHEMA as GATEWAY_SCHEMA
 from datamorph_gateway.db.pool import Connection
 from datamorph_gateway.db.statements import Budget, Prepared
-from datamorph_gateway.errors import NotFound
+from datamorph_gateway.errors import NotFound, PermissionDenied, clip
 
 # Relation kinds that can be read like a table, and how we name them.
 READABLE_KINDS = {
@@ -55,6 +56,16 @@ _NAMES = """
 _RESOLVE = Prepared("SELECT" + _RELATION + _NAMES, ("text[]",))
 
 
+def is_system_schema(schema: str) -> bool:
+    """Whether a schema holds catalogs, not data.
+
+    PostgreSQL's own schemas all start with ``pg_`` (pg_catalog, pg_toast, pg_temp_N,
+    pg_toast_temp_N; CREATE SCHEMA refuses the prefix to everyone else), then
+    information_schema, and the gateway's own schema of workflow logs and idempotency keys.
+    """
+    return schema.startswith("pg_") or schema in ("information_schema", GATEWAY_SCHEMA)
+
+
 @dataclass(frozen=True)
 class Relation:
     """A resolved, readable relation."""
@@ -73,24 +84,41 @@ def resolve(
     names: Sequence[TableName],
     originals: Sequence[str],
     budget: Budget | None = None,
+    *,
+    allow_system: bool = False,
 ) -> list[Relation]:
-    """Resolve every name, or raise NotFound naming each one that is missing."""
+    """Resolve every name, or raise NotFound naming each one that is missing.
+
+    A name resolving into a system schema is PermissionDenied unless ``allow_system``:
+    the query returns each relation's schema, so this costs no extra round trip.
+    """
     with conn.cursor() as cur:
         _RESOLVE.execute(cur, ([n.regclass_text() for n in names],), budget)
-        return _found(cur.fetchall(), originals)
+        return _found(cur.fetchall(), originals, allow_system)
 
 
-def _found(rows: Sequence[tuple[Any, ...]], originals: Sequence[str]) -> list[Relation]:
-    """Relations from rows led by ``_RELATION``'s columns, or NotFound naming the missing."""
+def _found(
+    rows: Sequence[tuple[Any, ...]], originals: Sequence[str], allow_system: bool
+) -> list[Relation]:
+    """Relations from rows led by ``_RELATION``'s columns; refuses the system and the missing."""
     found: list[Relation] = []
     missing: list[str] = []
+    system: list[str] = []
     for (oid, schema, relname, kind, tuples, pages, relpages, *_), original in zip(
         rows, originals, strict=True
     ):
-        if oid is None or kind not in READABLE_KINDS:
-            missing.append(original)
-            continue
-        found.append(Relation(oid, schema, relname, kind, tuples, int(pages), relpages))
+        if oid is not None and not allow_system and is_system_schema(schema):
+            system.append(f'"{clip(original)}" resolves to {schema}.{relname}')
+        elif oid is None or kind not in READABLE_KINDS:
+            missing.append(clip(original))
+        else:
+            found.append(Relation(oid, schema, relname, kind, tuples, int(pages), relpages))
+    if system:
+        raise PermissionDenied(
+            f"table_names: {'; '.join(system)}: system catalogs and the gateway's own tables "
+            "are not readable through the gateway",
+            reason="SYSTEM_SCHEMA",
+        )
     if missing:
         listed = ", ".join(f'"{m}"' for m in missing)
         noun = "table" if len(missing) == 1 else "tables"
@@ -230,14 +258,17 @@ def describe(
     names: Sequence[TableName],
     originals: Sequence[str],
     budget: Budget | None = None,
+    *,
+    allow_system: bool = False,
 ) -> list[TableDescription]:
     """Resolve and describe every name in one round trip, in the order given.
 
-    Raises NotFound naming each name that resolves to nothing readable.
+    Raises NotFound naming each name that resolves to nothing readable, and
+    PermissionDenied (unless ``allow_system``) for names resolving into a system schema.
     """
     with conn.cursor() as cur:
         _DESCRIBE.execute(cur, ([n.regclass_text() for n in names],), budget)
         rows = cur.fetchall()
-    relations = iter(_found(rows, originals))
+    relations = iter(_found(rows, originals, allow_system))
     # _found raised unless every row is a readable relation, so they pair up in order.
     return [TableDescription(next(relations), *row[-3:]) for row in rows]

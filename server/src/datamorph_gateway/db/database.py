@@ -48,6 +48,7 @@ class Database:
     def __init__(self, settings: Settings, dsn: str) -> None:
         self.types = TypeCatalog()
         self.relations = catalog.RelationCache(settings.relation_cache_ttl_s)
+        self._allow_system = settings.allow_system_schemas
         base_options = parse_dsn(dsn).get("options", "")
         self.pool = ConnectionPool(
             dsn,
@@ -126,7 +127,7 @@ class Database:
         self, names: Sequence[TableName], originals: Sequence[str], timeout_s: float
     ) -> list[catalog.TableDescription]:
         def work(conn: Connection, budget: Budget) -> list[catalog.TableDescription]:
-            return catalog.describe(conn, names, originals, budget)
+            return catalog.describe(conn, names, originals, budget, allow_system=self._allow_system)
 
         return self._read(timeout_s, work)
 
@@ -136,7 +137,13 @@ class Database:
         def work(conn: Connection, budget: Budget) -> list[Sample]:
             samples = []
             for taken in sampling.sample_tables(
-                conn, names, originals, limit, budget, self.relations
+                conn,
+                names,
+                originals,
+                limit,
+                budget,
+                self.relations,
+                allow_system=self._allow_system,
             ):
                 description = taken.description
                 columns = self.types.describe(conn, [d.type_code for d in description])

@@ -22,6 +22,9 @@ from datamorph_gateway.errors import ConfigError, Unavailable, from_database_err
 
 log = logging.getLogger(__name__)
 
+# The schema of the gateway's own tables. GetData and GetSchemas refuse to read it
+# (``catalog.is_system_schema``): it holds other callers' workflow logs and idempotency keys.
+SCHEMA = "datamorph_gateway"
 # Any constant works; it only has to be the same in every gateway that might create tables.
 DDL_LOCK_KEY = 0x444D_4757_4C4F_4753  # "DMGWLOGS"
 

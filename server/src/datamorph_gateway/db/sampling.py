@@ -121,8 +121,14 @@ def sample_tables(
     limit: int,
     budget: Budget | None = None,
     cache: RelationCache | None = None,
+    *,
+    allow_system: bool = False,
 ) -> list[TableSample]:
     """Sample every table, in order; NotFound names the names that resolve to nothing.
+
+    Names resolving into a system schema are PermissionDenied before anything is sampled
+    (unless ``allow_system``). Only relations that passed that check enter the cache, and a
+    cached one is sampled only while the name still resolves to it (the guard).
 
     With a cache (on an autocommit connection, where a failed statement can be
     followed by another), names resolved before are not resolved again: each
@@ -136,7 +142,11 @@ def sample_tables(
     unknown = [i for i, relation in enumerate(relations) if relation is None]
     if unknown:
         found = catalog.resolve(
-            conn, [names[i] for i in unknown], [originals[i] for i in unknown], budget
+            conn,
+            [names[i] for i in unknown],
+            [originals[i] for i in unknown],
+            budget,
+            allow_system=allow_system,
         )
         for i, relation in zip(unknown, found, strict=True):
             relations[i] = relation
@@ -158,7 +168,9 @@ def sample_tables(
                 continue
             # Empty, or no longer this name's table: find out the slow way.
             cache.drop(keys[i])
-            [relation] = catalog.resolve(conn, [names[i]], [originals[i]], budget)
+            [relation] = catalog.resolve(
+                conn, [names[i]], [originals[i]], budget, allow_system=allow_system
+            )
             cache.put(keys[i], relation)
         description, rows = sample(conn, relation, limit, budget)
         samples.append(TableSample(relation, description, rows))

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from datamorph_gateway.errors import InvalidArgument, NotFound
+from datamorph_gateway.errors import InvalidArgument, NotFound, clip
 
 LOG_TYPES = frozenset(
     {"start", "status", "info", "code", "result", "warning", "error", "success", "end"}
@@ -255,7 +255,7 @@ class LogStore(abc.ABC):
         check_run_id(run_id)
         found = self.get(run_id)
         if found is None:
-            raise NotFound(f"no logs for run {run_id!r}", reason="RUN_NOT_FOUND")
+            raise NotFound(f"no logs for run {clip(run_id)!r}", reason="RUN_NOT_FOUND")
         return found
 
     def append(self, run_id: str, entry: Mapping[str, Any]) -> None:
@@ -307,7 +307,7 @@ class LogStore(abc.ABC):
                     if not in_progress:
                         if seen_run:
                             return
-                        raise NotFound(f"no logs for run {run_id!r}", reason="RUN_NOT_FOUND")
+                        raise NotFound(f"no logs for run {clip(run_id)!r}", reason="RUN_NOT_FOUND")
                 else:
                     seen_run = True
                     newest = page.logs[-1] if page.logs else None

@@ -16,14 +16,13 @@ from typing import Any
 
 from psycopg2 import sql
 
-from datamorph_gateway.db.owned import OwnedTables
+from datamorph_gateway.db.owned import SCHEMA, OwnedTables
 from datamorph_gateway.db.pool import ConnectionPool
 from datamorph_gateway.errors import GatewayError
 from datamorph_gateway.logstore.base import LogStore, RunLog
 
 log = logging.getLogger(__name__)
 
-SCHEMA = "datamorph_gateway"
 _TIMESTAMP = 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'
 
 _DDL = """

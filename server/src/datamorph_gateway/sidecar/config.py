@@ -33,6 +33,7 @@ __all__ = [
     "EXAMPLE_OPTIONS",
     "GATEWAY_CLUSTER",
     "LISTENER",
+    "MAX_REQUEST_HEADERS_KB",
     "SidecarOptions",
     "example_config",
     "options_from_settings",
@@ -45,6 +46,10 @@ LISTENER = "datamorph"
 CONFIG_FILE = "envoy.yaml"
 DESCRIPTOR_FILE = "transcoder.binpb"
 MIB = 1024 * 1024
+# Request headers Envoy takes (its own default, made explicit): more answers 431 here, and
+# everything less must reach the gateway, whose metadata limit (app.MAX_METADATA_BYTES) is
+# above it, so that a large header is never the gateway's RESOURCE_EXHAUSTED (429).
+MAX_REQUEST_HEADERS_KB = 60
 
 _EXT = "type.googleapis.com/envoy.extensions"
 _MATCH_INPUT = "type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput"
@@ -316,10 +321,12 @@ def _connection_manager(options: SidecarOptions, routes: Sequence[HttpRoute]) ->
         "preserve_external_request_id": True,
         "always_set_request_id_in_response": True,
         "request_headers_timeout": "10s",
+        "max_request_headers_kb": MAX_REQUEST_HEADERS_KB,
         "local_reply_config": local_reply_config(
             routes,
             max_request_bytes=options.max_request_bytes,
             max_response_bytes=options.max_response_bytes,
+            max_request_headers_kb=MAX_REQUEST_HEADERS_KB,
         ),
         "route_config": {
             "name": LISTENER,

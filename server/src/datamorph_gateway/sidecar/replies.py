@@ -30,7 +30,7 @@ _CODES = {
     404: 5,  # NOT_FOUND: no such route
     405: 12,  # UNIMPLEMENTED
     429: 8,  # RESOURCE_EXHAUSTED
-    431: 8,  # RESOURCE_EXHAUSTED: request headers too large
+    431: 3,  # INVALID_ARGUMENT: request headers too large; retrying cannot help
     500: 13,  # INTERNAL
     501: 12,  # UNIMPLEMENTED
     502: 14,  # UNAVAILABLE
@@ -38,6 +38,7 @@ _CODES = {
     504: 4,  # DEADLINE_EXCEEDED: the route timeout
 }
 _UNKNOWN = 2
+_INVALID_ARGUMENT = 3
 _RESOURCE_EXHAUSTED = 8
 _INTERNAL = 13
 _UNIMPLEMENTED = 12
@@ -115,10 +116,26 @@ def _wrong_method(routes: Sequence[HttpRoute]) -> list[dict[str, Any]]:
 
 
 def local_reply_config(
-    routes: Sequence[HttpRoute], *, max_request_bytes: int, max_response_bytes: int
+    routes: Sequence[HttpRoute],
+    *,
+    max_request_bytes: int,
+    max_response_bytes: int,
+    max_request_headers_kb: int,
 ) -> dict[str, Any]:
     """The HTTP connection manager's ``local_reply_config``."""
     mappers = [{"filter": _GRPC}, *_wrong_method(routes)]
+    mappers.append(
+        {
+            # Headers over max_request_headers_kb (or too many of them). Not
+            # RESOURCE_EXHAUSTED: that is 429, and the same request would fail again.
+            "filter": _status(431),
+            "body_format_override": _body(
+                _INVALID_ARGUMENT,
+                f"the request headers exceed the limit of {max_request_headers_kb} KiB "
+                "or 100 headers",
+            ),
+        }
+    )
     mappers.append(
         {
             # Only the REST body limit (the buffer filter) answers 413.

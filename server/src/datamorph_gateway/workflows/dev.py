@@ -31,6 +31,7 @@ from datamorph_gateway.errors import (
     FailedPrecondition,
     GatewayError,
     InvalidArgument,
+    clip,
     from_database_error,
 )
 from datamorph_gateway.logstore import make_entry
@@ -183,7 +184,7 @@ def _target(text: str) -> TableName:
     try:
         return parse_table_name(text)
     except InvalidTableName as exc:
-        raise InvalidArgument.field("target_table", f"{text!r}: {exc}") from None
+        raise InvalidArgument.field("target_table", f"{clip(text)!r}: {exc}") from None
 
 
 def _materialize(
@@ -293,7 +294,7 @@ def _check_table(
 
 def _exists(target_text: str) -> GatewayError:
     return WorkflowError(
-        f"target_table {target_text!r} already exists; the development orchestrator only "
+        f"target_table {clip(target_text)!r} already exists; the development orchestrator only "
         "creates new tables (drop it, or choose another name)",
         code=grpc.StatusCode.ALREADY_EXISTS,
         reason="TARGET_TABLE_EXISTS",

@@ -49,6 +49,7 @@ from datamorph_gateway.errors import (
     InvalidArgument,
     ResourceExhausted,
     Unavailable,
+    clip,
 )
 from datamorph_gateway.logstore import LogEvent, LogStore, RunLog, check_run_id
 from datamorph_gateway.workflows.base import (
@@ -343,7 +344,7 @@ class WorkflowRunner:
             try:
                 parse_table_name(name)
             except InvalidTableName as exc:
-                violations.append(FieldViolation(field, f"{name!r}: {exc}"))
+                violations.append(FieldViolation(field, f"{clip(name)!r}: {exc}"))
         if violations:
             message = "; ".join(f"{v.field}: {v.description}" for v in violations)
             raise InvalidArgument(message, violations=violations)
