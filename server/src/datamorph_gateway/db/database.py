@@ -3,17 +3,19 @@
 Each operation borrows a pooled connection for one transaction whose
 statement timeout is the caller's remaining time, and turns psycopg2 errors
 into request errors here, outside the pool, so the pool still sees (and
-discards) connections that broke.
+discards) connections that broke. An operation given a ``CancelScope``
+attaches its connection to it while SQL runs, so that the scope's deadline
+(which the session cannot lift) or the caller leaving cancels the query.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import psycopg2
 import psycopg2.extensions as ext
@@ -21,11 +23,12 @@ from psycopg2.extensions import parse_dsn
 
 from datamorph_gateway.config import Settings
 from datamorph_gateway.db import catalog, encoding, query, sampling
+from datamorph_gateway.db.cancel import CancelScope
 from datamorph_gateway.db.encoding import ColumnType, TypeCatalog, decode_rows
 from datamorph_gateway.db.names import TableName
 from datamorph_gateway.db.pool import Connection, ConnectionPool
 from datamorph_gateway.db.statements import Budget, PreparingConnection, execute
-from datamorph_gateway.errors import Unavailable, from_database_error
+from datamorph_gateway.errors import GatewayError, Unavailable, from_database_error
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -72,11 +75,19 @@ class Database:
 
     @contextmanager
     def _transaction(
-        self, timeout_s: float, *, read_only: bool, reset_session: bool = False
+        self,
+        timeout_s: float,
+        *,
+        read_only: bool,
+        reset_session: bool = False,
+        scope: CancelScope | None = None,
     ) -> Iterator[Connection]:
         start = time.monotonic()
         try:
-            with self.pool.connection(timeout_s, reset_session=reset_session) as conn:
+            with (
+                self.pool.connection(timeout_s, reset_session=reset_session) as conn,
+                _attached(scope, conn),
+            ):
                 remaining = max(timeout_s - (time.monotonic() - start), 0.001)
                 begin = "SET TRANSACTION READ ONLY; " if read_only else ""
                 with conn.cursor() as cur:
@@ -87,9 +98,14 @@ class Database:
                 yield conn
                 conn.commit()
         except psycopg2.Error as exc:
-            raise from_database_error(exc) from exc
+            raise _error(exc, scope) from exc
 
-    def _read(self, timeout_s: float, work: Callable[[Connection, Budget], T]) -> T:
+    def _read(
+        self,
+        timeout_s: float,
+        work: Callable[[Connection, Budget], T],
+        scope: CancelScope | None = None,
+    ) -> T:
         """Run a read on an autocommit connection, each statement carrying the time left.
 
         No BEGIN and no COMMIT: two round trips fewer than a transaction. A
@@ -99,7 +115,10 @@ class Database:
         budget = Budget(timeout_s)
         for attempt in (1, 2):
             try:
-                with self.pool.connection(budget.remaining_ms() / 1000) as conn:
+                with (
+                    self.pool.connection(budget.remaining_ms() / 1000) as conn,
+                    _attached(scope, conn),
+                ):
                     conn.autocommit = True
                     try:
                         return work(conn, budget)
@@ -107,7 +126,7 @@ class Database:
                         if not conn.closed:
                             conn.autocommit = False
             except psycopg2.Error as exc:
-                error = from_database_error(exc)
+                error = _error(exc, scope)
                 if not isinstance(error, Unavailable) or attempt == 2:
                     raise error from exc
                 log.info("database connection lost during a read; retrying once")
@@ -116,15 +135,26 @@ class Database:
     # -- operations ------------------------------------------------------------
 
     def get_schemas(
-        self, names: Sequence[TableName], originals: Sequence[str], timeout_s: float
+        self,
+        names: Sequence[TableName],
+        originals: Sequence[str],
+        timeout_s: float,
+        *,
+        scope: CancelScope | None = None,
     ) -> list[catalog.TableDescription]:
         def work(conn: Connection, budget: Budget) -> list[catalog.TableDescription]:
             return catalog.describe(conn, names, originals, budget)
 
-        return self._read(timeout_s, work)
+        return self._read(timeout_s, work, scope)
 
     def get_data(
-        self, names: Sequence[TableName], originals: Sequence[str], limit: int, timeout_s: float
+        self,
+        names: Sequence[TableName],
+        originals: Sequence[str],
+        limit: int,
+        timeout_s: float,
+        *,
+        scope: CancelScope | None = None,
     ) -> list[Sample]:
         def work(conn: Connection, budget: Budget) -> list[Sample]:
             samples = []
@@ -137,7 +167,7 @@ class Database:
                 samples.append(Sample(columns, keys, decode_rows(columns, taken.rows)))
             return samples
 
-        return self._read(timeout_s, work)
+        return self._read(timeout_s, work, scope)
 
     def execute(
         self,
@@ -148,14 +178,17 @@ class Database:
         max_rows: int,
         timeout_s: float,
         use_cursor: bool,
+        scope: CancelScope | None = None,
     ) -> query.QueryResult:
         """Run a caller's SQL and commit; any error rolls all of it back."""
         deadline = time.monotonic() + timeout_s
         try:
-            return self._execute_once(sql, params, read_only, max_rows, timeout_s, use_cursor)
+            return self._execute_once(
+                sql, params, read_only, max_rows, timeout_s, use_cursor, scope
+            )
         except query.CursorRefused:
             remaining = max(deadline - time.monotonic(), 0.001)
-            return self._execute_once(sql, params, read_only, max_rows, remaining, False)
+            return self._execute_once(sql, params, read_only, max_rows, remaining, False, scope)
 
     def _execute_once(
         self,
@@ -165,24 +198,44 @@ class Database:
         max_rows: int,
         timeout_s: float,
         use_cursor: bool,
+        scope: CancelScope | None,
     ) -> query.QueryResult:
-        with self._transaction(timeout_s, read_only=read_only, reset_session=True) as conn:
+        with self._transaction(
+            timeout_s, read_only=read_only, reset_session=True, scope=scope
+        ) as conn:
             return query.run(
                 conn, self.types, query=sql, params=params, max_rows=max_rows, use_cursor=use_cursor
             )
 
     def stream(
-        self, sql: str, params: Sequence[Any] | None, *, batch_rows: int, timeout_s: float
+        self,
+        sql: str,
+        params: Sequence[Any] | None,
+        *,
+        batch_rows: int,
+        timeout_s: float,
+        scope: CancelScope | None = None,
     ) -> Iterator[query.Batch]:
         """Stream a read-only query's rows; the connection is held until the stream ends.
 
-        A caller that stops early (a cancelled RPC closes the generator) rolls
-        the transaction back and frees the connection at once.
+        A caller that stops early rolls the transaction back and frees the
+        connection: the scope's cancel interrupts a batch being fetched, a
+        fired scope stops the stream before the next fetch, and closing the
+        generator (what a dropped gRPC stream does) ends the transaction.
         """
-        with self._transaction(timeout_s, read_only=True, reset_session=True) as conn:
-            yield from query.stream(
-                conn, self.types, query=sql, params=params, batch_rows=batch_rows
+        with self._transaction(timeout_s, read_only=True, reset_session=True, scope=scope) as conn:
+            # Closed explicitly: its named cursor must go before the connection is released.
+            batches = cast(
+                "Generator[query.Batch, None, None]",
+                query.stream(conn, self.types, query=sql, params=params, batch_rows=batch_rows),
             )
+            try:
+                for batch in batches:
+                    yield batch
+                    if scope is not None:
+                        scope.check()
+            finally:
+                batches.close()
 
     def check(self, timeout_s: float) -> float:
         """Round-trip to the database; the latency in seconds, or a request error."""
@@ -195,3 +248,13 @@ class Database:
 
         self._read(timeout_s, work)
         return time.monotonic() - start
+
+
+def _attached(scope: CancelScope | None, conn: Connection) -> AbstractContextManager[Connection]:
+    return nullcontext(conn) if scope is None else scope.attached(conn)
+
+
+def _error(exc: psycopg2.Error, scope: CancelScope | None) -> GatewayError:
+    """The request error for a database error: the scope's own when it stopped the query."""
+    stopped = scope.error() if scope is not None else None
+    return stopped if stopped is not None else from_database_error(exc)
