@@ -255,6 +255,13 @@ def _attached(scope: CancelScope | None, conn: Connection) -> AbstractContextMan
 
 
 def _error(exc: psycopg2.Error, scope: CancelScope | None) -> GatewayError:
-    """The request error for a database error: the scope's own when it stopped the query."""
+    """The request error for a database error: the scope's own when it stopped the query.
+
+    It keeps the SQLSTATE (57014 for a cancelled statement), as the database's own errors do.
+    """
     stopped = scope.error() if scope is not None else None
-    return stopped if stopped is not None else from_database_error(exc)
+    if stopped is None:
+        return from_database_error(exc)
+    if exc.pgcode:
+        stopped.metadata["sqlstate"] = exc.pgcode
+    return stopped
