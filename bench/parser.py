@@ -19,7 +19,8 @@ from datamorph_gateway.db.sqlpolicy import SqlPolicy
 
 TEXTS = {
     "ExecuteQuery bench query": (
-        "SELECT id, customer_id, amount, status FROM bench_orders WHERE id > $1 ORDER BY id LIMIT 10"
+        "SELECT id, customer_id, amount, status FROM bench_orders "
+        "WHERE id > $1 ORDER BY id LIMIT 10"
     ),
     "join with 2 params": (
         "SELECT o.id, c.name, o.amount FROM orders o JOIN customers c ON c.id = o.customer_id "

@@ -9,7 +9,8 @@ Request errors (the caller can fix them)::
     ├── FailedPrecondition        FAILED_PRECONDITION
     ├── ResourceExhausted         RESOURCE_EXHAUSTED: a limit of the gateway's
     ├── Unavailable               UNAVAILABLE: the database cannot be reached
-    ├── DeadlineExceeded          DEADLINE_EXCEEDED
+    ├── DeadlineExceeded          DEADLINE_EXCEEDED: the caller's deadline or the gateway's limit
+    ├── Cancelled                 CANCELLED: the caller went away (cancel, disconnect)
     ├── Unimplemented             UNIMPLEMENTED
     └── QueryError                the database refused a statement; the code comes
                                   from its SQLSTATE (see ``SQLSTATE_CODES``)
@@ -127,6 +128,13 @@ class Unavailable(GatewayError):
 class DeadlineExceeded(GatewayError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
     reason = "DEADLINE_EXCEEDED"
+
+
+class Cancelled(GatewayError):
+    """The call ended before its work did; the status rarely reaches anyone, the logs say it."""
+
+    code = grpc.StatusCode.CANCELLED
+    reason = "CANCELLED"
 
 
 class Unimplemented(GatewayError):

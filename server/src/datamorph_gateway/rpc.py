@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from datamorph_gateway.db.cancel import CancelScope
 from datamorph_gateway.errors import (
     DeadlineExceeded,
     GatewayError,
@@ -65,6 +66,19 @@ def time_budget_s(context: grpc.ServicerContext, ceiling_s: float) -> float:
     if remaining <= 0:
         raise DeadlineExceeded("the request's deadline passed before it could start")
     return min(float(remaining), ceiling_s)
+
+
+def cancel_scope(context: grpc.ServicerContext, ceiling_s: float) -> CancelScope:
+    """The call's SQL scope: its time budget as a deadline the gateway keeps itself,
+    cancelled when the RPC ends for any reason (client cancel, disconnect, deadline).
+
+    gRPC runs termination callbacks on its own thread when the RPC ends; on a call
+    that ended normally the scope is already closed and the callback does nothing.
+    """
+    scope = CancelScope(time_budget_s(context, ceiling_s))
+    if not context.add_callback(scope.cancel):
+        scope.cancel()  # the RPC has already ended
+    return scope
 
 
 class _Call:
@@ -130,6 +144,10 @@ def rpc_stream(
         status: grpc.Status | None = None
         try:
             yield from method(self, request, context)
+        except GeneratorExit:
+            # gRPC dropped the stream (the client went away) and the generator was closed.
+            call.code = grpc.StatusCode.CANCELLED
+            raise
         except Exception as exc:
             status = call.failed(exc)
         finally:

@@ -38,7 +38,7 @@ from datamorph_gateway.errors import (
     Unavailable,
     clip,
 )
-from datamorph_gateway.rpc import Method, Req, Resp, rpc, rpc_stream, time_budget_s
+from datamorph_gateway.rpc import Method, Req, Resp, cancel_scope, rpc, rpc_stream, time_budget_s
 from datamorph_gateway.workflows import WorkflowRequest, WorkflowRunner
 
 log = logging.getLogger(__name__)
@@ -110,8 +110,8 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
     ) -> pb.GetSchemasResponse:
         originals = list(request.table_names)
         names = self._table_names(originals)
-        budget = time_budget_s(context, self._settings.statement_timeout_s)
-        tables = self._db.get_schemas(names, originals, budget)
+        with cancel_scope(context, self._settings.statement_timeout_s) as scope:
+            tables = self._db.get_schemas(names, originals, scope.timeout_s, scope=scope)
         response = pb.GetSchemasResponse(status=SUCCESS)
         for original, table in zip(originals, tables, strict=True):
             schema = response.schemas[original]
@@ -153,8 +153,8 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
                 raise InvalidArgument.field(
                     "limit", f"must be between 1 and {s.max_sample_limit}, got {limit}"
                 )
-        budget = time_budget_s(context, s.statement_timeout_s)
-        samples = self._db.get_data(names, originals, limit, budget)
+        with cancel_scope(context, s.statement_timeout_s) as scope:
+            samples = self._db.get_data(names, originals, limit, scope.timeout_s, scope=scope)
         response = pb.GetDataResponse(status=SUCCESS)
         for original, sample in zip(originals, samples, strict=True):
             append_object_rows(response.data[original].values, sample.keys, sample.rows)
@@ -183,12 +183,19 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
                     "max_rows", f"must be between 1 and {s.max_result_rows}, got {max_rows}"
                 )
         params = [_from_value(v) for v in request.params]
-        budget = time_budget_s(context, s.statement_timeout_s)
-        with audited(
-            context, query=query, param_count=len(params), read_only=request.read_only
-        ) as tally:
+        with (
+            cancel_scope(context, s.statement_timeout_s) as scope,
+            audited(
+                context, query=query, param_count=len(params), read_only=request.read_only
+            ) as tally,
+        ):
             result = self._db.execute(
-                script, params, read_only=request.read_only, max_rows=max_rows, timeout_s=budget
+                script,
+                params,
+                read_only=request.read_only,
+                max_rows=max_rows,
+                timeout_s=scope.timeout_s,
+                scope=scope,
             )
             tally.rows = len(result.rows)
         return self._query_response(result, request.row_format)
@@ -266,12 +273,16 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
                     f"must be between 1 and {s.max_stream_batch_rows}, got {batch_rows}",
                 )
         params = [_from_value(v) for v in request.params]
-        budget = time_budget_s(context, s.stream_timeout_s)
-        with audited(
-            context, query=request.query, param_count=len(params), read_only=True
-        ) as tally:
+        with (
+            cancel_scope(context, s.stream_timeout_s) as scope,
+            audited(context, query=request.query, param_count=len(params), read_only=True) as tally,
+        ):
             batches = self._db.stream(
-                script.statements[0], params, batch_rows=batch_rows, timeout_s=budget
+                script.statements[0],
+                params,
+                batch_rows=batch_rows,
+                timeout_s=scope.timeout_s,
+                scope=scope,
             )
             previous: pb.StreamQueryResponse | None = None
             for batch in batches:

@@ -3,17 +3,19 @@
 Each operation borrows a pooled connection for one transaction whose
 statement timeout is the caller's remaining time, and turns psycopg2 errors
 into request errors here, outside the pool, so the pool still sees (and
-discards) connections that broke.
+discards) connections that broke. An operation given a ``CancelScope``
+attaches its connection to it while SQL runs, so that the scope's deadline
+(which the session cannot lift) or the caller leaving cancels the query.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import psycopg2
 import psycopg2.extensions as ext
@@ -21,13 +23,14 @@ from psycopg2.extensions import parse_dsn
 
 from datamorph_gateway.config import Settings
 from datamorph_gateway.db import catalog, encoding, query, sampling
+from datamorph_gateway.db.cancel import CancelScope
 from datamorph_gateway.db.encoding import ColumnType, TypeCatalog, decode_rows
 from datamorph_gateway.db.health import HealthProbe
 from datamorph_gateway.db.names import TableName
 from datamorph_gateway.db.pool import Connection, ConnectionPool
 from datamorph_gateway.db.sqltext import Script, Statement
 from datamorph_gateway.db.statements import Budget, PreparingConnection
-from datamorph_gateway.errors import Unavailable, from_database_error
+from datamorph_gateway.errors import GatewayError, Unavailable, from_database_error
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -80,11 +83,19 @@ class Database:
 
     @contextmanager
     def _transaction(
-        self, timeout_s: float, *, read_only: bool, reset_session: bool = False
+        self,
+        timeout_s: float,
+        *,
+        read_only: bool,
+        reset_session: bool = False,
+        scope: CancelScope | None = None,
     ) -> Iterator[Connection]:
         start = time.monotonic()
         try:
-            with self.pool.connection(timeout_s, reset_session=reset_session) as conn:
+            with (
+                self.pool.connection(timeout_s, reset_session=reset_session) as conn,
+                _attached(scope, conn),
+            ):
                 remaining = max(timeout_s - (time.monotonic() - start), 0.001)
                 begin = "SET TRANSACTION READ ONLY; " if read_only else ""
                 with conn.cursor() as cur:
@@ -95,9 +106,14 @@ class Database:
                 yield conn
                 conn.commit()
         except psycopg2.Error as exc:
-            raise from_database_error(exc) from exc
+            raise _error(exc, scope) from exc
 
-    def _read(self, timeout_s: float, work: Callable[[Connection, Budget], T]) -> T:
+    def _read(
+        self,
+        timeout_s: float,
+        work: Callable[[Connection, Budget], T],
+        scope: CancelScope | None = None,
+    ) -> T:
         """Run a read on an autocommit connection, each statement carrying the time left.
 
         No BEGIN and no COMMIT: two round trips fewer than a transaction. A
@@ -107,7 +123,10 @@ class Database:
         budget = Budget(timeout_s)
         for attempt in (1, 2):
             try:
-                with self.pool.connection(budget.remaining_ms() / 1000, reserved=True) as conn:
+                with (
+                    self.pool.connection(budget.remaining_ms() / 1000, reserved=True) as conn,
+                    _attached(scope, conn),
+                ):
                     conn.autocommit = True
                     try:
                         return work(conn, budget)
@@ -115,7 +134,7 @@ class Database:
                         if not conn.closed:
                             conn.autocommit = False
             except psycopg2.Error as exc:
-                error = from_database_error(exc)
+                error = _error(exc, scope)
                 if not isinstance(error, Unavailable) or attempt == 2:
                     raise error from exc
                 log.info("database connection lost during a read; retrying once")
@@ -124,15 +143,26 @@ class Database:
     # -- operations ------------------------------------------------------------
 
     def get_schemas(
-        self, names: Sequence[TableName], originals: Sequence[str], timeout_s: float
+        self,
+        names: Sequence[TableName],
+        originals: Sequence[str],
+        timeout_s: float,
+        *,
+        scope: CancelScope | None = None,
     ) -> list[catalog.TableDescription]:
         def work(conn: Connection, budget: Budget) -> list[catalog.TableDescription]:
             return catalog.describe(conn, names, originals, budget, allow_system=self._allow_system)
 
-        return self._read(timeout_s, work)
+        return self._read(timeout_s, work, scope)
 
     def get_data(
-        self, names: Sequence[TableName], originals: Sequence[str], limit: int, timeout_s: float
+        self,
+        names: Sequence[TableName],
+        originals: Sequence[str],
+        limit: int,
+        timeout_s: float,
+        *,
+        scope: CancelScope | None = None,
     ) -> list[Sample]:
         def work(conn: Connection, budget: Budget) -> list[Sample]:
             samples = []
@@ -151,7 +181,7 @@ class Database:
                 samples.append(Sample(columns, keys, decode_rows(columns, taken.rows)))
             return samples
 
-        return self._read(timeout_s, work)
+        return self._read(timeout_s, work, scope)
 
     def execute(
         self,
@@ -161,9 +191,12 @@ class Database:
         read_only: bool,
         max_rows: int,
         timeout_s: float,
+        scope: CancelScope | None = None,
     ) -> query.QueryResult:
         """Run a caller's SQL and commit; any error rolls all of it back."""
-        with self._transaction(timeout_s, read_only=read_only, reset_session=True) as conn:
+        with self._transaction(
+            timeout_s, read_only=read_only, reset_session=True, scope=scope
+        ) as conn:
             return query.run(conn, self.types, script=script, params=params, max_rows=max_rows)
 
     def stream(
@@ -173,16 +206,30 @@ class Database:
         *,
         batch_rows: int,
         timeout_s: float,
+        scope: CancelScope | None = None,
     ) -> Iterator[query.Batch]:
         """Stream a read-only query's rows; the connection is held until the stream ends.
 
-        A caller that stops early (a cancelled RPC closes the generator) rolls
-        the transaction back and frees the connection at once.
+        A caller that stops early rolls the transaction back and frees the
+        connection: the scope's cancel interrupts a batch being fetched, a
+        fired scope stops the stream before the next fetch, and closing the
+        generator (what a dropped gRPC stream does) ends the transaction.
         """
-        with self._transaction(timeout_s, read_only=True, reset_session=True) as conn:
-            yield from query.stream(
-                conn, self.types, statement=statement, params=params, batch_rows=batch_rows
+        with self._transaction(timeout_s, read_only=True, reset_session=True, scope=scope) as conn:
+            # Closed explicitly: its named cursor must go before the connection is released.
+            batches = cast(
+                "Generator[query.Batch, None, None]",
+                query.stream(
+                    conn, self.types, statement=statement, params=params, batch_rows=batch_rows
+                ),
             )
+            try:
+                for batch in batches:
+                    yield batch
+                    if scope is not None:
+                        scope.check()
+            finally:
+                batches.close()
 
     def check(self, timeout_s: float) -> float:
         """Round-trip to the database on the health check's own connection, never the pool's.
@@ -192,3 +239,20 @@ class Database:
         start = time.monotonic()
         self.health.check(timeout_s)
         return time.monotonic() - start
+
+
+def _attached(scope: CancelScope | None, conn: Connection) -> AbstractContextManager[Connection]:
+    return nullcontext(conn) if scope is None else scope.attached(conn)
+
+
+def _error(exc: psycopg2.Error, scope: CancelScope | None) -> GatewayError:
+    """The request error for a database error: the scope's own when it stopped the query.
+
+    It keeps the SQLSTATE (57014 for a cancelled statement), as the database's own errors do.
+    """
+    stopped = scope.error() if scope is not None else None
+    if stopped is None:
+        return from_database_error(exc)
+    if exc.pgcode:
+        stopped.metadata["sqlstate"] = exc.pgcode
+    return stopped
