@@ -16,6 +16,7 @@ import psutil
 import pytest
 
 from datamorph_client import GatewayClient
+from datamorph_gateway.db.query import Limits, read_batch, read_bounded, row_bytes
 
 T = TypeVar("T")
 MB = 1024 * 1024
@@ -143,3 +144,123 @@ def test_show_explain_and_call_still_answer(client: GatewayClient) -> None:
     explained = client.execute_query("EXPLAIN SELECT 1")
     assert explained.command == "EXPLAIN"
     assert explained.row_count >= 1
+
+
+@pytest.mark.slow
+def test_wide_rows_stop_at_the_byte_budget(client: GatewayClient) -> None:
+    """10,000 rows of 100 kB each (1 GB) fit max_rows: MAX_RESULT_BYTES (32 MiB) stops them."""
+    result, growth = measured(
+        lambda: client.execute_query(
+            "SELECT g, repeat('x', 100000) AS v FROM generate_series(1, 10000) g"
+        )
+    )
+    assert result.truncated is True
+    assert 300 <= result.row_count <= 340  # about 32 MiB of values
+    assert [row["g"] for row in result.rows] == list(range(1, result.row_count + 1))
+    assert growth < 200 * MB, f"grew by {growth / MB:.0f} MB"
+
+
+def test_the_byte_budget_applies_to_every_kind_of_result(make_gateway) -> None:  # type: ignore[no-untyped-def]
+    gateway = make_gateway(max_result_bytes=1000)
+    table = f"bytes_{uuid.uuid4().hex[:8]}"
+    with GatewayClient(gateway.address) as c:
+        query = c.execute_query("SELECT g, repeat('x', 100) AS v FROM generate_series(1, 50) g")
+        assert query.truncated is True
+        assert 5 <= query.row_count <= 12
+        c.execute_query(f"CREATE TABLE {table} (id int, v text)")
+        returned = c.execute_query(
+            f"INSERT INTO {table} SELECT g, repeat('y', 100) FROM generate_series(1, 50) g "
+            "RETURNING id, v"
+        )
+        assert (returned.truncated, returned.rows_affected) == (True, 50)
+        assert 5 <= returned.row_count <= 12
+        # Only what is returned counts: 20 narrow rows fit, whatever the rows written weigh.
+        narrow = c.execute_query(
+            f"UPDATE {table} SET v = repeat('z', 5000) WHERE id <= 20 RETURNING id"
+        )
+        assert (narrow.row_count, narrow.truncated, narrow.rows_affected) == (20, False, 20)
+        # Compressible values weigh what they are sent as, not what they are stored as.
+        c.execute_query(f"UPDATE {table} SET v = repeat('z', 5000)")
+        first_only = c.execute_query(f"DELETE FROM {table} RETURNING v")
+        # One row is over the budget by itself: it still comes, with the count.
+        assert (first_only.row_count, first_only.truncated, first_only.rows_affected) == (
+            1,
+            True,
+            50,
+        )
+        fetched = c.execute_query(
+            "DECLARE c CURSOR FOR SELECT g, repeat('x', 100) AS v FROM generate_series(1, 50) g;"
+            " FETCH ALL FROM c"
+        )
+        assert fetched.truncated is True
+        assert 5 <= fetched.row_count <= 12
+        exact = c.execute_query("SELECT g FROM generate_series(1, 50) g")
+        assert (exact.row_count, exact.truncated) == (50, False)
+
+
+def test_stream_batches_stop_at_the_byte_budget_and_lose_no_row(make_gateway) -> None:  # type: ignore[no-untyped-def]
+    gateway = make_gateway(max_result_bytes=1000)
+    with GatewayClient(gateway.address) as c:
+        batches = list(
+            c.stream_query(
+                "SELECT g, repeat('x', 100) AS v FROM generate_series(1, 200) g", batch_rows=100
+            )
+        )
+    assert len(batches) > 10  # about 10 rows a message, not 100
+    seen = [row["g"] for batch in batches for row in batch]
+    assert seen == list(range(1, 201))
+
+
+class _Source:
+    """Rows of a given width served ``fetchmany``-style, recording each step asked for."""
+
+    def __init__(self, count: int, width: int) -> None:
+        value = "x" * width  # one string shared by every row
+        self.rows = [(i, value) for i in range(count)]
+        self.steps: list[int] = []
+
+    def fetch(self, n: int) -> list[tuple[int, str]]:
+        self.steps.append(n)
+        taken, self.rows = self.rows[:n], self.rows[n:]
+        return taken
+
+
+@pytest.mark.parametrize(
+    ("count", "width", "max_rows", "max_bytes", "kept", "truncated"),
+    [
+        (10, 10, 100, 10_000, 10, False),  # everything fits
+        (100, 10, 100, 10_000, 100, False),  # exactly max_rows
+        (101, 10, 100, 10_000, 100, True),  # one row over
+        (1000, 92, 1000, 10_000, 100, True),  # 100-byte rows, 10 kB budget
+        (1000, 92, 1000, 10_000 - 1, 99, True),
+        (5, 50_000, 1000, 10_000, 1, True),  # one row is over by itself: it comes alone
+        (1, 50_000, 1000, 10_000, 1, False),
+        (0, 10, 100, 10_000, 0, False),
+    ],
+)
+def test_read_bounded(
+    count: int, width: int, max_rows: int, max_bytes: int, kept: int, truncated: bool
+) -> None:
+    source = _Source(count, width)
+    rows, more = read_bounded(source.fetch, Limits(max_rows, max_bytes))
+    assert (len(rows), more) == (kept, truncated)
+    assert [r[0] for r in rows] == list(range(kept))
+
+
+def test_read_bounded_sizes_its_steps_by_the_rows_seen() -> None:
+    narrow = _Source(10_000, 10)
+    read_bounded(narrow.fetch, Limits(10_000, 32 * MB))
+    assert narrow.steps == [64, 9937]  # the first step, then the rest in one go
+    wide = _Source(10_000, 1_000_000)
+    rows, more = read_bounded(wide.fetch, Limits(10_000, 32 * MB))
+    assert (len(rows), more) == (33, True)  # 33 rows of 1 MB fit 32 MiB
+    assert sum(wide.steps) <= 64 + 1  # never a step past the budget after the first
+
+
+def test_read_batch_carries_what_it_read_past_the_budget() -> None:
+    source = _Source(100, 92)
+    first, left, ended = read_batch(source.fetch, 50, 1000)
+    assert (len(first), ended) == (10, False)
+    second, left, ended = read_batch(source.fetch, 50, 1000, left)
+    assert [r[0] for r in first + second] == list(range(20))
+    assert row_bytes((1, "abc", b"de", [1, 2], None)) == 8 + 3 + 2 + 24 + 8

@@ -81,6 +81,8 @@ class Settings:
     max_query_bytes: int = 1_000_000
     max_query_params: int = 10_000
     max_result_rows: int = 10_000
+    # About how many bytes of values one ExecuteQuery answer, or one StreamQuery message, holds.
+    max_result_bytes: int = 32 * 1024 * 1024
     # Function names caller SQL may not call, added to the built-in list (comma-separated).
     sql_denied_functions: str = ""
     # ExecuteQuery/StreamQuery calls one caller may have running or waiting at once.
@@ -282,6 +284,7 @@ def _validate(s: Settings) -> None:
         "max_sample_limit",
         "max_query_bytes",
         "max_result_rows",
+        "max_result_bytes",
         "max_concurrent_queries_per_caller",
         "statement_timeout_s",
         "db_pool_timeout_s",

@@ -52,6 +52,7 @@ class Database:
         self.types = TypeCatalog()
         self.relations = catalog.RelationCache(settings.relation_cache_ttl_s)
         self._allow_system = settings.allow_system_schemas
+        self._max_result_bytes = settings.max_result_bytes
         base_options = parse_dsn(dsn).get("options", "")
         self.pool = ConnectionPool(
             dsn,
@@ -197,7 +198,8 @@ class Database:
         with self._transaction(
             timeout_s, read_only=read_only, reset_session=True, scope=scope
         ) as conn:
-            return query.run(conn, self.types, script=script, params=params, max_rows=max_rows)
+            limits = query.Limits(max_rows, self._max_result_bytes)
+            return query.run(conn, self.types, script=script, params=params, limits=limits)
 
     def stream(
         self,
@@ -220,7 +222,11 @@ class Database:
             batches = cast(
                 "Generator[query.Batch, None, None]",
                 query.stream(
-                    conn, self.types, statement=statement, params=params, batch_rows=batch_rows
+                    conn,
+                    self.types,
+                    statement=statement,
+                    params=params,
+                    batch=query.Limits(batch_rows, self._max_result_bytes),
                 ),
             )
             try:

@@ -11,7 +11,7 @@ values that psycopg2 quotes client-side; callers never build SQL strings.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,26 +85,35 @@ def _has_object(values: list[Any]) -> bool:
     return any(isinstance(v, dict) or (isinstance(v, list) and _has_object(v)) for v in values)
 
 
+@dataclass(frozen=True)
+class Limits:
+    """How much of a result an answer may carry."""
+
+    max_rows: int
+    max_bytes: int
+    """About how many bytes of values (``row_bytes``); see ``read_bounded``."""
+
+
 def run(
     conn: Connection,
     types: TypeCatalog,
     *,
     script: Script,
     params: Sequence[Any] | None,
-    max_rows: int,
+    limits: Limits,
 ) -> QueryResult:
     """Run the statements one by one in the connection's open transaction; the caller commits.
 
     Only the last statement's result is returned, and only its first ``max_rows`` rows
-    (plus one, to tell ``truncated``) ever reach the gateway; earlier statements run to
-    completion on the server and send no rows at all.
+    and about ``max_bytes`` (plus a row, to tell ``truncated``) ever reach the gateway;
+    earlier statements run to completion on the server and send no rows at all.
     """
     args = bind_args(params)
     *earlier, last = script.statements
     with conn.cursor() as cur:
         for statement in earlier:
             cur.execute(_discarding(statement, args is not None), args)
-    return _returning(conn, types, last, args, max_rows)
+    return _returning(conn, types, last, args, limits)
 
 
 @dataclass(frozen=True)
@@ -123,26 +132,29 @@ def stream(
     *,
     statement: Statement,
     params: Sequence[Any] | None,
-    batch_rows: int,
+    batch: Limits,
 ) -> Iterator[Batch]:
-    """A single query's rows through a server-side cursor, ``batch_rows`` at a time.
+    """A single query's rows through a server-side cursor, one bounded batch at a time.
 
-    Memory stays bounded by one batch however large the result: each
-    ``fetchmany`` on psycopg2's named cursor fetches just what it asks for.
+    Memory stays bounded by one batch however large the result: a batch ends at
+    ``batch.max_rows`` rows or about ``batch.max_bytes``, and each ``fetchmany`` on
+    psycopg2's named cursor fetches just what it asks for.
     """
     args = bind_args(params)
     with conn.cursor(name="dmgw_stream") as cur:
         cur.execute(statement.bound(args is not None), args)
-        rows = cur.fetchmany(batch_rows)
+        rows, left, ended = read_batch(cur.fetchmany, batch.max_rows, batch.max_bytes)
         description = cur.description or ()
         columns = types.describe(conn, [d.type_code for d in description])
         names = [d.name for d in description]
         keys = unique_keys(names)
         while True:
             yield Batch(names, columns, keys, decode_rows(columns, rows))
-            if len(rows) < batch_rows:
+            if ended and not left:
                 return
-            rows = cur.fetchmany(batch_rows)
+            fetch = _nothing if ended else cur.fetchmany
+            rows, left, more_ended = read_batch(fetch, batch.max_rows, batch.max_bytes, left)
+            ended = ended or more_ended
             if not rows:
                 return
 
@@ -180,30 +192,150 @@ def _returning(
     types: TypeCatalog,
     statement: Statement,
     args: dict[str, Any] | None,
-    max_rows: int,
+    limits: Limits,
 ) -> QueryResult:
     with_values = args is not None
     if statement.mode is Mode.CURSOR:
         with conn.cursor(name="dmgw_result") as cur:
             cur.execute(statement.bound(with_values), args)
-            rows = cur.fetchmany(max_rows + 1)
-            return _result(conn, types, cur.description or (), rows, max_rows, "SELECT", 0)
+            rows, truncated = read_bounded(cur.fetchmany, limits)
+            return _result(conn, types, cur.description or (), rows, truncated, "SELECT", 0)
     if statement.mode is Mode.WRAPPED:
-        # A data-modifying WITH runs to completion whatever the outer LIMIT: every row is
-        # written, and the window count says how many there were.
-        outer = f"SELECT *, count(*) OVER () FROM {_ROWS} LIMIT {max_rows + 1}"
-        with conn.cursor() as cur:
-            cur.execute(_wrapped(statement, with_values, outer), args)
-            rows = cur.fetchall()
-            description = (cur.description or ())[:-1]
-        verb = statement.verb
-        affected = int(rows[0][-1]) if rows and verb != "SELECT" else 0
-        rows = [row[:-1] for row in rows]
-        return _result(conn, types, description, rows, max_rows, verb, affected)
+        return _returning_wrapped(conn, types, statement, args, limits)
+    if statement.mode is Mode.FETCH and statement.node.get("direction") in _STEPPED:
+        return _returning_fetch(conn, types, statement, limits)
     text = statement.bound(with_values)
     if statement.mode is Mode.FETCH:
-        text = fetch_text(statement, limit=max_rows + 1)
-    return _run_plain(conn, types, text, args, max_rows)
+        text = fetch_text(statement, limit=limits.max_rows + 1)
+    return _run_plain(conn, types, text, args, limits)
+
+
+def _returning_wrapped(
+    conn: Connection,
+    types: TypeCatalog,
+    statement: Statement,
+    args: dict[str, Any] | None,
+    limits: Limits,
+) -> QueryResult:
+    """Rows a cursor cannot carry, bounded on the server by count and by size.
+
+    A data-modifying WITH runs to completion whatever the outer query reads: every row
+    is written, and the window count says how many there were. The running sum of the
+    rows' sizes (as text: what the values weigh once sent, compressed or not) stops the
+    answer at ``max_bytes`` (the first row always comes, so that the count does).
+    """
+    outer = (
+        'SELECT * FROM (SELECT r.*, count(*) OVER () AS "dmgw_n",'
+        ' sum(octet_length(r::text)) OVER (ROWS UNBOUNDED PRECEDING) AS "dmgw_b",'
+        f' row_number() OVER () AS "dmgw_i" FROM {_ROWS} r) w'
+        f' WHERE "dmgw_i" = 1 OR "dmgw_b" <= {limits.max_bytes} LIMIT {limits.max_rows + 1}'
+    )
+    with conn.cursor() as cur:
+        cur.execute(_wrapped(statement, args is not None, outer), args)
+        rows = cur.fetchall()
+        description = (cur.description or ())[:-3]
+    total = int(rows[0][-3]) if rows else 0
+    truncated = len(rows) > limits.max_rows or len(rows) < total
+    rows = [row[:-3] for row in rows[: limits.max_rows]]
+    verb = statement.verb
+    affected = total if verb != "SELECT" else 0
+    return _result(conn, types, description, rows, truncated, verb, affected)
+
+
+_STEPPED = frozenset({"FETCH_FORWARD", "FETCH_BACKWARD"})
+
+
+def _returning_fetch(
+    conn: Connection, types: TypeCatalog, statement: Statement, limits: Limits
+) -> QueryResult:
+    """A caller's FETCH FORWARD/BACKWARD n, read in steps as a cursor of ours would be."""
+    remaining = [int(statement.node.get("howMany", 0))]
+    with conn.cursor() as cur:
+
+        def fetch(count: int) -> list[tuple[Any, ...]]:
+            step = min(count, remaining[0])
+            if step <= 0:
+                return []
+            remaining[0] -= step
+            cur.execute(fetch_text(statement, limit=step))
+            return cur.fetchall()
+
+        rows, truncated = read_bounded(fetch, limits)
+        return _result(conn, types, cur.description or (), rows, truncated, "FETCH", 0)
+
+
+# The first step of a bounded read: enough for most answers in one round trip, small
+# enough that wide rows cannot overshoot the byte budget by much.
+_FIRST_STEP_ROWS = 64
+
+
+def read_bounded(
+    fetch: Callable[[int], list[tuple[Any, ...]]], limits: Limits
+) -> tuple[list[tuple[Any, ...]], bool]:
+    """Rows from ``fetch(n)`` up to ``max_rows`` and about ``max_bytes``; and whether more exist.
+
+    When a limit stops the read, one more row is read to tell whether any was left out.
+    """
+    rows, left, ended = read_batch(fetch, limits.max_rows + 1, limits.max_bytes)
+    if len(rows) > limits.max_rows:
+        return rows[: limits.max_rows], True
+    if left or not ended:
+        return rows, bool(left) or bool(fetch(1))
+    return rows, False
+
+
+def read_batch(
+    fetch: Callable[[int], list[tuple[Any, ...]]],
+    max_rows: int,
+    max_bytes: int,
+    carry: Sequence[tuple[Any, ...]] = (),
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], bool]:
+    """One batch: at most ``max_rows`` rows and ``max_bytes`` (at least one row, however wide).
+
+    Returns the batch, the rows read past it (the next batch starts with them, as
+    ``carry``), and whether the result has ended. Steps after the first are sized by the
+    rows' average size so far, so narrow rows still come in one or two round trips, and
+    wide ones are read past the budget by one step at most.
+    """
+    rows = list(carry)
+    size = sum(row_bytes(row) for row in rows)
+    ended = False
+    step = min(max_rows, _FIRST_STEP_ROWS)
+    while len(rows) < max_rows and size < max_bytes:
+        got = fetch(step)
+        rows.extend(got)
+        size += sum(row_bytes(row) for row in got)
+        if len(got) < step:
+            ended = True
+            break
+        average = max(size // len(rows), 1)
+        step = max(1, min(max_rows - len(rows), (max_bytes - size) // average + 1))
+    keep = min(len(rows), max_rows)
+    if size > max_bytes:
+        keep, total = 0, 0
+        while keep < min(len(rows), max_rows):
+            total += row_bytes(rows[keep])
+            if total > max_bytes and keep:
+                break
+            keep += 1
+    return rows[:keep], rows[keep:], ended
+
+
+def _nothing(count: int) -> list[tuple[Any, ...]]:
+    return []
+
+
+def row_bytes(row: Sequence[Any]) -> int:
+    """About what a row weighs: its strings' and byte strings' lengths, 8 for anything else."""
+    total = 0
+    for value in row:
+        if isinstance(value, (str, bytes, memoryview)):
+            total += len(value)
+        elif isinstance(value, (list, dict)):
+            total += 8 * (len(value) + 1)
+        else:
+            total += 8
+    return total
 
 
 def _wrapped(statement: Statement, with_values: bool, outer: str) -> str:
@@ -229,7 +361,7 @@ def _has_own_with(statement: Statement) -> bool:
 
 
 def _run_plain(
-    conn: Connection, types: TypeCatalog, text: str, args: dict[str, Any] | None, max_rows: int
+    conn: Connection, types: TypeCatalog, text: str, args: dict[str, Any] | None, limits: Limits
 ) -> QueryResult:
     with conn.cursor() as cur:
         cur.execute(text, args)
@@ -239,9 +371,13 @@ def _run_plain(
         if cur.description is None:
             affected = count if verb in _ROWS_VERBS else 0
             return QueryResult([], [], [], [], affected, verb, False)
-        rows = cur.fetchmany(max_rows + 1)
+        # SHOW, EXPLAIN, CALL: a few rows, already here (libpq reads a result whole).
+        rows = cur.fetchmany(limits.max_rows + 1)
+        truncated = len(rows) > limits.max_rows
         affected = 0 if verb in ("SELECT", "FETCH", "SHOW", "EXPLAIN") else count
-        return _result(conn, types, cur.description, rows, max_rows, verb, affected)
+        return _result(
+            conn, types, cur.description, rows[: limits.max_rows], truncated, verb, affected
+        )
 
 
 def _result(
@@ -249,13 +385,10 @@ def _result(
     types: TypeCatalog,
     description: Sequence[Any],
     rows: list[tuple[Any, ...]],
-    max_rows: int,
+    truncated: bool,
     verb: str,
     affected: int,
 ) -> QueryResult:
-    truncated = len(rows) > max_rows
-    if truncated:
-        del rows[max_rows:]
     columns = types.describe(conn, [d.type_code for d in description])
     names = [d.name for d in description]
     rows_out = decode_rows(columns, rows)
