@@ -28,6 +28,7 @@ import json
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from pglast import parser
@@ -97,6 +98,7 @@ _SQL_WORDS = re.compile(
     re.IGNORECASE,
 )
 _MAX_DEPTH = 4
+_CACHED_TEXT_CHARS = 8192
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,7 @@ class SqlPolicy:
     def __init__(self, extra_denied_functions: Iterable[str] = ()) -> None:
         extra = {name.strip().lower() for name in extra_denied_functions if name.strip()}
         self.denied_functions = DENIED_FUNCTIONS | extra
+        self._check_cached = lru_cache(maxsize=512)(self._check)
         names = "|".join(sorted(re.escape(n) for n in self.denied_functions))
         prefixes = "|".join(rf"{re.escape(p)}\w*" for p in _DENIED_PREFIXES)
         self._denied_text = re.compile(rf"\b({names}|{prefixes})\s*\(", re.IGNORECASE)
@@ -124,7 +127,16 @@ class SqlPolicy:
         self._denied_name = re.compile(rf"\b({names}|{prefixes})\b", re.IGNORECASE)
 
     def check(self, script: Script, *, read_only: bool) -> Refusal | None:
-        """The first refused statement of the script, or None."""
+        """The first refused statement of the script, or None.
+
+        Remembered for short texts, like their parse: a Lambda sends the same few
+        statements over and over.
+        """
+        if sum(len(statement.text) for statement in script.statements) <= _CACHED_TEXT_CHARS:
+            return self._check_cached(script, read_only)
+        return self._check(script, read_only)
+
+    def _check(self, script: Script, read_only: bool) -> Refusal | None:
         for number, statement in enumerate(script.statements, 1):
             if statement.node_type == "ExecuteStmt":
                 return Refusal("EXECUTE of a prepared statement", number, unsupported=True)
