@@ -151,3 +151,39 @@ def test_slow_queries_do_not_starve_health_reads_or_other_callers(  # type: igno
     assert after.checks["pool"].status == "healthy"
     stats = pool.stats()
     assert (stats["busy"], stats["shared_busy"], stats["shared_waiting"]) == (0, 0, 0)
+
+
+def test_forty_sleepers_as_in_the_report(make_gateway, make_envoy) -> None:  # type: ignore[no-untyped-def]
+    """The attack as reported: 40 concurrent sleepers through REST, default pool and limits.
+
+    Sixteen connections, four kept for reads, eight queries per caller: the sleepers
+    beyond eight are refused at once, and /health, GetData and GetSchemas answer at once.
+    """
+    gateway = make_gateway(db_pool_max=16, db_pool_reserved_reads=-1)
+    rest = make_envoy(gateway.address).rest
+    statuses: list[int] = []
+    sleepers = [
+        threading.Thread(
+            target=lambda: statuses.append(rest.post("/execute/query", {"query": SLEEP_SQL}).status)
+        )
+        for _ in range(40)
+    ]
+    for thread in sleepers:
+        thread.start()
+    wait_for(lambda: gateway.database.pool.stats()["shared_busy"] == 8)
+    wait_for(lambda: statuses.count(429) == 32)
+    started = time.monotonic()
+    response, elapsed = timed(lambda: rest.get("/health"))
+    assert (response.status, response.json()["status"]) == (200, "healthy")
+    assert elapsed < 1.0
+    for path, body in (
+        ("/get/data", {"table_names": ["customers"]}),
+        ("/get/schemas", {"table_names": ["orders"]}),
+    ):
+        response, elapsed = timed(lambda path=path, body=body: rest.post(path, body))
+        assert response.status == 200, response
+        assert elapsed < PROMPT_S
+    assert time.monotonic() - started < SLEEP_S - 1
+    for thread in sleepers:
+        thread.join(30)
+    assert sorted(statuses) == [200] * 8 + [429] * 32
