@@ -81,11 +81,11 @@ def test_copy_with_server_files_or_programs_is_refused(
         # In a string some function runs as SQL.
         (
             "SELECT query_to_xml('select pg_read_file(''/etc/passwd'')', true, true, '')",
-            "pg_read_file()",
+            "pg_read_file()|query_to_xml()",
         ),
         (
             "SELECT query_to_xml('copy (select 1) to program ''id''', true, true, '')",
-            "COPY ... PROGRAM",
+            "COPY ... PROGRAM|query_to_xml()",
         ),
         # In a DO block's PL/pgSQL, seen or in a literal EXECUTE runs.
         ("DO $$ BEGIN PERFORM pg_read_file('/etc/passwd'); END $$", "pg_read_file()"),
@@ -122,7 +122,7 @@ def test_copy_with_server_files_or_programs_is_refused(
         ),
         (
             "CREATE FUNCTION f(text) RETURNS text LANGUAGE internal AS 'pg_read_file_all'",
-            "internal function bound to 'pg_read_file_all'",
+            "language internal",
         ),
         # By name where a function is referenced without being called.
         (
@@ -135,7 +135,7 @@ def test_server_file_program_and_signal_functions_are_refused(
     client: GatewayClient, sql: str, kind: str
 ) -> None:
     err = refused(client, sql)
-    assert kind in err.message
+    assert any(k in err.message for k in kind.split("|")), err.message
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pglast import ast, parse_sql
+from pglast.parser import DeparseError, ParseError
 from pglast.stream import RawStream
 from psycopg2.extras import Json
 
@@ -23,6 +24,7 @@ from datamorph_gateway.db import sqltext
 from datamorph_gateway.db.encoding import ColumnType, TypeCatalog, decode_rows
 from datamorph_gateway.db.pool import Connection
 from datamorph_gateway.db.sqltext import Mode, Script, Statement, fetch_text, param_name
+from datamorph_gateway.errors import InvalidArgument
 
 _ROWS_VERBS = frozenset({"INSERT", "UPDATE", "DELETE", "MERGE", "COPY", "SELECT", "FETCH", "MOVE"})
 MAX_SAFE_INTEGER = 2**53 - 1
@@ -112,7 +114,10 @@ def run(
     *earlier, last = script.statements
     with conn.cursor() as cur:
         for statement in earlier:
-            cur.execute(_discarding(statement, args is not None), args)
+            # A FETCH's text is made from the tree, not bound: it is never formatted with
+            # the values (a "%" in its cursor name must stay a "%").
+            values = None if statement.mode is Mode.FETCH else args
+            cur.execute(_discarding(statement, args is not None), values)
     return _returning(conn, types, last, args, limits)
 
 
@@ -204,10 +209,9 @@ def _returning(
         return _returning_wrapped(conn, types, statement, args, limits)
     if statement.mode is Mode.FETCH and statement.node.get("direction") in _STEPPED:
         return _returning_fetch(conn, types, statement, limits)
-    text = statement.bound(with_values)
-    if statement.mode is Mode.FETCH:
-        text = fetch_text(statement, limit=limits.max_rows + 1)
-    return _run_plain(conn, types, text, args, limits)
+    if statement.mode is Mode.FETCH:  # ABSOLUTE, RELATIVE, FIRST, LAST: one row at most
+        return _run_plain(conn, types, fetch_text(statement, limit=1), None, limits)
+    return _run_plain(conn, types, statement.bound(with_values), args, limits)
 
 
 def _returning_wrapped(
@@ -346,13 +350,27 @@ def _wrapped(statement: Statement, with_values: bool, outer: str) -> str:
     """
     if not _has_own_with(statement):
         return f"WITH {_ROWS} AS (\n{statement.bound(with_values)}\n) {outer}"
-    (raw,) = parse_sql(statement.text)
-    node: Any = raw.stmt
-    ctes, recursive = node.withClause.ctes, node.withClause.recursive
-    node.withClause = None
-    head = RawStream()(ast.WithClause(ctes=ctes, recursive=recursive))
-    text = f"WITH {'RECURSIVE ' if recursive else ''}{head}, {_ROWS} AS (\n{RawStream()(node)}\n)"
-    rebuilt = sqltext.parse(f"{text} {outer}").statements[0]
+    try:
+        (raw,) = parse_sql(statement.text)
+        node: Any = raw.stmt
+        ctes, recursive = node.withClause.ctes, node.withClause.recursive
+        node.withClause = None
+        # The deparsed WITH list starts with RECURSIVE when the original did.
+        head = RawStream()(ast.WithClause(ctes=ctes, recursive=recursive))
+        text = f"WITH {head}, {_ROWS} AS (\n{RawStream()(node)}\n) {outer}"
+        rebuilt = sqltext.parse(text).statements[0]
+    except (
+        ParseError,
+        DeparseError,
+        sqltext.SqlSyntaxError,
+        ValueError,
+        NotImplementedError,
+    ) as exc:
+        raise InvalidArgument.field(
+            "query",
+            "a statement with its own WITH whose rows must be bounded could not be "
+            f"rewritten to bound them ({exc}); return its rows from a plain SELECT instead",
+        ) from exc
     return rebuilt.bound(with_values)
 
 

@@ -71,9 +71,40 @@ DENIED_FUNCTIONS: frozenset[str] = frozenset(
         "dblink_fetch",
         "dblink_send_query",
         "dblink_get_result",
+        # SQL given as a string, which no check on the text can follow when it is built
+        "query_to_xml",
+        "query_to_xml_and_xmlschema",
+        "query_to_xmlschema",
+        "cursor_to_xml",
+        "cursor_to_xmlschema",
+        "ts_stat",
+        # lasting server state a caller must not leave behind (even read-only)
+        "pg_switch_wal",
+        "pg_create_restore_point",
+        "pg_backup_start",
+        "pg_backup_stop",
+        "pg_log_backend_memory_contexts",
+        "pg_import_system_collations",
+        "pg_logical_emit_message",
+        "pg_wal_replay_pause",
+        "pg_wal_replay_resume",
     }
 )
-_DENIED_PREFIXES = ("dblink",)
+# Families refused by prefix: other servers, replication slots and origins, statistics.
+_DENIED_PREFIXES = (
+    "dblink",
+    "pg_create_physical_replication_slot",
+    "pg_create_logical_replication_slot",
+    "pg_drop_replication_slot",
+    "pg_copy_physical_replication_slot",
+    "pg_copy_logical_replication_slot",
+    "pg_replication_slot_advance",
+    "pg_replication_origin_",
+    "pg_logical_slot_",
+    "pg_stat_reset",
+)
+# The languages whose bodies the policy reads; a function in any other cannot be inspected.
+_INSPECTED_LANGUAGES = frozenset({"sql", "plpgsql"})
 
 # Settings a caller may not change: the limits the gateway enforces and who it is.
 PROTECTED_SETTINGS: frozenset[str] = frozenset(
@@ -172,9 +203,16 @@ class SqlPolicy:
             return _set_kind(node)
         if node_type in _REFUSED_STATEMENTS:
             return _REFUSED_STATEMENTS[node_type]
-        if node_type in _WRITES and _relname(node) == "pg_settings":
-            # pg_settings' update rule calls set_config(): UPDATE ... SET setting is a SET.
-            return f"{_WRITES[node_type]} pg_settings"
+        if node_type in _WRITES and _is_catalog(node.get("relation", {})):
+            # The system catalogs, and pg_settings, whose update rule calls set_config().
+            return f"{_WRITES[node_type]} {_relname(node)}"
+        if node_type == "RuleStmt" and any("SelectStmt" in a for a in node.get("actions", ())):
+            # A DO INSTEAD SELECT rule makes an INSERT or UPDATE return rows without limit.
+            return "CREATE RULE ... DO SELECT"
+        if node_type in ("ViewStmt", "RuleStmt", "CreateTableAsStmt") and _reads_settings(node):
+            return "a view or rule over pg_settings"
+        if node_type == "CreatePLangStmt":
+            return "CREATE LANGUAGE"
         if node_type == "FuncCall":
             return self._call_kind(node)
         if node_type == "String":
@@ -195,6 +233,8 @@ class SqlPolicy:
         name = str(names[-1]).lower() if names else ""
         if self._denied_call(name):
             return f"{name}()"
+        if name == "ts_rewrite" and len(node.get("args", ())) == 2:
+            return "ts_rewrite() of a query given as a string"
         if name == "set_config":
             args = node.get("args", ())
             setting = _string_constant(args[0]) if args else None
@@ -234,17 +274,12 @@ class SqlPolicy:
         options = _def_elems(node.get("options", ()))
         language = str(options.get("language", "sql")).lower()
         body = options.get("as")
-        if body is None:
+        if language not in _INSPECTED_LANGUAGES:
+            # internal and C bind to any server symbol (be_lo_export, pg_read_file_all);
+            # other languages cannot be read here.
+            return f"a function in language {language}, which the gateway cannot inspect"
+        if body is None or isinstance(body, list):
             return None  # a BEGIN ATOMIC body is part of the tree, walked already
-        if language in ("internal", "c"):
-            # The body names the C function it binds to: AS 'pg_read_file_all' or
-            # AS 'obj_file', 'symbol'.
-            text = " ".join(body) if isinstance(body, list) else str(body)
-            symbol = re.search(r"\b(pg_read|pg_ls|pg_stat_file|pg_terminate|pg_cancel|lo_)", text)
-            found = symbol or self._denied_name.search(text)
-            return f"a {language} function bound to {text!r}" if found else None
-        if isinstance(body, list):
-            return None
         if language == "sql":
             return self._literal_kind(str(body), read_only, depth)
         if language == "plpgsql":
@@ -272,6 +307,12 @@ class SqlPolicy:
         for node_type, node in walk(tree):
             if node_type in _PLPGSQL_TRANSACTION:
                 return f"{_PLPGSQL_TRANSACTION[node_type]} (transaction control)"
+            if node_type == "PLpgSQL_condition" and str(node.get("condname", "")).lower() in (
+                "query_canceled",
+                "57014",
+            ):
+                # Catching the cancel would outlast every time limit.
+                return "an EXCEPTION handler for query_canceled"
             if node_type != "PLpgSQL_expr":
                 continue
             query = str(node.get("query", ""))
@@ -358,6 +399,21 @@ def _set_kind(node: dict[str, Any]) -> str | None:
 def _relname(node: dict[str, Any]) -> str:
     """The (unqualified, as parsed) name of the table a write statement targets."""
     return str(node.get("relation", {}).get("relname", ""))
+
+
+def _is_catalog(relation: dict[str, Any]) -> bool:
+    """A system catalog or view: ``pg_*`` unqualified (pg_catalog comes first on any
+    search_path) or in ``pg_catalog``."""
+    schema = str(relation.get("schemaname", "")).lower()
+    name = str(relation.get("relname", "")).lower()
+    return schema == "pg_catalog" or (not schema and name.startswith("pg_"))
+
+
+def _reads_settings(node: dict[str, Any]) -> bool:
+    return any(
+        kind == "RangeVar" and str(fields.get("relname", "")).lower() == "pg_settings"
+        for kind, fields in walk(node)
+    )
 
 
 def _copy_server_side(node: dict[str, Any]) -> bool:
