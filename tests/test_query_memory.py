@@ -250,11 +250,11 @@ def test_read_bounded(
 def test_read_bounded_sizes_its_steps_by_the_rows_seen() -> None:
     narrow = _Source(10_000, 10)
     read_bounded(narrow.fetch, Limits(10_000, 32 * MB))
-    assert narrow.steps == [64, 9937]  # the first step, then the rest in one go
+    assert narrow.steps == [16, 9985]  # the first step, then the rest in one go
     wide = _Source(10_000, 1_000_000)
     rows, more = read_bounded(wide.fetch, Limits(10_000, 32 * MB))
     assert (len(rows), more) == (33, True)  # 33 rows of 1 MB fit 32 MiB
-    assert sum(wide.steps) <= 64 + 1  # never a step past the budget after the first
+    assert sum(wide.steps) <= 33 + 1  # the budget and the row that tells there is more
 
 
 def test_read_batch_carries_what_it_read_past_the_budget() -> None:
@@ -264,3 +264,27 @@ def test_read_batch_carries_what_it_read_past_the_budget() -> None:
     second, left, ended = read_batch(source.fetch, 50, 1000, left)
     assert [r[0] for r in first + second] == list(range(20))
     assert row_bytes((1, "abc", b"de", [1, 2], None)) == 8 + 3 + 2 + 24 + 8
+
+
+@pytest.mark.slow
+def test_notices_are_not_kept_on_pooled_connections(client: GatewayClient) -> None:
+    """psycopg2 keeps a connection's last 50 notices: 60 of 8 MB once held 1 GB for good."""
+    _, growth = measured(
+        lambda: client.execute_query(
+            "DO $$ BEGIN FOR i IN 1..30 LOOP RAISE NOTICE '%', repeat('n', 8000000); "
+            "END LOOP; END $$"
+        )
+    )
+    assert growth < 100 * MB, f"grew by {growth / MB:.0f} MB"
+
+
+@pytest.mark.slow
+def test_very_wide_rows_cost_no_more_than_the_first_step(client: GatewayClient) -> None:
+    """64 values of 5 MB once came in one fetch (320 MB) before any byte was counted."""
+    result, growth = measured(
+        lambda: client.execute_query(
+            "SELECT repeat('x', 5000000) AS v FROM generate_series(1, 64)", max_rows=100
+        )
+    )
+    assert (result.row_count, result.truncated) == (6, True)  # 32 MiB of 5 MB values
+    assert growth < 200 * MB, f"grew by {growth / MB:.0f} MB"

@@ -1,10 +1,8 @@
 """The audit trail of ExecuteQuery: who ran what, how long, how many rows, how it ended.
 
 Parameter values are never recorded (only how many there were), and neither is any
-literal of the SQL text: the statement is logged as PostgreSQL's parser normalises it
-(as pg_stat_statements shows it), every constant replaced by a ``$n`` placeholder,
-whatever its quoting ('...', E'...', U&'...', $$...$$, numbers). Text the parser
-refuses is masked token by token by the server's own scanner.
+literal or comment of the SQL text: PostgreSQL's own scanner finds every constant,
+whatever its quoting ('...', E'...', U&'...', $$...$$, numbers), and each becomes ``?``.
 """
 
 from __future__ import annotations
@@ -26,19 +24,18 @@ log = logging.getLogger("datamorph_gateway.audit")
 MAX_LOGGED_QUERY_CHARS = 4000
 
 # Scanner tokens that carry a value: every kind of string, bit string and number.
+_COMMENT_TOKENS = frozenset({"SQL_COMMENT", "C_COMMENT"})
 _CONSTANT_TOKENS = frozenset({"SCONST", "USCONST", "BCONST", "XCONST", "ICONST", "FCONST"})
 
 
 def mask_constants(sql: str) -> str:
-    """The statement with every constant replaced by ``$n`` (the parser's normalisation).
+    """The statement with every constant replaced by ``?`` and every comment dropped.
 
-    Falls back to the scanner for text that does not parse, and to a placeholder when
-    even the scanner gives up (an unterminated literal could hold anything).
+    PostgreSQL's own scanner finds the constants, whatever their quoting, in every kind
+    of statement (the parser's normalisation leaves those of DDL, such as a server's
+    password option or a COMMENT, as written). Text even the scanner cannot read (an
+    unterminated literal could hold anything) is logged as its length only.
     """
-    try:
-        return str(parser.normalize(sql))
-    except parser.ParseError:
-        pass
     try:
         tokens = parser.scan(sql)
     except parser.ParseError:
@@ -46,11 +43,14 @@ def mask_constants(sql: str) -> str:
     out: list[str] = []
     last = 0
     for token in tokens:
-        if token.name in _CONSTANT_TOKENS:
-            out.append(sql[last : token.start])
-            out.append("?")
-            last = token.end + 1
-    out.append(sql[last:])
+        if token.name in _COMMENT_TOKENS:
+            continue  # left in the gap before the next token, and dropped with it
+        gap = sql[last : token.start]
+        # Between two tokens only space and comments; a comment may hold anything.
+        out.append(gap if gap.isspace() or not gap else " ")
+        constant = token.name in _CONSTANT_TOKENS
+        out.append("?" if constant else sql[token.start : token.end + 1])
+        last = token.end + 1
     return "".join(out)
 
 

@@ -64,7 +64,9 @@ class Database:
             connect_attempts=settings.db_connect_attempts,
             backoff_s=settings.db_connect_backoff_s,
             connect_kwargs={
-                "options": encoding.startup_options(base_options),
+                # Notices and warnings are not sent at all: nothing reads them, and psycopg2
+                # holds every one a statement raises until it ends (30 of 8 MB: 240 MB).
+                "options": encoding.startup_options(base_options) + " -c client_min_messages=error",
                 "application_name": settings.db_application_name,
                 "connection_factory": (
                     PreparingConnection if settings.db_prepared_statements else ext.connection

@@ -228,6 +228,10 @@ class ConnectionPool:
                     _first_line(exc),
                 )
                 continue
+            # psycopg2 keeps the last 50 notices of a connection, across transactions: 50
+            # RAISE NOTICEs of 8 MB each would stay in memory for as long as the pool keeps
+            # the connection. Nothing reads them, so none is kept.
+            conn.notices = deque(maxlen=0)
             try:
                 if self._on_connect is not None:
                     self._on_connect(conn)

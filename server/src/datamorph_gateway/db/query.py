@@ -270,7 +270,7 @@ def _returning_fetch(
 
 # The first step of a bounded read: enough for most answers in one round trip, small
 # enough that wide rows cannot overshoot the byte budget by much.
-_FIRST_STEP_ROWS = 64
+_FIRST_STEP_ROWS = 16
 
 
 def read_bounded(

@@ -118,6 +118,7 @@ PROTECTED_SETTINGS: frozenset[str] = frozenset(
         "default_transaction_read_only",
         "session_authorization",
         "role",
+        "client_min_messages",
     }
 )
 
