@@ -231,7 +231,7 @@ class ConnectionPool:
             # psycopg2 keeps the last 50 notices of a connection, across transactions: 50
             # RAISE NOTICEs of 8 MB each would stay in memory for as long as the pool keeps
             # the connection. Nothing reads them, so none is kept.
-            conn.notices = deque(maxlen=0)
+            conn.notices = deque(maxlen=0)  # type: ignore[assignment]  # any .append() will do
             try:
                 if self._on_connect is not None:
                     self._on_connect(conn)
