@@ -301,3 +301,51 @@ def test_a_scope_past_its_deadline_refuses_to_start_sql(make_gateway) -> None:  
         with pytest.raises(DeadlineExceeded):
             gateway.database.get_data([], [], 1, 1.0, scope=scope)
     assert busy(gateway) == 0
+
+
+STUBBORN = """
+CREATE OR REPLACE FUNCTION dmgw_stubborn(seconds float8) RETURNS int LANGUAGE plpgsql AS $$
+DECLARE t0 timestamptz := clock_timestamp(); n int := 0;
+BEGIN
+    WHILE clock_timestamp() < t0 + seconds * interval '1 second' LOOP
+        BEGIN
+            PERFORM pg_sleep(0.1);
+        EXCEPTION WHEN query_canceled THEN
+            n := n + 1;
+        END;
+    END LOOP;
+    RETURN n;
+END $$;
+"""
+
+
+def test_a_query_that_swallows_cancels_is_ended_and_commits_nothing(  # type: ignore[no-untyped-def]
+    make_gateway, admin
+) -> None:
+    """A handler for query_canceled (in a function the checks cannot see) once ran 12 s
+    against a 2 s limit and committed; now its backend is terminated and nothing commits."""
+    with admin.cursor() as cur:
+        cur.execute(STUBBORN)
+    gateway, app = start(make_gateway, statement_timeout_s=1.0)
+    table = f"stubborn_{uuid.uuid4().hex[:8]}"
+    with grpc.insecure_channel(gateway.address) as channel:
+        stub = pb_grpc.DataMorphGatewayStub(channel)
+        stub.ExecuteQuery(pb.ExecuteQueryRequest(query=f"CREATE TABLE {table} (a int)"), timeout=10)
+        began = time.monotonic()
+        with pytest.raises(grpc.RpcError) as err:
+            stub.ExecuteQuery(
+                pb.ExecuteQueryRequest(
+                    query=f"INSERT INTO {table} VALUES (1); SELECT dmgw_stubborn({LONG_S})"
+                ),
+                timeout=LONG_S + 10,
+            )
+        assert err.value.code() in (
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            grpc.StatusCode.UNAVAILABLE,  # the backend was terminated under it
+        )
+        assert time.monotonic() - began < LONG_S / 3
+        assert_released(gateway, admin, app)
+        assert backend_pid(stub) > 0
+    with admin.cursor() as cur:
+        cur.execute(f"SELECT count(*) FROM {table}")
+        assert cur.fetchone() == (0,)

@@ -38,7 +38,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
@@ -58,6 +58,9 @@ _DEADLINE = "deadline"
 _CANCELLED = "cancelled"
 
 
+Terminate = Callable[[int], None]
+
+
 class CancelScope:
     """One call's SQL: its deadline, its borrowed connection, and how it was stopped.
 
@@ -69,9 +72,11 @@ class CancelScope:
         "_closed",
         "_conn",
         "_lock",
+        "_pid",
         "_reason",
         "_resends",
         "_sent",
+        "_terminate",
         "deadline",
         "timeout_s",
     )
@@ -81,6 +86,8 @@ class CancelScope:
         self.deadline = time.monotonic() + timeout_s
         self._lock = threading.Lock()
         self._conn: ext.connection | None = None
+        self._pid = 0
+        self._terminate: Terminate | None = None
         self._reason: str | None = None
         self._sent = False
         self._resends = 0
@@ -131,8 +138,18 @@ class CancelScope:
             self._sent = True
             again = self._resends < MAX_RESENDS
             self._resends += 1
+            stuck = self._resends == MAX_RESENDS + 1
+            pid, terminate = self._pid, self._terminate
         if again:
             _watchdog().schedule(time.monotonic() + RESEND_INTERVAL_S, self, resend=True)
+        elif stuck and terminate is not None and pid:
+            # Every cancel was swallowed (a handler for query_canceled the checks could
+            # not see): end the backend itself, from another connection.
+            log.warning("a query ignored %d cancel requests; terminating its backend", MAX_RESENDS)
+            try:
+                terminate(pid)
+            except Exception:
+                log.warning("could not terminate a backend that ignores cancels", exc_info=True)
 
     # -- state ------------------------------------------------------------------
 
@@ -159,14 +176,20 @@ class CancelScope:
             raise error
 
     @contextmanager
-    def attached(self, conn: ext.connection) -> Iterator[ext.connection]:
+    def attached(
+        self, conn: ext.connection, terminate: Terminate | None = None
+    ) -> Iterator[ext.connection]:
         """Make ``conn`` the connection a cancel reaches while the block runs.
 
         On the way out the connection is detached under the lock; if a cancel
-        was sent to it, it is closed, so that the pool discards it.
+        was sent to it, it is closed, so that the pool discards it. ``terminate``
+        ends a backend by pid, for a query that ignores every cancel.
         """
+        pid = conn.get_backend_pid() if terminate is not None else 0
         with self._lock:
             self._conn = conn
+            self._pid = pid
+            self._terminate = terminate
             self._sent = False
             self._resends = 0
         try:

@@ -53,6 +53,8 @@ class Database:
         self.relations = catalog.RelationCache(settings.relation_cache_ttl_s)
         self._allow_system = settings.allow_system_schemas
         self._max_result_bytes = settings.max_result_bytes
+        self._dsn = dsn
+        self._application_name = settings.db_application_name
         base_options = parse_dsn(dsn).get("options", "")
         self.pool = ConnectionPool(
             dsn,
@@ -82,6 +84,18 @@ class Database:
         self.health.close()
         self.pool.close()
 
+    def _terminate(self, pid: int) -> None:
+        """End a backend that ignores cancels, from a connection of its own (same role)."""
+        conn = psycopg2.connect(
+            self._dsn, connect_timeout=5, application_name=f"{self._application_name} watchdog"
+        )
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        finally:
+            conn.close()
+
     # -- transactions --------------------------------------------------------
 
     @contextmanager
@@ -97,7 +111,7 @@ class Database:
         try:
             with (
                 self.pool.connection(timeout_s, reset_session=reset_session) as conn,
-                _attached(scope, conn),
+                _attached(scope, conn, self._terminate),
             ):
                 remaining = max(timeout_s - (time.monotonic() - start), 0.001)
                 begin = "SET TRANSACTION READ ONLY; " if read_only else ""
@@ -107,6 +121,8 @@ class Database:
                         (query.statement_timeout_ms(remaining),),
                     )
                 yield conn
+                if scope is not None:
+                    scope.check()  # a query that outlived its limit commits nothing
                 conn.commit()
         except psycopg2.Error as exc:
             raise _error(exc, scope) from exc
@@ -249,8 +265,10 @@ class Database:
         return time.monotonic() - start
 
 
-def _attached(scope: CancelScope | None, conn: Connection) -> AbstractContextManager[Connection]:
-    return nullcontext(conn) if scope is None else scope.attached(conn)
+def _attached(
+    scope: CancelScope | None, conn: Connection, terminate: Callable[[int], None] | None = None
+) -> AbstractContextManager[Connection]:
+    return nullcontext(conn) if scope is None else scope.attached(conn, terminate)
 
 
 def _error(exc: psycopg2.Error, scope: CancelScope | None) -> GatewayError:
