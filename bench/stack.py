@@ -145,7 +145,7 @@ class Envoy:
         host, _, port = upstream.rpartition(":")
         options = SidecarOptions(
             listen_port=0,
-            admin_port=0,
+            admin_socket=str(run_dir.resolve() / "admin.sock"),
             upstream_host=host,
             upstream_port=int(port),
             health_check_interval_s=1.0,

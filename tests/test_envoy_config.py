@@ -17,6 +17,7 @@ import pytest
 from google.protobuf import descriptor_pb2
 
 from datamorph_gateway.config import Settings, load_settings
+from datamorph_gateway.errors import ConfigError
 from datamorph_gateway.sidecar import (
     EnvoyError,
     EnvoyProcess,
@@ -115,8 +116,7 @@ def test_start_workflow_outlasts_the_orchestrator_and_nothing_retries() -> None:
     config = render(SidecarOptions(), http_routes(DESCRIPTOR_SET))
     manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
     routes = manager["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
-    start = routes[0]
-    assert start["match"]["path"].endswith("/StartWorkflow")
+    [start] = [r for r in routes if r["match"].get("path", "").endswith("/StartWorkflow")]
     assert float(start["route"]["timeout"].rstrip("s")) > Settings().orchestrator_read_timeout_s
     assert start["route"]["idle_timeout"] == start["route"]["timeout"]
     assert "retry_policy" not in json.dumps(config)
@@ -262,3 +262,129 @@ def test_the_lua_filter_runs_on_the_rest_health_route_only() -> None:
         if "envoy.filters.http.lua" in r.get("typed_per_filter_config", {})
     ]
     assert enabled == [{"path": "/health"}]
+
+
+def test_a_post_neither_json_nor_grpc_is_answered_415_by_envoy_itself() -> None:
+    import re
+
+    config = render(SidecarOptions(), http_routes(DESCRIPTOR_SET))
+    manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    first = manager["typed_config"]["route_config"]["virtual_hosts"][0]["routes"][0]
+    assert first["direct_response"] == {"status": 415}
+    # The transcoder must not turn the request into a gRPC call and re-route it.
+    disabled = first["typed_per_filter_config"]
+    assert disabled["envoy.filters.http.grpc_json_transcoder"]["disabled"] is True
+    [content_type] = [h for h in first["match"]["headers"] if h["name"] == "content-type"]
+    assert content_type["invert_match"] is True
+    assert content_type["treat_missing_header_as_empty"] is True
+    accepted = re.compile(content_type["string_match"]["safe_regex"]["regex"])
+    for ok in (
+        "application/json",
+        "Application/JSON; charset=utf-8",
+        "application/grpc",
+        "application/grpc+proto",
+    ):
+        assert accepted.match(ok), ok
+    for bad in (
+        "",
+        "text/plain",
+        "application/jsonp",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "application/grpc-web",
+    ):
+        assert not accepted.match(bad), bad
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"admin_host": "0.0.0.0"}, "admin_host must be a loopback address"),
+        ({"admin_socket": "relative/admin.sock"}, "absolute path"),
+        ({"admin_socket": "/" + "x" * 120}, "at most 107 bytes"),
+        ({"cors_allowed_origins": ("*",)}, "scheme://host"),
+        ({"cors_allowed_origins": ("https://app.example.com/",)}, "no path"),
+    ],
+)
+def test_unsafe_admin_and_cors_options_are_refused(change: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        SidecarOptions(**change)  # type: ignore[arg-type]
+
+
+def test_the_admin_api_is_a_unix_socket_in_data_dir_unless_a_port_is_set(tmp_path: Path) -> None:
+    default = options_from_settings(
+        load_settings({"DATA_DIR": str(tmp_path)}), upstream=("gw", 1), access_log_path=""
+    )
+    assert default.admin_socket == str(tmp_path.resolve() / "envoy" / "admin.sock")
+    admin = render(default, [])["admin"]["address"]
+    assert admin == {"pipe": {"path": default.admin_socket, "mode": 0o600}}
+    port = options_from_settings(
+        load_settings({"ENVOY_ADMIN_PORT": "9901"}), upstream=("gw", 1), access_log_path=""
+    )
+    assert port.admin_socket == ""
+    assert render(port, [])["admin"]["address"] == {
+        "socket_address": {"address": "127.0.0.1", "port_value": 9901}
+    }
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"ENVOY_ADMIN_PORT": "-2"}, "ENVOY_ADMIN_PORT must be between 0 and 65535, or -1"),
+        ({"ENVOY_ADMIN_HOST": "0.0.0.0"}, "ENVOY_ADMIN_HOST must be a loopback address"),
+        ({"CORS_ALLOWED_ORIGINS": "https://a.example, *"}, "CORS_ALLOWED_ORIGINS must list"),
+        ({"CORS_ALLOWED_ORIGINS": "a.example"}, "CORS_ALLOWED_ORIGINS must list"),
+    ],
+)
+def test_unsafe_envoy_settings_are_refused(settings: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(settings)
+
+
+def test_cors_origins_reach_envoy_only_when_set() -> None:
+    assert Settings().cors_origins() == ()
+    config = render(SidecarOptions(), [])
+    assert "envoy.filters.http.cors" not in json.dumps(config)
+    settings = load_settings({"CORS_ALLOWED_ORIGINS": "https://a.example, http://localhost:3000"})
+    options = options_from_settings(settings, upstream=("gw", 1), access_log_path="")
+    assert options.cors_allowed_origins == ("https://a.example", "http://localhost:3000")
+    manager = render(options, [])["static_resources"]["listeners"][0]["filter_chains"][0]
+    typed = manager["filters"][0]["typed_config"]
+    assert typed["http_filters"][0]["name"] == "envoy.filters.http.cors"
+    policy = typed["route_config"]["virtual_hosts"][0]["typed_per_filter_config"][
+        "envoy.filters.http.cors"
+    ]
+    assert policy["allow_origin_string_match"] == [
+        {"exact": "https://a.example"},
+        {"exact": "http://localhost:3000"},
+    ]
+    assert policy["allow_credentials"] is False
+
+
+def test_the_example_warns_that_it_listens_in_clear_and_hides_admin() -> None:
+    text = EXAMPLE.read_text(encoding="utf-8")
+    assert text.startswith("# WARNING: Envoy's listener 0.0.0.0:8080 is reachable from")
+    assert "no TLS" in text.split("\n#\n", 1)[0]
+    assert "9901" not in text
+    assert "path: /run/envoy/admin.sock" in text
+
+
+def test_the_cli_listens_on_loopback_by_default_and_warns_otherwise(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = ["--descriptor-source", str(DESCRIPTOR_SET)]
+    assert sidecar_main(["--out-dir", str(tmp_path / "a"), *source]) == 0
+    quiet = capsys.readouterr()
+    assert "WARNING" not in quiet.err
+    text = (tmp_path / "a" / "envoy.yaml").read_text()
+    assert not text.startswith("#")
+    assert "0.0.0.0" not in text
+    assert "127.0.0.1" in text
+    assert "path: /run/envoy/admin.sock" in text
+
+    args = ["--out-dir", str(tmp_path / "b"), "--listen", "0.0.0.0:8080", *source]
+    assert sidecar_main([*args, "--admin", "127.0.0.1:9902"]) == 0
+    assert "WARNING: Envoy's listener 0.0.0.0:8080" in capsys.readouterr().err
+    text = (tmp_path / "b" / "envoy.yaml").read_text()
+    assert text.startswith("# WARNING: Envoy's listener 0.0.0.0:8080")
+    assert "port_value: 9902" in text

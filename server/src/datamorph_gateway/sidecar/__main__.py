@@ -5,7 +5,8 @@
 
 writes ``envoy.yaml`` and the ``transcoder.binpb`` it reads; run Envoy with
 ``envoy -c /etc/envoy/envoy.yaml``. ``--example`` prints the configuration committed as
-envoy/envoy.yaml instead.
+envoy/envoy.yaml instead. The listener defaults to loopback; a listener other machines can
+reach in clear gets a WARNING, on stderr and at the top of the file.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from datamorph_gateway.sidecar.config import (
     EXAMPLE_OPTIONS,
     SidecarOptions,
+    cleartext_warning,
     example_config,
     write_config,
 )
@@ -27,6 +29,11 @@ def _address(text: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit():
         raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
     return host.strip("[]"), int(port)
+
+
+def _admin(text: str) -> tuple[str, int] | str:
+    """A Unix socket path (absolute), or HOST:PORT."""
+    return text if text.startswith("/") else _address(text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,10 +55,18 @@ def main(argv: list[str] | None = None) -> int:
         help="where Envoy will read transcoder.binpb (default: its path in --out-dir)",
     )
     parser.add_argument(
-        "--listen", type=_address, default=(defaults.listen_host, defaults.listen_port)
+        "--listen",
+        type=_address,
+        default=("127.0.0.1", defaults.listen_port),
+        help="HOST:PORT of the REST/JSON and gRPC listener (default: 127.0.0.1:8080); "
+        "0.0.0.0 serves other machines, in clear",
     )
     parser.add_argument(
-        "--admin", type=_address, default=(defaults.admin_host, defaults.admin_port)
+        "--admin",
+        type=_admin,
+        default=defaults.admin_socket,
+        help="the admin API: a Unix socket path (mode 0600) or a loopback HOST:PORT "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--upstream", type=_address, default=(defaults.upstream_host, defaults.upstream_port)
@@ -73,8 +88,11 @@ def main(argv: list[str] | None = None) -> int:
         options = SidecarOptions(
             listen_host=args.listen[0],
             listen_port=args.listen[1],
-            admin_host=args.admin[0],
-            admin_port=args.admin[1],
+            **(
+                {"admin_socket": args.admin}
+                if isinstance(args.admin, str)
+                else {"admin_host": args.admin[0], "admin_port": args.admin[1]}
+            ),
             upstream_host=args.upstream[0],
             upstream_port=args.upstream[1],
             max_request_bytes=args.max_request_bytes,
@@ -89,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"datamorph-gateway sidecar: {exc}", file=sys.stderr)
         return 1
+    warning = cleartext_warning(options)
+    if warning:
+        print(f"WARNING: {warning}", file=sys.stderr)
     print(f"wrote {config} and {config.with_name('transcoder.binpb')}")
     return 0
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from datamorph_gateway.config import Settings
+from datamorph_gateway.config import ORIGIN, Settings, is_loopback
 from datamorph_gateway.sidecar.descriptor import (
     SERVICE,
     HttpRoute,
@@ -28,6 +29,7 @@ from datamorph_gateway.sidecar.replies import local_reply_config
 from datamorph_gateway.sidecar.yamltext import to_yaml
 
 __all__ = [
+    "ADMIN_SOCKET",
     "CONFIG_FILE",
     "DESCRIPTOR_FILE",
     "EXAMPLE_OPTIONS",
@@ -35,6 +37,7 @@ __all__ = [
     "LISTENER",
     "MAX_REQUEST_HEADERS_KB",
     "SidecarOptions",
+    "cleartext_warning",
     "example_config",
     "options_from_settings",
     "render",
@@ -44,6 +47,7 @@ __all__ = [
 GATEWAY_CLUSTER = "datamorph_gateway"
 LISTENER = "datamorph"
 CONFIG_FILE = "envoy.yaml"
+ADMIN_SOCKET = "admin.sock"
 DESCRIPTOR_FILE = "transcoder.binpb"
 MIB = 1024 * 1024
 # Request headers Envoy takes (its own default, made explicit): more answers 431 here, and
@@ -67,6 +71,11 @@ class SidecarOptions:
     # Envoy's admin API: readiness, stats, config dump. Never expose it publicly.
     admin_host: str = "127.0.0.1"
     admin_port: int = 9901
+    # When set, the admin API listens on this Unix socket (mode 0600) instead of
+    # admin_host:admin_port: only the socket's owner can reach it.
+    admin_socket: str = ""
+    # Origins (scheme://host[:port]) whose browsers may call the REST routes; none: CORS off.
+    cors_allowed_origins: tuple[str, ...] = ()
     # The gateway: an IP literal, or a DNS name resolved continuously (STRICT_DNS).
     upstream_host: str = "127.0.0.1"
     upstream_port: int = 50051
@@ -98,6 +107,33 @@ class SidecarOptions:
                 raise ValueError(f"{name} must be positive")
         if max(self.max_request_bytes, self.max_response_bytes) >= 2**32:
             raise ValueError("body limits must be below 4 GiB (Envoy takes a uint32)")
+        if not self.admin_socket and not is_loopback(self.admin_host):
+            raise ValueError(
+                f"admin_host must be a loopback address, got {self.admin_host!r}: the admin "
+                "API can reconfigure and stop Envoy (or use a Unix socket)"
+            )
+        if self.admin_socket and not self.admin_socket.startswith("/"):
+            raise ValueError(f"admin_socket must be an absolute path, got {self.admin_socket!r}")
+        if len(self.admin_socket.encode()) > _MAX_SOCKET_PATH:
+            raise ValueError(
+                f"admin_socket must be at most {_MAX_SOCKET_PATH} bytes long (a Unix socket "
+                f"path's limit), got {self.admin_socket}"
+            )
+        for origin in self.cors_allowed_origins:
+            check_origin(origin)
+
+
+# sun_path holds 108 bytes, the last one a NUL.
+_MAX_SOCKET_PATH = 107
+
+
+def check_origin(origin: str) -> None:
+    """Raise ValueError unless `origin` is one exact browser origin, ``scheme://host[:port]``."""
+    if not ORIGIN.match(origin):
+        raise ValueError(
+            f"a CORS origin must be exactly scheme://host[:port] (no path, no wildcard), "
+            f"got {origin!r}"
+        )
 
 
 _POSITIVE = (
@@ -122,7 +158,9 @@ def options_from_settings(
         listen_host=settings.rest_host,
         listen_port=settings.rest_port,
         admin_host=settings.envoy_admin_host,
-        admin_port=settings.envoy_admin_port,
+        admin_port=max(settings.envoy_admin_port, 0),
+        admin_socket=admin_socket_path(settings),
+        cors_allowed_origins=settings.cors_origins(),
         upstream_host=upstream[0],
         upstream_port=upstream[1],
         max_request_bytes=settings.envoy_max_request_bytes,
@@ -133,6 +171,34 @@ def options_from_settings(
         stream_timeout_s=settings.stream_timeout_s + 60,
         access_log_path=access_log_path,
     )
+
+
+def admin_socket_path(settings: Settings) -> str:
+    """Where the admin API listens: a Unix socket in DATA_DIR unless ENVOY_ADMIN_PORT is set."""
+    if settings.envoy_admin_port >= 0:
+        return ""
+    return str(Path(settings.data_dir).resolve() / "envoy" / ADMIN_SOCKET)
+
+
+def cleartext_warning(options: SidecarOptions) -> str:
+    """One line saying that the listener serves other machines in clear; "" when it does not."""
+    if is_loopback(options.listen_host):
+        return ""
+    return (
+        f"Envoy's listener {options.listen_host}:{options.listen_port} is reachable from "
+        "other machines and has no TLS: requests, answers and credentials travel in clear. "
+        "Terminate TLS in front of it or listen on 127.0.0.1 only."
+    )
+
+
+def config_text(options: SidecarOptions, routes: Sequence[HttpRoute], intro: str = "") -> str:
+    """The YAML file, opening with a WARNING comment when the listener is open in clear."""
+    warning = cleartext_warning(options)
+    header = ""
+    if warning:
+        lines = textwrap.wrap(f"WARNING: {warning}", 92)
+        header = "".join(f"# {line}\n" for line in lines) + "#\n"
+    return header + intro + to_yaml(render(options, routes))
 
 
 def write_config(
@@ -154,15 +220,19 @@ def write_config(
         options, descriptor_path=descriptor_path or str(descriptor.resolve())
     )
     config = directory / CONFIG_FILE
-    config.write_text(to_yaml(render(options, http_routes(descriptor_source))), encoding="utf-8")
+    config.write_text(config_text(options, http_routes(descriptor_source)), encoding="utf-8")
     return config
 
 
 # envoy/envoy.yaml: a sidecar next to the gateway, serving everyone on port 8080.
-EXAMPLE_OPTIONS = SidecarOptions(listen_host="0.0.0.0")  # noqa: S104 - a sidecar's listener
+EXAMPLE_OPTIONS = SidecarOptions(
+    listen_host="0.0.0.0",  # noqa: S104 - a sidecar's listener, with a WARNING in the file
+    admin_socket="/run/envoy/admin.sock",
+)
 _EXAMPLE_HEADER = """\
 # Envoy in front of DataMorph Gateway: REST/JSON and gRPC on 0.0.0.0:8080, the gateway on
-# 127.0.0.1:50051, the admin API on 127.0.0.1:9901. See envoy/README.md.
+# 127.0.0.1:50051, the admin API on the Unix socket /run/envoy/admin.sock (mode 0600; the
+# directory must exist and be Envoy's). See envoy/README.md.
 #
 # Generated; do not edit. Regenerate with
 #   python -m datamorph_gateway.sidecar --example > envoy/envoy.yaml
@@ -173,8 +243,7 @@ _EXAMPLE_HEADER = """\
 
 def example_config(descriptor_source: Path) -> str:
     """The text of envoy/envoy.yaml."""
-    config = render(EXAMPLE_OPTIONS, http_routes(descriptor_source))
-    return _EXAMPLE_HEADER + to_yaml(config)
+    return config_text(EXAMPLE_OPTIONS, http_routes(descriptor_source), _EXAMPLE_HEADER)
 
 
 def _duration(seconds: float) -> str:
@@ -227,7 +296,58 @@ def _routes(options: SidecarOptions) -> list[dict[str, Any]]:
         "route": others["route"],
         "typed_per_filter_config": {LUA_FILTER: {"@type": _ROUTE_FILTER_CONFIG, "config": {}}},
     }
-    return [start, watch, stream, health, others]
+    return [_not_json(), start, watch, stream, health, others]
+
+
+TRANSCODER_FILTER = "envoy.filters.http.grpc_json_transcoder"
+BUFFER_FILTER = "envoy.filters.http.buffer"
+CORS_FILTER = "envoy.filters.http.cors"
+# What a POST may carry: JSON (any parameters, such as a charset) or gRPC (application/grpc,
+# application/grpc+proto, ...), whose native clients share the listener.
+ACCEPTED_POST_TYPES = r"(?i)^\s*application/(?:json|grpc(?:\+[^;\s]*)?)\s*(?:;.*)?$"
+
+
+def _not_json() -> dict[str, Any]:
+    """POSTs that are neither JSON nor gRPC answer 415 before anything reads their body.
+
+    A browser sends text/plain and form encodings cross-site without a CORS preflight; the
+    transcoder would parse such a body as JSON all the same. The route is matched on the
+    request as it arrived, and the transcoder and buffer are off on it, so nothing rewrites
+    the request into a gRPC call: the router answers 415 (replies.py words the body).
+    """
+    content_type = {
+        "name": "content-type",
+        "string_match": {"safe_regex": {"regex": ACCEPTED_POST_TYPES}},
+        "invert_match": True,
+        "treat_missing_header_as_empty": True,
+    }
+    off = {"@type": _ROUTE_FILTER_CONFIG, "disabled": True}
+    return {
+        "match": {
+            "prefix": "/",
+            "headers": [{"name": ":method", "string_match": {"exact": "POST"}}, content_type],
+        },
+        "direct_response": {"status": 415},
+        "typed_per_filter_config": {TRANSCODER_FILTER: off, BUFFER_FILTER: off},
+    }
+
+
+# Headers a browser may send cross-origin (beyond the CORS-safelisted ones): the JSON
+# content type, the credentials the gateway reads and the request id.
+CORS_ALLOW_HEADERS = "content-type, authorization, x-api-key, x-request-id"
+
+
+def _cors_policy(origins: Sequence[str]) -> dict[str, Any]:
+    """Exactly these origins; no cookies or HTTP auth sent by the browser on its own."""
+    return _typed(
+        "filters.http.cors.v3.CorsPolicy",
+        allow_origin_string_match=[{"exact": origin} for origin in origins],
+        allow_methods="GET, POST",
+        allow_headers=CORS_ALLOW_HEADERS,
+        expose_headers="x-request-id",
+        max_age="600",
+        allow_credentials=False,
+    )
 
 
 def _rest_body_limit(max_bytes: int) -> dict[str, Any]:
@@ -252,7 +372,7 @@ def _rest_body_limit(max_bytes: int) -> dict[str, Any]:
     }
     skip = {"name": "skip", "typed_config": _typed("filters.common.matcher.action.v3.SkipFilter")}
     return {
-        "name": "envoy.filters.http.buffer",
+        "name": BUFFER_FILTER,
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcher",
             "xds_matcher": {
@@ -261,7 +381,7 @@ def _rest_body_limit(max_bytes: int) -> dict[str, Any]:
                 }
             },
             "extension_config": _filter(
-                "envoy.filters.http.buffer",
+                BUFFER_FILTER,
                 "filters.http.buffer.v3.Buffer",
                 max_request_bytes=max_bytes,
             ),
@@ -279,7 +399,7 @@ def _http_filters(options: SidecarOptions) -> list[dict[str, Any]]:
     )
     lua["disabled"] = True  # enabled on the /health route only
     transcoder = _filter(
-        "envoy.filters.http.grpc_json_transcoder",
+        TRANSCODER_FILTER,
         "filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
         proto_descriptor=options.descriptor_path,
         services=[SERVICE],
@@ -298,7 +418,11 @@ def _http_filters(options: SidecarOptions) -> list[dict[str, Any]]:
         max_response_body_size=options.max_response_bytes,
     )
     router = _filter("envoy.filters.http.router", "filters.http.router.v3.Router")
-    return [lua, _rest_body_limit(options.max_request_bytes), transcoder, router]
+    filters = [lua, _rest_body_limit(options.max_request_bytes), transcoder, router]
+    if options.cors_allowed_origins:
+        # First, so that a preflight is answered before anything else looks at it.
+        filters.insert(0, _filter(CORS_FILTER, "filters.http.cors.v3.Cors"))
+    return filters
 
 
 _ACCESS_LOG_FORMAT = (
@@ -306,6 +430,13 @@ _ACCESS_LOG_FORMAT = (
     '%PROTOCOL%" %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% '
     "in=%BYTES_RECEIVED% out=%BYTES_SENT% ms=%DURATION%\n"
 )
+
+
+def _virtual_host(options: SidecarOptions) -> dict[str, Any]:
+    host: dict[str, Any] = {"name": LISTENER, "domains": ["*"], "routes": _routes(options)}
+    if options.cors_allowed_origins:
+        host["typed_per_filter_config"] = {CORS_FILTER: _cors_policy(options.cors_allowed_origins)}
+    return host
 
 
 def _connection_manager(options: SidecarOptions, routes: Sequence[HttpRoute]) -> dict[str, Any]:
@@ -328,10 +459,7 @@ def _connection_manager(options: SidecarOptions, routes: Sequence[HttpRoute]) ->
             max_response_bytes=options.max_response_bytes,
             max_request_headers_kb=MAX_REQUEST_HEADERS_KB,
         ),
-        "route_config": {
-            "name": LISTENER,
-            "virtual_hosts": [{"name": LISTENER, "domains": ["*"], "routes": _routes(options)}],
-        },
+        "route_config": {"name": LISTENER, "virtual_hosts": [_virtual_host(options)]},
         "http_filters": _http_filters(options),
     }
     if options.access_log_path:
@@ -399,8 +527,14 @@ def render(options: SidecarOptions, routes: Sequence[HttpRoute]) -> dict[str, An
         "resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
         max_active_downstream_connections=options.max_connections,
     )
+    if options.admin_socket:
+        # Envoy unlinks a stale socket, binds and then chmods it; the launcher's directory
+        # (0700) closes the moment between.
+        admin = {"pipe": {"path": options.admin_socket, "mode": 0o600}}
+    else:
+        admin = _address(options.admin_host, options.admin_port)
     return {
-        "admin": {"address": _address(options.admin_host, options.admin_port)},
+        "admin": {"address": admin},
         "static_resources": {"listeners": [listener], "clusters": [_cluster(options)]},
         "overload_manager": {"resource_monitors": [connections]},
     }

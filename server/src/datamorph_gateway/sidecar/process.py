@@ -3,7 +3,8 @@
 Envoy runs in a process group of its own, so a Ctrl-C in the terminal reaches only
 whoever started it, which then stops it in order. Readiness is Envoy's admin ``/ready``
 (LIVE once the listener is up); the listener's port is read back from the admin API, so
-port 0 works everywhere.
+port 0 works everywhere. The admin API is spoken to wherever it listens: a loopback port
+(``host:port``) or a Unix socket (an absolute path).
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ import importlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
 from typing import IO
 
-__all__ = ["EnvoyError", "EnvoyProcess", "envoy_binary", "validate"]
+__all__ = ["EnvoyError", "EnvoyProcess", "admin_connection", "envoy_binary", "validate"]
 
 _POLL_S = 0.05
 _LOG_TAIL_LINES = 30
@@ -27,6 +29,32 @@ _LOG_TAIL_LINES = 30
 
 class EnvoyError(RuntimeError):
     """Envoy could not be found, refused its configuration, or did not become ready."""
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP/1.1 over a Unix socket: what ``curl --unix-socket`` does."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(self._path)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def admin_connection(address: str, timeout_s: float = 2.0) -> http.client.HTTPConnection:
+    """A connection to Envoy's admin API at `address`: a socket path, or host:port."""
+    if address.startswith("/"):
+        return _UnixHTTPConnection(address, timeout_s)
+    host, _, port = address.rpartition(":")
+    return http.client.HTTPConnection(host.strip("[]"), int(port), timeout=timeout_s)
 
 
 def envoy_binary(configured: str = "") -> Path:
@@ -79,7 +107,7 @@ class EnvoyProcess:
         self._admin_path = self.config_path.with_suffix(".admin-address")
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
-        # host:port of the admin API, known once Envoy has bound it.
+        # host:port or socket path of the admin API, known once Envoy has bound it.
         self.admin_address = ""
 
     def start(self, timeout_s: float = 30.0) -> None:
@@ -132,8 +160,7 @@ class EnvoyProcess:
 
     def _admin_get(self, path: str) -> str | None:
         """The body of a 200 answer, else None (not up yet, or not ready)."""
-        host, _, port = self.admin_address.rpartition(":")
-        connection = http.client.HTTPConnection(host, int(port), timeout=2)
+        connection = admin_connection(self.admin_address)
         try:
             connection.request("GET", path)
             response = connection.getresponse()
@@ -178,6 +205,8 @@ class EnvoyProcess:
                         process.wait()
             finally:
                 self._admin_path.unlink(missing_ok=True)
+                if self.admin_address.startswith("/"):
+                    Path(self.admin_address).unlink(missing_ok=True)
         if self._log is not None:
             self._log.close()
             self._log = None

@@ -136,6 +136,27 @@ def local_reply_config(
             ),
         }
     )
+    # The route for POSTs that are neither JSON nor gRPC (config._not_json) answers 415.
+    mappers.append(
+        {
+            "filter": _all(_status(415), _header("content-type", present_match=False)),
+            "body_format_override": _body(
+                _INVALID_ARGUMENT,
+                "a POST body must be JSON: send content-type: application/json "
+                "(no content-type was sent)",
+            ),
+        }
+    )
+    mappers.append(
+        {
+            "filter": _status(415),
+            "body_format_override": _body(
+                _INVALID_ARGUMENT,
+                "a POST body must be JSON: send content-type: application/json, "
+                "not %REQ(CONTENT-TYPE)%",
+            ),
+        }
+    )
     mappers.append(
         {
             # Only the REST body limit (the buffer filter) answers 413.
