@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from datamorph_gateway.rpc import metadata_value
 from datamorph_gateway.tls import ServerTls
 
 __all__ = ["SIDECAR_HEADER", "ClientIdentities", "ClientIdentity", "parse_xfcc"]
@@ -87,13 +88,6 @@ def parse_xfcc(value: str) -> list[dict[str, list[str]]]:
     return elements
 
 
-def _metadata(context: grpc.ServicerContext, key: str) -> str | None:
-    for item in context.invocation_metadata() or ():
-        if item.key == key:
-            return str(item.value)
-    return None
-
-
 def _first(auth: dict[str, list[bytes]], key: str) -> str:
     values = auth.get(key) or []
     return values[0].decode("utf-8", "replace") if values else ""
@@ -113,7 +107,7 @@ class ClientIdentities:
 
     def from_sidecar(self, context: grpc.ServicerContext) -> bool:
         """True when the call carries this start's sidecar secret."""
-        given = _metadata(context, SIDECAR_HEADER)
+        given = metadata_value(context, SIDECAR_HEADER)
         return (
             bool(self._secret)
             and given is not None
@@ -123,7 +117,7 @@ class ClientIdentities:
     def of(self, context: grpc.ServicerContext) -> ClientIdentity | None:
         """The caller's verified certificate identity, or None (no mTLS, or not verified)."""
         if self.from_sidecar(context):
-            forwarded = _metadata(context, XFCC_HEADER)
+            forwarded = metadata_value(context, XFCC_HEADER)
             if not forwarded:
                 return None
             elements = parse_xfcc(forwarded)
