@@ -30,14 +30,16 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from datamorph.gateway.v1 import gateway_pb2 as pb
 from datamorph.gateway.v1 import gateway_pb2_grpc as pb_grpc
+from datamorph_client import GatewayClient
 from datamorph_gateway.config import Settings
 from datamorph_gateway.embedded import EmbeddedPostgres
 from datamorph_gateway.sidecar.process import admin_connection
 
+from .fixtures.certs import make_pki
 from .fixtures.envoy import DESCRIPTOR_SET, REPO, Rest
 
 START_TIMEOUT_S = 120
-_ADDRESS = re.compile(r"^\s+(REST|gRPC|admin)\s+(?:http://)?(\S+):(\d+)\s")
+_ADDRESS = re.compile(r"^\s+(REST|gRPC|admin)\s+(?:https?://)?(\S+):(\d+)\s")
 _ADMIN_SOCKET = re.compile(r"^\s+admin\s+unix:(/\S+)\s")
 _SETTING_KEYS = {f.name.upper() for f in dataclasses.fields(Settings)}
 
@@ -221,6 +223,37 @@ def _admin_is_the_owners_alone(launched: Launched, data_dir: Path) -> None:
         with pytest.raises(ConnectionRefusedError):
             Rest("127.0.0.1", 9901).post("/quitquitquit", timeout_s=5)
     assert envoy.is_running()
+
+
+def test_the_stack_with_mtls(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    """TLS keys set: Envoy and the gateway both require a client certificate from our CA."""
+    pki = make_pki(tmp_path / "pki")
+    data_dir = tmp_path_factory.getbasetemp() / "launcher-data"
+    tls = {
+        "TLS_CERT_FILE": str(pki.server.cert),
+        "TLS_KEY_FILE": str(pki.server.key),
+        "TLS_CLIENT_CA_FILE": str(pki.ca.file),
+    }
+    with _launcher(data_dir, data_dir.with_suffix(".stderr"), **tls) as launched:
+        assert any("REST      https://" in line for line in launched.stdout), launched.stdout
+        rest_address = "{}:{}".format(*launched.addresses["REST"])
+        grpc_address = "{}:{}".format(*launched.addresses["gRPC"])
+        client_cert = ("--cert", str(pki.client.cert), "--key", str(pki.client.key))
+        curl = ["curl", "-sS", "--max-time", "10", "--cacert", str(pki.ca.file)]
+        url = f"https://{rest_address}/health"
+        ok = subprocess.run([*curl, *client_cert, url], capture_output=True, text=True, check=False)
+        assert '"status":"healthy"' in ok.stdout, ok.stderr
+        refused = subprocess.run([*curl, url], capture_output=True, text=True, check=False)
+        assert refused.returncode != 0
+        for address in (grpc_address, rest_address):
+            with GatewayClient(
+                address,
+                timeout_s=10,
+                ca_file=str(pki.ca.file),
+                cert_file=str(pki.client.cert),
+                key_file=str(pki.client.key),
+            ) as client:
+                assert client.health().status == "healthy"
 
 
 def test_a_child_that_dies_stops_the_rest(tmp_path_factory: pytest.TempPathFactory) -> None:

@@ -20,8 +20,10 @@ from datamorph.gateway.v1 import gateway_pb2_grpc as pb_grpc
 from datamorph_gateway.config import Settings
 from datamorph_gateway.db.database import Database
 from datamorph_gateway.errors import ConfigError
+from datamorph_gateway.identity import ClientIdentities
 from datamorph_gateway.rpc import DecodeErrors
 from datamorph_gateway.servicer import GatewayServicer
+from datamorph_gateway.tls import server_tls
 from datamorph_gateway.workflows import create_runner
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,7 @@ class Gateway:
         dsn = dsn or settings.database_dsn()
         if dsn is None:
             raise ConfigError("no database configured: set DATABASE_URL or RDS_ENDPOINT")
+        self.tls = server_tls(settings)  # unreadable or mismatched files fail here
         # Bind first: a port in use must fail before anything is opened.
         self.server = grpc.server(
             ThreadPoolExecutor(settings.grpc_max_workers, thread_name_prefix="rpc"),
@@ -62,7 +65,10 @@ class Gateway:
         )
         address = f"{settings.grpc_host}:{settings.grpc_port}"
         try:
-            self.port = self.server.add_insecure_port(address)
+            if self.tls is None:
+                self.port = self.server.add_insecure_port(address)
+            else:
+                self.port = self.server.add_secure_port(address, self.tls.credentials)
         except RuntimeError:
             self.port = 0
         if self.port == 0:
@@ -77,7 +83,8 @@ class Gateway:
             self.database.close()
             self.server.stop(None)
             raise
-        self.servicer = GatewayServicer(settings, self.database, self.workflows)
+        self.identities = ClientIdentities(self.tls, settings.sidecar_secret)
+        self.servicer = GatewayServicer(settings, self.database, self.workflows, self.identities)
         self.health = health.HealthServicer(experimental_non_blocking=True)
         pb_grpc.add_DataMorphGatewayServicer_to_server(self.servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -92,7 +99,12 @@ class Gateway:
         self._update_health()
         self.server.start()
         self._poller.start()
-        log.info("serving gRPC on %s", self.address)
+        tls = (
+            ""
+            if self.tls is None
+            else (" (mTLS)" if self.tls.requires_client_certificates else " (TLS)")
+        )
+        log.info("serving gRPC%s on %s", tls, self.address)
 
     def stop(self, grace_s: float | None = None) -> None:
         """Stop taking calls, let running ones finish for the grace period, close the pool."""

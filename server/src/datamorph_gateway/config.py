@@ -47,6 +47,14 @@ class Settings:
     grpc_port: int = 50051
     grpc_max_workers: int = 32
     grace_period_s: float = 5.0
+    # TLS on the gRPC port and Envoy's listener (PEM files, re-read when they change);
+    # a client CA also requires client certificates (mTLS). docs/security.md.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_client_ca_file: str = ""
+    # Set by the launcher for each start: the header value by which the gateway knows its own
+    # Envoy (the only caller whose x-forwarded-client-cert it believes). Empty: none.
+    sidecar_secret: str = field(default="", repr=False)
 
     # Database: DATABASE_URL wins over the RDS_* keys; with neither, embedded.
     database_url: str = field(default="", repr=False)
@@ -185,7 +193,7 @@ class Settings:
     def redacted(self) -> dict[str, Any]:
         """The settings as a dict safe to log: secrets and DSNs masked."""
         out = dataclasses.asdict(self)
-        for key in ("rds_password", "database_url"):
+        for key in ("rds_password", "database_url", "sidecar_secret"):
             if out[key]:
                 out[key] = "***"
         return out
@@ -340,6 +348,22 @@ def _validate(s: Settings) -> None:
     if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise ConfigError("LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
     _validate_workflows(s)
+    _validate_tls(s)
+
+
+def _validate_tls(s: Settings) -> None:
+    if bool(s.tls_cert_file) != bool(s.tls_key_file):
+        raise ConfigError("TLS_CERT_FILE and TLS_KEY_FILE must be set together (or neither)")
+    if s.tls_client_ca_file and not s.tls_cert_file:
+        raise ConfigError("TLS_CLIENT_CA_FILE needs TLS_CERT_FILE and TLS_KEY_FILE (mTLS is TLS)")
+    for name in ("tls_cert_file", "tls_key_file", "tls_client_ca_file"):
+        path = getattr(s, name)
+        if not path:
+            continue
+        try:
+            Path(path).read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"{name.upper()} {path} is not readable: {exc.strerror}") from None
 
 
 def _validate_envoy(s: Settings) -> None:

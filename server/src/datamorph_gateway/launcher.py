@@ -21,8 +21,10 @@ import errno
 import http.client
 import os
 import re
+import secrets
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -181,14 +183,35 @@ def _client_host(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host  # noqa: S104
 
 
-def _wait_healthy(host: str, port: int, stop: threading.Event) -> None:
+def _probe_tls(settings: Settings) -> ssl.SSLContext | None:
+    """How the launcher speaks to its own Envoy: trusting the certificate it serves and,
+    under mTLS, presenting that same certificate (as Envoy does to the gateway)."""
+    if not settings.tls_cert_file:
+        return None
+    context = ssl.create_default_context(cafile=settings.tls_cert_file)
+    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN  # a CA-issued leaf is enough here
+    context.check_hostname = False  # the address is ours; the certificate is what we pinned
+    if settings.tls_client_ca_file:
+        context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
+    return context
+
+
+def _wait_healthy(
+    host: str, port: int, stop: threading.Event, tls: ssl.SSLContext | None = None
+) -> None:
     """Until REST /health answers 200 through Envoy: database, gateway and Envoy are up."""
     deadline = time.monotonic() + _HEALTHY_TIMEOUT_S
     last = "no answer"
     while True:
         if stop.is_set():
             raise _Stop
-        connection = http.client.HTTPConnection(_client_host(host), port, timeout=5)
+        connection: http.client.HTTPConnection
+        if tls is None:
+            connection = http.client.HTTPConnection(_client_host(host), port, timeout=5)
+        else:
+            connection = http.client.HTTPSConnection(
+                _client_host(host), port, timeout=5, context=tls
+            )
         try:
             connection.request("GET", "/health")
             response = connection.getresponse()
@@ -212,6 +235,8 @@ def _banner(
     options: SidecarOptions, grpc_address: str, admin_address: str, database: str, run_dir: Path
 ) -> list[str]:
     """What `make run` prints once the stack is up: where everything is, and any WARNING."""
+    scheme = "https" if options.tls_cert_file else "http"
+    tls = ", mTLS" if options.tls_client_ca_file else (", TLS" if options.tls_cert_file else "")
     if options.admin_socket:
         admin = (
             f"  admin     unix:{admin_address}  (Envoy's admin API, mode 0600: "
@@ -221,9 +246,9 @@ def _banner(
         admin = f"  admin     http://{admin_address}  (Envoy's admin API)"
     lines = [
         f"{PROG} {__version__} is up",
-        f"  REST      http://{options.listen_host}:{options.listen_port}  "
-        "(Envoy: REST/JSON and gRPC)",
-        f"  gRPC      {grpc_address}  (the gateway itself)",
+        f"  REST      {scheme}://{options.listen_host}:{options.listen_port}  "
+        f"(Envoy: REST/JSON and gRPC{tls})",
+        f"  gRPC      {grpc_address}  (the gateway itself{tls})",
         admin,
     ]
     if database:
@@ -241,6 +266,9 @@ def _run(settings: Settings, stop: threading.Event, stack: contextlib.ExitStack)
     env = dict(os.environ)  # the child reads its settings as we did, plus what we decided
     env["GRPC_HOST"] = settings.grpc_host
     env["GRPC_PORT"] = str(settings.grpc_port)
+    # A new secret at every start: how the gateway knows that a call came through its Envoy.
+    settings = dataclasses.replace(settings, sidecar_secret=secrets.token_urlsafe(32))
+    env["SIDECAR_SECRET"] = settings.sidecar_secret
     database = ""
     if settings.database_dsn() is None:
         from datamorph_gateway.embedded_db import EMBEDDED_DBNAME, start_embedded_database
@@ -272,7 +300,7 @@ def _run(settings: Settings, stop: threading.Event, stack: contextlib.ExitStack)
     stack.callback(envoy.stop)
     envoy.start(_ENVOY_START_TIMEOUT_S)
     rest_host, rest_port = envoy.listener_address(LISTENER)
-    _wait_healthy(rest_host, rest_port, stop)
+    _wait_healthy(rest_host, rest_port, stop, _probe_tls(settings))
 
     rest_options = dataclasses.replace(options, listen_host=rest_host, listen_port=rest_port)
     banner = _banner(rest_options, grpc_address, envoy.admin_address, database, run_dir)

@@ -38,6 +38,7 @@ from datamorph_gateway.errors import (
     Unavailable,
     clip,
 )
+from datamorph_gateway.identity import ClientIdentities
 from datamorph_gateway.rpc import Method, Req, Resp, cancel_scope, rpc, rpc_stream, time_budget_s
 from datamorph_gateway.workflows import WorkflowRequest, WorkflowRunner
 
@@ -75,10 +76,18 @@ def _streamed_per_caller(
 class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
     """Maps each RPC onto the database layer or the workflow runner."""
 
-    def __init__(self, settings: Settings, database: Database, workflows: WorkflowRunner) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        database: Database,
+        workflows: WorkflowRunner,
+        identities: ClientIdentities | None = None,
+    ) -> None:
         self._settings = settings
         self._db = database
         self._workflows = workflows
+        # The caller's verified client certificate (mTLS), for the auth policy to name.
+        self.identities = identities or ClientIdentities(None)
         self._policy = SqlPolicy(settings.sql_denied_functions.split(","))
         self._callers = CallerLimits(settings.max_concurrent_queries_per_caller)
 

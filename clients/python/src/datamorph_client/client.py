@@ -120,12 +120,21 @@ def _error(exc: grpc.RpcError) -> GatewayError:
     )
 
 
+def _read(path: str | None) -> bytes | None:
+    if not path:
+        return None
+    with open(path, "rb") as file:
+        return file.read()
+
+
 class GatewayClient:
     """Typed calls to a DataMorph Gateway.
 
     ``address`` is "host:port" (the gateway itself, or Envoy's listener, which
     proxies gRPC too). Pass ``tls=True`` for the system's root certificates,
-    or ``credentials`` for anything else.
+    ``ca_file`` (PEM) to verify the gateway with your own CA instead, ``cert_file`` and
+    ``key_file`` to present a client certificate (mTLS), or ``credentials`` for anything
+    else. Any of the three files implies TLS.
     """
 
     def __init__(
@@ -136,6 +145,9 @@ class GatewayClient:
         api_key: str | None = None,
         metadata_hook: MetadataHook | None = None,
         tls: bool = False,
+        ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         channel: grpc.Channel | None = None,
@@ -147,6 +159,14 @@ class GatewayClient:
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
         ]
+        if bool(cert_file) != bool(key_file):
+            raise ValueError("cert_file and key_file go together")
+        if credentials is None and (ca_file or cert_file):
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=_read(ca_file),
+                private_key=_read(key_file),
+                certificate_chain=_read(cert_file),
+            )
         if channel is not None:
             self._channel = channel
         elif tls or credentials is not None:

@@ -76,6 +76,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--route-timeout-s", type=float, default=defaults.route_timeout_s)
     parser.add_argument("--start-timeout-s", type=float, default=defaults.start_timeout_s)
     parser.add_argument("--access-log-path", default=defaults.access_log_path)
+    parser.add_argument("--tls-cert", default="", help="PEM certificate (chain): TLS listener")
+    parser.add_argument("--tls-key", default="", help="its private key")
+    parser.add_argument("--tls-client-ca", default="", help="PEM CA(s): require client certs")
+    parser.add_argument(
+        "--upstream-tls",
+        action="store_true",
+        help="the gateway's port uses TLS (with the --tls-cert certificate); with "
+        "--tls-client-ca Envoy presents that certificate to it",
+    )
+    parser.add_argument(
+        "--sidecar-secret-file",
+        type=Path,
+        help="a file holding the gateway's SIDECAR_SECRET, sent as x-datamorph-sidecar",
+    )
     parser.add_argument("--example", action="store_true", help="print envoy/envoy.yaml and exit")
     args = parser.parse_args(argv)
 
@@ -85,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.out_dir is None:
         parser.error("--out-dir is required (or --example)")
     try:
+        secret = ""
+        if args.sidecar_secret_file is not None:
+            secret = args.sidecar_secret_file.read_text(encoding="utf-8").strip()
         options = SidecarOptions(
             listen_host=args.listen[0],
             listen_port=args.listen[1],
@@ -100,6 +117,12 @@ def main(argv: list[str] | None = None) -> int:
             route_timeout_s=args.route_timeout_s,
             start_timeout_s=args.start_timeout_s,
             access_log_path=args.access_log_path,
+            tls_cert_file=args.tls_cert,
+            tls_key_file=args.tls_key,
+            tls_client_ca_file=args.tls_client_ca,
+            upstream_tls=args.upstream_tls,
+            upstream_client_certificate=args.upstream_tls and bool(args.tls_client_ca),
+            sidecar_secret=secret,
         )
         config = write_config(
             args.out_dir, options, args.descriptor_source, descriptor_path=args.descriptor_path

@@ -97,6 +97,21 @@ class SidecarOptions:
     max_connections: int = 10_000
     # One line per request; "" for none.
     access_log_path: str = "/dev/stdout"
+    # TLS on the listener (PEM files; Envoy re-reads them when they change, through SDS files
+    # written next to the config); a client CA also requires client certificates (mTLS).
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_client_ca_file: str = ""
+    # The gateway's port speaks TLS: Envoy verifies it with the certificates in tls_cert_file
+    # as trust anchors (the gateway serves that same certificate), and presents that
+    # certificate as its client certificate when upstream_client_certificate is set.
+    upstream_tls: bool = False
+    upstream_client_certificate: bool = False
+    # Where the SDS files are (write_config sets it to the directory it writes to).
+    sds_dir: str = "/etc/envoy"
+    # Added to every request sent to the gateway (x-datamorph-sidecar), replacing a caller's
+    # copy, so the gateway knows its own sidecar. "" for none (then callers' copies are removed).
+    sidecar_secret: str = dataclasses.field(default="", repr=False)
 
     def __post_init__(self) -> None:
         for name in ("listen_port", "admin_port", "upstream_port"):
@@ -121,6 +136,11 @@ class SidecarOptions:
             )
         for origin in self.cors_allowed_origins:
             check_origin(origin)
+
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        if (self.tls_client_ca_file or self.upstream_tls) and not self.tls_cert_file:
+            raise ValueError("tls_client_ca_file and upstream_tls need tls_cert_file")
 
 
 # sun_path holds 108 bytes, the last one a NUL.
@@ -170,6 +190,12 @@ def options_from_settings(
         watch_timeout_s=settings.log_watch_max_s + 60,
         stream_timeout_s=settings.stream_timeout_s + 60,
         access_log_path=access_log_path,
+        tls_cert_file=settings.tls_cert_file,
+        tls_key_file=settings.tls_key_file,
+        tls_client_ca_file=settings.tls_client_ca_file,
+        upstream_tls=bool(settings.tls_cert_file),
+        upstream_client_certificate=bool(settings.tls_client_ca_file),
+        sidecar_secret=settings.sidecar_secret,
     )
 
 
@@ -182,7 +208,7 @@ def admin_socket_path(settings: Settings) -> str:
 
 def cleartext_warning(options: SidecarOptions) -> str:
     """One line saying that the listener serves other machines in clear; "" when it does not."""
-    if is_loopback(options.listen_host):
+    if is_loopback(options.listen_host) or options.tls_cert_file:
         return ""
     return (
         f"Envoy's listener {options.listen_host}:{options.listen_port} is reachable from "
@@ -217,9 +243,15 @@ def write_config(
     descriptor = directory / DESCRIPTOR_FILE
     descriptor.write_bytes(transcoder_descriptor(descriptor_source))
     options = dataclasses.replace(
-        options, descriptor_path=descriptor_path or str(descriptor.resolve())
+        options,
+        descriptor_path=descriptor_path or str(descriptor.resolve()),
+        sds_dir=str(directory.resolve()),
     )
+    for name, secret in _sds_secrets(options).items():
+        (directory / f"{name}.yaml").write_text(to_yaml({"resources": [secret]}), encoding="utf-8")
     config = directory / CONFIG_FILE
+    config.touch(mode=0o600)
+    config.chmod(0o600)  # it may hold the sidecar secret
     config.write_text(config_text(options, http_routes(descriptor_source)), encoding="utf-8")
     return config
 
@@ -439,6 +471,21 @@ def _virtual_host(options: SidecarOptions) -> dict[str, Any]:
     return host
 
 
+SIDECAR_HEADER = "x-datamorph-sidecar"  # identity.SIDECAR_HEADER
+
+
+def _sidecar_header(options: SidecarOptions) -> dict[str, Any]:
+    """The per-start secret by which the gateway knows its own Envoy; never a caller's copy."""
+    if not options.sidecar_secret:
+        return {"request_headers_to_remove": [SIDECAR_HEADER]}
+    header = {"key": SIDECAR_HEADER, "value": options.sidecar_secret}
+    return {
+        "request_headers_to_add": [
+            {"header": header, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+        ]
+    }
+
+
 def _connection_manager(options: SidecarOptions, routes: Sequence[HttpRoute]) -> dict[str, Any]:
     values: dict[str, Any] = {
         "stat_prefix": LISTENER,
@@ -459,9 +506,17 @@ def _connection_manager(options: SidecarOptions, routes: Sequence[HttpRoute]) ->
             max_response_bytes=options.max_response_bytes,
             max_request_headers_kb=MAX_REQUEST_HEADERS_KB,
         ),
-        "route_config": {"name": LISTENER, "virtual_hosts": [_virtual_host(options)]},
+        "route_config": {
+            "name": LISTENER,
+            "virtual_hosts": [_virtual_host(options)],
+            **_sidecar_header(options),
+        },
         "http_filters": _http_filters(options),
     }
+    if options.tls_client_ca_file:
+        # Callers' own x-forwarded-client-cert is dropped; the verified certificate's is set.
+        values["forward_client_cert_details"] = "SANITIZE_SET"
+        values["set_current_client_cert_details"] = {"subject": True, "uri": True}
     if options.access_log_path:
         values["access_log"] = [
             _filter(
@@ -472,6 +527,75 @@ def _connection_manager(options: SidecarOptions, routes: Sequence[HttpRoute]) ->
             )
         ]
     return _typed("filters.network.http_connection_manager.v3.HttpConnectionManager", **values)
+
+
+_TLS_SOCKET = "envoy.transport_sockets.tls"
+_SDS_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+SERVER_CERTIFICATE = "server_certificate"
+CLIENT_CA = "client_ca"
+UPSTREAM_CA = "upstream_ca"
+
+
+def _sds_secrets(options: SidecarOptions) -> dict[str, dict[str, Any]]:
+    """The SDS files' secrets: Envoy watches each file and the PEM files it names."""
+    if not options.tls_cert_file:
+        return {}
+    cert = str(Path(options.tls_cert_file).resolve())
+    secrets = {
+        SERVER_CERTIFICATE: {
+            "@type": _SDS_TYPE,
+            "name": SERVER_CERTIFICATE,
+            "tls_certificate": {
+                "certificate_chain": {"filename": cert},
+                "private_key": {"filename": str(Path(options.tls_key_file).resolve())},
+            },
+        }
+    }
+    if options.tls_client_ca_file:
+        ca = str(Path(options.tls_client_ca_file).resolve())
+        secrets[CLIENT_CA] = {
+            "@type": _SDS_TYPE,
+            "name": CLIENT_CA,
+            "validation_context": {"trusted_ca": {"filename": ca}},
+        }
+    if options.upstream_tls:
+        secrets[UPSTREAM_CA] = {
+            "@type": _SDS_TYPE,
+            "name": UPSTREAM_CA,
+            "validation_context": {"trusted_ca": {"filename": cert}},
+        }
+    return secrets
+
+
+def _sds(options: SidecarOptions, name: str) -> dict[str, Any]:
+    path = f"{options.sds_dir.rstrip('/')}/{name}.yaml"
+    return {
+        "name": name,
+        "sds_config": {"path_config_source": {"path": path}, "resource_api_version": "V3"},
+    }
+
+
+def _tls_context(options: SidecarOptions, *, downstream: bool) -> dict[str, Any]:
+    common: dict[str, Any] = {"tls_params": {"tls_minimum_protocol_version": "TLSv1_2"}}
+    if downstream:
+        common["alpn_protocols"] = ["h2", "http/1.1"]
+        common["tls_certificate_sds_secret_configs"] = [_sds(options, SERVER_CERTIFICATE)]
+        values: dict[str, Any] = {"common_tls_context": common}
+        if options.tls_client_ca_file:
+            common["validation_context_sds_secret_config"] = _sds(options, CLIENT_CA)
+            values["require_client_certificate"] = True
+        kind = "DownstreamTlsContext"
+    else:
+        common["alpn_protocols"] = ["h2"]  # gRPC
+        if options.upstream_client_certificate:
+            common["tls_certificate_sds_secret_configs"] = [_sds(options, SERVER_CERTIFICATE)]
+        common["validation_context_sds_secret_config"] = _sds(options, UPSTREAM_CA)
+        values = {"common_tls_context": common}
+        kind = "UpstreamTlsContext"
+    return {
+        "name": _TLS_SOCKET,
+        "typed_config": _typed(f"transport_sockets.tls.v3.{kind}", **values),
+    }
 
 
 def _cluster(options: SidecarOptions) -> dict[str, Any]:
@@ -485,7 +609,7 @@ def _cluster(options: SidecarOptions) -> dict[str, Any]:
         # Notices a gateway that vanished while a long call (StartWorkflow) waits.
         "connection_keepalive": {"interval": "30s", "timeout": "10s"}
     }
-    return {
+    cluster: dict[str, Any] = {
         "name": GATEWAY_CLUSTER,
         "type": discovery,
         "connect_timeout": _duration(options.connect_timeout_s),
@@ -509,6 +633,9 @@ def _cluster(options: SidecarOptions) -> dict[str, Any]:
             }
         ],
     }
+    if options.upstream_tls:
+        cluster["transport_socket"] = _tls_context(options, downstream=False)
+    return cluster
 
 
 def render(options: SidecarOptions, routes: Sequence[HttpRoute]) -> dict[str, Any]:
@@ -517,10 +644,13 @@ def render(options: SidecarOptions, routes: Sequence[HttpRoute]) -> dict[str, An
         "name": "envoy.filters.network.http_connection_manager",
         "typed_config": _connection_manager(options, routes),
     }
+    chain: dict[str, Any] = {"filters": [manager]}
+    if options.tls_cert_file:
+        chain["transport_socket"] = _tls_context(options, downstream=True)
     listener = {
         "name": LISTENER,
         "address": _address(options.listen_host, options.listen_port),
-        "filter_chains": [{"filters": [manager]}],
+        "filter_chains": [chain],
     }
     connections = _filter(
         "envoy.resource_monitors.global_downstream_max_connections",
@@ -533,8 +663,12 @@ def render(options: SidecarOptions, routes: Sequence[HttpRoute]) -> dict[str, An
         admin = {"pipe": {"path": options.admin_socket, "mode": 0o600}}
     else:
         admin = _address(options.admin_host, options.admin_port)
-    return {
+    bootstrap: dict[str, Any] = {
         "admin": {"address": admin},
         "static_resources": {"listeners": [listener], "clusters": [_cluster(options)]},
         "overload_manager": {"resource_monitors": [connections]},
     }
+    if options.tls_cert_file:
+        # SDS subscriptions (the watched certificate files) need a node identity.
+        bootstrap["node"] = {"id": "datamorph-sidecar", "cluster": LISTENER}
+    return bootstrap
