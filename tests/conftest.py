@@ -26,6 +26,8 @@ from psycopg2.extensions import make_dsn, parse_dsn
 
 from datamorph_gateway.embedded import EmbeddedPostgres
 
+from .fixtures import roles
+
 pytest_plugins = ["tests.fixtures.gateway", "tests.fixtures.aws", "tests.fixtures.envoy"]
 
 
@@ -37,7 +39,7 @@ def _with_dbname(dsn: str, dbname: str) -> str:
 
 @pytest.fixture(scope="session")
 def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A DSN for a superuser-ish connection to the server under test."""
+    """A DSN for a superuser's connection to the server under test (to set things up)."""
     external = os.environ.get("DATABASE_URL")
     if external:
         yield external
@@ -48,21 +50,36 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def database_url(server_url: str) -> Iterator[str]:
-    """A DSN for a fresh, empty database that lives for the test session."""
+def database_url(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A DSN for a fresh, empty database that lives for the test session.
+
+    It logs in as the session's own serving role (made by deploy/sql/roles.sql, see
+    tests/fixtures/roles.py), which owns the database: never as a superuser.
+    """
     name = f"dmgw_test_{uuid.uuid4().hex[:12]}"
     admin = psycopg2.connect(server_url)
     admin.autocommit = True
+    made = None
     try:
         with admin.cursor() as cur:
             cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        yield _with_dbname(server_url, name)
+        passfile = tmp_path_factory.mktemp("roles") / "pgpass"
+        made = roles.provision(_with_dbname(server_url, name), name, passfile)
+        yield made.app_dsn
+    finally:
         with admin.cursor() as cur:
             cur.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
-    finally:
+        if made is not None:
+            roles.drop(server_url, made)
         admin.close()
+
+
+@pytest.fixture(scope="session")
+def database_admin_url(server_url: str, database_url: str) -> str:
+    """A superuser's DSN for the session database: to watch or end the gateway's sessions."""
+    return _with_dbname(server_url, parse_dsn(database_url)["dbname"])
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -11,6 +11,7 @@ from google.rpc import error_details_pb2
 
 from datamorph_gateway.callers import CallerLimits, caller_key
 from datamorph_gateway.errors import ResourceExhausted
+from datamorph_gateway.identity import SIDECAR_HEADER, ClientIdentities
 
 
 class Item(NamedTuple):
@@ -37,24 +38,59 @@ class Context:
 
 
 @pytest.mark.parametrize(
-    ("peer", "metadata", "key"),
+    ("peer", "forwarded_for", "key"),
     [
-        ("ipv4:10.1.2.3:51234", (), "ip:10.1.2.3"),
-        ("ipv6:[2001:db8::7]:51234", (), "ip:2001:db8::7"),
-        ("ipv6:[::ffff:10.1.2.3]:4000", (), "ip:10.1.2.3"),
-        # A remote peer's x-forwarded-for is its own word: ignored.
-        ("ipv4:10.1.2.3:51234", (("x-forwarded-for", "192.0.2.9"),), "ip:10.1.2.3"),
-        # Loopback is Envoy: the last entry is the address Envoy saw.
-        ("ipv4:127.0.0.1:6000", (("x-forwarded-for", "198.51.100.1, 192.0.2.9"),), "ip:192.0.2.9"),
-        ("ipv6:[::1]:6000", (("x-forwarded-for", "192.0.2.9"),), "ip:192.0.2.9"),
-        ("ipv4:127.0.0.1:6000", (), "ip:127.0.0.1"),
-        ("ipv4:127.0.0.1:6000", (("x-forwarded-for", "not an address"),), "ip:127.0.0.1"),
-        ("unix:/run/gw.sock", (("x-forwarded-for", "192.0.2.9"),), "ip:192.0.2.9"),
-        ("unix:/run/gw.sock", (), "peer:unix:/run/gw.sock"),
+        ("ipv4:10.1.2.3:51234", None, "ip:10.1.2.3"),
+        ("ipv6:[2001:db8::7]:51234", None, "ip:2001:db8::7"),
+        ("ipv6:[::ffff:10.1.2.3]:4000", None, "ip:10.1.2.3"),
+        ("ipv4:127.0.0.1:6000", None, "ip:127.0.0.1"),
+        # The address our sidecar vouched for (see ClientIdentities.forwarded_for).
+        ("ipv4:127.0.0.1:6000", "192.0.2.9", "ip:192.0.2.9"),
+        ("unix:/run/gw.sock", "192.0.2.9", "ip:192.0.2.9"),
+        ("unix:/run/gw.sock", None, "peer:unix:/run/gw.sock"),
+        ("ipv4:not-an-address:1", None, "peer:ipv4:not-an-address:1"),
     ],
 )
-def test_caller_key(peer: str, metadata: Sequence[tuple[str, str]], key: str) -> None:
-    assert caller_key(Context(peer, metadata)) == key  # type: ignore[arg-type]
+def test_caller_key(peer: str, forwarded_for: str | None, key: str) -> None:
+    assert caller_key(Context(peer), forwarded_for) == key  # type: ignore[arg-type]
+
+
+SECRET = "per-start-secret"
+
+
+@pytest.mark.parametrize(
+    ("peer", "metadata", "forwarded_for"),
+    [
+        # Through our Envoy: the last entry is the one Envoy appended, whatever came before.
+        (
+            "ipv4:127.0.0.1:6000",
+            (("x-forwarded-for", "198.51.100.1, 192.0.2.9"), (SIDECAR_HEADER, SECRET)),
+            "192.0.2.9",
+        ),
+        (
+            "ipv6:[::1]:6000",
+            (("x-forwarded-for", "::ffff:192.0.2.9"), (SIDECAR_HEADER, SECRET)),
+            "192.0.2.9",
+        ),
+        ("ipv4:127.0.0.1:6000", ((SIDECAR_HEADER, SECRET),), None),
+        ("ipv4:127.0.0.1:6000", (("x-forwarded-for", "nope"), (SIDECAR_HEADER, SECRET)), None),
+        # Without the secret, a forged header is the caller's own word, loopback or not.
+        ("ipv4:127.0.0.1:6000", (("x-forwarded-for", "192.0.2.9"),), None),
+        ("unix:/run/gw.sock", (("x-forwarded-for", "192.0.2.9"),), None),
+        ("ipv4:10.1.2.3:51234", (("x-forwarded-for", "192.0.2.9"),), None),
+        (
+            "ipv4:127.0.0.1:6000",
+            (("x-forwarded-for", "192.0.2.9"), (SIDECAR_HEADER, "a-guess")),
+            None,
+        ),
+    ],
+)
+def test_forwarded_for_is_believed_only_from_our_sidecar(
+    peer: str, metadata: Sequence[tuple[str, str]], forwarded_for: str | None
+) -> None:
+    identities = ClientIdentities(None, SECRET)
+    assert identities.forwarded_for(Context(peer, metadata)) == forwarded_for  # type: ignore[arg-type]
+    assert ClientIdentities(None, "").forwarded_for(Context(peer, metadata)) is None  # type: ignore[arg-type]
 
 
 def test_one_caller_is_refused_past_its_limit_and_others_are_not() -> None:

@@ -32,9 +32,12 @@ LONG_S = 30
 
 
 @pytest.fixture
-def admin(seeded_database: str) -> Iterator[psycopg2.extensions.connection]:
-    """A connection of the test's own, to watch pg_stat_activity from outside the gateway."""
-    conn = psycopg2.connect(seeded_database)
+def admin(
+    seeded_database: str, database_admin_url: str
+) -> Iterator[psycopg2.extensions.connection]:
+    """A superuser's connection, to watch pg_stat_activity from outside the gateway (the
+    query text of another role's session is hidden from everyone else)."""
+    conn = psycopg2.connect(database_admin_url)
     conn.autocommit = True
     yield conn
     conn.close()

@@ -79,7 +79,9 @@ def test_start_creates_the_cluster_and_listens_on_tcp_only(
     pg.start()
     assert (data_dir / "PG_VERSION").exists()
     assert pg.port > 0
-    assert pg.dsn == f"postgresql://postgres@127.0.0.1:{pg.port}/postgres"
+    assert pg.dsn == (
+        f"postgresql://postgres@127.0.0.1:{pg.port}/postgres?passfile={pg.passwords.path}"
+    )
     row = _fetch_one(
         pg.dsn,
         "SELECT current_user, current_setting('is_superuser'), "

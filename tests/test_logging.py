@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import re
 import uuid
 
 import pytest
 
+from datamorph.gateway.v1 import gateway_pb2 as pb
+from datamorph.gateway.v1 import gateway_pb2_grpc as pb_grpc
 from datamorph_client import GatewayClient, GatewayError
 from datamorph_gateway import logging_setup
 from datamorph_gateway.audit import mask_constants
 from datamorph_gateway.config import Settings
+
+from .fixtures.envoy import Rest
 
 
 def test_one_access_line_per_request(
@@ -32,10 +38,10 @@ def test_audit_records_query_but_not_values_or_passwords(
     caplog.set_level(logging.INFO, logger="datamorph_gateway.audit")
     role = f"gw_audit_{uuid.uuid4().hex[:8]}"
     client.execute_query("SELECT $1::text AS secret_param", ["value-that-must-not-be-logged"])
-    client.execute_query(f"CREATE ROLE {role} LOGIN PASSWORD 'hunter2'; DROP ROLE {role}")
-    client.execute_query(f"CREATE ROLE {role} LOGIN PASSWORD $$s3cret$$; DROP ROLE {role}")
-    client.execute_query(f"CREATE ROLE {role} LOGIN PASSWORD U&'s3cret'; DROP ROLE {role}")
-    client.execute_query(f"CREATE ROLE {role} LOGIN PASSWORD E's3cret'; DROP ROLE {role}")
+    # The serving role may not create roles: each is refused, and audited all the same.
+    for password in ("'hunter2'", "$$s3cret$$", "U&'s3cret'", "E's3cret'"):
+        with pytest.raises(GatewayError):
+            client.execute_query(f"CREATE ROLE {role} LOGIN PASSWORD {password}")
     with pytest.raises(GatewayError):
         client.execute_query("SELECT * FROM missing_for_audit")
     text = "\n".join(r.getMessage() for r in caplog.records if r.name == "datamorph_gateway.audit")
@@ -46,7 +52,42 @@ def test_audit_records_query_but_not_values_or_passwords(
     assert "SELECT $1::text AS secret_param" in text
     assert "outcome=ok" in text
     assert "outcome=NOT_FOUND sqlstate=42P01" in text
+    assert "outcome=PERMISSION_DENIED sqlstate=42501" in text
     assert "peer=" in text
+
+
+def test_a_forged_x_forwarded_for_never_reaches_the_audit_line(
+    stub: pb_grpc.DataMorphGatewayStub, rest: Rest, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="datamorph_gateway.audit")
+    forged = "203.0.113.66"
+    # Through Envoy: it appends the address it saw; only that one is believed.
+    answer = rest.post(
+        "/execute/query",
+        {"query": "SELECT 1 AS through_envoy"},
+        headers={"x-forwarded-for": forged},
+    )
+    assert answer.status == 200, answer.body
+    # Straight to the gRPC port, with or without a guessed sidecar secret.
+    stub.ExecuteQuery(
+        pb.ExecuteQueryRequest(query="SELECT 2 AS direct"), metadata=(("x-forwarded-for", forged),)
+    )
+    stub.ExecuteQuery(
+        pb.ExecuteQueryRequest(query="SELECT 3 AS guessed"),
+        metadata=(("x-forwarded-for", forged), ("x-datamorph-sidecar", "a-guess")),
+    )
+    lines = [r.getMessage() for r in caplog.records if r.name == "datamorph_gateway.audit"]
+    through, direct, guessed = (
+        next(line for line in lines if marker in line)
+        for marker in ("through_envoy", "AS direct", "AS guessed")
+    )
+    assert forged not in "\n".join(lines)
+    # The address Envoy appended: the client's, or Envoy's own for a loopback client.
+    match = re.search(r" forwarded_for=(\S+) ", through)
+    assert match is not None, through
+    ipaddress.ip_address(match.group(1))
+    assert "forwarded_for=- " in direct
+    assert "forwarded_for=- " in guessed
 
 
 @pytest.mark.parametrize(

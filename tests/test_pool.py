@@ -215,7 +215,9 @@ def backends(database_url: str, application_name: str) -> int:
         conn.close()
 
 
-def test_health_probe_keeps_one_connection_and_reopens_it(database_url: str) -> None:
+def test_health_probe_keeps_one_connection_and_reopens_it(
+    database_url: str, database_admin_url: str
+) -> None:
     name = "gw-health-probe-test"
     probe = HealthProbe(database_url, connect_kwargs={"application_name": name})
     try:
@@ -228,7 +230,7 @@ def test_health_probe_keeps_one_connection_and_reopens_it(database_url: str) -> 
         probe.check(5.0)
         assert backends(database_url, name) == 1  # concurrent checks shared it
 
-        admin = psycopg2.connect(database_url)
+        admin = psycopg2.connect(database_admin_url)  # only a superuser may end the sessions
         admin.autocommit = True
         with admin.cursor() as cur:
             cur.execute(

@@ -14,6 +14,7 @@ from datamorph_client import GatewayClient, GatewayError
 from datamorph_gateway.app import Gateway
 from datamorph_gateway.embedded import EmbeddedPostgres
 
+from .fixtures import roles
 from .fixtures.gateway import gateway_settings
 
 
@@ -31,12 +32,12 @@ def health_status(address: str) -> int:
         return int(stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status)
 
 
-def test_sessions_killed_under_the_pool_are_replaced(make_gateway, seeded_database: str) -> None:  # type: ignore[no-untyped-def]
+def test_sessions_killed_under_the_pool_are_replaced(make_gateway, database_admin_url: str) -> None:  # type: ignore[no-untyped-def]
     gateway = make_gateway(db_pool_max=4, db_application_name="gw-kill-test")
     with GatewayClient(gateway.address) as c:
         for _ in range(4):
             c.get_data(["customers"], limit=1)
-        admin = psycopg2.connect(seeded_database)
+        admin = psycopg2.connect(database_admin_url)  # only a superuser may end the sessions
         admin.autocommit = True
         with admin.cursor() as cur:
             cur.execute(
@@ -54,8 +55,9 @@ def test_sessions_killed_under_the_pool_are_replaced(make_gateway, seeded_databa
 @pytest.mark.embedded_only
 def test_database_restart_and_outage(tmp_path: Path) -> None:
     with EmbeddedPostgres(tmp_path / "pg") as pg:
+        made = roles.provision(pg.dsn, "dmgw_restart", tmp_path / "pgpass")
         settings = gateway_settings(
-            pg.dsn,
+            made.app_dsn,
             db_connect_attempts=2,
             db_connect_backoff_s=0.05,
             db_connect_timeout_s=1,

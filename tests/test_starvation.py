@@ -21,6 +21,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from datamorph.gateway.v1 import gateway_pb2 as pb
 from datamorph.gateway.v1 import gateway_pb2_grpc as pb_grpc
+from datamorph_gateway.identity import SIDECAR_HEADER
+
+from .fixtures.gateway import SIDECAR_SECRET
 
 SLEEP_S = 4.0
 # "At once": far below SLEEP_S, so nothing answered by waiting for a sleeper, and generous
@@ -43,8 +46,8 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
 
 
 def forwarded(address: str) -> tuple[tuple[str, str], ...]:
-    """Metadata as Envoy would send it for a client at ``address``."""
-    return (("x-forwarded-for", address),)
+    """Metadata as our Envoy would send it for a client at ``address``."""
+    return (("x-forwarded-for", address), (SIDECAR_HEADER, SIDECAR_SECRET))
 
 
 def retry_info(error: grpc.RpcError) -> error_details_pb2.RetryInfo:

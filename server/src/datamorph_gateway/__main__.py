@@ -8,6 +8,7 @@ no set-up at all.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import signal
 import sys
@@ -22,7 +23,7 @@ from datamorph_gateway.errors import ConfigError
 from datamorph_gateway.secrets import load_secret
 
 if TYPE_CHECKING:
-    from datamorph_gateway.embedded import EmbeddedPostgres
+    from datamorph_gateway.embedded_db import EmbeddedDatabase
 
 log = logging.getLogger("datamorph_gateway")
 
@@ -39,16 +40,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging_setup.configure(settings)
 
-    embedded: EmbeddedPostgres | None = None
-    dsn = settings.database_dsn()
-    if dsn is None:
+    embedded: EmbeddedDatabase | None = None
+    if settings.database_dsn() is None:
         # Imported here: a configured database needs none of the embedded machinery.
         from datamorph_gateway.embedded_db import start_embedded_database
 
-        dsn, embedded = start_embedded_database(settings)
+        embedded = start_embedded_database(settings)
+        settings = dataclasses.replace(
+            settings,
+            database_url=embedded.dsn,
+            db_readonly_user=embedded.reader_user,
+            db_watchdog_user=embedded.watchdog_user,
+        )
     try:
         try:
-            gateway = Gateway(settings, dsn)
+            gateway = Gateway(settings)
         except PortInUseError as exc:
             print(f"datamorph-gateway: {exc}", file=sys.stderr)
             return 1

@@ -78,6 +78,7 @@ class Gateway:
 
         self.database = Database(settings, dsn)
         try:
+            self.database.verify_roles()  # a superuser login stops the start here
             self.workflows = create_runner(settings, self.database.pool)
         except BaseException:
             self.database.close()

@@ -54,9 +54,12 @@ def mask_constants(sql: str) -> str:
     return "".join(out)
 
 
-def caller(context: grpc.ServicerContext) -> str:
-    """Who sent the request: the peer, and the client Envoy saw when it forwarded it."""
-    forwarded = metadata_value(context, "x-forwarded-for")
+def caller(context: grpc.ServicerContext, forwarded: str | None = None) -> str:
+    """Who sent the request: the peer, and the client our Envoy saw when it forwarded it.
+
+    ``forwarded`` is that address as ``ClientIdentities.forwarded_for`` vouches for it; a
+    caller's own ``x-forwarded-for`` never reaches the line.
+    """
     agent = metadata_value(context, "user-agent") or "-"
     peer = context.peer()
     return f"peer={peer} forwarded_for={forwarded or '-'} user_agent={agent!r}"
@@ -65,6 +68,7 @@ def caller(context: grpc.ServicerContext) -> str:
 def record(
     context: grpc.ServicerContext,
     *,
+    forwarded_for: str | None,
     query: str,
     param_count: int,
     read_only: bool,
@@ -77,7 +81,7 @@ def record(
         text = text[:MAX_LOGGED_QUERY_CHARS] + f"... [{len(text)} chars]"
     log.info(
         "query %s params=%d read_only=%s duration_ms=%.2f rows=%d outcome=%s sql=%r",
-        caller(context),
+        caller(context, forwarded_for),
         param_count,
         read_only,
         duration_ms,
@@ -96,7 +100,12 @@ class Tally:
 
 @contextmanager
 def audited(
-    context: grpc.ServicerContext, *, query: str, param_count: int, read_only: bool
+    context: grpc.ServicerContext,
+    *,
+    forwarded_for: str | None,
+    query: str,
+    param_count: int,
+    read_only: bool,
 ) -> Iterator[Tally]:
     """Write one audit line when the block ends, however it ends."""
     tally = Tally()
@@ -112,6 +121,7 @@ def audited(
     finally:
         record(
             context,
+            forwarded_for=forwarded_for,
             query=query,
             param_count=param_count,
             read_only=read_only,

@@ -2,16 +2,15 @@
 
 A caller is named by a key. Today the key is the client's IP address (``ip:10.0.0.7``):
 
-- a direct gRPC caller is its peer address, without the port;
-- a call that the Envoy sidecar forwarded (the peer is loopback) is the last
-  ``x-forwarded-for`` entry, the address Envoy saw: with ``use_remote_address`` it
-  appends the real client's address to whatever the client sent.
+- a call that our Envoy sidecar forwarded is the address Envoy saw, which
+  ``ClientIdentities.forwarded_for`` takes from ``x-forwarded-for`` only on a call that
+  carries the sidecar's per-start secret;
+- any other call is its peer address, without the port. A caller's own
+  ``x-forwarded-for`` is never believed, so it cannot pick its key (nor spread its
+  queries over many keys to escape its limit).
 
-Trust: any process on the gateway's host can reach the gRPC port over loopback and
-write its own ``x-forwarded-for``, so it can pick its key. That only lets a local
-process spread its queries over keys; nothing here grants access. Once callers
-authenticate, the principal's name (``principal:<name>``) replaces the address as the
-key, and the forwarded header no longer matters.
+Once callers authenticate, the principal's name (``principal:<name>``) replaces the
+address as the key.
 """
 
 from __future__ import annotations
@@ -34,36 +33,20 @@ __all__ = ["CallerLimits", "caller_key"]
 RETRY_AFTER_S = 1
 
 
-def caller_key(context: grpc.ServicerContext) -> str:
-    """The key the per-caller limits count under (see the module's docstring)."""
+def caller_key(context: grpc.ServicerContext, forwarded_for: str | None = None) -> str:
+    """The key the per-caller limits count under (see the module's docstring).
+
+    ``forwarded_for`` is the client address our sidecar vouched for, if any.
+    """
+    if forwarded_for:
+        return f"ip:{forwarded_for}"
     peer = context.peer() or ""
     kind, _, rest = peer.partition(":")
     if kind in ("ipv4", "ipv6"):
         address = _ip(rest.rpartition(":")[0].strip("[]"))
-        if address is None:
-            return f"peer:{peer}"
-        own = f"ip:{address}"
-        local = address.is_loopback
-    else:
-        own = f"peer:{peer}"
-        local = kind in ("unix", "unix-abstract")
-    if local:
-        forwarded = _forwarded_for(context)
-        if forwarded is not None:
-            return f"ip:{forwarded}"
-    return own
-
-
-def _forwarded_for(context: grpc.ServicerContext) -> str | None:
-    """The last ``x-forwarded-for`` entry, if it is an IP address."""
-    last: str | None = None
-    for item in context.invocation_metadata() or ():
-        if item.key == "x-forwarded-for":
-            last = str(item.value)
-    if last is None:
-        return None
-    address = _ip(last.rpartition(",")[2].strip())
-    return None if address is None else str(address)
+        if address is not None:
+            return f"ip:{address}"
+    return f"peer:{peer}"
 
 
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

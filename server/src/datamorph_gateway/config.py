@@ -63,6 +63,20 @@ class Settings:
     rds_dbname: str = "postgres"
     rds_username: str = ""
     rds_password: str = field(default="", repr=False)
+    # Least privilege (docs/security.md): a superuser, or a member of a predefined role that
+    # reaches the server's files or programs or signals other sessions, is refused unless
+    # DB_ALLOW_PRIVILEGED. DB_READONLY_USER serves read_only requests and streams (without
+    # it they run in a read-only transaction, which is not a boundary); DB_WATCHDOG_USER
+    # ends a backend that ignored a cancel. Their passwords: *_PASSWORD, or the DSN's passfile.
+    db_allow_privileged: bool = False
+    db_readonly_user: str = ""
+    db_readonly_password: str = field(default="", repr=False)
+    db_watchdog_user: str = ""
+    db_watchdog_password: str = field(default="", repr=False)
+    # TLS to the database: empty means verify-full for a database that is not on this host
+    # (and libpq's default, prefer, on loopback); DB_SSLROOTCERT names the CA bundle.
+    db_sslmode: str = ""
+    db_sslrootcert: str = ""
     db_pool_min: int = 1
     db_pool_max: int = 16
     # Connections only reads (GetSchemas, GetData) and the gateway's own tables may use;
@@ -193,7 +207,13 @@ class Settings:
     def redacted(self) -> dict[str, Any]:
         """The settings as a dict safe to log: secrets and DSNs masked."""
         out = dataclasses.asdict(self)
-        for key in ("rds_password", "database_url", "sidecar_secret"):
+        for key in (
+            "rds_password",
+            "database_url",
+            "sidecar_secret",
+            "db_readonly_password",
+            "db_watchdog_password",
+        ):
             if out[key]:
                 out[key] = "***"
         return out
@@ -349,6 +369,19 @@ def _validate(s: Settings) -> None:
         raise ConfigError("LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
     _validate_workflows(s)
     _validate_tls(s)
+    _validate_database_roles(s)
+
+
+SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+def _validate_database_roles(s: Settings) -> None:
+    if s.db_sslmode and s.db_sslmode not in SSLMODES:
+        raise ConfigError(f"DB_SSLMODE must be one of {', '.join(SSLMODES)} (or empty)")
+    if s.db_readonly_password and not s.db_readonly_user:
+        raise ConfigError("DB_READONLY_PASSWORD is set but DB_READONLY_USER is not")
+    if s.db_watchdog_password and not s.db_watchdog_user:
+        raise ConfigError("DB_WATCHDOG_PASSWORD is set but DB_WATCHDOG_USER is not")
 
 
 def _validate_tls(s: Settings) -> None:

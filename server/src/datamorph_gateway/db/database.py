@@ -6,6 +6,10 @@ into request errors here, outside the pool, so the pool still sees (and
 discards) connections that broke. An operation given a ``CancelScope``
 attaches its connection to it while SQL runs, so that the scope's deadline
 (which the session cannot lift) or the caller leaving cancels the query.
+
+Two pools when ``DB_READONLY_USER`` is set: caller SQL with ``read_only`` and streams run
+as that role (SELECT only: the database itself refuses a write), everything else as the
+serving role. Every role is checked before it serves (``privileges``).
 """
 
 from __future__ import annotations
@@ -24,13 +28,21 @@ from psycopg2.extensions import parse_dsn
 from datamorph_gateway.config import Settings
 from datamorph_gateway.db import catalog, encoding, query, sampling
 from datamorph_gateway.db.cancel import CancelScope
+from datamorph_gateway.db.connect import RoleDsns
 from datamorph_gateway.db.encoding import ColumnType, TypeCatalog, decode_rows
 from datamorph_gateway.db.health import HealthProbe
 from datamorph_gateway.db.names import TableName
 from datamorph_gateway.db.pool import Connection, ConnectionPool
+from datamorph_gateway.db.privileges import RoleGuard
 from datamorph_gateway.db.sqltext import Script, Statement
 from datamorph_gateway.db.statements import Budget, PreparingConnection
-from datamorph_gateway.errors import GatewayError, Unavailable, from_database_error
+from datamorph_gateway.errors import (
+    ConfigError,
+    FailedPrecondition,
+    GatewayError,
+    Unavailable,
+    from_database_error,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -53,14 +65,42 @@ class Database:
         self.relations = catalog.RelationCache(settings.relation_cache_ttl_s)
         self._allow_system = settings.allow_system_schemas
         self._max_result_bytes = settings.max_result_bytes
-        self._dsn = dsn
+        self.dsns = RoleDsns(settings, dsn)
+        self.guard = RoleGuard(allow_privileged=settings.db_allow_privileged)
+        self._connect_timeout_s = settings.db_connect_timeout_s
         self._application_name = settings.db_application_name
+        self.pool = self._pool(settings, self.dsns.serving, "serving role")
+        # Read-only caller SQL: a pool of its own, opened on first use, as large as the main one.
+        self.reader_pool = (
+            None
+            if self.dsns.reader is None
+            else self._pool(settings, self.dsns.reader, "read-only role", min_size=0, reserved=0)
+        )
+        self.health = HealthProbe(
+            self.dsns.serving,
+            connect_kwargs={"application_name": f"{settings.db_application_name} health"},
+        )
+
+    def _pool(
+        self,
+        settings: Settings,
+        dsn: str,
+        purpose: str,
+        *,
+        min_size: int | None = None,
+        reserved: int | None = None,
+    ) -> ConnectionPool:
         base_options = parse_dsn(dsn).get("options", "")
-        self.pool = ConnectionPool(
+
+        def on_connect(conn: ext.connection) -> None:
+            self.guard.check(conn, purpose)
+            encoding.install(conn)
+
+        return ConnectionPool(
             dsn,
-            min_size=settings.db_pool_min,
+            min_size=settings.db_pool_min if min_size is None else min_size,
             max_size=settings.db_pool_max,
-            reserved=settings.pool_reserved_reads(),
+            reserved=settings.pool_reserved_reads() if reserved is None else reserved,
             acquire_timeout_s=settings.db_pool_timeout_s,
             connect_timeout_s=settings.db_connect_timeout_s,
             connect_attempts=settings.db_connect_attempts,
@@ -74,20 +114,70 @@ class Database:
                     PreparingConnection if settings.db_prepared_statements else ext.connection
                 ),
             },
-            on_connect=encoding.install,
+            on_connect=on_connect,
         )
-        self.health = HealthProbe(
-            dsn, connect_kwargs={"application_name": f"{settings.db_application_name} health"}
-        )
+
+    def verify_roles(self) -> None:
+        """Check every role the gateway will use, now; a refused one is a ConfigError.
+
+        A database that cannot be reached is not an error here (the gateway starts and
+        answers UNAVAILABLE until it is back); each new pooled connection is checked anyway.
+        """
+        roles = [("serving role", self.dsns.serving)]
+        if self.dsns.reader is not None:
+            roles.append(("read-only role", self.dsns.reader))
+        if self.dsns.watchdog is not None:
+            roles.append(("watchdog role", self.dsns.watchdog))
+        for purpose, dsn in roles:
+            try:
+                conn = psycopg2.connect(
+                    dsn,
+                    connect_timeout=max(2, int(self._connect_timeout_s)),
+                    application_name=f"{self._application_name} check",
+                )
+            except psycopg2.OperationalError as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                log.warning(
+                    "could not check the %s at start-up (%s); it is checked on connect",
+                    purpose,
+                    first,
+                )
+                continue
+            try:
+                self.guard.check(conn, purpose)
+            except FailedPrecondition as exc:
+                raise ConfigError(exc.message) from None
+            finally:
+                conn.close()
+        if self.dsns.reader is None:
+            log.info(
+                "DB_READONLY_USER is not set: read_only requests run as the serving role in a "
+                "read-only transaction, which is not a security boundary (docs/security.md)"
+            )
+        if self.dsns.unverified_remote:
+            log.warning(
+                "the connection to the database at %s is not verified (sslmode=%s): set "
+                "DB_SSLMODE=verify-full and DB_SSLROOTCERT (docs/security.md)",
+                self.dsns.host,
+                self.dsns.sslmode,
+            )
 
     def close(self) -> None:
         self.health.close()
         self.pool.close()
+        if self.reader_pool is not None:
+            self.reader_pool.close()
 
     def _terminate(self, pid: int) -> None:
-        """End a backend that ignores cancels, from a connection of its own (same role)."""
+        """End a backend that ignores cancels, from a connection of its own.
+
+        As DB_WATCHDOG_USER when set (the embedded cluster revokes the signal functions
+        from everyone else), otherwise as the serving role, which may end its own backends.
+        """
         conn = psycopg2.connect(
-            self._dsn, connect_timeout=5, application_name=f"{self._application_name} watchdog"
+            self.dsns.watchdog or self.dsns.serving,
+            connect_timeout=5,
+            application_name=f"{self._application_name} watchdog",
         )
         try:
             conn.autocommit = True
@@ -108,9 +198,10 @@ class Database:
         scope: CancelScope | None = None,
     ) -> Iterator[Connection]:
         start = time.monotonic()
+        pool = self.reader_pool if read_only and self.reader_pool is not None else self.pool
         try:
             with (
-                self.pool.connection(timeout_s, reset_session=reset_session) as conn,
+                pool.connection(timeout_s, reset_session=reset_session) as conn,
                 _attached(scope, conn, self._terminate),
             ):
                 remaining = max(timeout_s - (time.monotonic() - start), 0.001)

@@ -1,0 +1,1 @@
+../../server/src/datamorph_gateway/sql/roles.sql

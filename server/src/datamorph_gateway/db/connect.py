@@ -1,0 +1,66 @@
+"""How the gateway connects: the DSN of each role it uses, and TLS to a remote database.
+
+- ``DB_SSLMODE`` left empty means ``verify-full`` for a database that is not on this host
+  (the certificate must chain to ``DB_SSLROOTCERT``, or libpq's default
+  ``~/.postgresql/root.crt``, and name the host), so a plaintext or unverified connection
+  to a remote database happens only when configured explicitly: with ``DB_SSLMODE`` or
+  with ``sslmode`` in ``DATABASE_URL``. On loopback and Unix sockets libpq's own default
+  stays.
+- ``DB_READONLY_USER`` and ``DB_WATCHDOG_USER`` are logins to the same database as the
+  serving DSN with another role; their passwords come from ``DB_READONLY_PASSWORD`` /
+  ``DB_WATCHDOG_PASSWORD``, or from the DSN's ``passfile`` (which the embedded database uses).
+"""
+
+from __future__ import annotations
+
+from psycopg2.extensions import make_dsn, parse_dsn
+
+from datamorph_gateway.config import Settings, is_loopback
+
+__all__ = ["RoleDsns", "is_local"]
+
+UNVERIFIED_SSLMODES = ("disable", "allow", "prefer", "require")
+
+
+def is_local(params: dict[str, str]) -> bool:
+    """Whether every host of a parsed DSN is this machine (loopback or a Unix socket)."""
+    hosts = params.get("hostaddr") or params.get("host") or ""
+    for host in hosts.split(","):
+        host = host.strip()
+        if host and not host.startswith(("/", "@")) and not is_loopback(host):
+            return False
+    return True
+
+
+class RoleDsns:
+    """The serving DSN and, when configured, the reader's and the watchdog's."""
+
+    def __init__(self, settings: Settings, dsn: str) -> None:
+        params = parse_dsn(dsn)
+        if settings.db_sslmode:
+            params["sslmode"] = settings.db_sslmode
+        elif "sslmode" not in params and not is_local(params):
+            params["sslmode"] = "verify-full"
+        if settings.db_sslrootcert:
+            params["sslrootcert"] = settings.db_sslrootcert
+        self.sslmode = params.get("sslmode", "prefer")
+        self.local = is_local(params)
+        self.host = params.get("host") or params.get("hostaddr") or "local socket"
+        self.serving = make_dsn(**params)
+        self.reader = _as_role(params, settings.db_readonly_user, settings.db_readonly_password)
+        self.watchdog = _as_role(params, settings.db_watchdog_user, settings.db_watchdog_password)
+
+    @property
+    def unverified_remote(self) -> bool:
+        """A remote database whose server certificate is not checked (or no TLS at all)."""
+        return not self.local and self.sslmode in UNVERIFIED_SSLMODES
+
+
+def _as_role(params: dict[str, str], user: str, password: str) -> str | None:
+    if not user:
+        return None
+    changed = dict(params, user=user)
+    changed.pop("password", None)
+    if password:
+        changed["password"] = password
+    return make_dsn(**changed)
