@@ -12,14 +12,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg2
 from psycopg2 import sql
 
-from datamorph_gateway.embedded import EmbeddedPostgres
-from datamorph_gateway.embedded_db import ensure_database
+from datamorph_gateway.embedded import SUPERUSER, EmbeddedPostgres
+from datamorph_gateway.embedded_db import READER_ROLE, WATCHDOG_ROLE, prepare_database
 
 log = logging.getLogger("bench")
 
@@ -81,8 +81,11 @@ CREATE TABLE {table} (
 class BenchDatabase:
     """Where the bench's data lives: its DSN, and the embedded server when we started one."""
 
-    dsn: str
+    dsn: str  # what the gateway and the baselines serve as
     embedded: EmbeddedPostgres | None
+    admin_dsn: str = ""  # a superuser's, for compact_catalogs; empty: dsn
+    # The settings that make the gateway use the roles it would use under make run.
+    gateway_settings: dict[str, str] = field(default_factory=dict)
 
     def stop(self) -> None:
         if self.embedded is not None:
@@ -93,12 +96,17 @@ class BenchDatabase:
 def open_database(data_dir: Path, database_url: str = "") -> BenchDatabase:
     """The bench database: `database_url` as given, else embedded PostgreSQL under `data_dir`."""
     if database_url:
-        return BenchDatabase(database_url, None)
+        # The operator's database, as given: the bench measures speed, and the suite (not the
+        # bench) holds the gateway to serving without privileges.
+        return BenchDatabase(database_url, None, gateway_settings={"DB_ALLOW_PRIVILEGED": "true"})
     data_dir.mkdir(parents=True, exist_ok=True)
-    pg = EmbeddedPostgres(data_dir / "postgres", port=0)
+    pg = EmbeddedPostgres(data_dir / "postgres", port=0, password_file=data_dir / "pgpass")
     pg.start()
     try:
-        return BenchDatabase(ensure_database(pg.dsn, BENCH_DBNAME), pg)
+        # The roles make run serves as (datamorph_app), so the figures are the real path's.
+        dsn = prepare_database(pg, BENCH_DBNAME)
+        roles = {"DB_READONLY_USER": READER_ROLE, "DB_WATCHDOG_USER": WATCHDOG_ROLE}
+        return BenchDatabase(dsn, pg, pg.dsn_for(SUPERUSER, BENCH_DBNAME), roles)
     except BaseException:
         pg.stop()
         raise

@@ -14,6 +14,7 @@ import asyncio
 import collections
 import contextlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -90,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         db = data.open_database(args.data_dir.resolve())
         stack.callback(db.stop)
         data.ensure_dataset(db.dsn, data.DEFAULT_SIZES)
+        os.environ.update(db.gateway_settings)
         run_dir = work_dir / "run"
         run_dir.mkdir(exist_ok=True)
         gateway = GatewayServer(gateway_env(db.dsn, **GATEWAY_OVERRIDES), run_dir / "gateway.log")

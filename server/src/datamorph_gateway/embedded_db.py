@@ -39,6 +39,7 @@ __all__ = [
     "WATCHDOG_ROLE",
     "EmbeddedDatabase",
     "apply_roles_script",
+    "prepare_database",
     "start_embedded_database",
 ]
 
@@ -171,6 +172,34 @@ def hand_over(admin_dsn: str, owner: str, to: str) -> int:
     return moved
 
 
+def prepare_database(pg: EmbeddedPostgres, dbname: str) -> str:
+    """Create ``dbname`` and the roles on the running server; the serving role's DSN.
+
+    Idempotent: every start runs it, which also repairs grants and hands over what the
+    bootstrap superuser owns in the database (a database made by an earlier version).
+    """
+    ensure_database(pg.dsn, dbname)
+    database_admin = pg.dsn_for(SUPERUSER, dbname)
+    apply_roles_script(database_admin)
+    moved = hand_over(database_admin, SUPERUSER, APP_ROLE)
+    if moved:
+        log.warning(
+            "handed %d objects of the %s database from %s to %s (made by an earlier version)",
+            moved,
+            dbname,
+            SUPERUSER,
+            APP_ROLE,
+        )
+    conn = psycopg2.connect(pg.dsn)
+    conn.autocommit = True
+    try:
+        for role in (APP_ROLE, READER_ROLE, WATCHDOG_ROLE):
+            pg.set_password(conn, role)
+    finally:
+        conn.close()
+    return pg.dsn_for(APP_ROLE, dbname)
+
+
 def start_embedded_database(settings: Settings) -> EmbeddedDatabase:
     """Start the embedded PostgreSQL, set up its roles, create and seed the demo database.
 
@@ -186,27 +215,7 @@ def start_embedded_database(settings: Settings) -> EmbeddedDatabase:
     )
     pg.start()
     try:
-        admin = pg.dsn
-        ensure_database(admin, EMBEDDED_DBNAME)
-        database_admin = pg.dsn_for(SUPERUSER, EMBEDDED_DBNAME)
-        apply_roles_script(database_admin)
-        moved = hand_over(database_admin, SUPERUSER, APP_ROLE)
-        if moved:
-            log.warning(
-                "handed %d objects of the %s database from %s to %s (made by an earlier version)",
-                moved,
-                EMBEDDED_DBNAME,
-                SUPERUSER,
-                APP_ROLE,
-            )
-        conn = psycopg2.connect(admin)
-        conn.autocommit = True
-        try:
-            for role in (APP_ROLE, READER_ROLE, WATCHDOG_ROLE):
-                pg.set_password(conn, role)
-        finally:
-            conn.close()
-        dsn = pg.dsn_for(APP_ROLE, EMBEDDED_DBNAME)
+        dsn = prepare_database(pg, EMBEDDED_DBNAME)
         if settings.seed_demo_data and seed_demo(dsn):
             log.info("seeded the demo dataset (customers, orders)")
     except BaseException:
