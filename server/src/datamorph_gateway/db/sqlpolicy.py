@@ -12,6 +12,9 @@ at run time is out of its sight. What it does see, it refuses everywhere:
   identity it runs as, ``RESET ALL``, ``SET ROLE``, ``SET SESSION AUTHORIZATION``, also
   inside ``ALTER ROLE/DATABASE/FUNCTION ... SET``;
 - ``LISTEN``/``NOTIFY``/``UNLISTEN``, ``LOAD``, ``ALTER SYSTEM``;
+- role and database administration: ``CREATE/ALTER/DROP ROLE`` (a role may change its
+  own password), ``GRANT``/``REVOKE`` of roles, ``CREATE/ALTER/DROP DATABASE``,
+  ``ALTER DEFAULT PRIVILEGES``;
 - calls of the server's file, program, signal and large-object functions
   (``DENIED_FUNCTIONS``, extended by the ``SQL_DENIED_FUNCTIONS`` setting) by name,
   wherever the name appears: in the statement, in a ``DO`` block's PL/pgSQL, in a new
@@ -355,6 +358,20 @@ _REFUSED_STATEMENTS = {
     "NotifyStmt": "NOTIFY",
     "LoadStmt": "LOAD",
     "AlterSystemStmt": "ALTER SYSTEM",
+    # Roles and databases are the DBA's (deploy/sql/roles.sql): a role may change its own
+    # password, which would lock the gateway's next connections out, and role or database
+    # settings would reach every later session.
+    "CreateRoleStmt": "CREATE ROLE",
+    "AlterRoleStmt": "ALTER ROLE",
+    "AlterRoleSetStmt": "ALTER ROLE ... SET",
+    "DropRoleStmt": "DROP ROLE",
+    "GrantRoleStmt": "GRANT or REVOKE of a role",
+    "CreatedbStmt": "CREATE DATABASE",
+    "AlterDatabaseStmt": "ALTER DATABASE",
+    "AlterDatabaseSetStmt": "ALTER DATABASE ... SET",
+    "AlterDatabaseRefreshCollStmt": "ALTER DATABASE",
+    "DropdbStmt": "DROP DATABASE",
+    "AlterDefaultPrivilegesStmt": "ALTER DEFAULT PRIVILEGES",
 }
 
 _TRANSACTION_KINDS = {
