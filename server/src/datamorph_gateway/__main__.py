@@ -66,8 +66,13 @@ def main(argv: list[str] | None = None) -> int:
         def on_signal(signum: int, frame: FrameType | None) -> None:
             stop.set()
 
+        def on_hangup(signum: int, frame: FrameType | None) -> None:
+            # Off the signal handler's frame: reading the policy may take a moment.
+            threading.Thread(target=gateway.auth.reload, name="auth-reload", daemon=True).start()
+
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGHUP, on_hangup)
         gateway.start()
         print(f"datamorph-gateway {__version__}: gRPC on {gateway.address}", flush=True)
         stop.wait()

@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 
 from datamorph.gateway.v1 import gateway_pb2 as pb
 from datamorph.gateway.v1 import gateway_pb2_grpc as pb_grpc
+from datamorph_gateway.auth.authenticator import Authenticator, check_exposure
 from datamorph_gateway.config import Settings
 from datamorph_gateway.db.database import Database
 from datamorph_gateway.errors import ConfigError
@@ -50,6 +51,8 @@ class Gateway:
         dsn = dsn or settings.database_dsn()
         if dsn is None:
             raise ConfigError("no database configured: set DATABASE_URL or RDS_ENDPOINT")
+        # No policy and an address other machines can reach: refuse before anything opens.
+        check_exposure(settings, {"GRPC_HOST": settings.grpc_host})
         self.tls = server_tls(settings)  # unreadable or mismatched files fail here
         # Bind first: a port in use must fail before anything is opened.
         self.server = grpc.server(
@@ -85,7 +88,15 @@ class Gateway:
             self.server.stop(None)
             raise
         self.identities = ClientIdentities(self.tls, settings.sidecar_secret)
-        self.servicer = GatewayServicer(settings, self.database, self.workflows, self.identities)
+        try:
+            self.auth = Authenticator(settings, self.identities)  # a bad policy stops here
+        except BaseException:
+            self.database.close()
+            self.server.stop(None)
+            raise
+        self.servicer = GatewayServicer(
+            settings, self.database, self.workflows, self.identities, self.auth
+        )
         self.health = health.HealthServicer(experimental_non_blocking=True)
         pb_grpc.add_DataMorphGatewayServicer_to_server(self.servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -106,6 +117,13 @@ class Gateway:
             else (" (mTLS)" if self.tls.requires_client_certificates else " (TLS)")
         )
         log.info("serving gRPC%s on %s", tls, self.address)
+        if self.auth.policy is None:
+            log.warning(
+                "no AUTH_POLICY_FILE: every caller is anonymous and may call everything; "
+                "allowed only while every listener binds a loopback address (docs/security.md)"
+            )
+        else:
+            log.info("auth policy: %d principals", len(self.auth.policy.principals))
 
     def stop(self, grace_s: float | None = None) -> None:
         """Stop taking calls, let running ones finish for the grace period, close the pool."""

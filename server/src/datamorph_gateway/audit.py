@@ -17,7 +17,7 @@ import grpc
 from pglast import parser
 
 from datamorph_gateway.errors import GatewayError
-from datamorph_gateway.rpc import metadata_value
+from datamorph_gateway.rpc import metadata_value, principal_var
 
 log = logging.getLogger("datamorph_gateway.audit")
 
@@ -62,7 +62,10 @@ def caller(context: grpc.ServicerContext, forwarded: str | None = None) -> str:
     """
     agent = metadata_value(context, "user-agent") or "-"
     peer = context.peer()
-    return f"peer={peer} forwarded_for={forwarded or '-'} user_agent={agent!r}"
+    principal = principal_var.get().name
+    return (
+        f"principal={principal} peer={peer} forwarded_for={forwarded or '-'} user_agent={agent!r}"
+    )
 
 
 def record(

@@ -55,6 +55,12 @@ class Settings:
     # Set by the launcher for each start: the header value by which the gateway knows its own
     # Envoy (the only caller whose x-forwarded-client-cert it believes). Empty: none.
     sidecar_secret: str = field(default="", repr=False)
+    # Authentication (docs/security.md): the policy file (YAML), or the same as JSON (e.g.
+    # from the config secret). Without either, only loopback listeners are allowed, unless
+    # AUTH_ALLOW_ANONYMOUS.
+    auth_policy_file: str = ""
+    auth_policy: str = ""
+    auth_allow_anonymous: bool = False
 
     # Database: DATABASE_URL wins over the RDS_* keys; with neither, embedded.
     database_url: str = field(default="", repr=False)
@@ -178,6 +184,8 @@ class Settings:
     lambda_endpoint_url: str = ""
     dynamodb_endpoint_url: str = ""
     secretsmanager_endpoint_url: str = ""
+    # Where IAM authentication sends callers' presigned GetCallerIdentity (empty: AWS's STS).
+    sts_endpoint_url: str = ""
 
     def database_dsn(self) -> str | None:
         """The libpq DSN of the configured database; None means run embedded."""
@@ -255,6 +263,8 @@ def _apply(values: dict[str, Any], source: Mapping[str, Any], *, strict: bool) -
             continue
         if raw is None:
             continue
+        if name == "auth_policy" and isinstance(raw, (dict, list)):
+            raw = json.dumps(raw)  # the policy as an object in a JSON file or secret
         kind = {"int": int, "float": float, "bool": bool}.get(str(spec.type), str)
         values[name] = _coerce(key, raw, kind)
 

@@ -103,6 +103,13 @@ class NotFound(GatewayError):
     reason = "NOT_FOUND"
 
 
+class Unauthenticated(GatewayError):
+    """No credentials, or credentials that prove nothing (docs/security.md)."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+    reason = "UNAUTHENTICATED"
+
+
 class PermissionDenied(GatewayError):
     """Understood, and refused: what the request asks is not allowed through the gateway."""
 

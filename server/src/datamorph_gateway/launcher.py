@@ -34,6 +34,7 @@ from types import FrameType
 from typing import IO
 
 from datamorph_gateway import __version__, logging_setup
+from datamorph_gateway.auth.authenticator import check_exposure
 from datamorph_gateway.config import Settings, load_settings
 from datamorph_gateway.errors import ConfigError
 from datamorph_gateway.secrets import load_secret
@@ -323,6 +324,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.parse_args(argv)
     try:
         settings = load_settings(secret_loader=load_secret)
+    except ConfigError as exc:
+        print(f"{PROG}: configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        check_exposure(settings, {"GRPC_HOST": settings.grpc_host, "REST_HOST": settings.rest_host})
     except ConfigError as exc:
         print(f"{PROG}: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -2,9 +2,11 @@
 
 ``@rpc`` wraps a servicer method. It takes the request id from Envoy's
 ``x-request-id`` metadata (or makes one), makes it visible to every log line
-of the request, turns ``GatewayError`` into its status with google.rpc
-details, turns anything else into INTERNAL with the request id (traceback to
-the log only), and logs one line per request: method, code, duration.
+of the request, asks the servicer's ``authorize`` who the caller is and whether it
+may make the call (``principal_var`` then names it for the rest of the request),
+turns ``GatewayError`` into its status with google.rpc details, turns anything else
+into INTERNAL with the request id (traceback to the log only), and logs one line per
+request: method, code, duration, principal.
 
 ``DecodeErrors`` (a server interceptor) does the same for requests that never reach a
 method: bytes that do not decode (malformed, or nested deeper than protobuf's recursion
@@ -25,6 +27,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from datamorph_gateway.auth.policy import ANONYMOUS, Principal
 from datamorph_gateway.db.cancel import CancelScope
 from datamorph_gateway.errors import (
     DeadlineExceeded,
@@ -36,6 +39,9 @@ from datamorph_gateway.errors import (
 
 log = logging.getLogger("datamorph_gateway.access")
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+principal_var: contextvars.ContextVar[Principal] = contextvars.ContextVar(
+    "principal", default=ANONYMOUS
+)
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
@@ -89,8 +95,17 @@ class _Call:
         self.context = context
         self.request_id = _request_id(context)
         self.code = grpc.StatusCode.OK
+        self.principal = ANONYMOUS
         self._token = request_id_var.set(self.request_id)
+        self._principal_token: contextvars.Token[Principal] | None = None
         self._start = time.perf_counter()
+
+    def authorize(self, servicer: Any) -> None:
+        """Who calls, if the servicer checks (it raises when the call is not allowed)."""
+        authorize = getattr(servicer, "authorize", None)
+        if authorize is not None:
+            self.principal = authorize(self.name, self.context)
+            self._principal_token = principal_var.set(self.principal)
 
     def failed(self, exc: Exception) -> grpc.Status:
         """The status an exception answers; a bug is logged with its traceback."""
@@ -103,12 +118,15 @@ class _Call:
 
     def finish(self) -> None:
         log.info(
-            "rpc %s code=%s duration_ms=%.2f peer=%s",
+            "rpc %s code=%s duration_ms=%.2f peer=%s principal=%s",
             self.name,
             self.code.name,
             (time.perf_counter() - self._start) * 1000,
             self.context.peer(),
+            self.principal.name,
         )
+        if self._principal_token is not None:
+            principal_var.reset(self._principal_token)
         request_id_var.reset(self._token)
 
 
@@ -121,6 +139,7 @@ def rpc(method: Method[Req, Resp]) -> Method[Req, Resp]:
         call = _Call(name, context)
         status: grpc.Status | None = None
         try:
+            call.authorize(self)
             return method(self, request, context)
         except Exception as exc:
             status = call.failed(exc)
@@ -143,6 +162,7 @@ def rpc_stream(
         call = _Call(name, context)
         status: grpc.Status | None = None
         try:
+            call.authorize(self)
             yield from method(self, request, context)
         except GeneratorExit:
             # gRPC dropped the stream (the client went away) and the generator was closed.

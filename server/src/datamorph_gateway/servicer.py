@@ -20,6 +20,8 @@ from datamorph.gateway.v1 import gateway_pb2 as pb
 from datamorph.gateway.v1 import gateway_pb2_grpc as pb_grpc
 from datamorph_gateway import __version__
 from datamorph_gateway.audit import audited
+from datamorph_gateway.auth.authenticator import Authenticator, principal_key
+from datamorph_gateway.auth.policy import Principal
 from datamorph_gateway.callers import CallerLimits, caller_key
 from datamorph_gateway.config import Settings
 from datamorph_gateway.db import sqltext
@@ -28,7 +30,7 @@ from datamorph_gateway.db.database import Database
 from datamorph_gateway.db.encoding import ColumnType, append_array_rows, append_object_rows
 from datamorph_gateway.db.names import InvalidTableName, TableName, parse_table_name
 from datamorph_gateway.db.query import MAX_SAFE_INTEGER, QueryResult
-from datamorph_gateway.db.sqlpolicy import Refusal, SqlPolicy
+from datamorph_gateway.db.sqlpolicy import Refusal, SqlPolicy, first_write
 from datamorph_gateway.errors import (
     FieldViolation,
     GatewayError,
@@ -39,7 +41,16 @@ from datamorph_gateway.errors import (
     clip,
 )
 from datamorph_gateway.identity import ClientIdentities
-from datamorph_gateway.rpc import Method, Req, Resp, cancel_scope, rpc, rpc_stream, time_budget_s
+from datamorph_gateway.rpc import (
+    Method,
+    Req,
+    Resp,
+    cancel_scope,
+    principal_var,
+    rpc,
+    rpc_stream,
+    time_budget_s,
+)
 from datamorph_gateway.workflows import WorkflowRequest, WorkflowRunner
 
 log = logging.getLogger(__name__)
@@ -52,7 +63,7 @@ def _counted_per_caller(method: Method[Req, Resp]) -> Method[Req, Resp]:
 
     @functools.wraps(method)
     def wrapper(self: GatewayServicer, request: Req, context: grpc.ServicerContext) -> Resp:
-        with self._callers.hold(caller_key(context, self.identities.forwarded_for(context))):
+        with self._callers.hold(self._caller_key(context)):
             return method(self, request, context)
 
     return wrapper
@@ -67,7 +78,7 @@ def _streamed_per_caller(
     def wrapper(
         self: GatewayServicer, request: Req, context: grpc.ServicerContext
     ) -> Iterator[Resp]:
-        with self._callers.hold(caller_key(context, self.identities.forwarded_for(context))):
+        with self._callers.hold(self._caller_key(context)):
             yield from method(self, request, context)
 
     return wrapper
@@ -82,14 +93,26 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
         database: Database,
         workflows: WorkflowRunner,
         identities: ClientIdentities | None = None,
+        authenticator: Authenticator | None = None,
     ) -> None:
         self._settings = settings
         self._db = database
         self._workflows = workflows
         # The caller's verified client certificate (mTLS), for the auth policy to name.
         self.identities = identities or ClientIdentities(None)
+        self.auth = authenticator or Authenticator(settings, self.identities)
         self._policy = SqlPolicy(settings.sql_denied_functions.split(","))
         self._callers = CallerLimits(settings.max_concurrent_queries_per_caller)
+
+    def authorize(self, rpc: str, context: grpc.ServicerContext) -> Principal:
+        """Who calls, and whether it may call ``rpc`` (called by ``@rpc`` for every call)."""
+        return self.auth.authorize(rpc, context)
+
+    def _caller_key(self, context: grpc.ServicerContext) -> str:
+        """Per-caller limits count a named principal, else the client's address."""
+        return principal_key(principal_var.get()) or caller_key(
+            context, self.identities.forwarded_for(context)
+        )
 
     # -- tables ----------------------------------------------------------------
 
@@ -183,7 +206,18 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
     ) -> pb.ExecuteQueryResponse:
         s = self._settings
         query = request.query
-        script = self._check_query(request.query, request.params, read_only=request.read_only)
+        # A principal allowed only "ExecuteQuery:read" reads, whatever the request says.
+        reader = principal_var.get().read_only_queries
+        read_only = request.read_only or reader
+        script = self._check_query(request.query, request.params, read_only=read_only)
+        if reader:
+            write = first_write(script)
+            if write is not None:
+                raise PermissionDenied(
+                    f"query: principal {principal_var.get().name!r} may only read "
+                    f"(ExecuteQuery:read), and {write} writes",
+                    reason="WRITES_NOT_ALLOWED",
+                )
         max_rows = s.max_result_rows
         if request.HasField("max_rows"):
             max_rows = request.max_rows
@@ -199,13 +233,13 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
                 forwarded_for=self.identities.forwarded_for(context),
                 query=query,
                 param_count=len(params),
-                read_only=request.read_only,
+                read_only=read_only,
             ) as tally,
         ):
             result = self._db.execute(
                 script,
                 params,
-                read_only=request.read_only,
+                read_only=read_only,
                 max_rows=max_rows,
                 timeout_s=scope.timeout_s,
                 scope=scope,

@@ -475,3 +475,29 @@ def _dollar_quote(body: str) -> str:
     while f"${tag}$" in body:
         tag += "_"
     return f"${tag}${body}${tag}$"
+
+
+# What a read-only principal may run: queries, SHOW and EXPLAIN of them.
+_READING_STATEMENTS = frozenset({"SelectStmt", "VariableShowStmt", "ExplainStmt"})
+
+
+def first_write(script: Script) -> str | None:
+    """The first statement of ``script`` that writes (or may), named; None if all only read.
+
+    Decided on the tree, for a principal allowed only ``ExecuteQuery:read``: a statement
+    that is not a query, ``SELECT ... INTO``, ``FOR UPDATE/SHARE``, and a data-modifying
+    ``WITH`` or ``EXPLAIN`` of a write. A function that writes is stopped by the database
+    itself: such requests run in a read-only transaction (as the reader role when one is
+    configured).
+    """
+    for statement in script.statements:
+        if statement.node_type not in _READING_STATEMENTS:
+            return statement.verb or statement.node_type.removesuffix("Stmt")
+        if statement.node.get("intoClause"):
+            return "SELECT INTO"
+        for node_type, _node in walk({statement.node_type: statement.node}):
+            if node_type in _WRITES:
+                return _WRITES[node_type]
+            if node_type == "LockingClause":
+                return "SELECT ... FOR UPDATE/SHARE"
+    return None

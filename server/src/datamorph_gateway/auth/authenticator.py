@@ -1,0 +1,336 @@
+"""Authentication and authorization of every call, the same on the gRPC port and through Envoy.
+
+Envoy passes a caller's headers through as gRPC metadata, so one check here covers REST
+and gRPC, and a Lambda that calls the gRPC port directly meets the same check.
+
+A caller proves who it is with one of (the first one present decides; a credential that
+is present and wrong is never passed over for another):
+
+- ``x-api-key``: looked up by its SHA-256 (``keys``);
+- ``authorization: Bearer <jwt>``: verified against the policy's JWKS (``jwt``);
+- ``x-datamorph-aws-iam``: a presigned ``sts:GetCallerIdentity`` (``aws_iam``);
+- a client certificate verified by mTLS (``identity``), matched against ``tls_subjects``.
+
+No credential, or one that matches no principal: ``UNAUTHENTICATED``, with the same
+message for a key that is unknown as for no key at all. A principal calling what its
+``allow`` list lacks: ``PERMISSION_DENIED`` naming the RPC. ``Health`` (and the standard
+health and reflection services, which never reach here) stay open. Failures are logged
+with their reason and counted (``failures``), never with the credential.
+
+Without a policy every call is ``anonymous`` and allowed: that is only permitted while
+every listener binds a loopback address (``check_exposure``).
+
+The policy is re-read on ``reload()`` (SIGHUP) and when its file changes (checked at
+most once a second, on calls); a bad new policy is refused with a log line and the old
+one stays in force. Per-principal rate limits are token buckets of this process.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+from google.protobuf import duration_pb2
+from google.rpc import error_details_pb2
+
+from datamorph_gateway.auth.credentials import AuthError, Verified
+from datamorph_gateway.auth.keys import key_hash
+from datamorph_gateway.auth.policy import (
+    ANONYMOUS,
+    OPEN_RPCS,
+    Policy,
+    Principal,
+    load_policy,
+)
+from datamorph_gateway.config import Settings, is_loopback
+from datamorph_gateway.errors import (
+    ConfigError,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+)
+from datamorph_gateway.identity import ClientIdentities
+
+__all__ = ["AWS_IAM_HEADER", "Authenticator", "check_exposure"]
+
+log = logging.getLogger("datamorph_gateway.auth")
+
+API_KEY_HEADER = "x-api-key"
+AUTHORIZATION_HEADER = "authorization"
+AWS_IAM_HEADER = "x-datamorph-aws-iam"
+# Larger credentials are refused before any work (an authorization header of 64 KiB...).
+MAX_CREDENTIAL_BYTES = 16 * 1024
+_RELOAD_CHECK_S = 1.0
+_NO_CREDENTIALS = (
+    "no valid credentials: send x-api-key, authorization: Bearer <token>, "
+    "x-datamorph-aws-iam, or a client certificate this gateway's policy names"
+)
+
+
+class _Verifier:
+    """What the JWT and IAM verifiers offer."""
+
+    def verify(self, token: str) -> Verified:  # pragma: no cover - protocol
+        raise NotImplementedError
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    updated: float
+
+
+@dataclass(frozen=True)
+class _State:
+    policy: Policy
+    jwt: _Verifier | None
+    iam: _Verifier | None
+
+
+def check_exposure(settings: Settings, hosts: dict[str, str]) -> None:
+    """Refuse to serve without a policy on a non-loopback address (unless told to).
+
+    ``hosts`` maps each listener's setting name to the address it binds.
+    """
+    if settings.auth_policy_file or settings.auth_policy:
+        return
+    exposed = {key: host for key, host in hosts.items() if not is_loopback(host)}
+    if exposed and not settings.auth_allow_anonymous:
+        where = ", ".join(f"{key}={host}" for key, host in exposed.items())
+        raise ConfigError(
+            f"{where} is reachable from other machines but no AUTH_POLICY_FILE is set: "
+            "anyone could run SQL; set AUTH_POLICY_FILE (docs/security.md) or "
+            "AUTH_ALLOW_ANONYMOUS=true"
+        )
+
+
+class Authenticator:
+    """Resolves each call's principal and checks what it may call (see the module)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        identities: ClientIdentities,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._settings = settings
+        self._identities = identities
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._buckets: dict[str, _Bucket] = {}
+        self.failures: collections.Counter[str] = collections.Counter()
+        self._file_signature: tuple[int, int, int] | None = None
+        self._next_check = 0.0
+        self._state: _State | None = None
+        if settings.auth_policy_file or settings.auth_policy:
+            self._state = self._load()  # a bad policy stops the start here
+
+    @property
+    def enabled(self) -> bool:
+        return self._state is not None
+
+    @property
+    def policy(self) -> Policy | None:
+        state = self._state
+        return None if state is None else state.policy
+
+    # -- the policy --------------------------------------------------------------
+
+    def _load(self) -> _State:
+        path = self._settings.auth_policy_file
+        signature = _signature(path) if path else None
+        policy = load_policy(path=path, text=self._settings.auth_policy)
+        state = _State(policy, self._jwt_verifier(policy), self._iam_verifier(policy))
+        self._file_signature = signature
+        return state
+
+    def _jwt_verifier(self, policy: Policy) -> _Verifier | None:
+        if policy.jwt is None:
+            return None
+        from datamorph_gateway.auth.jwt import JwtVerifier
+
+        return JwtVerifier(
+            issuer=policy.jwt.issuer,
+            audience=policy.jwt.audience,
+            jwks_file=policy.jwt.jwks_file,
+            jwks_url=policy.jwt.jwks_url,
+        )
+
+    def _iam_verifier(self, policy: Policy) -> _Verifier | None:
+        if policy.aws_iam is None:
+            return None
+        from datamorph_gateway.auth.aws_iam import IamVerifier
+
+        return IamVerifier(
+            gateway_id=policy.aws_iam.gateway_id,
+            sts_endpoint_url=self._settings.sts_endpoint_url or self._settings.aws_endpoint_url,
+            region=self._settings.aws_region,
+            timeout_s=self._settings.aws_timeout_s,
+        )
+
+    def reload(self) -> bool:
+        """Read the policy again; keep the old one (and say why) if the new one is bad."""
+        if self._state is None:
+            return False
+        try:
+            state = self._load()
+        except ConfigError as exc:
+            log.error("the new auth policy is refused, the old one stays in force: %s", exc)
+            return False
+        self._state = state
+        log.info("auth policy loaded: %d principals", len(state.policy.principals))
+        return True
+
+    def _maybe_reload(self) -> None:
+        path = self._settings.auth_policy_file
+        now = self._clock()
+        if not path or now < self._next_check:
+            return
+        with self._lock:
+            if now < self._next_check:
+                return
+            self._next_check = now + _RELOAD_CHECK_S
+            changed = _signature(path) != self._file_signature
+        if changed:
+            self.reload()
+
+    # -- each call -----------------------------------------------------------------
+
+    def authorize(self, rpc: str, context: grpc.ServicerContext) -> Principal:
+        """The call's principal, if it may make this call; otherwise a request error."""
+        if self._state is None or rpc in OPEN_RPCS:
+            return ANONYMOUS
+        self._maybe_reload()
+        state = self._state
+        principal = self._authenticate(state, rpc, context)
+        if not principal.allows(rpc):
+            log.warning(
+                "call refused: principal=%s rpc=%s (not in its allow list)", principal.name, rpc
+            )
+            raise PermissionDenied(
+                f"principal {principal.name!r} may not call {rpc}",
+                reason="RPC_NOT_ALLOWED",
+                metadata={"principal": principal.name, "rpc": rpc},
+            )
+        if principal.rate_limit_per_s is not None:
+            self._take(principal)
+        return principal
+
+    def _authenticate(self, state: _State, rpc: str, context: grpc.ServicerContext) -> Principal:
+        api_key = bearer = iam = None
+        for item in context.invocation_metadata() or ():
+            if item.key == "x-api-key":
+                api_key = str(item.value)
+            elif item.key == AUTHORIZATION_HEADER:
+                bearer = str(item.value)
+            elif item.key == AWS_IAM_HEADER:
+                iam = str(item.value)
+        policy = state.policy
+        if api_key is not None:
+            if len(api_key) > MAX_CREDENTIAL_BYTES:
+                raise self._failed(rpc, context, "too_large", "the API key is too large")
+            found = policy.by_key_hash.get(key_hash(api_key))
+            if found is None:
+                raise self._failed(rpc, context, "unknown_api_key", _NO_CREDENTIALS)
+            return found
+        if bearer is not None:
+            scheme, _, token = bearer.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise self._failed(
+                    rpc, context, "malformed", "the authorization header must be 'Bearer <token>'"
+                )
+            return self._verified(state.jwt, "jwt", token.strip(), rpc, context, policy)
+        if iam is not None:
+            return self._verified(state.iam, "aws_iam", iam, rpc, context, policy)
+        identity = self._identities.of(context)
+        if identity is not None:
+            found = policy.by_tls_subject.get(identity.name) or policy.by_tls_subject.get(
+                identity.subject
+            )
+            if found is None:
+                raise self._failed(rpc, context, "unknown_tls_subject", _NO_CREDENTIALS)
+            return found
+        raise self._failed(rpc, context, "no_credentials", _NO_CREDENTIALS)
+
+    def _verified(
+        self,
+        verifier: _Verifier | None,
+        kind: str,
+        token: str,
+        rpc: str,
+        context: grpc.ServicerContext,
+        policy: Policy,
+    ) -> Principal:
+        if verifier is None:
+            what = "bearer tokens" if kind == "jwt" else "AWS IAM tokens"
+            raise self._failed(
+                rpc, context, f"{kind}_not_configured", f"this gateway takes no {what}"
+            )
+        if len(token) > MAX_CREDENTIAL_BYTES:
+            raise self._failed(rpc, context, "too_large", "the token is too large")
+        try:
+            verified = verifier.verify(token)
+        except AuthError as exc:
+            raise self._failed(rpc, context, exc.reason, exc.message) from None
+        if kind == "jwt":
+            found = policy.by_jwt_subject.get(verified.subject)
+        else:
+            found = policy.for_iam_arn(verified.subject)
+        if found is None:
+            raise self._failed(rpc, context, f"unknown_{kind}_subject", _NO_CREDENTIALS)
+        return found
+
+    def _failed(
+        self, rpc: str, context: grpc.ServicerContext, reason: str, message: str
+    ) -> Unauthenticated:
+        with self._lock:
+            self.failures[reason] += 1
+        log.warning("authentication failed: rpc=%s reason=%s peer=%s", rpc, reason, context.peer())
+        return Unauthenticated(message, reason="UNAUTHENTICATED", metadata={"cause": reason})
+
+    def _take(self, principal: Principal) -> None:
+        """One token from the principal's bucket (rate per second, burst twice that)."""
+        rate = principal.rate_limit_per_s or 0.0
+        burst = rate * 2
+        now = self._clock()
+        with self._lock:
+            bucket = self._buckets.get(principal.name)
+            if bucket is None:
+                bucket = self._buckets[principal.name] = _Bucket(burst, now)
+            bucket.tokens = min(burst, bucket.tokens + (now - bucket.updated) * rate)
+            bucket.updated = now
+            if bucket.tokens >= 1:
+                bucket.tokens -= 1
+                return
+            wait_s = (1 - bucket.tokens) / rate
+        retry = error_details_pb2.RetryInfo(
+            retry_delay=duration_pb2.Duration(
+                seconds=int(wait_s), nanos=int((wait_s % 1) * 1_000_000_000)
+            )
+        )
+        raise ResourceExhausted(
+            f"principal {principal.name!r} is over its rate limit of {rate:g} calls per second",
+            reason="RATE_LIMITED",
+            metadata={"principal": principal.name, "limit_per_s": f"{rate:g}"},
+            extra_details=[retry],
+        )
+
+
+def _signature(path: str) -> tuple[int, int, int] | None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+def principal_key(principal: Principal) -> str | None:
+    """The per-caller limit key of a named principal (None for anonymous)."""
+    return None if principal.anonymous else f"principal:{principal.name}"
