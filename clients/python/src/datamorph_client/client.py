@@ -1,13 +1,14 @@
 """A small typed wrapper over the generated stubs, for Lambdas and scripts.
 
 It keeps one channel (create the client once per Lambda container, outside
-the handler), puts a deadline on every call, attaches an API key or any
-metadata a hook returns, and turns gRPC errors into ``GatewayError`` with the
+the handler), puts a deadline on every call, attaches the caller's credentials
+(an API key, a bearer token, or an AWS IAM token) and any metadata a hook returns, and turns gRPC errors into ``GatewayError`` with the
 google.rpc details (reason, SQLSTATE, field violations) already decoded.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,7 @@ from datamorph.gateway.v1 import gateway_pb2 as pb
 from datamorph.gateway.v1 import gateway_pb2_grpc as pb_grpc
 
 MetadataHook = Callable[[], Iterable[tuple[str, str]]]
+AWS_IAM_HEADER = "x-datamorph-aws-iam"
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 WORKFLOW_TIMEOUT_S = 960.0
 
@@ -135,6 +137,14 @@ class GatewayClient:
     ``ca_file`` (PEM) to verify the gateway with your own CA instead, ``cert_file`` and
     ``key_file`` to present a client certificate (mTLS), or ``credentials`` for anything
     else. Any of the three files implies TLS.
+
+    Credentials (the gateway's auth policy decides what each may do): ``api_key``
+    (sent as ``x-api-key``); ``bearer_token``, an OAuth 2 / OIDC access token, or a
+    callable returning a fresh one before each call (``authorization: Bearer``); or
+    ``aws_iam=True`` with the ``gateway_id`` the gateway's policy names (default: the
+    ``DATAMORPH_GATEWAY_ID`` environment variable), which signs a presigned
+    ``sts:GetCallerIdentity`` with the default boto3 credentials (a Lambda's role) and
+    renews it before it expires; it needs ``datamorph-gateway-client[aws]``.
     """
 
     def __init__(
@@ -143,6 +153,11 @@ class GatewayClient:
         *,
         timeout_s: float = 30.0,
         api_key: str | None = None,
+        bearer_token: str | Callable[[], str] | None = None,
+        aws_iam: bool = False,
+        gateway_id: str | None = None,
+        aws_session: Any = None,
+        sts_endpoint_url: str | None = None,
         metadata_hook: MetadataHook | None = None,
         tls: bool = False,
         ca_file: str | None = None,
@@ -154,6 +169,17 @@ class GatewayClient:
     ) -> None:
         self.timeout_s = timeout_s
         self._api_key = api_key
+        self._bearer = bearer_token
+        self._iam: Callable[[], str] | None = None
+        if aws_iam:
+            from datamorph_client.aws_iam import IamTokenSource
+
+            gateway_id = gateway_id or os.environ.get("DATAMORPH_GATEWAY_ID", "")
+            if not gateway_id:
+                raise ValueError("aws_iam=True needs gateway_id= (or DATAMORPH_GATEWAY_ID)")
+            self._iam = IamTokenSource(
+                gateway_id, session=aws_session, sts_endpoint_url=sts_endpoint_url
+            )
         self._hook = metadata_hook
         options = [
             ("grpc.max_receive_message_length", max_message_bytes),
@@ -189,6 +215,11 @@ class GatewayClient:
         metadata: list[tuple[str, str]] = []
         if self._api_key:
             metadata.append(("x-api-key", self._api_key))
+        if self._bearer is not None:
+            token = self._bearer() if callable(self._bearer) else self._bearer
+            metadata.append(("authorization", f"Bearer {token}"))
+        if self._iam is not None:
+            metadata.append((AWS_IAM_HEADER, self._iam()))
         if self._hook is not None:
             metadata.extend(self._hook())
         return metadata
