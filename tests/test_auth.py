@@ -27,6 +27,7 @@ from datamorph_gateway.auth.keys import key_hash, new_key
 from datamorph_gateway.auth.policy import load_policy, parse_policy
 from datamorph_gateway.errors import ConfigError
 
+from .fixtures.certs import CLIENT_URI, make_pki
 from .fixtures.envoy import EnvoyFactory
 from .fixtures.gateway import GatewayFactory, gateway_settings
 
@@ -382,3 +383,54 @@ def test_no_policy_on_loopback_is_anonymous_with_a_warning(
     gateway = make_gateway()
     assert call(gateway, None).rows == [{"one": 1}]
     assert "no AUTH_POLICY_FILE" in caplog.text
+
+
+def test_a_client_certificate_is_a_credential(
+    make_gateway: GatewayFactory, make_envoy: EnvoyFactory, tmp_path: Path
+) -> None:
+    pki = make_pki(tmp_path / "pki")
+    other = pki.ca.issue("other-client", "other", uri="spiffe://datamorph.test/other")
+    data = policy()
+    data["principals"].append(
+        {"name": "cert-holder", "tls_subjects": [CLIENT_URI], "allow": ["ExecuteQuery:read"]}
+    )
+    gateway = make_gateway(
+        auth_policy_file=str(write_policy(tmp_path / "p.yaml", data)),
+        tls_cert_file=str(pki.server.cert),
+        tls_key_file=str(pki.server.key),
+        tls_client_ca_file=str(pki.ca.file),
+    )
+    ca = str(pki.ca.file)
+
+    def query(cert: Path, key: Path) -> Any:
+        with GatewayClient(
+            gateway.address, timeout_s=10, ca_file=ca, cert_file=str(cert), key_file=str(key)
+        ) as c:
+            return c.execute_query("SELECT 1 AS one")
+
+    assert query(pki.client.cert, pki.client.key).rows == [{"one": 1}]
+    with pytest.raises(GatewayError) as err:
+        query(other.cert, other.key)  # verified, but named by no principal
+    assert err.value.code == grpc.StatusCode.UNAUTHENTICATED
+    # Through Envoy, which verifies the certificate and forwards it (with its secret).
+    sidecar = make_envoy(
+        gateway.address,
+        tls_cert_file=str(pki.server.cert),
+        tls_key_file=str(pki.server.key),
+        tls_client_ca_file=str(pki.ca.file),
+        upstream_tls=True,
+        upstream_client_certificate=True,
+    )
+
+    def rest(cert: Path, key: Path) -> str:
+        done = subprocess.run(
+            ["curl", "-sS", "--max-time", "10", "--cacert", ca, "--cert", str(cert),
+             "--key", str(key), "-o", "/dev/null", "-w", "%{http_code}",
+             "-H", "content-type: application/json", "-d", '{"query": "SELECT 1"}',
+             f"https://{sidecar.grpc_address}/execute/query"],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+        return done.stdout
+
+    assert rest(pki.client.cert, pki.client.key) == "200"
+    assert rest(other.cert, other.key) == "401"
