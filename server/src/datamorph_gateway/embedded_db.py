@@ -29,6 +29,7 @@ import psycopg2
 from psycopg2 import sql
 
 from datamorph_gateway.config import Settings
+from datamorph_gateway.db.connect import catalog_only
 from datamorph_gateway.demo import seed_demo
 from datamorph_gateway.embedded import SUPERUSER, EmbeddedPostgres
 
@@ -123,7 +124,7 @@ def apply_roles_script(
                 "--no-psqlrc",
                 "--quiet",
                 "--dbname",
-                admin_dsn,
+                catalog_only(admin_dsn),
                 "--set",
                 f"app_role={app_role}",
                 "--set",
@@ -159,7 +160,7 @@ def ensure_database(server_dsn: str, dbname: str) -> None:
 
 def hand_over(admin_dsn: str, owner: str, to: str) -> int:
     """Give ``to`` every object of the database that ``owner`` owns; how many there were."""
-    conn = psycopg2.connect(admin_dsn)
+    conn = psycopg2.connect(catalog_only(admin_dsn))  # a superuser in the app's database
     moved = 0
     try:
         with conn, conn.cursor() as cur:

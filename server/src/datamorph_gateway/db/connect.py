@@ -17,7 +17,22 @@ from psycopg2.extensions import make_dsn, parse_dsn
 
 from datamorph_gateway.config import Settings, is_loopback
 
-__all__ = ["RoleDsns", "is_local"]
+__all__ = ["RoleDsns", "catalog_only", "is_local"]
+
+# For connections that run only the gateway's own SQL with elevated rights (the watchdog, a
+# superuser setting up roles): names resolve in pg_catalog alone, so a function a caller
+# planted in a schema it owns (public.pg_terminate_backend(integer), a closer match than
+# the built-in) is never what runs.
+CATALOG_ONLY = "-c search_path=pg_catalog,pg_temp"
+
+
+def catalog_only(dsn: str) -> str:
+    """``dsn`` with a search_path of pg_catalog alone, after any options it had."""
+    params = parse_dsn(dsn)
+    options = params.get("options", "")
+    params["options"] = f"{options} {CATALOG_ONLY}".strip()
+    return make_dsn(**params)
+
 
 UNVERIFIED_SSLMODES = ("disable", "allow", "prefer", "require")
 

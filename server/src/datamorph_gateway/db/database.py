@@ -28,7 +28,7 @@ from psycopg2.extensions import parse_dsn
 from datamorph_gateway.config import Settings
 from datamorph_gateway.db import catalog, encoding, query, sampling
 from datamorph_gateway.db.cancel import CancelScope
-from datamorph_gateway.db.connect import RoleDsns
+from datamorph_gateway.db.connect import RoleDsns, catalog_only
 from datamorph_gateway.db.encoding import ColumnType, TypeCatalog, decode_rows
 from datamorph_gateway.db.health import HealthProbe
 from datamorph_gateway.db.names import TableName
@@ -131,7 +131,7 @@ class Database:
         for purpose, dsn in roles:
             try:
                 conn = psycopg2.connect(
-                    dsn,
+                    catalog_only(dsn),
                     connect_timeout=max(2, int(self._connect_timeout_s)),
                     application_name=f"{self._application_name} check",
                 )
@@ -175,14 +175,14 @@ class Database:
         from everyone else), otherwise as the serving role, which may end its own backends.
         """
         conn = psycopg2.connect(
-            self.dsns.watchdog or self.dsns.serving,
+            catalog_only(self.dsns.watchdog or self.dsns.serving),
             connect_timeout=5,
             application_name=f"{self._application_name} watchdog",
         )
         try:
             conn.autocommit = True
             with conn.cursor() as cur:
-                cur.execute("SELECT pg_terminate_backend(%s)", (pid,))
+                cur.execute("SELECT pg_catalog.pg_terminate_backend(%s)", (pid,))
         finally:
             conn.close()
 

@@ -32,13 +32,17 @@ PRIVILEGED_ROLES = (
     "pg_signal_backend",
 )
 
+# Run with a search_path of pg_catalog alone (set just before, for this transaction), so a
+# view or function the role planted (public.pg_roles, public.pg_has_role) cannot answer.
+_PIN_SEARCH_PATH = "SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true)"
 _QUERY = """
 SELECT current_user::text,
        r.rolsuper,
-       ARRAY(SELECT p.rolname::text FROM pg_roles p
-              WHERE p.rolname = ANY(%s) AND pg_has_role(current_user, p.oid, 'MEMBER')
+       ARRAY(SELECT p.rolname::text FROM pg_catalog.pg_roles p
+              WHERE p.rolname = ANY(%s::name[])
+                AND pg_catalog.pg_has_role(current_user, p.oid, 'MEMBER')
               ORDER BY p.rolname)
-  FROM pg_roles r
+  FROM pg_catalog.pg_roles r
  WHERE r.rolname = current_user
 """
 
@@ -64,8 +68,19 @@ class RoleFacts:
 def inspect_role(conn: ext.connection) -> RoleFacts:
     """The facts about the role ``conn`` is logged in as (one catalog query)."""
     with conn.cursor() as cur:
-        cur.execute(_QUERY, (list(PRIVILEGED_ROLES),))
-        row = cur.fetchone()
+        if not conn.autocommit:
+            cur.execute(_PIN_SEARCH_PATH)
+        else:
+            cur.execute("BEGIN")
+            cur.execute(_PIN_SEARCH_PATH)
+        try:
+            cur.execute(_QUERY, (list(PRIVILEGED_ROLES),))
+            row = cur.fetchone()
+        finally:
+            if conn.autocommit:
+                cur.execute("ROLLBACK")
+            else:
+                conn.rollback()
     if row is None:  # pragma: no cover - current_user always has a pg_roles row
         raise FailedPrecondition("the database role of this connection is not in pg_roles")
     name, superuser, privileged = row

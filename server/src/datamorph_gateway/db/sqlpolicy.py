@@ -64,6 +64,8 @@ DENIED_FUNCTIONS: frozenset[str] = frozenset(
         "pg_reload_conf",
         "pg_rotate_logfile",
         "pg_promote",
+        # session state that DISCARD ALL keeps: the next caller's random() sequence
+        "setseed",
         "pg_notify",
         # other servers
         "dblink",

@@ -9,28 +9,41 @@
 -- then give the login roles their passwords, which psql hashes before they leave your
 -- machine:  \password datamorph_app   \password datamorph_reader   \password datamorph_watchdog
 --
--- It is safe to run again (after new schemas appear, or to repair grants). The role names
--- can be changed with psql variables: -v app_role=... -v reader_role=... -v watchdog_role=...
--- The embedded PostgreSQL of `make run` is set up by this same script.
+-- Run it again at any time (after new schemas appear, to repair grants, or to undo what a
+-- caller's SQL may have planted): it is idempotent. The role names can be changed with
+-- psql variables: -v app_role=... -v reader_role=... -v watchdog_role=...
+-- The embedded PostgreSQL of `make run` is set up by this same script at every start.
 --
---   app_role       the gateway's serving role: owns the database and what the gateway
---                  creates in it (ExecuteQuery may create schemas and tables); no superuser,
---                  no CREATEDB/CREATEROLE/REPLICATION/BYPASSRLS, and none of the predefined
---                  roles that reach the server's files or programs or signal other sessions.
+--   app_role       the gateway's serving role: may create schemas and tables in the database
+--                  and owns its public schema and the gateway's own schema, so ExecuteQuery
+--                  can create and change tables; it does NOT own the database (an owner could
+--                  ALTER DATABASE ... SET settings that reach every role's sessions, or set
+--                  CONNECTION LIMIT 0 and lock everyone out). No superuser, no
+--                  CREATEDB/CREATEROLE/REPLICATION/BYPASSRLS, and none of the predefined roles
+--                  that reach the server's files or programs or signal other sessions.
 --   reader_role    read_only requests and StreamQuery: SELECT on every table (today's and,
---                  through default privileges, the app role's future ones), nothing else,
---                  and default_transaction_read_only = on.
+--                  through default privileges, the app role's future ones) except the
+--                  gateway's own schema, nothing else, and default_transaction_read_only = on.
 --   watchdog_role  used only by the gateway itself to end a backend of the two roles above
 --                  that ignored a cancel; caller SQL never runs as it.
 --
+-- The roles' own settings (ALTER ROLE ... SET) are reset at every run: caller SQL may set
+-- its own role's defaults, and nothing of the gateway relies on any.
+--
 -- Where the connected role is a superuser (the embedded cluster, self-managed servers), the
--- script also revokes EXECUTE on the signal and server-file functions from PUBLIC in this
--- database, so caller SQL cannot end other sessions (the gateway's own pooled connections
--- included) even of its own role; the watchdog role gets pg_cancel_backend and
--- pg_terminate_backend back. RDS does not let its master user do this: there the
--- functions stay executable by PUBLIC, and a role can still only signal its own sessions.
+-- script also revokes EXECUTE on the signal and server-file functions (and setseed) from
+-- PUBLIC in this database, so caller SQL cannot end other sessions (the gateway's own pooled
+-- connections included) even of its own role; the watchdog role gets pg_cancel_backend and
+-- pg_terminate_backend back. RDS does not let its master user do this: there the functions
+-- stay executable by PUBLIC, and a role can still only signal its own sessions.
+--
+-- Everything below names pg_catalog's functions and operators through a search_path of
+-- pg_catalog alone: the app role owns schemas in this database, and a function of its own
+-- with a closer match (public.unnest(text[]), public.format(...)) would otherwise run here,
+-- with the rights of whoever runs this script.
 
 \set ON_ERROR_STOP on
+SET search_path = pg_catalog, pg_temp;
 SET client_min_messages = warning;
 \if :{?app_role}
 \else
@@ -44,49 +57,89 @@ SET client_min_messages = warning;
 \else
 \set watchdog_role datamorph_watchdog
 \endif
+\if :{?gateway_schema}
+\else
+\set gateway_schema datamorph_gateway
+\endif
 
-SELECT rolsuper AS connected_as_superuser FROM pg_roles WHERE rolname = current_user \gset
+SELECT rolsuper AS connected_as_superuser FROM pg_catalog.pg_roles WHERE rolname = current_user \gset
 
 BEGIN;
 
--- The roles: created if missing, their attributes set every time.
-SELECT format('CREATE ROLE %I', name)
-  FROM unnest(ARRAY[:'app_role', :'reader_role', :'watchdog_role']) AS name
- WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = name) \gexec
+-- The roles: created if missing, their attributes and settings set every time.
+SELECT pg_catalog.format('CREATE ROLE %I', name)
+  FROM pg_catalog.unnest(ARRAY[:'app_role', :'reader_role', :'watchdog_role']::text[]) AS name
+ WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = name) \gexec
 ALTER ROLE :"app_role" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT;
 ALTER ROLE :"reader_role" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT;
 ALTER ROLE :"watchdog_role" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT;
+ALTER ROLE :"app_role" RESET ALL;
+ALTER ROLE :"reader_role" RESET ALL;
+ALTER ROLE :"watchdog_role" RESET ALL;
+SELECT pg_catalog.format('ALTER ROLE %I IN DATABASE %I RESET ALL', name, pg_catalog.current_database())
+  FROM pg_catalog.unnest(ARRAY[:'app_role', :'reader_role', :'watchdog_role']::text[]) AS name \gexec
 ALTER ROLE :"reader_role" SET default_transaction_read_only = on;
 
 -- Nothing that reaches the server's files or programs, or signals other roles' sessions.
-SELECT format('REVOKE %I FROM %I', granted.rolname, member.rolname)
-  FROM pg_auth_members m
-  JOIN pg_roles granted ON granted.oid = m.roleid
-  JOIN pg_roles member ON member.oid = m.member
+SELECT pg_catalog.format('REVOKE %I FROM %I', granted.rolname, member.rolname)
+  FROM pg_catalog.pg_auth_members m
+  JOIN pg_catalog.pg_roles granted ON granted.oid = m.roleid
+  JOIN pg_catalog.pg_roles member ON member.oid = m.member
  WHERE member.rolname IN (:'app_role', :'reader_role', :'watchdog_role')
    AND granted.rolname IN ('pg_execute_server_program', 'pg_read_server_files',
                            'pg_write_server_files', 'pg_signal_backend',
                            'pg_read_all_data', 'pg_write_all_data') \gexec
+-- A membership through another role cannot be revoked here without knowing why it exists:
+-- stop, and name it.
+SELECT pg_catalog.format(
+         'DO $roles$ BEGIN RAISE EXCEPTION %L; END $roles$',
+         pg_catalog.format('role %s is a member of %s through another role; revoke that '
+                           'membership (the gateway refuses to serve as it)', r.rolname, p.rolname))
+  FROM pg_catalog.pg_roles r, pg_catalog.pg_roles p
+ WHERE r.rolname IN (:'app_role', :'reader_role', :'watchdog_role')
+   AND p.rolname IN ('pg_execute_server_program', 'pg_read_server_files',
+                     'pg_write_server_files', 'pg_signal_backend')
+   AND pg_catalog.pg_has_role(r.oid, p.oid, 'MEMBER') \gexec
 
 -- A non-superuser administrator (RDS's master user) must be a member of the app role to
--- hand it the database and to set its default privileges.
-SELECT format('GRANT %I TO %I', :'app_role', current_user)
+-- hand it schemas and to set its default privileges.
+SELECT pg_catalog.format('GRANT %I TO %I', :'app_role', current_user)
  WHERE NOT :'connected_as_superuser'::boolean
-   AND NOT pg_has_role(current_user, :'app_role', 'MEMBER') \gexec
+   AND NOT pg_catalog.pg_has_role(current_user, :'app_role', 'MEMBER') \gexec
 
--- The app role owns the database (and so, from PostgreSQL 15, its public schema).
-SELECT format('ALTER DATABASE %I OWNER TO %I', current_database(), :'app_role') \gexec
-SELECT format('GRANT CONNECT ON DATABASE %I TO %I, %I',
-              current_database(), :'reader_role', :'watchdog_role') \gexec
+-- The database stays its administrator's. An earlier version of this script made the app
+-- role its owner: take it back, with any setting or limit that owner may have planted.
+SELECT pg_catalog.format('ALTER DATABASE %I OWNER TO %I', d.datname, current_user),
+       pg_catalog.format('ALTER DATABASE %I RESET ALL', d.datname),
+       pg_catalog.format('ALTER DATABASE %I CONNECTION LIMIT -1', d.datname)
+  FROM pg_catalog.pg_database d
+ WHERE d.datname = pg_catalog.current_database()
+   AND d.datdba = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = :'app_role') \gexec
+SELECT pg_catalog.format('GRANT CONNECT, CREATE, TEMPORARY ON DATABASE %I TO %I',
+                         pg_catalog.current_database(), :'app_role'),
+       pg_catalog.format('GRANT CONNECT ON DATABASE %I TO %I, %I',
+                         pg_catalog.current_database(), :'reader_role', :'watchdog_role') \gexec
 
--- The reader: USAGE on every schema and SELECT on every table and view there now...
-SELECT format('GRANT USAGE ON SCHEMA %I TO %I', nspname, :'reader_role'),
-       format('GRANT SELECT ON ALL TABLES IN SCHEMA %I TO %I', nspname, :'reader_role')
-  FROM pg_namespace
- WHERE nspname !~ '^pg_' AND nspname <> 'information_schema' \gexec
+-- The app role owns the public schema (where callers' tables go by default) and the
+-- gateway's own schema (workflow logs, idempotency keys), which the reader may not read.
+SELECT pg_catalog.format('ALTER SCHEMA public OWNER TO %I', :'app_role')
+ WHERE EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = 'public') \gexec
+CREATE SCHEMA IF NOT EXISTS :"gateway_schema" AUTHORIZATION :"app_role";
+ALTER SCHEMA :"gateway_schema" OWNER TO :"app_role";
+REVOKE ALL ON SCHEMA :"gateway_schema" FROM PUBLIC;
+
+-- The reader: USAGE on every other schema and SELECT on every table and view there now...
+SELECT pg_catalog.format('GRANT USAGE ON SCHEMA %I TO %I', nspname, :'reader_role'),
+       pg_catalog.format('GRANT SELECT ON ALL TABLES IN SCHEMA %I TO %I', nspname, :'reader_role')
+  FROM pg_catalog.pg_namespace
+ WHERE nspname !~ '^pg_' AND nspname <> 'information_schema'
+   AND nspname <> :'gateway_schema' \gexec
 -- ...and on what the app role creates later.
 ALTER DEFAULT PRIVILEGES FOR ROLE :"app_role" GRANT USAGE ON SCHEMAS TO :"reader_role";
 ALTER DEFAULT PRIVILEGES FOR ROLE :"app_role" GRANT SELECT ON TABLES TO :"reader_role";
+-- Never the gateway's own tables.
+REVOKE ALL ON SCHEMA :"gateway_schema" FROM :"reader_role";
+REVOKE ALL ON ALL TABLES IN SCHEMA :"gateway_schema" FROM :"reader_role";
 
 -- The watchdog may signal the sessions of the app and reader roles (and nothing else).
 GRANT :"app_role", :"reader_role" TO :"watchdog_role";
@@ -95,17 +148,18 @@ COMMIT;
 
 \if :connected_as_superuser
 BEGIN;
-SELECT format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', p.oid::regprocedure)
-  FROM pg_proc p
- WHERE p.pronamespace = 'pg_catalog'::regnamespace
+SELECT pg_catalog.format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', p.oid::pg_catalog.regprocedure)
+  FROM pg_catalog.pg_proc p
+ WHERE p.pronamespace = 'pg_catalog'::pg_catalog.regnamespace
    AND p.proname IN ('pg_cancel_backend', 'pg_terminate_backend',
                      'pg_log_backend_memory_contexts', 'pg_reload_conf', 'pg_rotate_logfile',
                      'pg_read_file', 'pg_read_binary_file', 'pg_ls_dir', 'pg_stat_file',
                      'pg_ls_logdir', 'pg_ls_waldir', 'pg_ls_tmpdir', 'pg_ls_archive_statusdir',
-                     'lo_import', 'lo_export') \gexec
-SELECT format('GRANT EXECUTE ON FUNCTION %s TO %I', p.oid::regprocedure, :'watchdog_role')
-  FROM pg_proc p
- WHERE p.pronamespace = 'pg_catalog'::regnamespace
+                     'lo_import', 'lo_export', 'setseed') \gexec
+SELECT pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %I', p.oid::pg_catalog.regprocedure,
+                         :'watchdog_role')
+  FROM pg_catalog.pg_proc p
+ WHERE p.pronamespace = 'pg_catalog'::pg_catalog.regnamespace
    AND p.proname IN ('pg_cancel_backend', 'pg_terminate_backend') \gexec
 COMMIT;
 \endif
