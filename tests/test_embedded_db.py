@@ -66,11 +66,15 @@ def test_a_fresh_data_dir_serves_as_datamorph_app_with_scram(tmp_path: Path) -> 
         assert _one(
             dsn, "SELECT current_user::text, rolsuper FROM pg_roles WHERE rolname = current_user"
         ) == (APP_ROLE, False)
+        # The database stays the administrator's (an owner could plant settings for every
+        # role, or lock everyone out); the app owns the schemas it works in.
         assert _one(
             dsn,
-            "SELECT pg_get_userbyid(datdba)::text FROM pg_database "
-            "WHERE datname = current_database()",
-        ) == (APP_ROLE,)
+            "SELECT pg_get_userbyid(datdba)::text,"
+            " has_database_privilege(current_database(), 'CREATE'),"
+            " (SELECT pg_get_userbyid(nspowner)::text FROM pg_namespace WHERE nspname = 'public')"
+            " FROM pg_database WHERE datname = current_database()",
+        ) == (SUPERUSER, True, APP_ROLE)
         assert _one(
             dsn, "SELECT tableowner::text FROM pg_tables WHERE tablename = 'customers'"
         ) == (APP_ROLE,)

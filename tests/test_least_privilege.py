@@ -453,3 +453,168 @@ def test_verify_full_to_a_tls_database(
         assert err.value.code.name == "UNAVAILABLE"
     finally:
         plain.stop(0)
+
+
+# -- what an attacker's pass found (each a regression test) ---------------------------------
+
+
+def _app_conn(seeded_database: str) -> psycopg2.extensions.connection:
+    conn = psycopg2.connect(seeded_database)
+    conn.autocommit = True
+    return conn
+
+
+def test_roles_sql_runs_none_of_the_callers_functions(
+    seeded_database: str, database_admin_url: str
+) -> None:
+    """The app owns schemas in its database; roles.sql runs there as a superuser.
+
+    A function of the caller's with a closer match than the built-in (unnest(text[]) over
+    unnest(anyarray)) ran with the superuser's rights and gave the caller a shell.
+    """
+    from datamorph_gateway.embedded_db import apply_roles_script
+
+    made = roles_for(seeded_database)
+    assert made is not None
+    planted = {
+        "unnest(a text[])": "RETURNS SETOF text AS $f$ BEGIN INSERT INTO public.trap "
+        "VALUES (current_user); RETURN QUERY SELECT x FROM pg_catalog.unnest(a) x; END $f$",
+        "format(f text, VARIADIC a text[])": "RETURNS text AS $f$ BEGIN INSERT INTO public.trap "
+        "VALUES (current_user); RETURN pg_catalog.format(f, VARIADIC a); END $f$",
+        "pg_has_role(a name, b oid, c text)": "RETURNS boolean AS $f$ BEGIN INSERT INTO "
+        "public.trap VALUES (current_user); RETURN false; END $f$",
+    }
+    conn = _app_conn(seeded_database)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("CREATE TABLE public.trap (who text)")
+            for signature, body in planted.items():
+                cur.execute(f"CREATE FUNCTION public.{signature} {body} LANGUAGE plpgsql")
+        apply_roles_script(
+            database_admin_url,
+            app_role=made.app,
+            reader_role=made.reader,
+            watchdog_role=made.watchdog,
+        )
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM public.trap")
+            assert cur.fetchone() == (0,)
+    finally:
+        with conn.cursor() as cur:
+            for signature in planted:
+                name, _, args = signature.partition("(")
+                types = ", ".join(
+                    a.split()[-1] if "VARIADIC" not in a else "VARIADIC text[]"
+                    for a in args.rstrip(")").split(", ")
+                )
+                cur.execute(f"DROP FUNCTION IF EXISTS public.{name}({types})")
+            cur.execute("DROP TABLE IF EXISTS public.trap")
+        conn.close()
+
+
+def test_the_app_role_cannot_change_or_lock_its_database(unchecked: GatewayClient) -> None:
+    for change in ("CONNECTION LIMIT 0", "SET search_path = public, pg_catalog", "RESET ALL"):
+        with pytest.raises(GatewayError) as err:
+            unchecked.execute_query(
+                "DO $$ BEGIN EXECUTE pg_catalog.format('ALTER DATABASE %I " + change + "',"
+                " pg_catalog.current_database()); END $$"
+            )
+        assert err.value.metadata.get("sqlstate") == "42501", (change, err.value)
+
+
+def test_a_planted_view_does_not_blind_the_privilege_check(
+    server_url: str, plain_role: tuple[str, str]
+) -> None:
+    role, dsn = plain_role
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("ALTER ROLE CURRENT_USER SET search_path = public, pg_catalog")
+            cur.execute(
+                "CREATE VIEW public.pg_roles AS SELECT oid, rolname, false AS rolsuper"
+                " FROM pg_catalog.pg_roles WHERE rolname !~ '^pg_'"
+            )
+        admin = psycopg2.connect(server_url)
+        admin.autocommit = True
+        try:
+            with admin.cursor() as cur:
+                cur.execute(
+                    sql.SQL("GRANT pg_execute_server_program TO {}").format(sql.Identifier(role))
+                )
+        finally:
+            admin.close()
+        with pytest.raises(ConfigError) as err:
+            Gateway(gateway_settings(dsn, db_pool_min=0))
+        assert "is a member of pg_execute_server_program" in str(err.value)
+    finally:
+        with conn.cursor() as cur:
+            cur.execute("DROP VIEW IF EXISTS public.pg_roles")
+            cur.execute("ALTER ROLE CURRENT_USER RESET ALL")
+        conn.close()
+
+
+def test_the_reader_cannot_read_the_gateways_own_tables(seeded_database: str) -> None:
+    made = roles_for(seeded_database)
+    assert made is not None
+    conn = psycopg2.connect(made.dsn(made.reader))
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT has_schema_privilege('datamorph_gateway', 'USAGE')")
+            assert cur.fetchone() == (False,)
+    finally:
+        conn.close()
+
+
+def test_setseed_is_refused(client: GatewayClient, unchecked: GatewayClient) -> None:
+    with pytest.raises(GatewayError) as err:
+        client.execute_query("SELECT setseed(0.42)", read_only=True)
+    assert err.value.code.name == "PERMISSION_DENIED"
+    with pytest.raises(GatewayError) as err:
+        unchecked.execute_query("SELECT setseed(0.42)")
+    assert err.value.metadata.get("sqlstate") == "42501"
+
+
+def test_the_watchdog_runs_none_of_the_callers_functions(
+    make_gateway: GatewayFactory, seeded_database: str, server_url: str
+) -> None:
+    """Even with public first on the watchdog's search_path (a database owner once could
+    plant that for every role), the built-in pg_terminate_backend is what runs."""
+    made = roles_for(seeded_database)
+    assert made is not None
+    gateway = make_gateway()
+    conn = _app_conn(seeded_database)
+    victim = _app_conn(seeded_database)
+    admin = psycopg2.connect(server_url)
+    admin.autocommit = True
+    watchdog = sql.Identifier(made.watchdog)
+    try:
+        with admin.cursor() as cur:
+            cur.execute(
+                sql.SQL("ALTER ROLE {} SET search_path = public, pg_catalog").format(watchdog)
+            )
+        with conn.cursor() as cur:
+            cur.execute("CREATE TABLE public.wd_trap (who text)")
+            cur.execute(
+                "CREATE FUNCTION public.pg_terminate_backend(p integer) RETURNS boolean"
+                " LANGUAGE plpgsql AS $f$ BEGIN INSERT INTO public.wd_trap VALUES (current_user);"
+                " RETURN false; END $f$"
+            )
+        with victim.cursor() as cur:
+            cur.execute("SELECT pg_backend_pid()")
+            (pid,) = cur.fetchone()
+        gateway.database._terminate(pid)
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM public.wd_trap")
+            assert cur.fetchone() == (0,)
+        with pytest.raises(psycopg2.OperationalError), victim.cursor() as cur:
+            cur.execute("SELECT 1")
+    finally:
+        with conn.cursor() as cur:
+            cur.execute("DROP FUNCTION IF EXISTS public.pg_terminate_backend(integer)")
+            cur.execute("DROP TABLE IF EXISTS public.wd_trap")
+        with admin.cursor() as cur:
+            cur.execute(sql.SQL("ALTER ROLE {} RESET ALL").format(watchdog))
+        admin.close()
+        conn.close()
+        victim.close()

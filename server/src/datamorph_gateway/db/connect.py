@@ -31,7 +31,8 @@ def catalog_only(dsn: str) -> str:
     params = parse_dsn(dsn)
     options = params.get("options", "")
     params["options"] = f"{options} {CATALOG_ONLY}".strip()
-    return make_dsn(**params)
+    pinned: str = make_dsn(**params)
+    return pinned
 
 
 UNVERIFIED_SSLMODES = ("disable", "allow", "prefer", "require")
