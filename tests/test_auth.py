@@ -434,3 +434,72 @@ def test_a_client_certificate_is_a_credential(
 
     assert rest(pki.client.cert, pki.client.key) == "200"
     assert rest(other.cert, other.key) == "401"
+
+
+# -- bearer tokens through the gateway -------------------------------------------------------
+
+
+def test_bearer_tokens_through_grpc_and_rest(
+    make_gateway: GatewayFactory, make_envoy: EnvoyFactory, tmp_path: Path
+) -> None:
+    import json as json_module
+
+    import jwt as pyjwt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from jwt.algorithms import RSAAlgorithm
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = json_module.loads(RSAAlgorithm.to_jwk(key.public_key()))
+    jwk.update(kid="k1", alg="RS256", use="sig")
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json_module.dumps({"keys": [jwk]}))
+    data = policy(jwt={"issuer": "https://issuer.test/", "audience": "datamorph-gateway",
+                       "jwks_file": str(jwks)})  # fmt: skip
+    data["principals"].append(
+        {"name": "svc-etl", "jwt_subjects": ["svc-etl"], "allow": ["ExecuteQuery:read"]}
+    )
+    gateway = make_gateway(auth_policy_file=str(write_policy(tmp_path / "p.yaml", data)))
+
+    def token(**claims: Any) -> str:
+        now = int(time.time())
+        body = {"iss": "https://issuer.test/", "aud": "datamorph-gateway", "sub": "svc-etl",
+                "iat": now, "exp": now + 300, **claims}  # fmt: skip
+        return pyjwt.encode(body, key, algorithm="RS256", headers={"kid": "k1"})
+
+    with GatewayClient(gateway.address, timeout_s=10, bearer_token=token) as c:
+        assert c.execute_query("SELECT 1 AS one").rows == [{"one": 1}]
+        with pytest.raises(GatewayError) as err:
+            c.execute_query("CREATE TABLE by_token (a int)")
+        assert err.value.code == grpc.StatusCode.PERMISSION_DENIED
+    for bad, cause in (
+        (token(exp=int(time.time()) - 3600), "expired"),
+        (token(aud="someone-else"), "wrong_audience"),
+        (token(iss="https://evil.test/"), "wrong_issuer"),
+        (token(sub="nobody"), "unknown_jwt_subject"),
+        (pyjwt.encode({"sub": "svc-etl"}, None, algorithm="none"), "unsupported_algorithm"),
+        (token()[:-4] + "AAAA", "bad_signature"),
+        ("x" * 20_000, "too_large"),
+    ):
+        with (
+            GatewayClient(gateway.address, timeout_s=10, bearer_token=bad) as c,
+            pytest.raises(GatewayError) as err,
+        ):
+            c.execute_query("SELECT 1")
+        assert err.value.code == grpc.StatusCode.UNAUTHENTICATED, (cause, err.value)
+        assert err.value.metadata.get("cause") == cause, (cause, err.value)
+        assert bad not in err.value.message
+    rest = make_envoy(gateway.address).rest
+    ok = rest.post(
+        "/execute/query",
+        {"query": "SELECT 1 AS one"},
+        headers={"authorization": f"Bearer {token()}"},
+    )
+    assert ok.status == 200, ok.body
+    assert (
+        rest.post(
+            "/execute/query", {"query": "SELECT 1"}, headers={"authorization": "Bearer nope"}
+        ).status
+        == 401
+    )
+    with GatewayClient(gateway.address, timeout_s=10) as c:
+        assert c.health().status == "healthy"

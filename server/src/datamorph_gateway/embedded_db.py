@@ -7,13 +7,16 @@ No superuser on the serving path: the cluster's bootstrap superuser (``postgres`
 creates the cluster, the roles and the demo data. ``deploy/sql/roles.sql`` (the script a
 DBA runs on RDS) sets up the roles here too, so both places grant exactly the same:
 
-- ``datamorph_app`` serves: it owns the ``datamorph`` database and everything in it;
+- ``datamorph_app`` serves: it may create in the ``datamorph`` database and owns what is
+  in it (not the database itself: docs/security.md says why);
 - ``datamorph_reader`` serves ``read_only`` requests and streams: SELECT only;
 - ``datamorph_watchdog`` ends a backend of those two that ignored a cancel.
 
-Each has a random password in ``DATA_DIR/pgpass`` (mode 0600), which the DSNs name. A
-``datamorph`` database made by an earlier version (owned by the superuser, like its
-tables) is handed to ``datamorph_app`` on the first start, with its data untouched.
+Each has a random password in ``DATA_DIR/pgpass`` (mode 0600), which the DSNs name. What
+the superuser owns in a ``datamorph`` database made by an earlier version (every table) is
+handed to ``datamorph_app`` on the first start, with its data untouched. The superuser's
+connections into that database resolve names in pg_catalog alone (``catalog_only``): the
+app role owns schemas there and could plant functions that would otherwise run as it.
 """
 
 from __future__ import annotations
