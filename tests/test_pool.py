@@ -13,7 +13,7 @@ import psycopg2
 import pytest
 
 from datamorph_gateway.db.health import HealthProbe
-from datamorph_gateway.db.pool import ConnectionPool
+from datamorph_gateway.db.pool import ConnectionBudget, ConnectionPool
 from datamorph_gateway.errors import ResourceExhausted, Unavailable
 
 # Long enough that a test finishing well inside it shows nobody waited for it.
@@ -255,3 +255,55 @@ def test_health_probe_reports_an_unreachable_database(database_url: str) -> None
     with pytest.raises(Unavailable, match="the database is unavailable"):
         probe.check(2.0)
     probe.close()
+
+
+# -- several pools, one budget ----------------------------------------------------------------
+
+
+def test_pools_sharing_a_budget_never_open_more_than_it(make_pool) -> None:  # type: ignore[no-untyped-def]
+    budget = ConnectionBudget(3, reserved=1)
+    first = make_pool(max_size=3, reserved=1, budget=budget)
+    second = make_pool(max_size=3, budget=budget)
+    # Reads in the first pool open all three, then go idle.
+    with (
+        first.connection(reserved=True),
+        first.connection(reserved=True),
+        first.connection(reserved=True),
+    ):
+        assert budget.stats()["open"] == 3
+    assert first.stats()["idle"] == 3
+    # The second pool needs two: it closes the first pool's idle ones instead of going over.
+    with second.connection(), second.connection():
+        assert budget.stats()["open"] == 3
+        assert second.stats()["open"] == 2
+        assert first.stats()["open"] == 1
+        # Caller SQL of both pools together holds at most limit - reserved = 2: one more
+        # waits (then gives up) although the first pool alone would have room.
+        started = time.monotonic()
+        with pytest.raises(ResourceExhausted), first.connection(timeout_s=0.3):
+            pass
+        assert time.monotonic() - started >= 0.25
+        # Reads still get the reserved one.
+        with first.connection(reserved=True) as conn, conn.cursor() as cur:
+            cur.execute("SELECT 1")
+    assert budget.stats() == {"open": 3, "limit": 3, "caller_busy": 0}
+
+
+def test_a_pool_waiting_on_the_budget_gets_a_connection_freed_in_another(make_pool) -> None:  # type: ignore[no-untyped-def]
+    budget = ConnectionBudget(1)
+    first = make_pool(max_size=1, budget=budget)
+    second = make_pool(max_size=1, budget=budget)
+    got = threading.Event()
+    with first.connection():
+
+        def borrow() -> None:
+            with second.connection(timeout_s=5):
+                got.set()
+
+        thread = threading.Thread(target=borrow)
+        thread.start()
+        time.sleep(0.2)
+        assert not got.is_set()  # the budget is spent and nothing is idle
+    thread.join(5)
+    assert got.is_set()  # the first pool's connection went idle and was closed for it
+    assert budget.stats()["open"] == 1

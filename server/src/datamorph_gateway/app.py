@@ -20,6 +20,7 @@ from datamorph.gateway.v1 import gateway_pb2_grpc as pb_grpc
 from datamorph_gateway.auth.authenticator import Authenticator, check_exposure
 from datamorph_gateway.config import Settings
 from datamorph_gateway.db.database import Database
+from datamorph_gateway.dblogins import LoginPasswords
 from datamorph_gateway.errors import ConfigError
 from datamorph_gateway.identity import ClientIdentities
 from datamorph_gateway.rpc import DecodeErrors
@@ -79,7 +80,7 @@ class Gateway:
             raise PortInUseError(f"cannot listen on {address}: address in use or not available")
         self.address = f"{settings.grpc_host}:{self.port}"
 
-        self.database = Database(settings, dsn)
+        self.database = Database(settings, dsn, login_passwords=LoginPasswords(settings))
         try:
             self.database.verify_roles()  # a superuser login stops the start here
             self.workflows = create_runner(settings, self.database.pool)

@@ -26,6 +26,7 @@ from datamorph_gateway.callers import CallerLimits, caller_key
 from datamorph_gateway.config import Settings
 from datamorph_gateway.db import sqltext
 from datamorph_gateway.db.catalog import READABLE_KINDS
+from datamorph_gateway.db.connect import DatabaseLogin
 from datamorph_gateway.db.database import Database
 from datamorph_gateway.db.encoding import ColumnType, append_array_rows, append_object_rows
 from datamorph_gateway.db.names import InvalidTableName, TableName, parse_table_name
@@ -56,6 +57,16 @@ from datamorph_gateway.workflows import WorkflowRequest, WorkflowRunner
 log = logging.getLogger(__name__)
 
 SUCCESS = "success"
+
+
+def _login() -> DatabaseLogin | None:
+    """The calling principal's own database login, if the policy gives it one."""
+    principal = principal_var.get()
+    if not principal.database_user:
+        return None
+    return DatabaseLogin(
+        principal.database_user, principal.database_secret, principal.database_iam_auth
+    )
 
 
 def _counted_per_caller(method: Method[Req, Resp]) -> Method[Req, Resp]:
@@ -143,7 +154,9 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
         originals = list(request.table_names)
         names = self._table_names(originals)
         with cancel_scope(context, self._settings.statement_timeout_s) as scope:
-            tables = self._db.get_schemas(names, originals, scope.timeout_s, scope=scope)
+            tables = self._db.get_schemas(
+                names, originals, scope.timeout_s, scope=scope, login=_login()
+            )
         response = pb.GetSchemasResponse(status=SUCCESS)
         for original, table in zip(originals, tables, strict=True):
             schema = response.schemas[original]
@@ -186,7 +199,9 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
                     "limit", f"must be between 1 and {s.max_sample_limit}, got {limit}"
                 )
         with cancel_scope(context, s.statement_timeout_s) as scope:
-            samples = self._db.get_data(names, originals, limit, scope.timeout_s, scope=scope)
+            samples = self._db.get_data(
+                names, originals, limit, scope.timeout_s, scope=scope, login=_login()
+            )
         response = pb.GetDataResponse(status=SUCCESS)
         for original, sample in zip(originals, samples, strict=True):
             append_object_rows(response.data[original].values, sample.keys, sample.rows)
@@ -243,6 +258,7 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
                 max_rows=max_rows,
                 timeout_s=scope.timeout_s,
                 scope=scope,
+                login=_login(),
             )
             tally.rows = len(result.rows)
         return self._query_response(result, request.row_format)
@@ -336,6 +352,7 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
                 batch_rows=batch_rows,
                 timeout_s=scope.timeout_s,
                 scope=scope,
+                login=_login(),
             )
             previous: pb.StreamQueryResponse | None = None
             for batch in batches:

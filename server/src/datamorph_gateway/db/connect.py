@@ -13,11 +13,23 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from psycopg2.extensions import make_dsn, parse_dsn
 
 from datamorph_gateway.config import Settings, is_loopback
 
-__all__ = ["RoleDsns", "catalog_only", "is_local"]
+__all__ = ["DatabaseLogin", "RoleDsns", "catalog_only", "is_local"]
+
+
+@dataclass(frozen=True)
+class DatabaseLogin:
+    """A principal's own database login (the auth policy's ``database_user``)."""
+
+    user: str
+    secret_id: str = ""
+    iam_auth: bool = False
+
 
 # For connections that run only the gateway's own SQL with elevated rights (the watchdog, a
 # superuser setting up roles): names resolve in pg_catalog alone, so a function a caller
@@ -65,6 +77,25 @@ class RoleDsns:
         self.serving = make_dsn(**params)
         self.reader = _as_role(params, settings.db_readonly_user, settings.db_readonly_password)
         self.watchdog = _as_role(params, settings.db_watchdog_user, settings.db_watchdog_password)
+        self._params = params
+
+    def login(self, login: DatabaseLogin) -> str:
+        """The DSN of a principal's login: the serving one's, with that user.
+
+        With a secret or an IAM token the password comes at connect time (``LoginPasswords``),
+        so the serving password is dropped; without, it is kept (trust, peer, .pgpass).
+        """
+        changed = dict(self._params, user=login.user)
+        if login.secret_id or login.iam_auth:
+            changed.pop("password", None)
+        dsn: str = make_dsn(**changed)
+        return dsn
+
+    def address(self) -> tuple[str, int]:
+        """The first host and port, for RDS IAM tokens (which name them)."""
+        host = (self._params.get("host") or "localhost").split(",")[0]
+        port = (self._params.get("port") or "5432").split(",")[0]
+        return host, int(port)
 
     @property
     def unverified_remote(self) -> bool:

@@ -9,12 +9,16 @@ attaches its connection to it while SQL runs, so that the scope's deadline
 
 Two pools when ``DB_READONLY_USER`` is set: caller SQL with ``read_only`` and streams run
 as that role (SELECT only: the database itself refuses a write), everything else as the
-serving role. Every role is checked before it serves (``privileges``).
+serving role. A principal with a database user of its own (``DatabaseLogin``) gets a pool
+of its own, opened on its first call, for all of its SQL. Every pool shares one
+``ConnectionBudget`` (``DB_POOL_MAX`` connections in all), and every role is checked
+before it serves (``privileges``).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -28,11 +32,11 @@ from psycopg2.extensions import parse_dsn
 from datamorph_gateway.config import Settings
 from datamorph_gateway.db import catalog, encoding, query, sampling
 from datamorph_gateway.db.cancel import CancelScope
-from datamorph_gateway.db.connect import RoleDsns, catalog_only
+from datamorph_gateway.db.connect import DatabaseLogin, RoleDsns, catalog_only
 from datamorph_gateway.db.encoding import ColumnType, TypeCatalog, decode_rows
 from datamorph_gateway.db.health import HealthProbe
 from datamorph_gateway.db.names import TableName
-from datamorph_gateway.db.pool import Connection, ConnectionPool
+from datamorph_gateway.db.pool import Connection, ConnectionBudget, ConnectionPool
 from datamorph_gateway.db.privileges import RoleGuard
 from datamorph_gateway.db.sqltext import Script, Statement
 from datamorph_gateway.db.statements import Budget, PreparingConnection
@@ -60,7 +64,14 @@ class Sample:
 class Database:
     """PostgreSQL as the gateway uses it: a pool, type and relation caches, five operations."""
 
-    def __init__(self, settings: Settings, dsn: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        dsn: str,
+        *,
+        login_passwords: Callable[[DatabaseLogin, str, int], Callable[[], str] | None]
+        | None = None,
+    ) -> None:
         self.types = TypeCatalog()
         self.relations = catalog.RelationCache(settings.relation_cache_ttl_s)
         self._allow_system = settings.allow_system_schemas
@@ -69,6 +80,11 @@ class Database:
         self.guard = RoleGuard(allow_privileged=settings.db_allow_privileged)
         self._connect_timeout_s = settings.db_connect_timeout_s
         self._application_name = settings.db_application_name
+        self._settings = settings
+        self._login_passwords = login_passwords
+        self._logins: dict[DatabaseLogin, ConnectionPool] = {}
+        self._logins_lock = threading.Lock()
+        self.budget = ConnectionBudget(settings.db_pool_max, settings.pool_reserved_reads())
         self.pool = self._pool(settings, self.dsns.serving, "serving role")
         # Read-only caller SQL: a pool of its own, opened on first use, as large as the main one.
         self.reader_pool = (
@@ -89,6 +105,7 @@ class Database:
         *,
         min_size: int | None = None,
         reserved: int | None = None,
+        password: Callable[[], str] | None = None,
     ) -> ConnectionPool:
         base_options = parse_dsn(dsn).get("options", "")
 
@@ -115,7 +132,38 @@ class Database:
                 ),
             },
             on_connect=on_connect,
+            budget=self.budget,
+            password=password,
         )
+
+    def _pool_for(self, login: DatabaseLogin | None, *, read_only: bool) -> ConnectionPool:
+        """The pool a request runs on: its principal's own, the reader's, or the serving one."""
+        if login is not None:
+            return self._login_pool(login)
+        if read_only and self.reader_pool is not None:
+            return self.reader_pool
+        return self.pool
+
+    def _login_pool(self, login: DatabaseLogin) -> ConnectionPool:
+        with self._logins_lock:
+            pool = self._logins.get(login)
+            if pool is None:
+                host, port = self.dsns.address()
+                password = (
+                    None
+                    if self._login_passwords is None
+                    else self._login_passwords(login, host, port)
+                )
+                pool = self._pool(
+                    self._settings,
+                    self.dsns.login(login),
+                    f"database user {login.user!r}",
+                    min_size=0,
+                    reserved=0,
+                    password=password,
+                )
+                self._logins[login] = pool
+            return pool
 
     def verify_roles(self) -> None:
         """Check every role the gateway will use, now; a refused one is a ConfigError.
@@ -167,6 +215,9 @@ class Database:
         self.pool.close()
         if self.reader_pool is not None:
             self.reader_pool.close()
+        with self._logins_lock:
+            for pool in self._logins.values():
+                pool.close()
 
     def _terminate(self, pid: int) -> None:
         """End a backend that ignores cancels, from a connection of its own.
@@ -196,9 +247,10 @@ class Database:
         read_only: bool,
         reset_session: bool = False,
         scope: CancelScope | None = None,
+        login: DatabaseLogin | None = None,
     ) -> Iterator[Connection]:
         start = time.monotonic()
-        pool = self.reader_pool if read_only and self.reader_pool is not None else self.pool
+        pool = self._pool_for(login, read_only=read_only)
         try:
             with (
                 pool.connection(timeout_s, reset_session=reset_session) as conn,
@@ -223,6 +275,7 @@ class Database:
         timeout_s: float,
         work: Callable[[Connection, Budget], T],
         scope: CancelScope | None = None,
+        login: DatabaseLogin | None = None,
     ) -> T:
         """Run a read on an autocommit connection, each statement carrying the time left.
 
@@ -233,8 +286,9 @@ class Database:
         budget = Budget(timeout_s)
         for attempt in (1, 2):
             try:
+                pool = self._pool_for(login, read_only=False)
                 with (
-                    self.pool.connection(budget.remaining_ms() / 1000, reserved=True) as conn,
+                    pool.connection(budget.remaining_ms() / 1000, reserved=True) as conn,
                     _attached(scope, conn),
                 ):
                     conn.autocommit = True
@@ -259,11 +313,12 @@ class Database:
         timeout_s: float,
         *,
         scope: CancelScope | None = None,
+        login: DatabaseLogin | None = None,
     ) -> list[catalog.TableDescription]:
         def work(conn: Connection, budget: Budget) -> list[catalog.TableDescription]:
             return catalog.describe(conn, names, originals, budget, allow_system=self._allow_system)
 
-        return self._read(timeout_s, work, scope)
+        return self._read(timeout_s, work, scope, login)
 
     def get_data(
         self,
@@ -273,6 +328,7 @@ class Database:
         timeout_s: float,
         *,
         scope: CancelScope | None = None,
+        login: DatabaseLogin | None = None,
     ) -> list[Sample]:
         def work(conn: Connection, budget: Budget) -> list[Sample]:
             samples = []
@@ -291,7 +347,7 @@ class Database:
                 samples.append(Sample(columns, keys, decode_rows(columns, taken.rows)))
             return samples
 
-        return self._read(timeout_s, work, scope)
+        return self._read(timeout_s, work, scope, login)
 
     def execute(
         self,
@@ -302,10 +358,11 @@ class Database:
         max_rows: int,
         timeout_s: float,
         scope: CancelScope | None = None,
+        login: DatabaseLogin | None = None,
     ) -> query.QueryResult:
         """Run a caller's SQL and commit; any error rolls all of it back."""
         with self._transaction(
-            timeout_s, read_only=read_only, reset_session=True, scope=scope
+            timeout_s, read_only=read_only, reset_session=True, scope=scope, login=login
         ) as conn:
             limits = query.Limits(max_rows, self._max_result_bytes)
             return query.run(conn, self.types, script=script, params=params, limits=limits)
@@ -318,6 +375,7 @@ class Database:
         batch_rows: int,
         timeout_s: float,
         scope: CancelScope | None = None,
+        login: DatabaseLogin | None = None,
     ) -> Iterator[query.Batch]:
         """Stream a read-only query's rows; the connection is held until the stream ends.
 
@@ -326,7 +384,9 @@ class Database:
         fired scope stops the stream before the next fetch, and closing the
         generator (what a dropped gRPC stream does) ends the transaction.
         """
-        with self._transaction(timeout_s, read_only=True, reset_session=True, scope=scope) as conn:
+        with self._transaction(
+            timeout_s, read_only=True, reset_session=True, scope=scope, login=login
+        ) as conn:
             # Closed explicitly: its named cursor must go before the connection is released.
             batches = cast(
                 "Generator[query.Batch, None, None]",

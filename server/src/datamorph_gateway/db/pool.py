@@ -13,6 +13,12 @@ bookkeeping tables); every other borrower (caller SQL) holds at most
 ``max_size - reserved`` at once, and at most that many more may wait for one.
 So slow caller SQL can fill its share and its queue while reads are still
 served, and the threads serving RPCs are not all parked waiting behind it.
+
+Several pools (the serving role's, the read-only role's, one per principal with a
+database user of its own) share one ``ConnectionBudget``, so ``DB_POOL_MAX`` still caps
+every connection of the process, and caller SQL in all of them together still leaves the
+reserved share to reads: a pool that needs a connection when the budget is spent closes
+an idle one of another pool, or waits for one.
 """
 
 from __future__ import annotations
@@ -37,6 +43,63 @@ log = logging.getLogger(__name__)
 
 Connection = ext.connection
 ConnectHook = Callable[[Connection], None]
+_BUDGET_POLL_S = 0.02  # how often a pool waiting on the shared budget looks again
+
+
+class ConnectionBudget:
+    """Connections open in all pools of the process, and those lent to caller SQL.
+
+    ``limit`` caps the open ones; caller SQL (a pool's shared share) may hold at most
+    ``limit - reserved`` of them at once across pools, so ``reserved`` are always left to
+    reads. Pools call it while holding their own lock; it takes another pool's lock only
+    without blocking (to close one of its idle connections), so no two pools wait on
+    each other.
+    """
+
+    def __init__(self, limit: int, reserved: int = 0) -> None:
+        if not 0 <= reserved < limit:
+            raise ValueError("reserved must be at least 0 and less than limit")
+        self.limit = limit
+        self.caller_limit = limit - reserved
+        self._open = 0
+        self._caller_busy = 0
+        self._lock = threading.Lock()
+        self._pools: list[ConnectionPool] = []
+
+    def register(self, pool: ConnectionPool) -> None:
+        with self._lock:
+            self._pools.append(pool)
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return {"open": self._open, "limit": self.limit, "caller_busy": self._caller_busy}
+
+    def caller_room(self) -> bool:
+        with self._lock:
+            return self._caller_busy < self.caller_limit
+
+    def lend_to_caller(self, count: int) -> None:
+        with self._lock:
+            self._caller_busy += count
+
+    def open_one(self, requester: ConnectionPool) -> bool:
+        """Count one more open connection, closing another pool's idle one if need be."""
+        with self._lock:
+            if self._open < self.limit:
+                self._open += 1
+                return True
+            others = [pool for pool in self._pools if pool is not requester]
+        for pool in others:
+            if pool.close_one_idle():
+                with self._lock:
+                    if self._open < self.limit:
+                        self._open += 1
+                        return True
+        return False
+
+    def closed_one(self) -> None:
+        with self._lock:
+            self._open -= 1
 
 
 class ConnectionPool:
@@ -55,6 +118,8 @@ class ConnectionPool:
         backoff_s: float = 0.1,
         connect_kwargs: dict[str, Any] | None = None,
         on_connect: ConnectHook | None = None,
+        budget: ConnectionBudget | None = None,
+        password: Callable[[], str] | None = None,
     ) -> None:
         self._dsn = dsn
         self.min_size = min_size
@@ -69,6 +134,11 @@ class ConnectionPool:
         self._backoff_s = backoff_s
         self._connect_kwargs = dict(connect_kwargs or {})
         self._on_connect = on_connect
+        # A pool of its own unless it shares one with others (then it registers there).
+        self._budget = budget or ConnectionBudget(max_size, reserved)
+        self._budget.register(self)
+        # Called at each connect (a password that changes, such as an RDS IAM token).
+        self._password = password
         self._idle: deque[Connection] = deque()
         self._open = 0
         self._shared_busy = 0  # lent from the shared share, or being opened for it
@@ -151,15 +221,22 @@ class ConnectionPool:
                 while True:
                     if self._closed:
                         raise Unavailable("the gateway is shutting down", reason="SHUTTING_DOWN")
-                    if not shared or self._shared_busy < self.shared_max:
+                    budget_blocked = False
+                    if not shared or (
+                        self._shared_busy < self.shared_max and self._budget.caller_room()
+                    ):
                         conn = self._take_idle_locked()
                         if conn is not None:
-                            self._shared_busy += shared
+                            self._lend_locked(shared)
                             return conn
                         if self._open < self.max_size:
-                            self._open += 1
-                            self._shared_busy += shared
-                            break
+                            if self._budget.open_one(self):
+                                self._open += 1
+                                self._lend_locked(shared)
+                                break
+                            budget_blocked = True
+                    elif shared and self._shared_busy < self.shared_max:
+                        budget_blocked = True  # other pools' caller SQL holds the share
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         raise self._exhausted(shared)
@@ -169,7 +246,8 @@ class ConnectionPool:
                             raise self._exhausted(shared)
                         self._shared_waiting += 1
                         waiting = True
-                    self._cond.wait(remaining)
+                    # Another pool's release does not wake us: look again soon.
+                    self._cond.wait(min(remaining, _BUDGET_POLL_S) if budget_blocked else remaining)
             finally:
                 if waiting:
                     self._shared_waiting -= 1
@@ -178,9 +256,27 @@ class ConnectionPool:
         except BaseException:
             with self._cond:
                 self._open -= 1
-                self._shared_busy -= shared
+                self._budget.closed_one()
+                self._lend_locked(-shared)
                 self._cond.notify_all()
             raise
+
+    def _lend_locked(self, shared: int) -> None:
+        self._shared_busy += shared
+        if shared:
+            self._budget.lend_to_caller(shared)
+
+    def close_one_idle(self) -> bool:
+        """Close the longest-idle connection, for another pool; False if busy or none."""
+        if not self._cond.acquire(blocking=False):
+            return False
+        try:
+            if not self._idle:
+                return False
+            self._discard_locked(self._idle.popleft())
+            return True
+        finally:
+            self._cond.release()
 
     def _take_idle_locked(self) -> Connection | None:
         while self._idle:
@@ -216,9 +312,10 @@ class ConnectionPool:
             remaining = max(deadline - time.monotonic(), 0.0)
             timeout = max(2, int(min(self._connect_timeout_s, remaining) + 0.999))
             try:
-                conn: Connection = psycopg2.connect(
-                    self._dsn, **{**self._connect_kwargs, "connect_timeout": timeout}
-                )
+                kwargs = {**self._connect_kwargs, "connect_timeout": timeout}
+                if self._password is not None:
+                    kwargs["password"] = self._password()
+                conn: Connection = psycopg2.connect(self._dsn, **kwargs)
             except psycopg2.OperationalError as exc:
                 last = exc
                 log.warning(
@@ -260,7 +357,7 @@ class ConnectionPool:
                     log.warning("could not reset a session; closing the connection")
                 broken = True
         with self._cond:
-            self._shared_busy -= shared
+            self._lend_locked(-shared)
             if broken or conn.closed or self._closed:
                 self._discard_locked(conn)
             else:
@@ -270,6 +367,7 @@ class ConnectionPool:
 
     def _discard_locked(self, conn: Connection) -> None:
         self._open -= 1
+        self._budget.closed_one()
         try:
             conn.close()
         except psycopg2.Error:
