@@ -212,3 +212,55 @@ def test_rds_iam_tokens_are_made_and_renewed(aws_env: str) -> None:
     source()
     assert made == ["etl", "etl"]  # made anew before the fifteen minutes are up
     assert passwords(DatabaseLogin("etl"), "h", 5432) is None  # the serving password
+
+
+def test_the_gateways_catalog_reads_run_none_of_a_callers_functions(
+    make_gateway: GatewayFactory,
+    etl_role: tuple[str, str],
+    aws_env: str,
+    aws_session: boto3.session.Session,
+    seeded_database: str,
+    tmp_path: Path,
+) -> None:
+    """GetSchemas and GetData run the gateway's own SQL as the principal's database user;
+    a function the serving role planted with a closer match than the built-in
+    (unnest(text[]), pg_relation_size(oid)) must not be what runs, or it would run with
+    another principal's rights."""
+    role, password = etl_role
+    secret_id = f"dmgw/trap/{role}"
+    aws_session.client("secretsmanager", endpoint_url=aws_env).create_secret(
+        Name=secret_id, SecretString=json.dumps({"username": role, "password": password})
+    )
+    planted = {
+        "unnest(a text[])": "RETURNS SETOF text AS $f$ BEGIN INSERT INTO public.trap VALUES "
+        "(current_user); RETURN QUERY SELECT x FROM pg_catalog.unnest(a) x; END $f$",
+        "pg_relation_size(r oid)": "RETURNS bigint AS $f$ BEGIN INSERT INTO public.trap VALUES "
+        "(current_user); RETURN 0; END $f$",
+        "random()": "RETURNS double precision AS $f$ BEGIN INSERT INTO public.trap VALUES "
+        "(current_user); RETURN 0.5; END $f$",
+    }
+    app = psycopg2.connect(seeded_database)
+    app.autocommit = True
+    try:
+        with app.cursor() as cur:
+            cur.execute("CREATE TABLE public.trap (who text)")
+            cur.execute(sql.SQL("GRANT INSERT ON public.trap TO {}").format(sql.Identifier(role)))
+            for signature, body in planted.items():
+                cur.execute(f"CREATE FUNCTION public.{signature} {body} LANGUAGE plpgsql")
+        gateway = make_gateway(
+            auth_policy_file=str(_policy(tmp_path / "p.yaml", role, database_secret=secret_id)),
+            aws_endpoint_url=aws_env,
+        )
+        with GatewayClient(gateway.address, timeout_s=15, api_key=KEY) as c:
+            assert c.get_schemas(["customers"])
+            assert c.get_data(["customers"], limit=2)["customers"].rows
+        with app.cursor() as cur:
+            cur.execute("SELECT count(*) FROM public.trap")
+            assert cur.fetchone() == (0,)
+    finally:
+        with app.cursor() as cur:
+            cur.execute("DROP FUNCTION IF EXISTS public.unnest(text[])")
+            cur.execute("DROP FUNCTION IF EXISTS public.pg_relation_size(oid)")
+            cur.execute("DROP FUNCTION IF EXISTS public.random()")
+            cur.execute("DROP TABLE IF EXISTS public.trap")
+        app.close()

@@ -39,15 +39,15 @@ READABLE_KINDS = {
 _RELATION = """
        c.oid, n.nspname, c.relname, c.relkind, c.reltuples::float8,
        (CASE WHEN c.relkind = 'p' THEN
-              (SELECT coalesce(sum(pg_relation_size(t.relid)), 0)::int8
-                 FROM pg_partition_tree(c.oid) t WHERE t.isleaf)
-            WHEN c.relkind IN ('r', 'm') THEN pg_relation_size(c.oid)
+              (SELECT coalesce(pg_catalog.sum(pg_catalog.pg_relation_size(t.relid)), 0)::int8
+                 FROM pg_catalog.pg_partition_tree(c.oid) t WHERE t.isleaf)
+            WHEN c.relkind IN ('r', 'm') THEN pg_catalog.pg_relation_size(c.oid)
             ELSE 0 END
          / current_setting('block_size')::int8)::int8 AS pages,
        c.relpages"""
 
 _NAMES = """
-  FROM unnest(%s::text[]) WITH ORDINALITY AS i(name, ord)
+  FROM pg_catalog.unnest(%s::text[]) WITH ORDINALITY AS i(name, ord)
   LEFT JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(i.name)
   LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
  ORDER BY i.ord
@@ -179,21 +179,22 @@ _DESCRIBE = Prepared(
     "SELECT"
     + _RELATION
     + """,
-  (SELECT coalesce(json_agg(json_build_object(
+  (SELECT coalesce(pg_catalog.json_agg(pg_catalog.json_build_object(
        'column_name', a.attname,
        'data_type', CASE WHEN t.typtype = 'd' THEN
                            CASE WHEN bt.typelem <> 0 AND bt.typlen = -1 THEN 'ARRAY'
                                 WHEN nbt.nspname = 'pg_catalog'
-                                  THEN format_type(t.typbasetype, NULL)
+                                  THEN pg_catalog.format_type(t.typbasetype, NULL)
                                 ELSE 'USER-DEFINED' END
                          ELSE
                            CASE WHEN t.typelem <> 0 AND t.typlen = -1 THEN 'ARRAY'
-                                WHEN nt.nspname = 'pg_catalog' THEN format_type(a.atttypid, NULL)
+                                WHEN nt.nspname = 'pg_catalog'
+                                  THEN pg_catalog.format_type(a.atttypid, NULL)
                                 ELSE 'USER-DEFINED' END
                     END,
        'is_nullable', CASE WHEN a.attnotnull OR (t.typtype = 'd' AND t.typnotnull)
                            THEN 'NO' ELSE 'YES' END,
-       'column_default', pg_get_expr(ad.adbin, ad.adrelid),
+       'column_default', pg_catalog.pg_get_expr(ad.adbin, ad.adrelid),
        'ordinal_position', a.attnum,
        'character_maximum_length', CASE WHEN tt.mod = -1 THEN NULL
                                         WHEN tt.id IN (1042, 1043) THEN tt.mod - 4
@@ -206,7 +207,7 @@ _DESCRIBE = Prepared(
        'numeric_scale', CASE WHEN tt.id IN (21, 23, 20) THEN 0
                              WHEN tt.id = 1700 AND tt.mod <> -1 THEN (tt.mod - 4) & 65535 END,
        'udt_name', coalesce(bt.typname, t.typname),
-       'type', format_type(a.atttypid, a.atttypmod)
+       'type', pg_catalog.format_type(a.atttypid, a.atttypmod)
      ) ORDER BY a.attnum), '[]'::json)
      FROM pg_catalog.pg_attribute a
      JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
@@ -219,12 +220,12 @@ _DESCRIBE = Prepared(
                                 CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END
                         ) AS tt(id, mod)
     WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) AS columns,
-  (SELECT coalesce(json_agg(a.attname ORDER BY k.ord), '[]'::json)
+  (SELECT coalesce(pg_catalog.json_agg(a.attname ORDER BY k.ord), '[]'::json)
      FROM pg_catalog.pg_constraint con
-     CROSS JOIN LATERAL unnest(con.conkey) WITH ORDINALITY AS k(attnum, ord)
+     CROSS JOIN LATERAL pg_catalog.unnest(con.conkey) WITH ORDINALITY AS k(attnum, ord)
      JOIN pg_catalog.pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum
     WHERE con.conrelid = c.oid AND con.contype = 'p') AS primary_keys,
-  (SELECT coalesce(json_agg(json_build_object(
+  (SELECT coalesce(pg_catalog.json_agg(pg_catalog.json_build_object(
        'column_name', a.attname,
        'foreign_table_schema', fn.nspname,
        'foreign_table_name', fc.relname,
@@ -232,7 +233,8 @@ _DESCRIBE = Prepared(
        'constraint_name', con.conname
      ) ORDER BY con.conname, k.ord), '[]'::json)
      FROM pg_catalog.pg_constraint con
-     CROSS JOIN LATERAL unnest(con.conkey, con.confkey) WITH ORDINALITY AS k(attnum, fattnum, ord)
+     CROSS JOIN LATERAL ROWS FROM (pg_catalog.unnest(con.conkey), pg_catalog.unnest(con.confkey))
+          WITH ORDINALITY AS k(attnum, fattnum, ord)
      JOIN pg_catalog.pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum
      JOIN pg_catalog.pg_class fc ON fc.oid = con.confrelid
      JOIN pg_catalog.pg_namespace fn ON fn.oid = fc.relnamespace

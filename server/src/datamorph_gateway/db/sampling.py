@@ -94,7 +94,7 @@ def _sample_sql(table: str, by_blocks: bool, guarded: bool) -> str:
     if by_blocks:
         source += " TABLESAMPLE SYSTEM (%s)"
     where = _GUARD if guarded else ""
-    return f"SELECT * FROM {source}{where} ORDER BY random() LIMIT %s"
+    return f"SELECT * FROM {source}{where} ORDER BY pg_catalog.random() LIMIT %s"
 
 
 # Constant conditions: PostgreSQL evaluates them once, before reading any row.
