@@ -911,3 +911,56 @@ def test_without_boto3_the_client_says_which_extra_to_install(
 
     with pytest.raises(ImportError, match=r"datamorph-gateway-client\[aws\]"):
         iam_token(GATEWAY)
+
+
+# ------------------------------------------------------------------ through the gateway
+
+
+def test_a_lambda_role_calls_the_gateway_with_no_shared_secret(
+    relay: StsRelay, role_caller: Caller, make_gateway: Any, tmp_path: Any
+) -> None:
+    import grpc
+    import yaml
+
+    from datamorph_client import GatewayClient, GatewayError
+
+    policy = {
+        "aws_iam": {"gateway_id": GATEWAY},
+        "principals": [
+            {
+                "name": "orchestrator",
+                "aws_iam_arns": [f"arn:aws:iam::{ACCOUNT}:role/dmgw-orchestrator-*"],
+                "allow": ["ExecuteQuery:read", "GetSchemas"],
+            }
+        ],
+    }
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(policy))
+    gateway = make_gateway(auth_policy_file=str(path), sts_endpoint_url=relay.url)
+    with GatewayClient(
+        gateway.address,
+        timeout_s=15,
+        aws_iam=True,
+        gateway_id=GATEWAY,
+        aws_session=role_caller.session,
+        sts_endpoint_url=relay.url,
+    ) as client:
+        assert client.execute_query("SELECT 1 AS one").rows == [{"one": 1}]
+        assert client.execute_query("SELECT 2 AS two").rows == [{"two": 2}]  # from the cache
+        with pytest.raises(GatewayError) as err:
+            client.get_data(["customers"])
+        assert err.value.code == grpc.StatusCode.PERMISSION_DENIED
+    # A token signed for another gateway is refused, and the gateway stays healthy.
+    with GatewayClient(
+        gateway.address,
+        timeout_s=15,
+        aws_iam=True,
+        gateway_id="another-gateway",
+        aws_session=role_caller.session,
+        sts_endpoint_url=relay.url,
+    ) as client:
+        with pytest.raises(GatewayError) as err:
+            client.execute_query("SELECT 1")
+        assert err.value.code == grpc.StatusCode.UNAUTHENTICATED
+        assert err.value.metadata.get("cause") == "wrong_gateway"
+        assert client.health().status == "healthy"

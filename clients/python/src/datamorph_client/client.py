@@ -2,8 +2,9 @@
 
 It keeps one channel (create the client once per Lambda container, outside
 the handler), puts a deadline on every call, attaches the caller's credentials
-(an API key, a bearer token, or an AWS IAM token) and any metadata a hook returns, and turns gRPC errors into ``GatewayError`` with the
-google.rpc details (reason, SQLSTATE, field violations) already decoded.
+(an API key, a bearer token, or an AWS IAM token) and any metadata a hook returns,
+and turns gRPC errors into ``GatewayError`` with the google.rpc details (reason,
+SQLSTATE, field violations) already decoded.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from datamorph.gateway.v1 import gateway_pb2 as pb
 from datamorph.gateway.v1 import gateway_pb2_grpc as pb_grpc
 
 MetadataHook = Callable[[], Iterable[tuple[str, str]]]
-AWS_IAM_HEADER = "x-datamorph-aws-iam"
+AWS_IAM_HEADER = "x-datamorph-aws-iam"  # datamorph_client.aws_iam's, without importing boto3
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 WORKFLOW_TIMEOUT_S = 960.0
 
@@ -144,7 +145,8 @@ class GatewayClient:
     ``aws_iam=True`` with the ``gateway_id`` the gateway's policy names (default: the
     ``DATAMORPH_GATEWAY_ID`` environment variable), which signs a presigned
     ``sts:GetCallerIdentity`` with the default boto3 credentials (a Lambda's role) and
-    renews it before it expires; it needs ``datamorph-gateway-client[aws]``.
+    renews it before it expires; it needs ``datamorph-gateway-client[aws]``. Sign for the
+    gateway's region (``aws_region``) when the Lambda runs in another one.
     """
 
     def __init__(
@@ -157,6 +159,7 @@ class GatewayClient:
         aws_iam: bool = False,
         gateway_id: str | None = None,
         aws_session: Any = None,
+        aws_region: str | None = None,
         sts_endpoint_url: str | None = None,
         metadata_hook: MetadataHook | None = None,
         tls: bool = False,
@@ -178,7 +181,10 @@ class GatewayClient:
             if not gateway_id:
                 raise ValueError("aws_iam=True needs gateway_id= (or DATAMORPH_GATEWAY_ID)")
             self._iam = IamTokenSource(
-                gateway_id, session=aws_session, sts_endpoint_url=sts_endpoint_url
+                gateway_id,
+                session=aws_session,
+                region=aws_region,
+                sts_endpoint_url=sts_endpoint_url,
             )
         self._hook = metadata_hook
         options = [

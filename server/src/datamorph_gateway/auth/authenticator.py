@@ -40,6 +40,7 @@ import grpc
 from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2
 
+from datamorph_client.aws_iam import AWS_IAM_HEADER
 from datamorph_gateway.auth.credentials import AuthError, Verified
 from datamorph_gateway.auth.keys import key_hash
 from datamorph_gateway.auth.policy import (
@@ -64,7 +65,6 @@ log = logging.getLogger("datamorph_gateway.auth")
 
 API_KEY_HEADER = "x-api-key"
 AUTHORIZATION_HEADER = "authorization"
-AWS_IAM_HEADER = "x-datamorph-aws-iam"
 # Larger credentials are refused before any work (an authorization header of 64 KiB...).
 MAX_CREDENTIAL_BYTES = 16 * 1024
 _RELOAD_CHECK_S = 1.0
