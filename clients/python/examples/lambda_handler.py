@@ -1,9 +1,16 @@
 """An AWS Lambda handler that reads through the DataMorph Gateway.
 
-Deploy with only ``datamorph-gateway-client`` installed. The client is made
-once per container, outside the handler, so warm invocations reuse its
-channel. Configure with GATEWAY_ADDRESS (host:port), GATEWAY_API_KEY and
-GATEWAY_TLS=1 for TLS.
+Deploy with ``datamorph-gateway-client[aws]`` installed (boto3 is in the Lambda runtime
+already). The client is made once per container, outside the handler, so warm
+invocations reuse its channel. Configure with GATEWAY_ADDRESS (host:port) and
+GATEWAY_TLS=1 for TLS, and one credential:
+
+- DATAMORPH_GATEWAY_ID (the gateway's ``aws_iam.gateway_id``): the Lambda proves who it is
+  with its own execution role, no shared secret at all. The client presigns an
+  ``sts:GetCallerIdentity`` with the role's credentials (renewed before it expires); the
+  gateway asks STS who signed it and matches the role's ARN against its policy's
+  ``aws_iam_arns``. The role needs no extra IAM permission for this;
+- or GATEWAY_API_KEY, an API key from ``python -m datamorph_gateway.auth new-key``.
 
 Event: ``{"tables": ["orders"], "limit": 5}``; the answer holds each table's
 columns and a random sample of its rows, ready for a specs generator.
@@ -18,6 +25,7 @@ from datamorph_client import GatewayClient, GatewayError
 
 client = GatewayClient(
     os.environ.get("GATEWAY_ADDRESS", "127.0.0.1:50051"),
+    aws_iam=bool(os.environ.get("DATAMORPH_GATEWAY_ID")),
     api_key=os.environ.get("GATEWAY_API_KEY") or None,
     tls=os.environ.get("GATEWAY_TLS") == "1",
     timeout_s=20.0,

@@ -494,7 +494,7 @@ def first_write(script: Script) -> str | None:
     """
     for statement in script.statements:
         if statement.node_type not in _READING_STATEMENTS:
-            return statement.verb or statement.node_type.removesuffix("Stmt")
+            return statement.verb or " ".join(statement.text.split()[:2]).upper()
         if statement.node.get("intoClause"):
             return "SELECT INTO"
         for node_type, _node in walk({statement.node_type: statement.node}):
