@@ -34,6 +34,19 @@ from .fixtures.gateway import GatewayFactory, gateway_settings
 from .fixtures.roles import roles_for
 
 
+def _grant(server_url: str, granted: str, role: str) -> None:
+    """As a superuser: GRANT ``granted`` TO ``role``."""
+    admin = psycopg2.connect(server_url)
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute(
+                sql.SQL("GRANT {} TO {}").format(sql.Identifier(granted), sql.Identifier(role))
+            )
+    finally:
+        admin.close()
+
+
 def _who(client: GatewayClient, *, read_only: bool) -> dict[str, object]:
     result = client.execute_query(
         "SELECT current_user::text AS role, r.rolsuper AS superuser,"
@@ -233,15 +246,7 @@ def test_a_member_of_a_privileged_predefined_role_is_refused(
     server_url: str, plain_role: tuple[str, str], granted: str
 ) -> None:
     role, dsn = plain_role
-    admin = psycopg2.connect(server_url)
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cur:
-            cur.execute(
-                sql.SQL("GRANT {} TO {}").format(sql.Identifier(granted), sql.Identifier(role))
-            )
-    finally:
-        admin.close()
+    _grant(server_url, granted, role)
     with pytest.raises(ConfigError) as err:
         Gateway(gateway_settings(dsn, db_pool_min=0))
     assert f"database role {role!r} (serving role) is a member of {granted}" in str(err.value)
@@ -254,15 +259,7 @@ def test_a_role_granted_more_after_start_is_refused_on_its_next_connection(
     gateway = Gateway(gateway_settings(dsn, db_pool_min=0))
     gateway.start()
     try:
-        admin = psycopg2.connect(server_url)
-        admin.autocommit = True
-        try:
-            with admin.cursor() as cur:
-                cur.execute(
-                    sql.SQL("GRANT pg_execute_server_program TO {}").format(sql.Identifier(role))
-                )
-        finally:
-            admin.close()
+        _grant(server_url, "pg_execute_server_program", role)
         gateway.database.pool.close()  # the next call needs a new connection
         gateway.database.pool._closed = False
         with GatewayClient(gateway.address, timeout_s=10) as c, pytest.raises(GatewayError) as err:
@@ -277,13 +274,7 @@ def test_a_reader_that_is_privileged_is_refused_too(
     server_url: str, seeded_database: str, plain_role: tuple[str, str]
 ) -> None:
     role, _ = plain_role
-    admin = psycopg2.connect(server_url)
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cur:
-            cur.execute(sql.SQL("GRANT pg_read_server_files TO {}").format(sql.Identifier(role)))
-    finally:
-        admin.close()
+    _grant(server_url, "pg_read_server_files", role)
     settings = gateway_settings(
         seeded_database, db_pool_min=0, db_readonly_user=role, db_readonly_password="plain-pw"
     )
@@ -535,15 +526,7 @@ def test_a_planted_view_does_not_blind_the_privilege_check(
                 "CREATE VIEW public.pg_roles AS SELECT oid, rolname, false AS rolsuper"
                 " FROM pg_catalog.pg_roles WHERE rolname !~ '^pg_'"
             )
-        admin = psycopg2.connect(server_url)
-        admin.autocommit = True
-        try:
-            with admin.cursor() as cur:
-                cur.execute(
-                    sql.SQL("GRANT pg_execute_server_program TO {}").format(sql.Identifier(role))
-                )
-        finally:
-            admin.close()
+        _grant(server_url, "pg_execute_server_program", role)
         with pytest.raises(ConfigError) as err:
             Gateway(gateway_settings(dsn, db_pool_min=0))
         assert "is a member of pg_execute_server_program" in str(err.value)
