@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -141,3 +142,39 @@ def test_bad_configuration_is_one_clear_line(seeded_database: str) -> None:
     assert result.returncode == 2
     assert "DB_POOL_MAX must be a number" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_sighup_reloads_the_auth_policy(seeded_database: str, tmp_path: Path) -> None:
+    """A change the file watch cannot see (same inode, size and mtime) still takes effect on
+    SIGHUP; the old key stops working and the new one works, with no restart."""
+    from datamorph_client import GatewayClient, GatewayError
+    from datamorph_gateway.auth.keys import key_hash, new_key
+
+    old, new = new_key(), new_key()
+    policy = tmp_path / "policy.yaml"
+    text = 'principals:\n  - name: ops\n    api_keys: ["{}"]\n    allow: ["*"]\n'
+    policy.write_text(text.format(key_hash(old)))
+    stat = policy.stat()
+    proc, address = start(gateway_env(DATABASE_URL=seeded_database, AUTH_POLICY_FILE=str(policy)))
+    try:
+        with GatewayClient(address, timeout_s=10, api_key=old) as c:
+            assert c.execute_query("SELECT 1 AS one").rows == [{"one": 1}]
+        with policy.open("r+") as handle:  # in place: same inode and size
+            handle.write(text.format(key_hash(new)))
+        os.utime(policy, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        with GatewayClient(address, timeout_s=10, api_key=old) as c:
+            assert c.execute_query("SELECT 1 AS one").rows == [{"one": 1}]  # not seen yet
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with GatewayClient(address, timeout_s=10, api_key=new) as c:
+                    assert c.execute_query("SELECT 1 AS one").rows == [{"one": 1}]
+                break
+            except GatewayError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        with GatewayClient(address, timeout_s=10, api_key=old) as c, pytest.raises(GatewayError):
+            c.execute_query("SELECT 1")
+    finally:
+        assert stop(proc) == 0
