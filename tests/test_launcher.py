@@ -330,3 +330,38 @@ def test_the_banner_says_where_admin_is_and_warns_of_a_listener_open_in_clear(
     [warning] = [line for line in lines if line.startswith("WARNING")]
     assert "0.0.0.0:8080 is reachable from other machines and has no TLS" in warning
     assert lines[-1] == "Press Ctrl-C to stop."
+
+
+def test_the_stack_with_an_auth_policy_and_sighup(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    """make run with AUTH_POLICY_FILE: 401 without a key, 200 with one, 403 for a write by a
+    read-only principal; SIGHUP to the launcher reaches the gateway, which re-reads the
+    policy, and the stack keeps running."""
+    from datamorph_gateway.auth.keys import key_hash, new_key
+
+    old, new = new_key(), new_key()
+    policy = tmp_path / "policy.yaml"
+    text = 'principals:\n  - name: etl\n    api_keys: ["{}"]\n    allow: ["ExecuteQuery:read"]\n'
+    policy.write_text(text.format(key_hash(old)))
+    stat = policy.stat()
+    data_dir = tmp_path_factory.getbasetemp() / "launcher-data"  # the cluster other tests made
+    stderr_path = tmp_path / "stderr"
+    with _launcher(data_dir, stderr_path, AUTH_POLICY_FILE=str(policy)) as launched:
+        rest = Rest(*launched.addresses["REST"])
+        select = {"query": "SELECT 1 AS one"}
+        assert rest.post("/execute/query", select).status == 401
+        assert rest.post("/execute/query", select, headers={"x-api-key": old}).status == 200
+        write = {"query": "CREATE TABLE by_etl (a int)"}
+        assert rest.post("/execute/query", write, headers={"x-api-key": old}).status == 403
+        with policy.open("r+") as handle:  # unseen by the file watch: same inode, size, mtime
+            handle.write(text.format(key_hash(new)))
+        os.utime(policy, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        launched.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 15
+        while rest.post("/execute/query", select, headers={"x-api-key": new}).status != 200:
+            assert time.monotonic() < deadline, "the new key was never accepted"
+            time.sleep(0.2)
+        assert rest.post("/execute/query", select, headers={"x-api-key": old}).status == 401
+        assert launched.process.poll() is None
+    assert "Traceback" not in stderr_path.read_text()

@@ -112,6 +112,12 @@ class GatewayProcess:
     def poll(self) -> int | None:
         return self._process.poll() if self._process is not None else None
 
+    def reload(self) -> None:
+        """SIGHUP: the gateway re-reads its auth policy."""
+        if self._process is not None and self._process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._process.pid, signal.SIGHUP)
+
     def stop(self) -> None:
         """SIGTERM (the gateway drains for its grace period), then SIGKILL; always reaped."""
         process, self._process = self._process, None
@@ -128,6 +134,9 @@ class GatewayProcess:
             self._reader.join(timeout=5)
         if process.stdout is not None:
             process.stdout.close()
+
+
+_HANGUP = threading.Event()
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
@@ -310,6 +319,9 @@ def _run(settings: Settings, stop: threading.Event, stack: contextlib.ExitStack)
     print("\n".join(banner), flush=True)
 
     while not stop.wait(_POLL_S):
+        if _HANGUP.is_set():
+            _HANGUP.clear()
+            gateway.reload()
         for name, code in (("the gateway", gateway.poll()), ("Envoy", envoy.poll())):
             if code is not None:
                 raise LaunchError(f"{name} exited unexpectedly with code {code}; stopping")
@@ -341,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    # SIGHUP is passed on to the gateway (re-read the auth policy), not taken as an end.
+    signal.signal(signal.SIGHUP, lambda signum, frame: _HANGUP.set())
     with contextlib.ExitStack() as stack:
         try:
             return _run(settings, stop, stack)
