@@ -15,40 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from .fixtures.process import gateway_env, start, stop
+
 GRPCURL = shutil.which("grpcurl") or str(Path(sys.executable).parent / "grpcurl")
-
-
-def gateway_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    env.update({"GRPC_PORT": "0", "LOG_LEVEL": "INFO"}, **extra)
-    return env
-
-
-def start(env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
-    """Start `python -m datamorph_gateway` and wait for the line with its address."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "datamorph_gateway"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if "gRPC on " not in line:
-        proc.kill()
-        proc.wait()
-        raise AssertionError(f"gateway did not start: {line!r}")
-    return proc, line.rsplit("gRPC on ", 1)[1].strip()
-
-
-def stop(proc: subprocess.Popen[str]) -> int:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(timeout=20)
-    finally:
-        if proc.stdout is not None:
-            proc.stdout.close()
 
 
 @pytest.fixture

@@ -315,7 +315,15 @@ def test_lambda_unreachable(make_lambda_runner: Callable[..., WorkflowRunner]) -
     runner = make_lambda_runner(lambda_endpoint_url="http://127.0.0.1:9")
     with pytest.raises(Unavailable, match="did not start") as err:
         runner.start(WorkflowRequest("p"))
-    assert RUN_ID.match(err.value.metadata["run_id"])
+    run_id = err.value.metadata["run_id"]
+    assert RUN_ID.match(run_id)
+    # The Lambda never ran, so never logged: the gateway wrote the run's end to DynamoDB.
+    logs = runner.get_logs(run_id).logs
+    assert [(e["type"], e["metadata"]["source"]) for e in logs] == [
+        ("error", "gateway"),
+        ("end", "gateway"),
+    ]
+    assert logs[0]["metadata"]["code"] == "UNAVAILABLE"
 
 
 def test_timeout_details_keep_the_newest_entries_that_fit() -> None:
@@ -601,8 +609,12 @@ def test_dev_natural_language_needs_an_orchestrator(dev_runner: WorkflowRunner) 
     assert "natural-language prompts need an orchestrator" in err.value.message
     assert "ORCHESTRATOR_FUNCTION" in err.value.message
     assert "ORCHESTRATOR_HANDLER" in err.value.message
-    with pytest.raises(NotFound):  # refused before anything ran or was logged
-        dev_runner.get_logs(err.value.metadata["run_id"])
+    # Refused before it logged anything, but its run id went out: the gateway logs the refusal.
+    logs = dev_runner.get_logs(err.value.metadata["run_id"]).logs
+    assert [e["type"] for e in logs] == ["error", "end"]
+    assert logs[0]["metadata"]["error_type"] == "ORCHESTRATOR_NOT_CONFIGURED"
+    assert logs[0]["description"] == err.value.message
+    assert logs[1]["metadata"]["workflow_status"] == "failed"
 
 
 def test_dev_prose_that_starts_like_sql(dev_runner: WorkflowRunner, seeded_database: str) -> None:

@@ -28,6 +28,9 @@ from datamorph_gateway.errors import ConfigError
 
 SecretLoader = Callable[["Settings"], Mapping[str, Any]]
 
+# Leases are renewed every RUN_LEASE_S / 4: shorter than this, renewals would crowd the database.
+MIN_RUN_LEASE_S = 1.0
+
 # Keys of an RDS-managed secret and the DataMorph keys they stand for.
 _RDS_SECRET_KEYS = {
     "host": "RDS_ENDPOINT",
@@ -169,6 +172,9 @@ class Settings:
     idempotency_max_keys: int = 10_000
     # "postgres": keys also hold across restarts and replicas (a table in the gateway's schema).
     idempotency_store: str = "postgres"
+    # A run whose gateway stopped (killed, crashed, host lost) is ended within this long by
+    # any live gateway: leases in the gateway's schema (docs/operations.md). 0: no leases.
+    run_lease_s: float = 30.0
     # Where logs are read and written: postgres, dynamodb, or auto (dynamodb with an
     # ORCHESTRATOR_FUNCTION, postgres with a local orchestrator).
     log_store: str = "auto"
@@ -359,6 +365,10 @@ def _validate(s: Settings) -> None:
         raise ConfigError("LOG_RETENTION_DAYS must not be negative (0 keeps every run)")
     if s.idempotency_store not in ("postgres", "memory"):
         raise ConfigError("IDEMPOTENCY_STORE must be postgres or memory")
+    if s.run_lease_s != 0 and not s.run_lease_s >= MIN_RUN_LEASE_S:
+        raise ConfigError(
+            f"RUN_LEASE_S must be 0 (no leases) or at least {MIN_RUN_LEASE_S:g} seconds"
+        )
     if s.relation_cache_ttl_s < 0:
         raise ConfigError("RELATION_CACHE_TTL_S must not be negative (0 turns the cache off)")
     if not 0 <= s.grpc_port <= 65535:

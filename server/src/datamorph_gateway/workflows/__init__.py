@@ -21,6 +21,7 @@ from datamorph_gateway.workflows.base import (
     WorkflowError,
     WorkflowTimeout,
 )
+from datamorph_gateway.workflows.leases import Lapsed, RunLeases
 from datamorph_gateway.workflows.ledger import Ledger
 from datamorph_gateway.workflows.local import DEV_HANDLER, LocalContext, LocalOrchestrator
 from datamorph_gateway.workflows.runner import WorkflowRequest, WorkflowRunner, new_run_id
@@ -28,12 +29,14 @@ from datamorph_gateway.workflows.runner import WorkflowRequest, WorkflowRunner, 
 __all__ = [
     "DEV_HANDLER",
     "LambdaOrchestrator",
+    "Lapsed",
     "Ledger",
     "LocalContext",
     "LocalOrchestrator",
     "Orchestrator",
     "OrchestratorResult",
     "OrchestratorTimeout",
+    "RunLeases",
     "WorkflowError",
     "WorkflowRequest",
     "WorkflowRunner",
@@ -76,12 +79,19 @@ def create_runner(
             ledger = Ledger(
                 pool,
                 ttl_s=settings.idempotency_ttl_s,
-                # The longest a run may take, and a minute for its gateway to record it.
+                # Runs without a lease: the longest a run may take, and a minute for its
+                # gateway to record it.
                 abandon_after_s=settings.orchestrator_read_timeout_s + 60,
                 timeout_s=settings.statement_timeout_s,
             )
             ledger.ensure_schema()
+        leases = None
+        if settings.run_lease_s > 0:
+            leases = RunLeases(
+                pool, lease_s=settings.run_lease_s, timeout_s=settings.statement_timeout_s
+            )
+            leases.ensure_schema()
     except BaseException:
         log_store.close()
         raise
-    return WorkflowRunner(settings, orchestrator, log_store, ledger)
+    return WorkflowRunner(settings, orchestrator, log_store, ledger, leases=leases)

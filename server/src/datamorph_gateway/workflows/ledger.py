@@ -8,17 +8,22 @@ one run. One row per key, in the gateway's schema:
 - ``claim`` inserts the key with the run id about to start (``ON CONFLICT DO NOTHING``,
   so of two replicas claiming at once exactly one wins) or returns the row that holds it;
 - ``finish`` records the run's outcome (its answer, or its error's code and message),
-  which later repeats replay;
+  which later repeats replay; the first outcome recorded stands;
 - ``release`` gives a key back when its run was refused before it started (a limit).
 
-Rows expire ``ttl_s`` after their run finished. A row whose run never finished (its
-gateway died) counts as abandoned after ``abandon_after_s`` and expires ``ttl_s`` later;
-until then a repeat answers that the run's outcome is unknown, and never starts another.
-Expired rows are deleted when their key is claimed again and, all of them, at start-up.
+A run whose gateway stopped is ended by another gateway through its lease (see
+``leases``), which records its outcome here as abandoned (ABORTED, ``RUN_ABANDONED``), so
+repeats answer that at once and never start another run. Rows expire ``ttl_s`` after their
+run finished. A row whose run never finished and never had a lease (claimed by a gateway
+without leases) is ``stale`` after ``abandon_after_s``: the runner gives it a lapsed lease,
+and it is ended like the others (without leases, a repeat answers abandoned from then on).
+Unfinished rows expire ``ttl_s`` after that. Expired rows are deleted when their key is
+claimed again and, all of them, at start-up.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -40,7 +45,9 @@ CREATE TABLE IF NOT EXISTS datamorph_gateway.idempotency_keys (
     claimed_at timestamptz NOT NULL DEFAULT now(),
     finished_at timestamptz,
     outcome json
-)
+);
+CREATE INDEX IF NOT EXISTS idempotency_keys_unfinished
+    ON datamorph_gateway.idempotency_keys (claimed_at) WHERE finished_at IS NULL
 """
 _EXPIRE = """
 DELETE FROM datamorph_gateway.idempotency_keys
@@ -60,6 +67,12 @@ INSERT INTO datamorph_gateway.idempotency_keys (key, fingerprint, run_id)
 VALUES (%(key)s, %(fingerprint)s, %(run_id)s)
 ON CONFLICT (key) DO NOTHING
 RETURNING run_id
+"""
+_STALE = """
+SELECT key, run_id, extract(epoch FROM claimed_at)::float8 FROM datamorph_gateway.idempotency_keys
+ WHERE finished_at IS NULL AND claimed_at < now() - make_interval(secs => %(abandon)s)
+ ORDER BY claimed_at
+ LIMIT %(limit)s
 """
 _READ = """
 SELECT fingerprint, run_id, extract(epoch FROM now() - claimed_at)::float8, outcome::text
@@ -175,13 +188,23 @@ class Ledger:
             row = cur.fetchone()
         return None if row is None else _held(row)
 
-    def finish(self, key: str, run_id: str, outcome: dict[str, Any]) -> None:
+    def finish(self, key: str, run_id: str, outcome: dict[str, Any]) -> bool:
+        """Record the run's outcome; False when one was recorded already (it stands)."""
         with self._tables.transaction() as conn, conn.cursor() as cur:
             cur.execute(
                 "UPDATE datamorph_gateway.idempotency_keys SET finished_at = now(),"
-                " outcome = %s::json WHERE key = %s AND run_id = %s",
+                " outcome = %s::json WHERE key = %s AND run_id = %s AND finished_at IS NULL",
                 (json.dumps(outcome), key, run_id),
             )
+            return bool(cur.rowcount)
+
+    def stale(self, limit: int = 100) -> list[tuple[str, str, dt.datetime]]:
+        """Keys (with run id and claim time) whose run never finished, claimed over
+        ``abandon_after_s`` ago, oldest first."""
+        with self._tables.transaction() as conn, conn.cursor() as cur:
+            cur.execute(_STALE, {"abandon": self._abandon_after_s, "limit": limit})
+            rows = cur.fetchall()
+        return [(str(k), str(r), dt.datetime.fromtimestamp(at, dt.UTC)) for k, r, at in rows]
 
     def release(self, key: str, run_id: str) -> None:
         with self._tables.transaction() as conn, conn.cursor() as cur:

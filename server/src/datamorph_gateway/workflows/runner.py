@@ -22,6 +22,12 @@ refused by a limit or by validation can be retried with the same key. With a
 not seen is claimed in the database first, so it also holds across restarts and
 replicas: a repeat that reaches another gateway waits for the run by polling
 the ledger, then replays its recorded answer or error.
+
+With ``RunLeases`` (``RUN_LEASE_S`` > 0, the default) every run holds a lease while
+it is invoked, taken before its run id is handed out. A run whose gateway stopped is
+ended by another: its log gets error and end entries, its key the outcome ABORTED
+(``RUN_ABANDONED``), which repeats replay at once. A failed run's log is made to end
+too (``endings``): a run id in an answer always leads to a log that GetLogs finds.
 """
 
 from __future__ import annotations
@@ -44,14 +50,16 @@ from datamorph_gateway.config import Settings
 from datamorph_gateway.db.names import InvalidTableName, parse_table_name
 from datamorph_gateway.errors import (
     DeadlineExceeded,
+    FailedPrecondition,
     FieldViolation,
     GatewayError,
     InvalidArgument,
+    NotFound,
     ResourceExhausted,
     Unavailable,
     clip,
 )
-from datamorph_gateway.logstore import LogEvent, LogStore, RunLog, check_run_id
+from datamorph_gateway.logstore import LogEvent, LogStore, RunLog, check_run_id, utc_timestamp
 from datamorph_gateway.workflows.base import (
     Orchestrator,
     OrchestratorResult,
@@ -59,12 +67,22 @@ from datamorph_gateway.workflows.base import (
     WorkflowError,
     WorkflowTimeout,
 )
+from datamorph_gateway.workflows.endings import (
+    ABANDONED,
+    abandoned_entries,
+    abandoned_error,
+    ended_as_abandoned,
+    failure_entries,
+    has_ended,
+)
+from datamorph_gateway.workflows.leases import Lapsed, RunLeases
 from datamorph_gateway.workflows.ledger import Held, Ledger, outcome_of, replay
 
 log = logging.getLogger(__name__)
 
 MAX_IDEMPOTENCY_KEY_CHARS = 256
 STOP_CHECK_S = 0.5
+ADOPT_EVERY_S = 60.0
 
 
 def new_run_id(now: dt.datetime | None = None) -> str:
@@ -104,6 +122,9 @@ class _Run:
         self.run_id = run_id
         self.fingerprint = fingerprint
         self.key = key
+        self.event: dict[str, Any] = {}  # what the orchestrator gets, until it gets it
+        self.ready = threading.Event()  # launched, or refused before it started
+        self.launched = False
         self.done = threading.Event()
         self.finished_at: float | None = None
         self.result: OrchestratorResult | None = None
@@ -145,11 +166,14 @@ class WorkflowRunner:
         orchestrator: Orchestrator,
         log_store: LogStore,
         ledger: Ledger | None = None,
+        *,
+        leases: RunLeases | None = None,
     ) -> None:
         self._settings = settings
         self.orchestrator = orchestrator
         self.log_store = log_store
         self._ledger = ledger
+        self._leases = leases
         self._max = settings.workflow_max_concurrent
         self._lock = threading.Lock()
         self._running: dict[str, _Run] = {}
@@ -157,6 +181,9 @@ class WorkflowRunner:
         self._keys: OrderedDict[str, _Run] = OrderedDict()
         self._threads: set[threading.Thread] = set()
         self._closed = False
+        self._adopted_at: float | None = None
+        if leases is not None:
+            leases.start(self._end_abandoned, before=self._adopt_stale if ledger else None)
 
     # -- StartWorkflow --------------------------------------------------------------
 
@@ -189,7 +216,8 @@ class WorkflowRunner:
                 )
             if self._waiting >= 2 * self._max:
                 raise self._exhausted("StartWorkflow calls are already waiting", 2 * self._max)
-            if run is None and not (key and self._ledger is not None):
+            admitted = run is None and not (key and self._ledger is not None)
+            if admitted:
                 if len(self._running) >= self._max:
                     raise self._exhausted("workflows are already running", self._max)
                 run = self._admit(request)
@@ -197,7 +225,11 @@ class WorkflowRunner:
         try:
             if run is None:  # a key this process has not seen: the ledger decides
                 return self._through_ledger(request, timeout_s, on_run_id, should_stop)
-            if on_run_id is not None:
+            if admitted:
+                self._launch(run)
+            else:  # joined: the call that admitted it launches it
+                run.ready.wait()
+            if on_run_id is not None and run.launched:
                 on_run_id(run.run_id)
             self._wait(run, timeout_s, should_stop)
             return run.outcome()
@@ -224,6 +256,7 @@ class WorkflowRunner:
                     if len(self._running) >= self._max:
                         raise self._exhausted("workflows are already running", self._max)
                     run = self._admit(request, run_id)
+                self._launch(run)
             except BaseException:
                 self._release(key, run_id)
                 raise
@@ -235,9 +268,7 @@ class WorkflowRunner:
             raise InvalidArgument.field(
                 "idempotency_key", "was already used for a different request"
             )
-        if on_run_id is not None:
-            on_run_id(held.run_id)
-        return self._follow(key, held, deadline, should_stop)
+        return self._follow(key, held, deadline, should_stop, on_run_id)
 
     def _follow(
         self,
@@ -245,30 +276,49 @@ class WorkflowRunner:
         held: Held,
         deadline: float | None,
         should_stop: Callable[[], bool] | None,
+        on_run_id: Callable[[str], None] | None,
     ) -> OrchestratorResult:
-        """Wait for a run that another gateway (or an earlier life of this one) started."""
+        """Wait for a run that another gateway (or an earlier life of this one) started.
+
+        Its run id goes to ``on_run_id`` only once the run is seen to have started (it
+        holds a lease, or finished): a key's holder may still be refused before it starts.
+        """
         assert self._ledger is not None
         run_id = held.run_id
+        announced = False
         while True:
             with self._lock:
                 local = self._running.get(run_id)
             if local is not None:  # it is ours after all (claimed a moment ago)
+                local.ready.wait()
+                if on_run_id is not None and local.launched and not announced:
+                    on_run_id(run_id)
                 self._wait(local, _left(deadline), should_stop)
                 return local.outcome()
+            if not announced and (held.outcome is not None or self._has_started(run_id)):
+                announced = True
+                if on_run_id is not None:
+                    on_run_id(run_id)
             if held.outcome is not None:
                 return replay(held.outcome)
-            if held.claimed_s_ago > self._ledger.abandon_after_s:
+            if self._leases is None and held.claimed_s_ago > self._ledger.abandon_after_s:
+                # Without leases, nothing ends the run: a repeat stops waiting for it.
                 raise WorkflowError(
                     f"run {run_id} never finished: the gateway running it stopped; its logs "
                     "show how far it got, and this idempotency key will not start another run",
                     code=grpc.StatusCode.ABORTED,
-                    reason="RUN_ABANDONED",
+                    reason=ABANDONED,
                     metadata={"run_id": run_id},
                 )
             wait_s = self._settings.log_poll_interval_s
             left = _left(deadline)
             if left is not None:
                 if left <= 0:
+                    if not announced:
+                        raise DeadlineExceeded(
+                            "the run holding this idempotency key (claimed by another gateway) "
+                            "had not started by the request's deadline; send the request again"
+                        )
                     raise WorkflowTimeout(
                         f"run {run_id} (started by another gateway) is still running after the "
                         "request's deadline; its logs show its progress",
@@ -280,12 +330,25 @@ class WorkflowRunner:
             current = self._ledger.get(key)
             if current is None or current.run_id != run_id:  # expired or released meanwhile
                 raise WorkflowError(
-                    f"run {run_id} no longer holds this idempotency key; send the request again",
+                    f"{f'run {run_id}' if announced else 'the run that held it'} no longer "
+                    "holds this idempotency key; send the request again",
                     code=grpc.StatusCode.ABORTED,
                     reason="KEY_RELEASED",
-                    metadata={"run_id": run_id},
+                    # A run released before it started has no log: its id leads nowhere.
+                    metadata={"run_id": run_id} if announced else {},
                 )
             held = current
+
+    def _has_started(self, run_id: str) -> bool:
+        """Whether a run another gateway holds the key for has started (holds a lease).
+        Without leases there is no telling: taken as started, as before leases."""
+        if self._leases is None:
+            return True
+        try:
+            return self._leases.is_held(run_id)
+        except GatewayError as exc:
+            log.warning("run %s: could not read its lease: %s", run_id, exc.message)
+            return False
 
     def _pause(self, seconds: float, run_id: str, should_stop: Callable[[], bool] | None) -> None:
         end = time.monotonic() + seconds
@@ -364,24 +427,61 @@ class WorkflowRunner:
         )
 
     def _admit(self, request: WorkflowRequest, run_id: str = "") -> _Run:
-        """Take a slot and start the run's thread; called with the lock held."""
+        """Take a slot (and the key, in memory); called with the lock held. ``_launch`` next."""
         if self._closed:
             raise Unavailable("the gateway is shutting down", reason="SHUTTING_DOWN")
         run_id = run_id or new_run_id()
         run = _Run(run_id, request.fingerprint(), request.idempotency_key)
+        run.event = request.event(run_id)
         self._running[run_id] = run
         if request.idempotency_key:
             self._keys[request.idempotency_key] = run
-        thread = threading.Thread(
-            target=self._run, args=(run, request.event(run_id)), name=f"workflow-{run_id}"
-        )
-        thread.daemon = True
-        self._threads.add(thread)
-        thread.start()
         return run
 
-    def _run(self, run: _Run, event: dict[str, Any]) -> None:
+    def _launch(self, run: _Run) -> None:
+        """Take the run's lease, then start its thread; without a lease, the run is refused.
+
+        Called without the lock: the lease is a database statement. Callers that joined
+        the run meanwhile wait on ``run.ready`` and get the refusal too.
+        """
+        leased = False
+        try:
+            if self._leases is not None:
+                try:
+                    self._leases.take(run.run_id, run.key or None)
+                except GatewayError as exc:
+                    raise Unavailable(
+                        f"the workflow was not started: its lease could not be recorded "
+                        f"({exc.message}); try again",
+                        reason="LEASE_UNAVAILABLE",
+                    ) from None
+                leased = True
+            thread = threading.Thread(target=self._run, args=(run,), name=f"workflow-{run.run_id}")
+            thread.daemon = True
+            with self._lock:
+                if self._closed:
+                    raise Unavailable("the gateway is shutting down", reason="SHUTTING_DOWN")
+                self._threads.add(thread)
+            thread.start()
+            run.launched = True
+        except BaseException as exc:
+            if leased:
+                assert self._leases is not None
+                self._leases.release(run.run_id)
+            with self._lock:
+                run.finished_at = time.monotonic()
+                self._running.pop(run.run_id, None)
+                if run.key and self._keys.get(run.key) is run:
+                    del self._keys[run.key]  # refused before it started: the key is free
+            run.error = exc
+            run.done.set()
+            raise
+        finally:
+            run.ready.set()
+
+    def _run(self, run: _Run) -> None:
         """The workflow thread: one invocation, its outcome kept for every waiter."""
+        event, run.event = run.event, {}
         started = time.monotonic()
         timeout_s = self._settings.orchestrator_read_timeout_s
         log.info("run %s started", run.run_id)
@@ -411,25 +511,104 @@ class WorkflowRunner:
                 run.error.__traceback__ = None
                 run.error.__context__ = None
                 run.error.__cause__ = None
-            self._record(run)
+                self._log_failure(run, run.error)
+            recorded = self._record(run)
+            if self._leases is not None:  # after the log and the key: the run is over
+                self._leases.release(run.run_id)
             with self._lock:
                 run.finished_at = time.monotonic()
                 self._running.pop(run.run_id, None)
                 self._threads.discard(threading.current_thread())
+                if recorded is False and self._keys.get(run.key) is run:
+                    # Ended as abandoned meanwhile (this gateway lost its lease): repeats
+                    # answer what the ledger says, as on every other gateway.
+                    del self._keys[run.key]
             run.done.set()
             self.log_store.wake(run.run_id)
         log.info("run %s finished: %s in %.1f s", run.run_id, outcome, time.monotonic() - started)
 
-    def _record(self, run: _Run) -> None:
-        """The outcome in the ledger, for repeats that reach other gateways."""
+    def _record(self, run: _Run) -> bool | None:
+        """The outcome in the ledger, for repeats that reach other gateways; False when
+        another outcome was recorded first (the run was ended as abandoned)."""
         if self._ledger is None or not run.key:
-            return
+            return None
         try:
-            self._ledger.finish(run.key, run.run_id, outcome_of(run.result, run.error))
+            recorded = self._ledger.finish(run.key, run.run_id, outcome_of(run.result, run.error))
         except Exception:
             log.warning(
                 "run %s: could not record its outcome for its key", run.run_id, exc_info=True
             )
+            return None
+        if not recorded:
+            log.warning(
+                "run %s finished after it was ended as abandoned; its key keeps answering "
+                "RUN_ABANDONED",
+                run.run_id,
+            )
+        return recorded
+
+    def _log_failure(self, run: _Run, error: BaseException) -> None:
+        """A failed run's answer carries its run id: its log must exist and end."""
+        run_id = run.run_id
+        if isinstance(error, GatewayError):
+            run_id = error.metadata.get("run_id", run_id)
+        try:
+            if not has_ended(self.log_store.get(run_id)):
+                for entry in failure_entries(error):
+                    self.log_store.append(run_id, entry)
+        except Exception as exc:
+            log.warning("run %s: could not write its failure to its log: %s", run_id, exc)
+
+    # -- abandoned runs (on the lease reaper's thread) ----------------------------------------
+
+    def _end_abandoned(self, lapsed: Lapsed) -> None:
+        """End a run whose gateway stopped: error and end entries, then the key's outcome.
+
+        Raises when the log cannot be written for now, so the lease lapses again and the
+        run is ended later; a log store that refuses for good (misconfigured) is logged and
+        passed over, since the key must not wait for ever.
+        """
+        assert self._leases is not None
+        key = lapsed.idempotency_key if self._ledger is not None else None
+        if key is not None:
+            assert self._ledger is not None
+            held = self._ledger.get(key)
+            outcome = held.outcome if held is not None and held.run_id == lapsed.run_id else None
+            if outcome is not None and outcome.get("error", {}).get("reason") != ABANDONED:
+                log.info("run %s: finished before its gateway stopped", lapsed.run_id)
+                return
+        try:
+            if not ended_as_abandoned(self.log_store.get(lapsed.run_id)):
+                for entry in abandoned_entries(
+                    lapsed, lease_s=self._leases.lease_s, ended_by=self._leases.holder
+                ):
+                    self.log_store.append(lapsed.run_id, entry)
+        except FailedPrecondition as exc:
+            log.error("run %s: abandoned, but its log cannot be written: %s", lapsed.run_id, exc)
+        if key is not None:
+            assert self._ledger is not None
+            self._ledger.finish(key, lapsed.run_id, outcome_of(None, abandoned_error(lapsed)))
+        log.warning(
+            "run %s ended as abandoned: its gateway %s was last heard from at %s",
+            lapsed.run_id,
+            lapsed.gateway or "(kept no lease)",
+            utc_timestamp(lapsed.renewed_at),
+        )
+
+    def _adopt_stale(self) -> None:
+        """Keys whose run never finished nor held a lease get a lapsed one, to be ended.
+
+        At most every ``ADOPT_EVERY_S``: they are stale only after ``abandon_after_s``
+        (ORCHESTRATOR_READ_TIMEOUT_S + 60 s), so looking more often gains little.
+        """
+        assert self._ledger is not None
+        assert self._leases is not None
+        now = time.monotonic()
+        if self._adopted_at is not None and now - self._adopted_at < ADOPT_EVERY_S:
+            return
+        self._adopted_at = now
+        for key, run_id, claimed_at in self._ledger.stale():
+            self._leases.adopt(run_id, key, claimed_at)
 
     def _logs_so_far(self, run_id: str) -> RunLog | None:
         """For a timeout's details; a log store that fails too must not hide the timeout."""
@@ -459,8 +638,36 @@ class WorkflowRunner:
     # -- logs -------------------------------------------------------------------------
 
     def get_logs(self, run_id: str) -> RunLog:
-        """GetLogs: InvalidArgument for a bad id, NotFound for a run with no log."""
-        return self.log_store.require(run_id)
+        """GetLogs: InvalidArgument for a bad id, NotFound for a run with no log.
+
+        A run that holds a lease (it is running somewhere) but has no entries yet has an
+        empty log: its id went out, so it must not be "not found".
+        """
+        try:
+            return self.log_store.require(run_id)
+        except NotFound:
+            started = self._lease_started(run_id)
+            if started is None:
+                raise
+            stamp = utc_timestamp(started)
+            return RunLog(run_id, [], stamp, stamp)
+
+    def _lease_started(self, run_id: str) -> dt.datetime | None:
+        if self._leases is None:
+            return None
+        try:
+            return self._leases.started_at(run_id)
+        except GatewayError as exc:
+            log.warning("run %s: could not read its lease: %s", run_id, exc.message)
+            return None
+
+    def _leased(self, run_id: str) -> bool:
+        """For following a run another gateway runs; one that cannot tell keeps following."""
+        assert self._leases is not None
+        try:
+            return self._leases.is_held(run_id)
+        except GatewayError:
+            return True
 
     def is_running(self, run_id: str) -> bool:
         """Whether this gateway is running the run now."""
@@ -477,18 +684,20 @@ class WorkflowRunner:
     ) -> Iterator[LogEvent]:
         """WatchLogs: the run's entries as they are written, until the run ends.
 
-        For a run this gateway is running, until its invocation returns (a
-        run with no entries yet is waited for); otherwise until its newest
-        entry is a success, error or end entry. See ``LogStore.follow``.
+        For a run this gateway is running, until its invocation returns; for
+        one that holds a lease (another gateway runs it), until the lease goes:
+        the invocation returned, or the run was ended as abandoned. A run with
+        no entries yet is waited for. Otherwise, until its newest entry is a
+        success, error or end entry. See ``LogStore.follow``.
         """
         check_run_id(run_id)
-        running = self.is_running(run_id)
+        running: Callable[[], bool] | None = None
+        if self.is_running(run_id):
+            running = lambda: self.is_running(run_id)  # noqa: E731
+        elif self._lease_started(run_id) is not None:
+            running = lambda: self._leased(run_id)  # noqa: E731
         return self.log_store.follow(
-            run_id,
-            timeout_s=timeout_s,
-            start=start,
-            running=(lambda: self.is_running(run_id)) if running else None,
-            should_stop=should_stop,
+            run_id, timeout_s=timeout_s, start=start, running=running, should_stop=should_stop
         )
 
     # -- lifecycle --------------------------------------------------------------------
@@ -502,6 +711,11 @@ class WorkflowRunner:
         for thread in threads:
             thread.join(max(deadline - time.monotonic(), 0))
         if any(t.is_alive() for t in threads):
-            log.warning("closing with workflows still running; their answers are lost")
+            log.warning(
+                "closing with workflows still running; their answers are lost, and their "
+                "leases lapse: another gateway ends them as abandoned"
+            )
+        if self._leases is not None:
+            self._leases.close()
         self.orchestrator.close()
         self.log_store.close()
