@@ -367,6 +367,16 @@ def test_unhealthy_health_is_503_with_the_health_response_shape(unhealthy: Sidec
     assert body["checks"]["database"]["status"] == "unhealthy"
     assert body["checks"]["database"]["message"]
     assert body["version"]
+    _lua_ran_clean(unhealthy)
+
+
+def _lua_ran_clean(sidecar: Sidecar) -> None:
+    """The /health filter ran to its end: Envoy logged no script error, such as
+    "object used outside of proper scope" (a headers object used after body() yielded)."""
+    assert sidecar.process.log_path is not None
+    log = sidecar.process.log_path.read_text()
+    assert "outside of proper scope" not in log, log
+    assert "[lua]" not in log, log
 
 
 def test_grpc_health_through_envoy_reports_not_serving(unhealthy: Sidecar) -> None:
@@ -668,6 +678,7 @@ def test_envoys_own_errors_reach_grpc_callers_as_grpc_status(make_envoy: EnvoyFa
         assert body["status"] == "unhealthy"
         assert body["checks"]["gateway"]["status"] == "unhealthy"
         assert body["checks"]["gateway"]["message"]
+        _lua_ran_clean(sidecar)
 
 
 # -- shapes ---------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from datamorph_gateway.sidecar.process import admin_connection
 
 from .fixtures.certs import make_pki
 from .fixtures.envoy import DESCRIPTOR_SET, REPO, Rest
+from .fixtures.roles import PasswordLogin, password_login
 
 START_TIMEOUT_S = 120
 _ADDRESS = re.compile(r"^\s+(REST|gRPC|admin)\s+(?:https?://)?(\S+):(\d+)\s")
@@ -365,3 +366,146 @@ def test_the_stack_with_an_auth_policy_and_sighup(
         assert rest.post("/execute/query", select, headers={"x-api-key": old}).status == 401
         assert launched.process.poll() is None
     assert "Traceback" not in stderr_path.read_text()
+
+
+# -- one stack per data directory -------------------------------------------------------------
+
+
+def _postmaster_pid(data_dir: Path) -> int:
+    return int((data_dir / "postgres" / "postmaster.pid").read_text().split("\n", 1)[0])
+
+
+def test_a_second_stack_on_the_same_data_dir_refuses_and_the_first_serves_on(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    """A second launcher, or a gateway with its own embedded database, on a DATA_DIR a
+    launcher runs on: one line naming DATA_DIR and the owner's pid, exit 1, and the first
+    stack's PostgreSQL untouched."""
+    data_dir = tmp_path_factory.getbasetemp() / "launcher-data"
+    with _launcher(data_dir, tmp_path / "first.stderr") as first:
+        postmaster = _postmaster_pid(data_dir)
+        for module in ("datamorph_gateway.launcher", "datamorph_gateway"):
+            second = subprocess.run(
+                [sys.executable, "-m", module],
+                cwd=REPO,
+                env=_environment(data_dir),
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+            assert second.returncode == 1, second.stderr
+            assert second.stderr.splitlines() == [
+                f"datamorph-gateway: DATA_DIR {data_dir.resolve()} is in use by another stack "
+                f"(pid {first.process.pid}): stop that one first, or set DATA_DIR to another "
+                "directory"
+            ]
+            assert second.stdout == ""
+        assert Rest(*first.addresses["REST"]).get("/health").status == 200
+        assert _postmaster_pid(data_dir) == postmaster
+        assert first.process.poll() is None
+
+
+def test_a_killed_launchers_data_dir_is_taken_over_by_the_next_start(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    """SIGKILL leaves the lock free (the kernel drops it) and the stack running; the next
+    launcher stops what the dead one left (gateway, Envoy, PostgreSQL) and serves."""
+    data_dir = tmp_path_factory.getbasetemp() / "launcher-data"
+    with _launcher(data_dir, tmp_path / "first.stderr") as first:
+        left = _children(first.process, data_dir)
+        first.process.kill()
+        first.process.wait(10)
+        assert len(_gone(left)) == len(left) >= 3  # all still running
+        with _launcher(data_dir, tmp_path / "second.stderr") as second:
+            assert Rest(*second.addresses["REST"]).get("/health").status == 200
+            assert not _gone(left), _gone(left)
+            assert _postmaster_pid(data_dir) not in {p.pid for p in left}
+    said = (tmp_path / "second.stderr").read_text()
+    assert "stopping the gateway a dead stack left running" in said
+    assert "stopping the Envoy a dead stack left running" in said
+    assert "stopping a server left running" in said
+
+
+# -- failing fast -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def login(server_url: str) -> Iterator[PasswordLogin]:
+    with password_login(server_url) as made:
+        yield made
+
+
+@pytest.mark.parametrize("case", ["wrong password", "unknown database"])
+def test_a_database_that_refuses_the_login_stops_make_run_with_its_reason(
+    login: PasswordLogin, tmp_path: Path, case: str
+) -> None:
+    """The gateway's one line (the server's reason) is the launcher's last, said once; exit 2."""
+    if case == "wrong password":
+        if not login.asks_for_passwords():
+            pytest.skip("the server lets this role in without its password")
+        url = login.url(password="wrong-" + login.password)
+        reason = f'FATAL: password authentication failed for user "{login.role}"'
+    else:
+        url = login.url(dbname=f"absent_{login.role}")
+        reason = f'FATAL: database "absent_{login.role}" does not exist'
+    result = subprocess.run(
+        [sys.executable, "-m", "datamorph_gateway.launcher"],
+        cwd=REPO,
+        env=_environment(tmp_path / "data", DATABASE_URL=url),
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(
+        "datamorph-gateway: configuration error: cannot connect to the database as the "
+        f'serving role (user "{login.role}"'
+    ), result.stderr
+    assert last.endswith(reason), result.stderr
+    assert result.stderr.count(reason) == 1, result.stderr
+    assert login.password not in result.stdout + result.stderr
+    assert result.stdout == ""
+
+
+def _time_wait_on_a_port(*, reuse: bool) -> int:
+    """A port whose only holder is a connection in TIME-WAIT: the server's side closed
+    first. ``reuse``: the listener set SO_REUSEADDR, as gRPC and Envoy do."""
+    with socket.socket() as listener:
+        if reuse:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+            accepted, _ = listener.accept()
+            accepted.close()
+            assert client.recv(1) == b""
+    deadline = time.monotonic() + 5
+    while True:
+        states = {c.status for c in psutil.net_connections("inet") if c.laddr.port == port}
+        if states == {psutil.CONN_TIME_WAIT}:
+            return port
+        assert time.monotonic() < deadline, states
+        time.sleep(0.05)
+
+
+def test_a_port_held_only_by_a_closed_connection_is_not_in_use(tmp_path: Path) -> None:
+    from datamorph_gateway.launcher import LaunchError, _check_ports
+
+    def check(port: int) -> None:
+        _check_ports(Settings(rest_port=port, grpc_port=0, data_dir=str(tmp_path)))
+
+    # Left by a server (SO_REUSEADDR): free, as the servers bind it.
+    check(_time_wait_on_a_port(reuse=True))
+    # Left by a socket without SO_REUSEADDR: no server can bind it until the kernel lets go,
+    # so the launcher stops, but says what holds it rather than "in use".
+    port = _time_wait_on_a_port(reuse=False)
+    with pytest.raises(LaunchError) as caught:
+        check(port)
+    message = str(caught.value)
+    assert f"cannot listen on 127.0.0.1:{port} (REST_PORT)" in message
+    assert "TIME-WAIT" in message
+    assert "in use" not in message

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from .fixtures import roles
 from .fixtures.process import gateway_env, start, stop
 
 GRPCURL = shutil.which("grpcurl") or str(Path(sys.executable).parent / "grpcurl")
@@ -147,3 +148,99 @@ def test_sighup_reloads_the_auth_policy(seeded_database: str, tmp_path: Path) ->
             c.execute_query("SELECT 1")
     finally:
         assert stop(proc) == 0
+
+
+# -- failing fast, and waiting quietly -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def login(server_url: str) -> Iterator[roles.PasswordLogin]:
+    with roles.password_login(server_url) as made:
+        yield made
+
+
+def _refusal_case(login: roles.PasswordLogin, case: str) -> tuple[str, str]:
+    """DATABASE_URL for ``case``, and the server's reason the last line must give."""
+    if case == "unknown role":
+        user = f"nobody_{login.role}"
+        # Under password authentication the server does not say whether the role exists.
+        return login.url(user=user), f'user "{user}"'
+    if case == "unknown database":
+        dbname = f"absent_{login.role}"
+        return login.url(dbname=dbname), f'FATAL: database "{dbname}" does not exist'
+    if not login.asks_for_passwords():
+        pytest.skip("the server lets this role in without its password")
+    return (
+        login.url(password="wrong-" + login.password),
+        f'FATAL: password authentication failed for user "{login.role}"',
+    )
+
+
+@pytest.mark.parametrize("case", ["unknown role", "unknown database", "wrong password"])
+def test_a_database_that_refuses_the_login_stops_the_start_with_its_reason(
+    login: roles.PasswordLogin, case: str
+) -> None:
+    """Exit 2 at once, one line: what was tried (no password) and the server's own words."""
+    url, reason = _refusal_case(login, case)
+    result = subprocess.run(
+        [sys.executable, "-m", "datamorph_gateway"],
+        env=gateway_env(DATABASE_URL=url),
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[-1].startswith(
+        "datamorph-gateway: configuration error: cannot connect to the database as the "
+        "serving role (user "
+    ), lines[-1]
+    assert "FATAL: " in lines[-1]
+    assert reason in lines[-1]
+    assert login.password not in result.stdout + result.stderr
+
+
+def test_a_database_not_up_yet_is_waited_for_quietly(tmp_path: Path) -> None:
+    """Connection refused is for now: the gateway serves, answers UNAVAILABLE, and says so
+    a few times at start-up, not once per attempt, health check or request."""
+    from datamorph_client import GatewayClient, GatewayError
+
+    with socket.socket() as reserved:
+        reserved.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+        port = reserved.getsockname()[1]
+        env = gateway_env(
+            DATABASE_URL=f"postgresql://nobody:pw-not-shown@127.0.0.1:{port}/absent",
+            HEALTH_POLL_INTERVAL_S="0.1",
+        )
+        stderr_path = tmp_path / "stderr"
+        with stderr_path.open("w") as stderr:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "datamorph_gateway"],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+            )
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            assert "gRPC on " in line, stderr_path.read_text()
+            with GatewayClient(line.rsplit("gRPC on ", 1)[1].strip(), timeout_s=10) as client:
+                assert client.health().status == "unhealthy"
+                for _ in range(3):
+                    with pytest.raises(GatewayError) as refused:
+                        client.execute_query("SELECT 1")
+                    assert refused.value.code.name == "UNAVAILABLE"
+            time.sleep(1)  # about ten more health polls, all failing
+        finally:
+            assert stop(proc) == 0
+    lines = stderr_path.read_text().splitlines()
+    access = [line for line in lines if " datamorph_gateway.access " in line]
+    audit = [line for line in lines if " datamorph_gateway.audit " in line]
+    others = [line for line in lines if line not in access + audit]
+    assert len(access) == 4, access  # one per call, and one audit line per query
+    assert len(audit) == 3, audit
+    assert len(others) <= 8, "\n".join(others)
+    assert sum("Connection refused" in line for line in others) <= 2, "\n".join(others)
+    assert "pw-not-shown" not in stderr_path.read_text()

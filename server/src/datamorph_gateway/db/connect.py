@@ -9,17 +9,41 @@
 - ``DB_READONLY_USER`` and ``DB_WATCHDOG_USER`` are logins to the same database as the
   serving DSN with another role; their passwords come from ``DB_READONLY_PASSWORD`` /
   ``DB_WATCHDOG_PASSWORD``, or from the DSN's ``passfile`` (which the embedded database uses).
+- A failed connect is either for good (``refusal``: the server refused the login, the
+  database or the host does not exist), which retrying cannot mend, or for now (refused,
+  timed out, starting up, out of connection slots; TLS errors too, since the CA bundle
+  is read again at every connect).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from psycopg2.extensions import make_dsn, parse_dsn
 
 from datamorph_gateway.config import Settings, is_loopback
 
-__all__ = ["DatabaseLogin", "RoleDsns", "catalog_only", "is_local"]
+__all__ = ["DatabaseLogin", "RoleDsns", "catalog_only", "describe_login", "is_local", "refusal"]
+
+# What libpq says when a connect fails for good. A connect failure carries no SQLSTATE in
+# psycopg2, so these are the English texts of 28P01 (password authentication failed),
+# 28000 (other authentication failures, no pg_hba.conf entry, an unknown role or one that
+# may not log in), 3D000 (unknown database), 42501 (no CONNECT on the database), libpq's
+# own (no password to send, a host name DNS does not know). Anything else, in another
+# language included, counts as "for now": the gateway then starts and answers UNAVAILABLE
+# until the database lets it in, as it always did.
+_FOR_GOOD = re.compile(
+    r"authentication failed for user"
+    r"|role \".*\" does not exist"
+    r"|database \".*\" does not exist"
+    r"|no pg_hba\.conf entry"
+    r"|is not permitted to log in"
+    r"|permission denied for database"
+    r"|no password supplied"
+    r"|could not translate host name .*: "
+    r"(Name or service not known|No address associated with hostname|nodename nor servname)"
+)
 
 
 @dataclass(frozen=True)
@@ -111,3 +135,27 @@ def _as_role(params: dict[str, str], user: str, password: str) -> str | None:
     if password:
         changed["password"] = password
     return make_dsn(**changed)
+
+
+def refusal(exc: Exception) -> str | None:
+    """The reason a connect failed for good, as one line in the server's (or libpq's) own
+    words (``FATAL: role "x" does not exist``); None when a later attempt may succeed.
+
+    libpq's text names the host it tried and never the password.
+    """
+    for line in str(exc).splitlines():
+        if _FOR_GOOD.search(line):
+            _, fatal, message = line.partition("FATAL:")
+            return f"FATAL: {message.strip()}" if fatal else line.strip()
+    return None
+
+
+def describe_login(dsn: str) -> str:
+    """Who logs in where, for a message: user, database, host and port; no password."""
+    params = parse_dsn(dsn)
+    host = params.get("host") or params.get("hostaddr") or ""
+    port = params.get("port") or "5432"
+    where = f"{host}:{port}" if host and not host.startswith("/") else "the local socket"
+    user = params.get("user") or "(the OS user)"
+    dbname = params.get("dbname") or user
+    return f'user "{user}", database "{dbname}" on {where}'

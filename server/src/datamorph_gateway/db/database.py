@@ -32,7 +32,13 @@ from psycopg2.extensions import parse_dsn
 from datamorph_gateway.config import Settings
 from datamorph_gateway.db import catalog, encoding, query, sampling
 from datamorph_gateway.db.cancel import CancelScope
-from datamorph_gateway.db.connect import DatabaseLogin, RoleDsns, catalog_only
+from datamorph_gateway.db.connect import (
+    DatabaseLogin,
+    RoleDsns,
+    catalog_only,
+    describe_login,
+    refusal,
+)
 from datamorph_gateway.db.encoding import ColumnType, TypeCatalog, decode_rows
 from datamorph_gateway.db.health import HealthProbe
 from datamorph_gateway.db.names import TableName
@@ -166,10 +172,15 @@ class Database:
             return pool
 
     def verify_roles(self) -> None:
-        """Check every role the gateway will use, now; a refused one is a ConfigError.
+        """Check every role the gateway will use, now.
 
-        A database that cannot be reached is not an error here (the gateway starts and
-        answers UNAVAILABLE until it is back); each new pooled connection is checked anyway.
+        This is the gateway's one connect attempt at start-up. A role the database refuses
+        for good (wrong password, unknown role or database, unknown host: ``refusal``) or
+        one too privileged is a ConfigError, whose one line gives the server's reason.
+        A database that cannot be reached yet is not an error (the gateway starts and
+        answers UNAVAILABLE until it is up): one warning, the pools are told (so they try
+        nothing more at start-up and do not say it again), and each new pooled connection
+        is checked anyway.
         """
         roles = [("serving role", self.dsns.serving)]
         if self.dsns.reader is not None:
@@ -184,13 +195,22 @@ class Database:
                     application_name=f"{self._application_name} check",
                 )
             except psycopg2.OperationalError as exc:
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                reason = refusal(exc)
+                if reason is not None:
+                    raise ConfigError(
+                        f"cannot connect to the database as the {purpose} "
+                        f"({describe_login(dsn)}): {reason}"
+                    ) from None
+                text = str(exc).strip()
                 log.warning(
-                    "could not check the %s at start-up (%s); it is checked on connect",
-                    purpose,
-                    first,
+                    "the database is not reachable at start-up (%s): the gateway answers "
+                    "UNAVAILABLE until it is, and checks each role when it connects",
+                    text.splitlines()[0] if text else type(exc).__name__,
                 )
-                continue
+                for pool in (self.pool, self.reader_pool):
+                    if pool is not None:
+                        pool.assume_unreachable()
+                break  # the other roles would only say the same
             try:
                 self.guard.check(conn, purpose)
             except FailedPrecondition as exc:

@@ -6,6 +6,9 @@ the first check, kept, and opened again when it breaks (a database restart, an
 idle timeout); concurrent checks take turns on it, each waiting at most its own
 timeout. One check is one round trip (``SELECT 1``), bounded on the server by
 ``statement_timeout`` and on the wire by ``tcp_user_timeout``.
+
+Checks run every few seconds and on every ``/health`` call, so only a change is logged:
+a WARNING when they start failing (or fail for another reason), INFO when they pass again.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ class HealthProbe:
         self._conn: ext.connection | None = None
         self._lock = threading.Lock()
         self._closed = False
+        self._failing = ""  # the last check's reason to fail; empty while they pass
 
     def check(self, timeout_s: float) -> None:
         """Return when the database answered within ``timeout_s``, else raise a request error."""
@@ -54,8 +58,14 @@ class HealthProbe:
                 self._ping(deadline, fresh=True)
         except psycopg2.Error as exc:
             self._drop()
-            log.warning("health check failed: %s", _first_line(exc))
+            reason = _first_line(exc)
+            news, self._failing = reason != self._failing, reason
+            log.log(logging.WARNING if news else logging.DEBUG, "health check failed: %s", reason)
             raise Unavailable("the database is unavailable", reason="DATABASE_UNAVAILABLE") from exc
+        else:
+            if self._failing:
+                self._failing = ""
+                log.info("health check passes again")
         finally:
             if self._closed:
                 self._drop()

@@ -54,8 +54,12 @@ class OwnedTables:
         """Create the tables now, then run ``then`` (a purge); done again on first use if it failed.
 
         A database that cannot be reached now is only a warning (the pool
-        reconnects later); one that refuses the DDL is a configuration error.
+        reconnects later), and nothing at all when it is known to be down (the pool
+        said so); one that refuses the DDL is a configuration error.
         """
+        if self._pool.unreachable:
+            log.debug("%s not checked yet: the database is unavailable", self._name)
+            return
         try:
             self._create()
             if then is not None:

@@ -144,20 +144,36 @@ class ConnectionPool:
         self._shared_busy = 0  # lent from the shared share, or being opened for it
         self._shared_waiting = 0
         self._closed = False
+        self._unreachable = False  # the last connect failed: the next failure is not news
         self._cond = threading.Condition()
 
     # -- lifecycle ---------------------------------------------------------
 
     def warm_up(self) -> None:
-        """Open ``min_size`` connections now; failures are logged, not raised."""
+        """Open ``min_size`` connections now; a failure is logged (once), not raised.
+
+        Nothing is tried while the database is known to be down: it connects on first use.
+        """
+        if self.unreachable:
+            return
         conns = []
         try:
             for _ in range(self.min_size):
                 conns.append(self._acquire(time.monotonic() + self._connect_timeout_s))
-        except Unavailable as exc:
-            log.warning("database not reachable at start-up: %s", exc.message)
+        except Unavailable:
+            pass  # _connect said why, in one line
         for conn in conns:
             self._release(conn, broken=False)
+
+    @property
+    def unreachable(self) -> bool:
+        """The last connect failed (or the database was found down): the next may too."""
+        return self._unreachable
+
+    def assume_unreachable(self) -> None:
+        """The database was found down elsewhere (and said so): a failure here is not news."""
+        with self._cond:
+            self._unreachable = True
 
     def close(self) -> None:
         """Close every idle connection; busy ones are closed when released."""
@@ -318,13 +334,14 @@ class ConnectionPool:
                 conn: Connection = psycopg2.connect(self._dsn, **kwargs)
             except psycopg2.OperationalError as exc:
                 last = exc
-                log.warning(
+                log.debug(
                     "database connect attempt %d/%d failed: %s",
                     attempt + 1,
                     self._connect_attempts,
                     _first_line(exc),
                 )
                 continue
+            self._now_reachable()
             # psycopg2 keeps the last 50 notices of a connection, across transactions: 50
             # RAISE NOTICEs of 8 MB each would stay in memory for as long as the pool keeps
             # the connection. Nothing reads them, so none is kept.
@@ -338,10 +355,22 @@ class ConnectionPool:
                 conn.close()
                 raise
             return conn
-        log.error(
-            "database unavailable after %d connect attempts: %s", attempt + 1, _first_line(last)
+        with self._cond:
+            first, self._unreachable = not self._unreachable, True
+        # A WARNING when the database goes away, not one per request (or attempt) after.
+        log.log(
+            logging.WARNING if first else logging.DEBUG,
+            "database unavailable after %d connect attempts: %s",
+            attempt + 1,
+            _first_line(last),
         )
         raise Unavailable("the database is unavailable", reason="DATABASE_UNAVAILABLE")
+
+    def _now_reachable(self) -> None:
+        with self._cond:
+            back, self._unreachable = self._unreachable, False
+        if back:
+            log.info("database reachable again")
 
     def _release(
         self, conn: Connection, *, broken: bool, reset_session: bool = False, shared: bool = False

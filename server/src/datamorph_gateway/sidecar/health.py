@@ -14,6 +14,11 @@ that respects JSON strings. It runs only for REST ``GET /health`` requests (gRPC
 Health get the status untouched) and reads the body only of those responses' 5xx, so it
 costs nothing elsewhere. It must sit before the transcoder in the filter chain: encoders run
 in reverse, so it sees the transcoded JSON.
+
+Envoy's Lua objects live only until the script next yields: ``body()`` waits for the whole
+body, so a headers object taken before it must not be used after it (Envoy then logs
+"object used outside of proper scope" and skips the rest); the filter asks for the headers
+again once it has the body.
 """
 
 from __future__ import annotations
@@ -90,12 +95,14 @@ end
 function envoy_on_response(response_handle)
   local metadata = response_handle:streamInfo():dynamicMetadata():get(NS)
   if metadata == nil or not metadata["rest"] then return end
-  local headers = response_handle:headers()
-  local status = headers:get(":status") or ""
+  local status = response_handle:headers():get(":status") or ""
   if status:sub(1, 1) ~= "5" then return end
+  -- body() suspends the script until the body is in; every object taken before it (the
+  -- headers above) is dead after it, so the headers are taken again.
   local body = response_handle:body(true)
   local text = body:getBytes(0, body:length())
   body:setBytes(health_body(text, status))
+  local headers = response_handle:headers()
   headers:replace(":status", "503")
   headers:replace("content-type", "application/json")
 end

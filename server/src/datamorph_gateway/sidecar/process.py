@@ -187,6 +187,11 @@ class EnvoyProcess:
                 return str(socket["address"]), int(socket["port_value"])
         raise EnvoyError(f"Envoy has no listener named {name!r}")
 
+    @property
+    def pid(self) -> int:
+        """Envoy's process id (0 when not started)."""
+        return self._process.pid if self._process is not None else 0
+
     def poll(self) -> int | None:
         """Envoy's exit code, or None while it runs."""
         return self._process.poll() if self._process is not None else None

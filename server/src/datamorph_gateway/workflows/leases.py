@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 from datamorph_gateway.db.owned import OwnedTables
 from datamorph_gateway.db.pool import ConnectionPool
-from datamorph_gateway.errors import GatewayError
+from datamorph_gateway.errors import GatewayError, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -323,6 +323,8 @@ class RunLeases:
                     continue
                 try:
                     step()
+                except Unavailable as exc:  # the pool said so already, once
+                    log.debug("looking for abandoned runs failed: %s", exc)
                 except GatewayError as exc:
                     log.warning("looking for abandoned runs failed: %s", exc)
                 except Exception:
