@@ -244,3 +244,41 @@ def test_a_database_not_up_yet_is_waited_for_quietly(tmp_path: Path) -> None:
     assert len(others) <= 8, "\n".join(others)
     assert sum("Connection refused" in line for line in others) <= 2, "\n".join(others)
     assert "pw-not-shown" not in stderr_path.read_text()
+
+
+def test_sigterm_drains_before_refusing_calls(seeded_database: str) -> None:
+    """For DRAIN_S the process says NOT_SERVING (so Envoy moves traffic away) but still
+    answers every call; then it stops and exits 0."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from datamorph_client import GatewayClient
+
+    proc, address = start(gateway_env(DATABASE_URL=seeded_database, DRAIN_S="3"))
+    try:
+        with GatewayClient(address, timeout_s=10) as client, grpc.insecure_channel(address) as ch:
+            health = health_pb2_grpc.HealthStub(ch)
+            serving = health.Check(health_pb2.HealthCheckRequest(), timeout=5).status
+            assert serving == health_pb2.HealthCheckResponse.SERVING
+            proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 2
+            while (
+                health.Check(health_pb2.HealthCheckRequest(), timeout=5).status
+                != health_pb2.HealthCheckResponse.NOT_SERVING
+            ):
+                assert time.monotonic() < deadline, "never reported NOT_SERVING"
+                time.sleep(0.05)
+            # Draining: every call is still answered.
+            for _ in range(5):
+                assert client.execute_query("SELECT 1 AS one").rows == [{"one": 1}]
+            report = client.health()  # UNAVAILABLE (REST 503) with the report
+            assert report.status == "unhealthy"
+            assert report.checks["gateway"].message.startswith("draining")
+            assert proc.poll() is None
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()

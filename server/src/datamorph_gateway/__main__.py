@@ -93,7 +93,7 @@ def _serve(settings: Settings) -> int:
         print(f"datamorph-gateway {__version__}: gRPC on {gateway.address}", flush=True)
         stop.wait()
         log.info("shutting down")
-        gateway.stop()
+        gateway.stop(drain_s=settings.drain_period_s())
         return 0
     finally:
         if embedded is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -127,10 +128,20 @@ class Gateway:
         else:
             log.info("auth policy: %d principals", len(self.auth.policy.principals))
 
-    def stop(self, grace_s: float | None = None) -> None:
-        """Stop taking calls, let running ones finish for the grace period, close the pool."""
+    def stop(self, grace_s: float | None = None, *, drain_s: float = 0.0) -> None:
+        """Drain, stop taking calls, let running ones finish for the grace period, close the pool.
+
+        Draining: for ``drain_s`` the gateway reports NOT_SERVING (grpc.health.v1, and its
+        own Health answers UNAVAILABLE "draining") while still answering every call, so that
+        Envoy's health checks (or a load balancer's) move traffic to other processes before
+        a single call is refused.
+        """
         self._stopping.set()
         self.health.enter_graceful_shutdown()
+        self.servicer.draining = True
+        if drain_s > 0:
+            log.info("draining for %.1f s before refusing calls", drain_s)
+            time.sleep(drain_s)
         grace = self.settings.grace_period_s if grace_s is None else grace_s
         self.server.stop(grace).wait()
         if self._poller.is_alive():

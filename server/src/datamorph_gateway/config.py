@@ -50,6 +50,10 @@ class Settings:
     grpc_port: int = 50051
     grpc_max_workers: int = 32
     grace_period_s: float = 5.0
+    # On SIGTERM: report NOT_SERVING but keep answering this long, so that Envoy (or any load
+    # balancer) moves traffic away before calls are refused; -1: two of Envoy's health-check
+    # intervals (ENVOY_HEALTH_CHECK_INTERVAL_S). docs/operations.md, "Draining".
+    drain_s: float = -1.0
     # TLS on the gRPC port and Envoy's listener (PEM files, re-read when they change);
     # a client CA also requires client certificates (mTLS). docs/security.md.
     tls_cert_file: str = ""
@@ -159,6 +163,8 @@ class Settings:
     envoy_max_response_bytes: int = 64 * 1024 * 1024  # REST response; gRPC's send limit
     envoy_route_timeout_s: float = 60.0  # every RPC but StartWorkflow
     envoy_start_timeout_s: float = 960.0  # StartWorkflow: above the orchestrator's 950 s
+    # How often Envoy asks each gateway process for grpc.health.v1 (and DRAIN_S's default).
+    envoy_health_check_interval_s: float = 5.0
 
     # Workflows and logs, continued (workflows/, logstore/, secrets.py)
     # Lambda invoke timeouts: the read timeout outlasts a 15-minute Lambda.
@@ -207,6 +213,10 @@ class Settings:
             host = f"[{host}]"
         dbname = quote(self.rds_dbname, safe="")
         return f"postgresql://{auth}{host}:{self.rds_port}/{dbname}"
+
+    def drain_period_s(self) -> float:
+        """DRAIN_S, with -1 (the default) worked out from Envoy's health-check interval."""
+        return self.drain_s if self.drain_s >= 0 else 2 * self.envoy_health_check_interval_s
 
     def cors_origins(self) -> tuple[str, ...]:
         """CORS_ALLOWED_ORIGINS as a tuple, blanks dropped."""
@@ -390,6 +400,10 @@ def _validate(s: Settings) -> None:
     _validate_workflows(s)
     _validate_tls(s)
     _validate_database_roles(s)
+    if s.drain_s < 0 and s.drain_s != -1:
+        raise ConfigError("DRAIN_S must be 0 or more (or -1 for two health-check intervals)")
+    if s.envoy_health_check_interval_s <= 0:
+        raise ConfigError("ENVOY_HEALTH_CHECK_INTERVAL_S must be positive")
 
 
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")

@@ -408,7 +408,11 @@ def _run(settings: Settings, stop: threading.Event, stack: contextlib.ExitStack)
     if stop.is_set():
         raise _Stop
 
-    gateway = GatewayProcess(env, settings.grace_period_s)
+    # One gateway behind its own Envoy, which the launcher stops first: there is no traffic
+    # to move away, so no drain unless one was asked for.
+    drain_s = settings.drain_period_s() if settings.drain_s >= 0 else 0.0
+    env["DRAIN_S"] = str(drain_s)
+    gateway = GatewayProcess(env, settings.grace_period_s + drain_s)
     stack.callback(gateway.stop)
     grpc_address = gateway.start(stop, lambda pid: lock.record("gateway", pid))
     grpc_host, _, grpc_port = grpc_address.rpartition(":")

@@ -114,6 +114,7 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
         self.auth = authenticator or Authenticator(settings, self.identities)
         self._policy = SqlPolicy(settings.sql_denied_functions.split(","))
         self._callers = CallerLimits(settings.max_concurrent_queries_per_caller)
+        self.draining = False  # set by Gateway.stop: Health answers "draining"
 
     def authorize(self, rpc: str, context: grpc.ServicerContext) -> Principal:
         """Who calls, and whether it may call ``rpc`` (called by ``@rpc`` for every call)."""
@@ -451,6 +452,10 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
         "degraded" leaves the gateway healthy.
         """
         response = pb.HealthResponse(status="healthy", version=__version__)
+        if self.draining:
+            response.status = "unhealthy"
+            response.checks["gateway"].status = "unhealthy"
+            response.checks["gateway"].message = "draining: this process is shutting down"
         start = time.perf_counter()
         check = response.checks["database"]
         try:

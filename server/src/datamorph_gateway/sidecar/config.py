@@ -196,6 +196,7 @@ def options_from_settings(
         upstream_tls=bool(settings.tls_cert_file),
         upstream_client_certificate=bool(settings.tls_client_ca_file),
         sidecar_secret=settings.sidecar_secret,
+        health_check_interval_s=settings.envoy_health_check_interval_s,
     )
 
 
