@@ -153,7 +153,8 @@ class Envoy:
         )
         run_dir.mkdir(parents=True, exist_ok=True)
         config = write_config(run_dir, options, DESCRIPTOR_SET)
-        self._process = EnvoyProcess(config, log_path=run_dir / "envoy.log")
+        self.log_path = run_dir / "envoy.log"
+        self._process = EnvoyProcess(config, log_path=self.log_path)
         self.host = ""
         self.port = 0
         self.pid = 0
