@@ -4,7 +4,7 @@ A full run writes ``bench/results/<date>.json`` and regenerates ``docs/benchmark
 with its plots; ``--quick`` (a smoke test: fewer scenarios, 1-second cells), ``--only``
 and ``--policy`` write both under ``<data-dir>/report`` instead, so they never overwrite
 the published numbers. ``--only auth`` runs only the auth comparison (policy off vs on,
-``bench/auth.py``), which a full run ends with. ``--report FILE`` only renders the report
+``bench/auth.py``), which every full run includes. ``--report FILE`` only renders the report
 from an existing results file.
 """
 

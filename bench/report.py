@@ -256,7 +256,7 @@ def _auth_section(results: dict[str, Any]) -> list[str]:
     lines = [
         "### Authentication's cost: policy off vs on (issue 11)",
         "",
-        "`python -m bench --only auth` (also the end of every full run). Two gateways with the "
+        "`python -m bench --only auth` (also part of every full run). Two gateways with the "
         "same settings run side by side, each behind its own Envoy: one without a policy "
         "(every call anonymous), one with `AUTH_POLICY_FILE` naming one principal that may "
         "call everything, reached by an API key (`x-api-key`) or by an RS256 bearer JWT "

@@ -1,5 +1,5 @@
-"""One bench run, start to finish: stack up, data in, probes, the matrix, the extras, the
-auth comparison (``bench/auth.py``), results.
+"""One bench run, start to finish: data in, the auth comparison (``bench/auth.py``), stack
+up, probes, the matrix, the extras, results.
 
 Every server is a child process reaped in a ``finally`` (an ExitStack), every load run is
 bounded in time and in count, and a scenario is timed only after one probe request
@@ -561,14 +561,15 @@ class Suite:
                 "catalogs_compacted": data.compact_catalogs(self.admin_dsn),
             }
             results["machine"] = machine_info(db.dsn)
-            if opts.auth_only:
-                results["cells"] = []
-            else:
-                self._suite(results, sizes)
+            # The auth comparison first: it is short, and it needs the machine quietest.
             if opts.with_auth:
                 duration_s = opts.duration_s if opts.quick else auth.DURATION_S
                 _log(f"the auth comparison: policy off vs on, {opts.auth_rounds} rounds")
                 results["auth"] = auth.compare(self, opts.auth_rounds, duration_s)
+            if opts.auth_only:
+                results["cells"] = []
+            else:
+                self._suite(results, sizes)
 
         results["run"] = {
             "started_at": started.isoformat(timespec="seconds"),
