@@ -9,10 +9,16 @@ check, so every timed call is the cached case a repeat caller meets. Before anyt
 timed, every variant must answer its probes right and the gateway with the policy must
 refuse a call that carries no credential: a policy that is silently off measures nothing.
 
-A round runs every cell (scenario × transport × concurrency) once per variant, the
-variants of a cell back to back, in an order that rotates each round, so the drift of
-this shared machine falls on all of them alike. The judgments (``bench/targets.py``)
-compare each round's "on" with the same round's "off" and take the median over rounds.
+A round measures every scenario and transport once per variant. At c=1 (latency) each
+credential is measured together with the policy off, request by request in turn
+(``bench/alternate.py``): a burst of other work on this shared machine then falls on both
+alike, which matters when the difference sought is 0.05 ms. Always two systems, never
+three: a gateway that waits for two other requests between its own answers slower than
+one that waits for one, and the variants sharing the gateway with the policy would win
+that for nothing. At c=8 (throughput) each variant needs the machine to itself, so its
+cells run back to back, in an order that rotates each round. The judgments
+(``bench/targets.py``) compare each round's "on" with the same round's "off" and take
+the median over rounds.
 
 ``authorize`` is also timed in process (``in_process_us``), without gRPC, so that a
 difference too small for the end-to-end cells to resolve still has a number.
@@ -28,6 +34,8 @@ import contextlib
 import dataclasses
 import json
 import statistics
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +46,8 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from bench.scenarios import GATEWAY_GRPC, GATEWAY_REST, scenarios
+from bench.loadstats import LoadResult
+from bench.scenarios import GATEWAY_GRPC, GATEWAY_REST, Scenario, scenarios
 from bench.stack import StackError
 from datamorph_gateway.auth.authenticator import (
     API_KEY_HEADER,
@@ -63,7 +72,7 @@ VARIANTS = (OFF, "api_key", "jwt")  # "off" first: the others are judged against
 VARIANT_LABELS = {OFF: "policy off", "api_key": "API key", "jwt": "bearer JWT (cached)"}
 SCENARIOS = ("get_data_2e4", "execute_query_small")
 TRANSPORTS = (GATEWAY_GRPC, GATEWAY_REST)
-CONCURRENCIES = (1, 8)
+THROUGHPUT_CONCURRENCY = 8  # its cells run back to back; c=1 by alternating requests
 ROUNDS = 5
 DURATION_S = 2
 
@@ -178,7 +187,7 @@ def compare(suite: Suite, rounds: int = ROUNDS, duration_s: int = DURATION_S) ->
         "variants": list(VARIANTS),
         "scenarios": list(SCENARIOS),
         "titles": {s.name: s.title for s in chosen},
-        "concurrencies": list(CONCURRENCIES),
+        "concurrencies": [1, THROUGHPUT_CONCURRENCY],
         "principal": PRINCIPAL,
     }
     with contextlib.ExitStack() as servers:
@@ -208,22 +217,96 @@ def compare(suite: Suite, rounds: int = ROUNDS, duration_s: int = DURATION_S) ->
         if failed:
             raise StackError("the auth comparison's probes failed: " + "; ".join(failed))
         cells: list[dict[str, Any]] = []
-        total = rounds * len(chosen) * len(TRANSPORTS) * len(CONCURRENCIES) * len(VARIANTS)
+        per_round = 2 * (len(VARIANTS) - 1) + len(VARIANTS)  # c=1 pairs, c=8 cells
+        total = rounds * len(chosen) * len(TRANSPORTS) * per_round
         for round_no in range(1, rounds + 1):
             for scenario in chosen:
                 for system in TRANSPORTS:
-                    for concurrency in CONCURRENCIES:
-                        for variant in order(round_no):
-                            stack = stacks[variant]
-                            cell = suite.cell(
-                                scenario, system, concurrency, duration_s, stack=stack
-                            )
-                            suite.check_alive(f"auth {variant} {scenario.name}", stack)
-                            cell.update(variant=variant, round=round_no)
+                    variants = order(round_no)
+                    for variant in (v for v in variants if v != OFF):
+                        pair = (OFF, variant) if round_no % 2 else (variant, OFF)
+                        for cell in _alternating(suite, scenario, system, stacks, pair, duration_s):
+                            cell.update(round=round_no)
                             cells.append(cell)
-                            suite.log_progress(len(cells), total, cell, f"auth {variant:<7} ")
+                            suite.log_progress(
+                                len(cells), total, cell, f"auth {cell['variant']:<7} "
+                            )
+                    for variant in variants:
+                        stack = stacks[variant]
+                        cell = suite.cell(
+                            scenario, system, THROUGHPUT_CONCURRENCY, duration_s, stack=stack
+                        )
+                        suite.check_alive(f"auth {variant} {scenario.name}", stack)
+                        cell.update(variant=variant, round=round_no)
+                        cells.append(cell)
+                        suite.log_progress(len(cells), total, cell, f"auth {variant:<7} ")
         out["cells"] = cells
     return out
+
+
+def _alternating(
+    suite: Suite,
+    scenario: Scenario,
+    system: tuple[str, str],
+    stacks: dict[str, Stack],
+    variants: tuple[str, str],
+    duration_s: int,
+) -> list[dict[str, Any]]:
+    """The c=1 cells of the policy off and one credential, measured together by
+    ``bench.alternate``; the "off" cell names the credential it was paired with."""
+    grpc = system == GATEWAY_GRPC
+    window_s = duration_s * len(variants)  # each variant gets about a cell's requests
+    (credential,) = (v for v in variants if v != OFF)
+    spec: dict[str, Any] = {
+        "transport": system[1],
+        "method": scenario.rpc if grpc else scenario.rest_method,
+        "path": scenario.rest_path,
+        "request": scenario.grpc_request if grpc else scenario.body,
+        "duration_s": window_s,
+        "max_requests": suite.options.max_requests,
+        "timeout_s": suite.request_timeout_s,
+        "systems": [
+            {
+                "name": variant,
+                "address": (
+                    stacks[variant].gateway.address
+                    if grpc
+                    else f"{stacks[variant].envoy.host}:{stacks[variant].envoy.port}"
+                ),
+                "headers": stacks[variant].headers,
+            }
+            for variant in variants
+        ],
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.alternate"],
+        input=json.dumps(spec),
+        capture_output=True,
+        text=True,
+        timeout=window_s + suite.request_timeout_s + 60,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"bench.alternate failed: {done.stderr.strip()[-2000:]}")
+    answers = json.loads(done.stdout.strip().splitlines()[-1])
+    for stack in {id(stacks[v]): stacks[v] for v in variants}.values():
+        suite.settle(system, stack)
+        suite.check_alive(f"auth {scenario.name} c=1", stack)
+    return [
+        {
+            "scenario": scenario.name,
+            "system": system[0],
+            "transport": system[1],
+            "concurrency": 1,
+            "variant": variant,
+            "client": "alternating",
+            **({"paired_with": credential} if variant == OFF else {}),
+            "extended": False,
+            **LoadResult.from_dict(answers[variant]).to_dict(),
+            "saturated": False,
+        }
+        for variant in variants
+    ]
 
 
 def _refusals(suite: Suite, scenario: Any, on: Stack) -> dict[str, str]:

@@ -224,7 +224,8 @@ def _gateway_cpu_ms(cell: dict[str, Any]) -> float:
 
 def _auth_row(results: dict[str, Any], scenario: str, transport: str, variant: str) -> str:
     def cells(c: int, which: str) -> list[dict[str, Any]]:
-        return list(targets.auth_rounds(results, scenario, transport, c, which).values())
+        by_round = targets.auth_rounds(results, scenario, transport, c, which, paired_with=variant)
+        return list(by_round.values())
 
     def spread(values: list[float], show: Callable[[float], str]) -> str:
         if not values:
@@ -263,8 +264,15 @@ def _auth_section(results: dict[str, Any]) -> list[str]:
         "checked against a JWKS file. The probe verifies the token once, so every timed call "
         "is the verifier's cached case, as for a repeat caller. Before any timing the gateway "
         f"with the policy refused a call without credentials ({refused}). "
-        f"{auth['rounds']} rounds of {auth['duration_s']}-second cells; in each round the "
-        "variants of a cell run back to back, in an order that rotates every round. "
+        f"{auth['rounds']} rounds. At c=1 one client (`bench/alternate.py`: grpc.aio for "
+        "gRPC, http.client with kept-alive connections for REST) sends one request at a "
+        "time to the gateway without a policy and the one with it in turn, one credential "
+        "at a time, so a burst of other work on the machine falls on both alike; it runs "
+        "for a cell's time per gateway. Its p50s are higher than the matrix's (a Python "
+        "client for REST, and each gateway idles while the other answers); only their "
+        "difference is judged. At c=8 (the usual load "
+        f"generators, {auth['duration_s']}-second cells) the variants run back to back, in "
+        "an order that rotates every round. "
         '"Added p50" and "throughput change" are the median over rounds of on against '
         "off within the same round, with the lowest and highest round in brackets; the "
         "other columns are medians over rounds. Gateway CPU is the gateway process's CPU "

@@ -143,6 +143,8 @@ class Stack:
 class Suite:
     """The systems under test, started once, and the run's results as they accumulate."""
 
+    request_timeout_s = REQUEST_TIMEOUT_S
+
     def __init__(self, options: Options) -> None:
         self.options = options
         self.concurrencies = QUICK_CONCURRENCIES if options.quick else CONCURRENCIES

@@ -255,9 +255,15 @@ def _startup(results: dict[str, Any]) -> Target:
 
 
 def auth_rounds(
-    results: dict[str, Any], scenario: str, transport: str, c: int, variant: str
+    results: dict[str, Any],
+    scenario: str,
+    transport: str,
+    c: int,
+    variant: str,
+    paired_with: str | None = None,
 ) -> dict[int, dict[str, Any]]:
-    """The auth comparison's cells of one variant, by round."""
+    """The auth comparison's cells of one variant, by round; for "off" cells measured
+    together with one credential (c=1), those `paired_with` it."""
     cells: list[dict[str, Any]] = results.get("auth", {}).get("cells", [])
     return {
         cell["round"]: cell
@@ -266,6 +272,7 @@ def auth_rounds(
         and cell["transport"] == transport
         and cell["concurrency"] == c
         and cell["variant"] == variant
+        and cell.get("paired_with", paired_with) == paired_with
     }
 
 
@@ -274,7 +281,7 @@ def _auth_pairs(
 ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """(off, on) cells of the rounds where both answered."""
     on = auth_rounds(results, scenario, transport, c, variant)
-    off = auth_rounds(results, scenario, transport, c, "off")
+    off = auth_rounds(results, scenario, transport, c, "off", paired_with=variant)
     return [(off[r], on[r]) for r in sorted(on.keys() & off.keys()) if on[r]["ok"] and off[r]["ok"]]
 
 

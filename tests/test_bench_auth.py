@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from bench import auth
+from bench import alternate, auth
 from bench.grpc_load import metadata_item
 from bench.rest_load import run_wrk
 from datamorph_gateway.auth.authenticator import Authenticator
@@ -111,3 +111,24 @@ def test_a_header_wrk_cannot_carry_is_refused(tmp_path: Path) -> None:
             max_requests=1,
             headers={"x-api-key": "a\nb"},
         )
+
+
+def test_alternate_sends_one_request_to_each_system_in_turn(recorder: int) -> None:
+    _Recorder.seen.clear()
+    spec = {
+        "transport": "rest",
+        "method": "POST",
+        "path": "/get/data",
+        "request": {"table_names": ["t"]},
+        "duration_s": 30,
+        "max_requests": 6,
+        "timeout_s": 5,
+        "systems": [
+            {"name": name, "address": f"127.0.0.1:{recorder}", "headers": {"x-api-key": name}}
+            for name in ("off", "on")
+        ],
+    }
+    results = alternate.run(spec)
+    assert {name: r.ok for name, r in results.items()} == {"off": 3, "on": 3}
+    # Each pass rotates which system goes first: off, on | on, off | off, on.
+    assert _Recorder.seen == ["off", "on", "on", "off", "off", "on"]
