@@ -222,6 +222,12 @@ def _gateway_cpu_ms(cell: dict[str, Any]) -> float:
     return float(1000 * cell["cpu_s"].get("gateway", 0.0) / cell["ok"])
 
 
+AUTH_VARIANT_LABELS = {
+    **targets.AUTH_JUDGED_VARIANTS,
+    "carried": "JWT sent, no policy: carriage only",
+}
+
+
 def _auth_row(results: dict[str, Any], scenario: str, transport: str, variant: str) -> str:
     def cells(c: int, which: str) -> list[dict[str, Any]]:
         by_round = targets.auth_rounds(results, scenario, transport, c, which, paired_with=variant)
@@ -237,13 +243,16 @@ def _auth_row(results: dict[str, Any], scenario: str, transport: str, variant: s
     added = targets.auth_p50_added_ms(results, scenario, transport, variant)
     change = targets.auth_throughput_change(results, scenario, transport, variant)
     p50 = [_median_of(cells(1, w), lambda cell: cell["p50_ms"]) for w in ("off", variant)]
+    row = (
+        f"| {targets.AUTH_TRANSPORT_LABELS[transport]} | {AUTH_VARIANT_LABELS[variant]} | "
+        f"{p50[0]} → {p50[1]} ms | {spread(added, lambda ms: f'{ms:+.3f}')} ms |"
+    )
+    if variant not in targets.AUTH_JUDGED_VARIANTS:
+        return row + " – | – | – |"  # measured at c=1 only
     rps = [_median_of(cells(8, w), lambda cell: cell["throughput_rps"]) for w in ("off", variant)]
     cpu = [_median_of(cells(8, w), _gateway_cpu_ms) for w in ("off", variant)]
-    return (
-        f"| {targets.AUTH_TRANSPORT_LABELS[transport]} | "
-        f"{targets.AUTH_JUDGED_VARIANTS[variant]} | {p50[0]} → {p50[1]} ms | "
-        f"{spread(added, lambda ms: f'{ms:+.3f}')} ms | {rps[0]} → {rps[1]} | "
-        f"{spread(change, lambda x: f'{x:+.1%}')} | {cpu[0]} → {cpu[1]} ms |"
+    return row + (
+        f" {rps[0]} → {rps[1]} | {spread(change, lambda x: f'{x:+.1%}')} | {cpu[0]} → {cpu[1]} ms |"
     )
 
 
@@ -257,7 +266,8 @@ def _auth_section(results: dict[str, Any]) -> list[str]:
     lines = [
         "### Authentication's cost: policy off vs on (issue 11)",
         "",
-        "`python -m bench --only auth` (also part of every full run). Two gateways with the "
+        '`make bench BENCH_ARGS="--only auth"` (that is, `python -m bench --only auth`; also '
+        "part of every full run, `make bench`). Two gateways with the "
         "same settings run side by side, each behind its own Envoy: one without a policy "
         "(every call anonymous), one with `AUTH_POLICY_FILE` naming one principal that may "
         "call everything, reached by an API key (`x-api-key`) or by an RS256 bearer JWT "
@@ -285,7 +295,14 @@ def _auth_section(results: dict[str, Any]) -> list[str]:
             "In process, without gRPC (`bench.auth.in_process_us`: a stand-in context, median "
             "of 5 runs of 20,000 calls), `Authenticator.authorize` takes "
             f"{cost['off']:.1f} µs a call with no policy, {cost['api_key']:.1f} µs with the "
-            f"API key and {cost['jwt']:.1f} µs with the cached JWT.",
+            f"API key and {cost['jwt']:.1f} µs with the cached JWT."
+            + (
+                ' The rows "carriage only" (c=1, not judged) send the JWT to the gateway '
+                "without a policy, which ignores it, against the same gateway sent nothing: "
+                "what carrying the credential costs the client, Envoy and gRPC before any check."
+                if any(cell["variant"] == "carried" for cell in auth["cells"])
+                else ""
+            ),
             "",
         ]
     titles = auth.get("titles", {})
@@ -300,7 +317,9 @@ def _auth_section(results: dict[str, Any]) -> list[str]:
         lines += [
             _auth_row(results, scenario, transport, variant)
             for transport in targets.AUTH_TRANSPORT_LABELS
-            for variant in targets.AUTH_JUDGED_VARIANTS
+            for variant in AUTH_VARIANT_LABELS
+            if variant in targets.AUTH_JUDGED_VARIANTS
+            or targets.auth_rounds(results, scenario, transport, 1, variant)
         ]
         lines.append("")
     return lines
@@ -469,10 +488,10 @@ def write(results: dict[str, Any], results_path: Path, docs_path: Path) -> None:
         "",
         "```sh",
         "make bench                      # installs bench/requirements.txt and wrk, then runs:",
-        "python -m bench                 # the full suite, about 11 minutes on 2 cores",
-        "python -m bench --quick         # a smoke test, under 2 minutes",
+        "python -m bench                 # the full suite, about 16 minutes on 2 cores",
+        "python -m bench --quick         # a smoke test, about 4 minutes",
         "python -m bench --with-1e7      # also a 10^7-row table (about 1 more minute)",
-        "python -m bench --only auth     # only the auth comparison, policy off vs on (~6 min)",
+        "python -m bench --only auth     # only the auth comparison, policy off vs on (~7 min)",
         "python -m bench --policy        # the whole suite with an auth policy on (API key)",
         "DATABASE_URL=postgresql://... python -m bench   # against your own PostgreSQL",
         "python -m bench.profile --scenario get_data_2e4 --transport rest --concurrency 8 --gil",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from bench import targets
 
 
@@ -127,3 +129,25 @@ def test_auth_is_missed_on_the_median_round_or_on_any_error() -> None:
 def test_without_the_auth_comparison_its_targets_are_not_measured() -> None:
     judged = [t for t in targets.evaluate({}) if t.target.startswith("Authentication")]
     assert [t.status for t in judged] == [targets.UNMEASURED, targets.UNMEASURED]
+
+
+def test_carrying_the_header_alone_is_shown_but_not_judged() -> None:
+    results = _auth_results(
+        p50={"off": [1.0, 1.0, 1.0], "api_key": [1.01, 1.01, 1.01], "jwt": [1.02, 1.02, 1.02]},
+        rps={"off": [1000, 1000, 1000], "api_key": [990, 990, 990], "jwt": [990, 990, 990]},
+    )
+    for round_no in (1, 2, 3):
+        results["auth"]["cells"] += [
+            {**_cell("get_data_2e4", "gateway/grpc", 1, p50=1.0), "variant": "off"},
+            {**_cell("get_data_2e4", "gateway/grpc", 1, p50=1.5), "variant": "carried"},
+        ]
+        results["auth"]["cells"][-2].update(round=round_no, paired_with="carried")
+        results["auth"]["cells"][-1].update(round=round_no)
+    added = targets.auth_p50_added_ms(results, "get_data_2e4", "grpc", "carried")
+    assert added == [0.5, 0.5, 0.5]
+    # The credentials still pair with their own "off" cells, and nothing judges "carried".
+    assert targets.auth_p50_added_ms(results, "get_data_2e4", "grpc", "jwt") == pytest.approx(
+        [0.02] * 3
+    )
+    judged = [t for t in targets.evaluate(results) if t.target.startswith("Authentication")]
+    assert [t.status for t in judged] == [targets.MET, targets.MET]
