@@ -72,7 +72,7 @@ fmt: $(STAMP) $(BUF) ## Format Python and proto sources in place
 	$(BUF) format -w
 
 .PHONY: bench
-bench: $(STAMP) ## Benchmark the gateway against the Flask baseline and the database (BENCH_ARGS=--quick)
+bench: $(STAMP) ## Benchmark the gateway against the Flask baseline and the database (BENCH_ARGS="--quick", "--only auth")
 	@command -v wrk >/dev/null || { echo "make bench: installing wrk (Debian package)"; \
 	  { apt-get install -y -qq wrk || { apt-get update -qq && apt-get install -y -qq wrk; }; } >/dev/null 2>&1; } \
 	  || { echo "make bench: wrk is required and could not be installed: run 'apt-get install -y wrk' as root"; exit 1; }

@@ -1,10 +1,11 @@
 """``python -m bench`` (``make bench``): run the suite, write the results and the report.
 
 A full run writes ``bench/results/<date>.json`` and regenerates ``docs/benchmarks.md``
-with its plots; ``--quick`` (a smoke test: fewer scenarios, 1-second cells) and ``--only``
-write both under ``<data-dir>/report`` instead, so they never overwrite the published
-numbers. ``--report FILE`` only renders
-the report from an existing results file.
+with its plots; ``--quick`` (a smoke test: fewer scenarios, 1-second cells), ``--only``
+and ``--policy`` write both under ``<data-dir>/report`` instead, so they never overwrite
+the published numbers. ``--only auth`` runs only the auth comparison (policy off vs on,
+``bench/auth.py``), which every full run includes. ``--report FILE`` only renders the report
+from an existing results file.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
-from bench import report
+from bench import auth, report
 from bench.rest_load import WrkMissing
 from bench.scenarios import scenarios
 from bench.stack import StackError
-from bench.suite import Options, Suite
+from bench.suite import AUTH, Options, Suite
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,8 +49,18 @@ def _parser() -> argparse.ArgumentParser:
         "--only",
         action="append",
         default=[],
-        choices=[s.name for s in scenarios(with_1e7=True)],
-        help="run only this scenario (repeatable)",
+        choices=[s.name for s in scenarios(with_1e7=True)] + [AUTH],
+        help=f"run only this scenario, or '{AUTH}': the auth comparison (repeatable)",
+    )
+    parser.add_argument(
+        "--auth-rounds",
+        type=int,
+        help=f"interleaved rounds of the auth comparison (default {auth.ROUNDS}, quick 3)",
+    )
+    parser.add_argument(
+        "--policy",
+        action="store_true",
+        help="run the suite's gateways with an auth policy; every call sends its API key",
     )
     parser.add_argument("--results-dir", type=Path, default=REPO / "bench" / "results")
     parser.add_argument("--docs", type=Path, default=REPO / "docs" / "benchmarks.md")
@@ -81,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         results_dir=args.results_dir,
         docs_path=args.docs,
         only=tuple(args.only),
+        policy=args.policy,
+        auth_rounds=args.auth_rounds or (3 if args.quick else auth.ROUNDS),
     )
     try:
         results = Suite(options).run()
@@ -94,7 +107,13 @@ def main(argv: list[str] | None = None) -> int:
         print("bench: interrupted; everything it started has been stopped", file=sys.stderr)
         return 130
     # Only a full run is published; a quick or partial one stays under the data directory.
-    suffix = "-quick" if options.quick else ("-partial" if options.only else "")
+    suffix = ""
+    if options.quick:
+        suffix = "-quick"
+    elif options.only:
+        suffix = "-partial"
+    elif options.policy:
+        suffix = "-policy"
     out_dir = options.results_dir if not suffix else options.data_dir / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{datetime.now(UTC):%Y-%m-%d}{suffix}.json"

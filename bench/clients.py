@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,15 +33,23 @@ class Answer:
 
 
 def http_call(
-    host: str, port: int, method: str, path: str, body: object | None, timeout_s: float = 60.0
+    host: str,
+    port: int,
+    method: str,
+    path: str,
+    body: object | None,
+    timeout_s: float = 60.0,
+    headers: Mapping[str, str] | None = None,
 ) -> Answer:
-    """A REST call; the clock stops when the last byte is read, before JSON parsing."""
+    """A REST call with `headers`; the clock stops when the last byte is read, before
+    JSON parsing."""
     data = None if body is None else json.dumps(body).encode()
-    headers = {"content-type": "application/json"} if data is not None else {}
+    sent = {"content-type": "application/json"} if data is not None else {}
+    sent.update(headers or {})
     connection = http.client.HTTPConnection(host, port, timeout=timeout_s)
     try:
         start = time.perf_counter()
-        connection.request(method, path, body=data, headers=headers)
+        connection.request(method, path, body=data, headers=sent)
         response = connection.getresponse()
         raw = response.read()
         elapsed = time.perf_counter() - start
@@ -56,9 +65,11 @@ def http_call(
 
 
 class GrpcCaller:
-    """Unary calls to the gateway on one channel; answers parsed after the clock stops."""
+    """Unary calls to the gateway on one channel, each with `metadata`; answers parsed
+    after the clock stops."""
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, metadata: Mapping[str, str] | None = None) -> None:
+        self._metadata = tuple((metadata or {}).items()) or None
         self._channel = grpc.insecure_channel(
             target,
             options=[
@@ -75,7 +86,7 @@ class GrpcCaller:
         stub = self._channel.unary_unary(f"/{SERVICE.full_name}/{method}")
         start = time.perf_counter()
         try:
-            raw: bytes = stub(payload, timeout=timeout_s)
+            raw: bytes = stub(payload, timeout=timeout_s, metadata=self._metadata)
         except grpc.RpcError as exc:
             elapsed = time.perf_counter() - start
             code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN

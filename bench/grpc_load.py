@@ -4,7 +4,9 @@ Run as its own process (``python -m bench.grpc_load``) so that it shares no GIL 
 suite or the gateway; it prints one JSON LoadResult on stdout. Requests are serialized
 once and answers are left as bytes, so the client spends its CPU on calls, not on
 protobuf. A request containing ``{n}`` in its JSON is rebuilt for every call with a
-unique token there (StartWorkflow needs a new target table each time).
+unique token there (StartWorkflow needs a new target table each time). ``--metadata
+KEY=VALUE`` (repeatable) is sent with every call, as a credential is (``x-api-key``,
+``authorization``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import json
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import grpc
 from google.protobuf import json_format
@@ -57,9 +59,11 @@ async def run_load(
     duration_s: float,
     max_requests: int,
     timeout_s: float,
+    metadata: Sequence[tuple[str, str]] = (),
 ) -> LoadResult:
     """Call `method` from `concurrency` coroutines until time or count runs out."""
     make_request = request_factory(method, request_json)
+    sent_metadata = tuple(metadata) or None
     latencies: list[float] = []
     errors: collections.Counter[str] = collections.Counter()
     issued = 0
@@ -80,7 +84,7 @@ async def run_load(
                 request = make_request()
                 began = time.perf_counter()
                 try:
-                    await call(request, timeout=timeout_s)
+                    await call(request, timeout=timeout_s, metadata=sent_metadata)
                 except grpc.aio.AioRpcError as exc:
                     errors[exc.code().name] += 1
                 else:
@@ -94,6 +98,14 @@ async def run_load(
     )
 
 
+def metadata_item(text: str) -> tuple[str, str]:
+    """``KEY=VALUE`` as gRPC metadata (keys are lower case on the wire)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r:.40}")
+    return key.strip().lower(), value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.grpc_load", description=__doc__)
     parser.add_argument("--target", required=True, help="host:port of the gRPC server")
@@ -103,6 +115,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=3.0, help="seconds")
     parser.add_argument("--max-requests", type=int, default=100_000)
     parser.add_argument("--timeout", type=float, default=30.0, help="per-call deadline, s")
+    parser.add_argument(
+        "--metadata",
+        type=metadata_item,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="metadata sent with every call, e.g. x-api-key=<key> (repeatable)",
+    )
     args = parser.parse_args(argv)
     result = asyncio.run(
         run_load(
@@ -113,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             duration_s=args.duration,
             max_requests=args.max_requests,
             timeout_s=args.timeout,
+            metadata=args.metadata,
         )
     )
     json.dump(result.to_dict(), sys.stdout)

@@ -1,7 +1,8 @@
 """The measurements that are not a throughput cell: big answers, memory, start-up.
 
 Each runs requests one at a time: a 100k-row answer under load would measure the
-machine's memory bandwidth, not the gateway, and start-up is a single event.
+machine's memory bandwidth, not the gateway, and start-up is a single event. ``headers``
+are what every gateway call sends (a credential, with ``--policy``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import socket
 import statistics
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -94,10 +96,11 @@ def large_query(
     baseline: Baseline | None,
     dsn: str,
     reps: int,
+    headers: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """ExecuteQuery of 100k rows on every system: time, bytes and the server's peak RSS."""
     out: dict[str, Any] = {"query": LARGE_QUERY["query"], "rows": LARGE_ROWS}
-    caller = GrpcCaller(gateway.address)
+    caller = GrpcCaller(gateway.address, headers)
     try:
         out["gateway/grpc"] = _memory_run(
             [gateway.pid], lambda: caller.call("ExecuteQuery", LARGE_QUERY), reps
@@ -106,7 +109,7 @@ def large_query(
         caller.close()
     out["gateway/rest"] = _memory_run(
         [gateway.pid],
-        lambda: http_call(rest[0], rest[1], "POST", "/execute/query", LARGE_QUERY),
+        lambda: http_call(rest[0], rest[1], "POST", "/execute/query", LARGE_QUERY, headers=headers),
         reps,
     )
     if baseline is not None:
@@ -144,16 +147,27 @@ def _serving(port: int) -> bool:
     return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
 
-def _large_query_once(server: GatewayServer, address: str) -> dict[str, Any]:
-    caller = GrpcCaller(address)
+def _large_query_once(
+    server: GatewayServer, address: str, headers: Mapping[str, str] | None
+) -> dict[str, Any]:
+    caller = GrpcCaller(address, headers)
     try:
         return _memory_run([server.pid], lambda: caller.call("ExecuteQuery", LARGE_QUERY), 1)
     finally:
         caller.close()
 
 
-def startup(dsn: str, run_dir: Path, reps: int, timeout_s: float = 60.0) -> dict[str, Any]:
-    """Seconds from spawning ``python -m datamorph_gateway`` to SERVING, database already up.
+def startup(
+    dsn: str,
+    run_dir: Path,
+    reps: int,
+    timeout_s: float = 60.0,
+    *,
+    env: Mapping[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Seconds from spawning ``python -m datamorph_gateway`` (with `env` besides its
+    database) to SERVING, database already up.
 
     The last gateway, which runs with the default limits, is then asked for the 100k-row
     query, to record what a default deployment does with it.
@@ -162,7 +176,9 @@ def startup(dsn: str, run_dir: Path, reps: int, timeout_s: float = 60.0) -> dict
     default_limits: dict[str, Any] = {}
     for i in range(reps):
         port = free_port()
-        server = GatewayServer(gateway_env(dsn, GRPC_PORT=str(port)), run_dir / f"startup{i}.log")
+        server = GatewayServer(
+            gateway_env(dsn, GRPC_PORT=str(port), **(env or {})), run_dir / f"startup{i}.log"
+        )
         start = time.perf_counter()
         server.launch()
         try:
@@ -174,7 +190,7 @@ def startup(dsn: str, run_dir: Path, reps: int, timeout_s: float = 60.0) -> dict
                 time.sleep(0.005)
             times.append(time.perf_counter() - start)
             if i == reps - 1:
-                default_limits = _large_query_once(server, f"127.0.0.1:{port}")
+                default_limits = _large_query_once(server, f"127.0.0.1:{port}", headers)
         finally:
             server.stop()
     return {
@@ -201,7 +217,9 @@ def baseline_startup(dsn: str, run_dir: Path, reps: int) -> dict[str, Any]:
     return {"runs_s": times, "median_s": statistics.median(times), "max_s": max(times)}
 
 
-def _stream_grpc(gateway: GatewayServer, query: str) -> dict[str, Any]:
+def _stream_grpc(
+    gateway: GatewayServer, query: str, headers: Mapping[str, str] | None
+) -> dict[str, Any]:
     payload = request_factory("StreamQuery", json.dumps({"query": query}))()
     channel = grpc.insecure_channel(gateway.address)
     try:
@@ -209,7 +227,8 @@ def _stream_grpc(gateway: GatewayServer, query: str) -> dict[str, Any]:
         start = time.perf_counter()
         messages = size = 0
         last = b""
-        for chunk in stream(payload, timeout=600):
+        metadata = tuple((headers or {}).items()) or None
+        for chunk in stream(payload, timeout=600, metadata=metadata):
             messages += 1
             size += len(chunk)
             last = chunk
@@ -227,7 +246,9 @@ def _stream_grpc(gateway: GatewayServer, query: str) -> dict[str, Any]:
     }
 
 
-def _stream_rest(rest: tuple[str, int], query: str) -> dict[str, Any]:
+def _stream_rest(
+    rest: tuple[str, int], query: str, headers: Mapping[str, str] | None
+) -> dict[str, Any]:
     """POST /stream/query through Envoy, read as newline-delimited JSON to the last line."""
     connection = http.client.HTTPConnection(rest[0], rest[1], timeout=600)
     try:
@@ -236,7 +257,7 @@ def _stream_rest(rest: tuple[str, int], query: str) -> dict[str, Any]:
             "POST",
             "/stream/query",
             body=json.dumps({"query": query}),
-            headers={"content-type": "application/json"},
+            headers={"content-type": "application/json", **(headers or {})},
         )
         response = connection.getresponse()
         messages = size = 0
@@ -278,7 +299,13 @@ def _stream_limit(dsn: str, query: str, batch_rows: int) -> dict[str, Any]:
 
 
 def streaming(
-    *, gateway: GatewayServer, envoy_pid: int, rest: tuple[str, int], dsn: str, table: str | None
+    *,
+    gateway: GatewayServer,
+    envoy_pid: int,
+    rest: tuple[str, int],
+    dsn: str,
+    table: str | None,
+    headers: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """10^6 rows through StreamQuery (gRPC, and NDJSON through Envoy): time and RSS growth.
 
@@ -291,10 +318,11 @@ def streaming(
         return {"available": False, "note": "the 10^6-row table was not loaded"}
     query = f"SELECT * FROM {table}"
     out: dict[str, Any] = {"available": True, "query": query}
-    for key, run in (
-        ("gateway/grpc", lambda: _stream_grpc(gateway, query)),
-        ("gateway/rest", lambda: _stream_rest(rest, query)),
-    ):
+    runs: dict[str, Callable[[], dict[str, Any]]] = {
+        "gateway/grpc": lambda: _stream_grpc(gateway, query, headers),
+        "gateway/rest": lambda: _stream_rest(rest, query, headers),
+    }
+    for key, run in runs.items():
         pids = [gateway.pid] + ([envoy_pid] if key == "gateway/rest" and envoy_pid else [])
         before = {pid: rss_bytes(pid) for pid in pids}
         reset_peak_rss(pids)

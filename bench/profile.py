@@ -4,7 +4,8 @@ Starts the bench database, the gateway (and Envoy for REST), drives one scenario
 concurrency, and samples the gateway with py-spy meanwhile. It writes py-spy's collapsed
 stacks and a summary of the functions with the most samples, by own time and by
 inclusive time, so a missed target can be explained by a profile and the fix checked
-against the next one.
+against the next one. ``--credential api_key|jwt`` runs the gateway with the auth
+comparison's policy (``bench/auth.py``) and sends that credential on every call.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import threading
 from datetime import date
 from pathlib import Path
 
-from bench import data
+from bench import auth, data
 from bench.grpc_load import run_load
 from bench.rest_load import run_wrk
 from bench.scenarios import scenarios
@@ -72,6 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--gil", action="store_true", help="sample only the GIL holder")
+    parser.add_argument(
+        "--credential",
+        choices=[v for v in auth.VARIANTS if v != auth.OFF],
+        help="run the gateway with the bench's auth policy and send this credential",
+    )
     parser.add_argument("--data-dir", type=Path, default=REPO / ".data" / "bench")
     parser.add_argument(
         "--out",
@@ -83,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     scenario = next(s for s in scenarios(with_1e7=True) if s.name == args.scenario)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = f"{scenario.name}-{args.transport}-c{args.concurrency}" + ("-gil" if args.gil else "")
+    stem += f"-{args.credential}" if args.credential else ""
     work_dir = args.data_dir.resolve() / "profiles"
     work_dir.mkdir(parents=True, exist_ok=True)
     collapsed = work_dir / f"{stem}.collapsed.txt"
@@ -94,7 +101,14 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.update(db.gateway_settings)
         run_dir = work_dir / "run"
         run_dir.mkdir(exist_ok=True)
-        gateway = GatewayServer(gateway_env(db.dsn, **GATEWAY_OVERRIDES), run_dir / "gateway.log")
+        env, headers = {}, {}
+        if args.credential:
+            credentials = auth.write_policy(run_dir / "auth")
+            env = {"AUTH_POLICY_FILE": str(credentials.policy_file)}
+            headers = credentials.headers(args.credential)
+        gateway = GatewayServer(
+            gateway_env(db.dsn, **GATEWAY_OVERRIDES, **env), run_dir / "gateway.log"
+        )
         stack.callback(gateway.stop)
         gateway.start()
         spy = [
@@ -116,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                 concurrency=args.concurrency,
                 duration_s=args.seconds,
                 max_requests=10_000_000,
+                headers=headers,
             )
         else:
             recorder = threading.Thread(target=subprocess.run, args=(spy,), daemon=True)
@@ -129,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                     duration_s=args.seconds,
                     max_requests=10_000_000,
                     timeout_s=30,
+                    metadata=tuple(headers.items()),
                 )
             )
         recorder.join(timeout=args.seconds + 30)
@@ -136,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     mode = "GIL holder only" if args.gil else "every thread that was not idle"
     header = (
         f"py-spy, {args.seconds} s at {RATE_HZ} Hz, {mode}. "
-        f"{scenario.title}, {args.transport}, c={args.concurrency}: "
+        f"{scenario.title}, {args.transport}, c={args.concurrency}"
+        f"{', ' + args.credential if args.credential else ''}: "
         f"{result.throughput_rps:.0f} rps, p50 {result.p50_ms or 0:.2f} ms, "
         f"{result.error_count} errors\n"
     )

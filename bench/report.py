@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import statistics
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -213,6 +213,118 @@ def _repeats_section(results: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _median_of(cells: Iterable[dict[str, Any]], value: Callable[[dict[str, Any]], float]) -> str:
+    values = [value(cell) for cell in cells if cell["ok"]]
+    return _num(statistics.median(values), 2) if values else "–"
+
+
+def _gateway_cpu_ms(cell: dict[str, Any]) -> float:
+    return float(1000 * cell["cpu_s"].get("gateway", 0.0) / cell["ok"])
+
+
+AUTH_VARIANT_LABELS = {
+    **targets.AUTH_JUDGED_VARIANTS,
+    "carried": "JWT sent, no policy: carriage only",
+}
+
+
+def _auth_row(results: dict[str, Any], scenario: str, transport: str, variant: str) -> str:
+    def cells(c: int, which: str) -> list[dict[str, Any]]:
+        by_round = targets.auth_rounds(results, scenario, transport, c, which, paired_with=variant)
+        return list(by_round.values())
+
+    def spread(values: list[float], show: Callable[[float], str]) -> str:
+        if not values:
+            return "–"
+        if len(values) == 1:
+            return show(values[0])
+        return f"{show(statistics.median(values))} ({show(min(values))} … {show(max(values))})"
+
+    added = targets.auth_p50_added_ms(results, scenario, transport, variant)
+    change = targets.auth_throughput_change(results, scenario, transport, variant)
+    p50 = [_median_of(cells(1, w), lambda cell: cell["p50_ms"]) for w in ("off", variant)]
+    row = (
+        f"| {targets.AUTH_TRANSPORT_LABELS[transport]} | {AUTH_VARIANT_LABELS[variant]} | "
+        f"{p50[0]} → {p50[1]} ms | {spread(added, lambda ms: f'{ms:+.3f}')} ms |"
+    )
+    if variant not in targets.AUTH_JUDGED_VARIANTS:
+        return row + " – | – | – |"  # measured at c=1 only
+    rps = [_median_of(cells(8, w), lambda cell: cell["throughput_rps"]) for w in ("off", variant)]
+    cpu = [_median_of(cells(8, w), _gateway_cpu_ms) for w in ("off", variant)]
+    return row + (
+        f" {rps[0]} → {rps[1]} | {spread(change, lambda x: f'{x:+.1%}')} | {cpu[0]} → {cpu[1]} ms |"
+    )
+
+
+def _auth_section(results: dict[str, Any]) -> list[str]:
+    """Policy off against on, cell by cell (bench/auth.py), with the rounds' spread."""
+    auth = results.get("auth")
+    if not auth:
+        return []
+    refused = ", ".join(f"{k}: {v}" for k, v in auth.get("refused_without_credentials", {}).items())
+    errors = sum(cell["error_count"] for cell in auth["cells"])
+    lines = [
+        "### Authentication's cost: policy off vs on (issue 11)",
+        "",
+        '`make bench BENCH_ARGS="--only auth"` (that is, `python -m bench --only auth`; also '
+        "part of every full run, `make bench`). Two gateways with the "
+        "same settings run side by side, each behind its own Envoy: one without a policy "
+        "(every call anonymous), one with `AUTH_POLICY_FILE` naming one principal that may "
+        "call everything, reached by an API key (`x-api-key`) or by an RS256 bearer JWT "
+        "checked against a JWKS file. The probe verifies the token once, so every timed call "
+        "is the verifier's cached case, as for a repeat caller. Before any timing the gateway "
+        f"with the policy refused a call without credentials ({refused}). "
+        f"{auth['rounds']} rounds. At c=1 one client (`bench/alternate.py`: grpc.aio for "
+        "gRPC, http.client with kept-alive connections for REST) sends one request at a "
+        "time to the gateway without a policy and the one with it in turn, one credential "
+        "at a time, so a burst of other work on the machine falls on both alike; it runs "
+        "for a cell's time per gateway. Its p50s are higher than the matrix's (a Python "
+        "client for REST, and each gateway idles while the other answers); only their "
+        "difference is judged. At c=8 (the usual load "
+        f"generators, {auth['duration_s']}-second cells) the variants run back to back, in "
+        "an order that rotates every round. "
+        '"Added p50" and "throughput change" are the median over rounds of on against '
+        "off within the same round, with the lowest and highest round in brackets; the "
+        "other columns are medians over rounds. Gateway CPU is the gateway process's CPU "
+        f"time per successful call. Errors in all these cells: {errors}.",
+        "",
+    ]
+    cost = auth.get("in_process_us")
+    if cost:
+        lines += [
+            "In process, without gRPC (`bench.auth.in_process_us`: a stand-in context, median "
+            "of 5 runs of 20,000 calls), `Authenticator.authorize` takes "
+            f"{cost['off']:.1f} µs a call with no policy, {cost['api_key']:.1f} µs with the "
+            f"API key and {cost['jwt']:.1f} µs with the cached JWT."
+            + (
+                ' The rows "carriage only" (c=1, not judged) send the JWT to the gateway '
+                "without a policy, which ignores it, against the same gateway sent nothing: "
+                "what carrying the credential costs the client, Envoy and gRPC before any check."
+                if any(cell["variant"] == "carried" for cell in auth["cells"])
+                else ""
+            ),
+            "",
+        ]
+    titles = auth.get("titles", {})
+    for scenario in auth["scenarios"]:
+        lines += [
+            f"**{titles.get(scenario, scenario)}**",
+            "",
+            "| transport | credential | p50 at c=1, off → on | added p50 | rps at c=8, off → on "
+            "| throughput change | gateway CPU per call at c=8, off → on |",
+            "|---|---|---:|---:|---:|---:|---:|",
+        ]
+        lines += [
+            _auth_row(results, scenario, transport, variant)
+            for transport in targets.AUTH_TRANSPORT_LABELS
+            for variant in AUTH_VARIANT_LABELS
+            if variant in targets.AUTH_JUDGED_VARIANTS
+            or targets.auth_rounds(results, scenario, transport, 1, variant)
+        ]
+        lines.append("")
+    return lines
+
+
 def _large_query_section(results: dict[str, Any]) -> list[str]:
     large = results.get("large_query")
     if not large:
@@ -258,7 +370,9 @@ def _overrides(results: dict[str, Any]) -> str:
 
 
 def _streaming_section(results: dict[str, Any]) -> list[str]:
-    stream = results.get("streaming", {})
+    if "streaming" not in results:
+        return []  # an auth-only run
+    stream = results["streaming"]
     lines = ["### StreamQuery: 10^6 rows", ""]
     if not stream.get("available"):
         return [*lines, f"Not measured: {stream.get('note', '')}", ""]
@@ -344,6 +458,15 @@ def _machine_lines(results: dict[str, Any]) -> list[str]:
         f"the previous one's queue.",
         "- Everything (PostgreSQL, gateway, Envoy, baseline, load generator) shares the 2 "
         "cores, so the load generator's own CPU is part of every number.",
+        *(
+            [
+                "- `--policy`: the suite's gateways ran with an auth policy and every call to "
+                "them carried an API key, so every number and target above includes "
+                "authentication."
+            ]
+            if run.get("policy")
+            else []
+        ),
     ]
 
 
@@ -365,9 +488,11 @@ def write(results: dict[str, Any], results_path: Path, docs_path: Path) -> None:
         "",
         "```sh",
         "make bench                      # installs bench/requirements.txt and wrk, then runs:",
-        "python -m bench                 # the full suite, about 11 minutes on 2 cores",
-        "python -m bench --quick         # a smoke test, under 2 minutes",
+        "python -m bench                 # the full suite, about 16 minutes on 2 cores",
+        "python -m bench --quick         # a smoke test, about 4 minutes",
         "python -m bench --with-1e7      # also a 10^7-row table (about 1 more minute)",
+        "python -m bench --only auth     # only the auth comparison, policy off vs on (~7 min)",
+        "python -m bench --policy        # the whole suite with an auth policy on (API key)",
         "DATABASE_URL=postgresql://... python -m bench   # against your own PostgreSQL",
         "python -m bench.profile --scenario get_data_2e4 --transport rest --concurrency 8 --gil",
         "                                # py-spy profile of the gateway under one cell's load",
@@ -382,7 +507,7 @@ def write(results: dict[str, Any], results_path: Path, docs_path: Path) -> None:
         "",
         *_machine_lines(results),
         "",
-        "## Targets (issue 5)",
+        "## Targets (issue 5; authentication's cost: issue 11)",
         "",
         "| target | status | measured |",
         "|---|---|---|",
@@ -404,6 +529,7 @@ def write(results: dict[str, Any], results_path: Path, docs_path: Path) -> None:
         lines += _cpu_section(results, 8)
     lines += _floor_section(results)
     lines += _repeats_section(results)
+    lines += _auth_section(results)
     lines += _large_query_section(results)
     lines += _startup_section(results)
     lines += _streaming_section(results)

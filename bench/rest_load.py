@@ -1,10 +1,12 @@
 """REST load with wrk: bounded in time (``-d``) and in count (a Lua cap per thread).
 
 wrk is C and event-driven, so on this 2-core machine it takes less CPU away from the
-system under test than any Python client could. A Lua script sets the method and JSON
-body, stops each thread after its share of the request cap, rebuilds the body per
-request when it holds ``{n}`` (a unique token, for StartWorkflow's target table), and
-prints the summary as one JSON line that we parse.
+system under test than any Python client could. A Lua script sets the method, the JSON
+body and any extra headers (an ``x-api-key`` or ``authorization`` credential), stops each
+thread after its share of the request cap, rebuilds the body per request when it holds
+``{n}`` (a unique token, for StartWorkflow's target table), and prints the summary as one
+JSON line that we parse. The script lives in a private temporary directory, so a
+credential in it is readable by this user only.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import shutil
 import subprocess
 import tempfile
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
 from bench.loadstats import LoadResult
@@ -27,6 +30,7 @@ local unique = %(unique)s
 local per_thread = %(per_thread)d
 local run = "%(run)s"
 wrk.method = "%(method)s"
+%(headers)s
 if template ~= "" then
   wrk.headers["Content-Type"] = "application/json"
   wrk.body = template
@@ -80,6 +84,20 @@ def wrk_binary() -> str:
     return path
 
 
+def _lua_string(text: str) -> str:
+    """`text` as a Lua long string (no escapes inside one, so nothing to get wrong)."""
+    if "]==]" in text or "\n" in text:
+        raise ValueError("a header or body for wrk holds ']==]' or a newline")
+    return f"[==[{text}]==]"
+
+
+def _header_lines(headers: Mapping[str, str] | None) -> str:
+    return "\n".join(
+        f"wrk.headers[ {_lua_string(name)} ] = {_lua_string(value)}"  # "[[" opens a string
+        for name, value in (headers or {}).items()
+    )
+
+
 def run_wrk(
     url: str,
     method: str,
@@ -89,11 +107,14 @@ def run_wrk(
     duration_s: int,
     max_requests: int,
     timeout_s: int = 30,
+    headers: Mapping[str, str] | None = None,
 ) -> LoadResult:
-    """Load `url` with `concurrency` connections for `duration_s` or `max_requests`."""
+    """Load `url` with `concurrency` connections for `duration_s` or `max_requests`;
+    every request carries `headers` besides the method's own."""
     threads = min(concurrency, 2)
     template = "" if body is None else json.dumps(body)
     script = _SCRIPT % {
+        "headers": _header_lines(headers),
         "body": template,
         "unique": "true" if "{n}" in template else "false",
         "per_thread": math.ceil(max_requests / threads),

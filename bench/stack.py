@@ -153,14 +153,24 @@ class Envoy:
         )
         run_dir.mkdir(parents=True, exist_ok=True)
         config = write_config(run_dir, options, DESCRIPTOR_SET)
-        self._process = EnvoyProcess(config, log_path=run_dir / "envoy.log")
+        self.log_path = run_dir / "envoy.log"
+        self._config = str(config)
+        self._process = EnvoyProcess(config, log_path=self.log_path)
         self.host = ""
         self.port = 0
         self.pid = 0
 
     def start(self) -> tuple[str, int]:
         self._process.start()
-        self.pid = next((c.pid for c in psutil.Process().children() if c.name() == "envoy"), 0)
+        # Ours among the Envoys this process runs (the auth comparison runs two): its config.
+        self.pid = next(
+            (
+                c.pid
+                for c in psutil.Process().children()
+                if c.name() == "envoy" and self._config in c.cmdline()
+            ),
+            0,
+        )
         self.host, self.port = self._process.listener_address(LISTENER)
         return self.host, self.port
 

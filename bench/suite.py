@@ -1,8 +1,11 @@
-"""One bench run, start to finish: stack up, data in, probes, the matrix, the extras, results.
+"""One bench run, start to finish: data in, the auth comparison (``bench/auth.py``), stack
+up, probes, the matrix, the extras, results.
 
 Every server is a child process reaped in a ``finally`` (an ExitStack), every load run is
 bounded in time and in count, and a scenario is timed only after one probe request
 came back right from that system, so a fast stream of errors is never reported as speed.
+With ``--policy`` the suite's gateways run with the auth comparison's policy and every
+call to them carries its API key, so every target is judged with authentication on.
 """
 
 from __future__ import annotations
@@ -14,14 +17,14 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psycopg2
 
-from bench import data, limit, measures
+from bench import auth, data, limit, measures
 from bench.clients import Answer, GrpcCaller, http_call
 from bench.loadstats import LoadResult
 from bench.machine import machine_info
@@ -65,6 +68,9 @@ REPEATED_CELLS = [("get_data_2e4", c, (GATEWAY_REST, BASELINE_REST)) for c in (8
 ]
 
 
+AUTH = "auth"  # the --only name of the auth comparison
+
+
 @dataclass
 class Options:
     """What the command line chose."""
@@ -78,6 +84,17 @@ class Options:
     results_dir: Path
     docs_path: Path
     only: tuple[str, ...] = ()
+    policy: bool = False  # the suite's gateways run with a policy, and calls send its key
+    auth_rounds: int = auth.ROUNDS
+
+    @property
+    def auth_only(self) -> bool:
+        """``--only auth`` and nothing else: the auth comparison alone."""
+        return bool(self.only) and set(self.only) <= {AUTH}
+
+    @property
+    def with_auth(self) -> bool:
+        return not self.only or AUTH in self.only
 
 
 def _log(message: str) -> None:
@@ -114,22 +131,27 @@ def _check_answer(scenario: Scenario, body: Any) -> str | None:
 
 @dataclass
 class Stack:
-    """The servers under test, once they are all up."""
+    """The servers under test, once they are all up, and what each gateway call sends."""
 
     gateway: GatewayServer
     envoy: Envoy
-    baseline: Baseline
+    baseline: Baseline | None
     meter: CpuMeter
+    headers: dict[str, str] = field(default_factory=dict)  # a credential, or nothing
 
 
 class Suite:
     """The systems under test, started once, and the run's results as they accumulate."""
 
+    request_timeout_s = REQUEST_TIMEOUT_S
+
     def __init__(self, options: Options) -> None:
         self.options = options
         self.concurrencies = QUICK_CONCURRENCIES if options.quick else CONCURRENCIES
         selected = scenarios(with_1e7=options.with_1e7 or "get_data_1e7" in options.only)
-        if options.only:
+        if options.auth_only:
+            selected = []
+        elif options.only:
             selected = [s for s in selected if s.name in options.only]
         elif options.quick:
             selected = [s for s in selected if s.quick]
@@ -137,6 +159,7 @@ class Suite:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         self.run_dir = options.data_dir / "runs" / stamp
         self._stack: Stack | None = None
+        self.credentials: auth.Credentials | None = None  # --policy's
         self.postmaster: int | None = None
         self.dsn = ""
         self.admin_dsn = ""
@@ -147,21 +170,23 @@ class Suite:
             raise RuntimeError("the servers are not running")
         return self._stack
 
-    def check_alive(self, during: str) -> None:
+    def check_alive(self, during: str, stack: Stack | None = None) -> None:
         """Stop the run when a server died: numbers after that would describe nothing."""
-        stack = self.stack
-        for name, code, log_path in (
+        stack = stack or self.stack
+        parts = [
             ("the gateway", stack.gateway.poll(), stack.gateway.log_path),
-            ("Envoy", stack.envoy.poll(), self.run_dir / "envoy" / "envoy.log"),
-            ("the Flask baseline", stack.baseline.poll(), stack.baseline.log_path),
-        ):
+            ("Envoy", stack.envoy.poll(), stack.envoy.log_path),
+        ]
+        if stack.baseline is not None:
+            parts.append(("the Flask baseline", stack.baseline.poll(), stack.baseline.log_path))
+        for name, code, log_path in parts:
             if code is not None:
                 raise StackError(f"{name} exited with code {code} during {during}; see {log_path}")
 
     # -- probes ----------------------------------------------------------------------
 
-    def _call_once(self, scenario: Scenario, system: tuple[str, str]) -> Answer:
-        gateway, envoy, baseline = self.stack.gateway, self.stack.envoy, self.stack.baseline
+    def _call_once(self, scenario: Scenario, system: tuple[str, str], stack: Stack) -> Answer:
+        gateway, envoy, baseline = stack.gateway, stack.envoy, stack.baseline
         body = _unique(scenario.body)
         if system == GATEWAY_REST:
             return http_call(
@@ -170,8 +195,10 @@ class Suite:
                 scenario.rest_method,
                 scenario.rest_path,
                 body,
+                headers=stack.headers,
             )
         if system == BASELINE_REST:
+            assert baseline is not None
             return http_call(
                 "127.0.0.1",
                 baseline.port,
@@ -180,7 +207,7 @@ class Suite:
                 body,
             )
         if system == GATEWAY_GRPC:
-            caller = GrpcCaller(gateway.address)
+            caller = GrpcCaller(gateway.address, stack.headers)
             try:
                 return caller.call(scenario.rpc, body or {})
             finally:
@@ -195,8 +222,10 @@ class Suite:
         finally:
             conn.close()
 
-    def probe(self, scenario: Scenario, system: tuple[str, str]) -> dict[str, Any]:
-        answer = self._call_once(scenario, system)
+    def probe(
+        self, scenario: Scenario, system: tuple[str, str], stack: Stack | None = None
+    ) -> dict[str, Any]:
+        answer = self._call_once(scenario, system, stack or self.stack)
         problem = None
         if answer.ok and system != LIMIT_SQL:
             problem = _check_answer(scenario, answer.body)
@@ -230,14 +259,22 @@ class Suite:
         return LoadResult.from_dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
     def load(
-        self, scenario: Scenario, system: tuple[str, str], concurrency: int, duration_s: int
+        self,
+        scenario: Scenario,
+        system: tuple[str, str],
+        concurrency: int,
+        duration_s: int,
+        stack: Stack | None = None,
     ) -> LoadResult:
-        gateway, envoy, baseline = self.stack.gateway, self.stack.envoy, self.stack.baseline
+        stack = stack or self.stack
+        gateway, envoy, baseline = stack.gateway, stack.envoy, stack.baseline
         cap = self.options.max_requests
         if system in (GATEWAY_REST, BASELINE_REST):
-            host, port = (
-                (envoy.host, envoy.port) if system == GATEWAY_REST else ("127.0.0.1", baseline.port)
-            )
+            if system == GATEWAY_REST:
+                host, port, headers = envoy.host, envoy.port, stack.headers
+            else:
+                assert baseline is not None
+                host, port, headers = "127.0.0.1", baseline.port, {}
             return run_wrk(
                 f"http://{host}:{port}{scenario.rest_path}",
                 scenario.rest_method,
@@ -246,6 +283,7 @@ class Suite:
                 duration_s=duration_s,
                 max_requests=cap,
                 timeout_s=REQUEST_TIMEOUT_S,
+                headers=headers,
             )
         common = [
             "--concurrency",
@@ -267,6 +305,7 @@ class Suite:
                     json.dumps(scenario.grpc_request),
                     "--timeout",
                     str(REQUEST_TIMEOUT_S),
+                    *(f"--metadata={key}={value}" for key, value in stack.headers.items()),
                     *common,
                 ],
                 duration_s,
@@ -291,21 +330,23 @@ class Suite:
         system: tuple[str, str],
         concurrency: int,
         duration_s: int | None = None,
+        stack: Stack | None = None,
     ) -> dict[str, Any]:
         """One cell; a run too slow to complete 2 requests per caller gets a longer window."""
+        stack = stack or self.stack
         base = duration_s or self.options.duration_s
-        meter = self.stack.meter
+        meter = stack.meter
         before = meter.read()
-        result = self.load(scenario, system, concurrency, base)
+        result = self.load(scenario, system, concurrency, base, stack)
         cpu = CpuMeter.spent(before, meter.read())
-        settle_s = self.settle(system)
+        settle_s = self.settle(system, stack)
         extended = False
         longest = max(base, min(4 * base, 12))
         if result.ok < 2 * concurrency and result.error_count == 0 and longest > base:
             before = meter.read()
-            result = self.load(scenario, system, concurrency, longest)
+            result = self.load(scenario, system, concurrency, longest, stack)
             cpu = CpuMeter.spent(before, meter.read())
-            settle_s = self.settle(system)
+            settle_s = self.settle(system, stack)
             extended = True
         return {
             "scenario": scenario.name,
@@ -353,7 +394,9 @@ class Suite:
             _log(f"floor {key}: p50 {result['p50_ms']:.2f} ms, {result['error_count']} errors")
         return out
 
-    def settle(self, system: tuple[str, str], limit_s: float = 120.0) -> float:
+    def settle(
+        self, system: tuple[str, str], stack: Stack | None = None, limit_s: float = 120.0
+    ) -> float:
         """Wait until the system has worked off what the load left queued; seconds waited.
 
         A load generator stops at its deadline, but requests it already sent may still sit
@@ -365,7 +408,7 @@ class Suite:
         deadline = start + limit_s
         quick_in_a_row = 0
         while quick_in_a_row < 2 and time.perf_counter() < deadline:
-            answer = self._health_now(system)
+            answer = self._health_now(system, stack or self.stack)
             quick_in_a_row = quick_in_a_row + 1 if answer < SETTLED_HEALTH_S else 0
         conn = psycopg2.connect(self.dsn)
         conn.autocommit = True
@@ -381,13 +424,14 @@ class Suite:
             conn.close()
         return time.perf_counter() - start
 
-    def _health_now(self, system: tuple[str, str]) -> float:
+    def _health_now(self, system: tuple[str, str], stack: Stack) -> float:
         """Seconds one health request takes on `system` right now (the limit: 0)."""
         if system == BASELINE_REST:
-            answer = http_call("127.0.0.1", self.stack.baseline.port, "GET", "/health", None)
+            assert stack.baseline is not None
+            answer = http_call("127.0.0.1", stack.baseline.port, "GET", "/health", None)
             return answer.elapsed_s if answer.ok else SETTLED_HEALTH_S
         if system in (GATEWAY_REST, GATEWAY_GRPC):
-            caller = GrpcCaller(self.stack.gateway.address)
+            caller = GrpcCaller(stack.gateway.address)
             try:
                 answer = caller.call("Health", {})
             finally:
@@ -412,7 +456,7 @@ class Suite:
                     cell = self.cell(scenario, system, concurrency)
                     self.check_alive(f"{scenario.name} {system[0]}/{system[1]} c={concurrency}")
                     cells.append(cell)
-                    _log(_progress(len(cells), total, cell))
+                    self.log_progress(len(cells), total, cell)
         return cells
 
     def repeats(self, probes: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -438,32 +482,58 @@ class Suite:
                 self.check_alive(f"repeat of {scenario.name} {system[0]}/{system[1]}")
                 cell["round"] = round_no
                 cells.append(cell)
-                _log("repeat " + _progress(len(cells), total, cell))
+                self.log_progress(len(cells), total, cell, "repeat ")
         return cells
+
+    @staticmethod
+    def log_progress(done: int, total: int, cell: dict[str, Any], prefix: str = "") -> None:
+        _log(prefix + _progress(done, total, cell))
 
     # -- the run -----------------------------------------------------------------------
 
-    def _start_stack(self, stack: contextlib.ExitStack) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+    def start_gateway(
+        self, servers: contextlib.ExitStack, directory: Path, env: dict[str, str]
+    ) -> Stack:
+        """A gateway (the bench's settings and `env`) and an Envoy in front of it, under
+        `directory`; stopped when `servers` closes. Its calls send no credential."""
+        directory.mkdir(parents=True, exist_ok=True)
         gateway = GatewayServer(
-            gateway_env(self.dsn, **GATEWAY_OVERRIDES), self.run_dir / "gateway.log"
+            gateway_env(self.dsn, **GATEWAY_OVERRIDES, **env), directory / "gateway.log"
         )
-        stack.callback(gateway.stop)
+        servers.callback(gateway.stop)
         gateway.start()
-        envoy = Envoy(self.run_dir / "envoy", gateway.address)
-        stack.callback(envoy.stop)
+        envoy = Envoy(directory / "envoy", gateway.address)
+        servers.callback(envoy.stop)
         envoy.start()
-        baseline = Baseline(self.dsn, self.run_dir)
-        stack.callback(baseline.stop)
-        baseline.start()
-        pids = {"gateway": gateway.pid, "envoy": envoy.pid, "baseline": baseline.pid}
+        pids = {"gateway": gateway.pid, "envoy": envoy.pid}
         if self.postmaster:
             pids["postgres"] = self.postmaster
-        self._stack = Stack(gateway, envoy, baseline, CpuMeter(pids))
         _log(
             f"gateway gRPC {gateway.address} (pid {gateway.pid}), Envoy REST "
-            f"{envoy.host}:{envoy.port}, Flask baseline 127.0.0.1:{baseline.port}"
+            f"{envoy.host}:{envoy.port}" + (" with AUTH_POLICY_FILE" if env else "")
         )
+        return Stack(gateway, envoy, None, CpuMeter(pids))
+
+    def policy_env(self) -> dict[str, str]:
+        """With --policy, the environment that gives a gateway the bench's policy."""
+        if self.credentials is None:
+            return {}
+        return {"AUTH_POLICY_FILE": str(self.credentials.policy_file)}
+
+    def _start_stack(self, servers: contextlib.ExitStack) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.options.policy:
+            self.credentials = auth.write_policy(self.run_dir / "policy")
+        stack = self.start_gateway(servers, self.run_dir, self.policy_env())
+        baseline = Baseline(self.dsn, self.run_dir)
+        servers.callback(baseline.stop)
+        baseline.start()
+        pids = {"gateway": stack.gateway.pid, "envoy": stack.envoy.pid, "baseline": baseline.pid}
+        if self.postmaster:
+            pids["postgres"] = self.postmaster
+        headers = self.credentials.headers("api_key") if self.credentials else {}
+        self._stack = Stack(stack.gateway, stack.envoy, baseline, CpuMeter(pids), headers)
+        _log(f"Flask baseline 127.0.0.1:{baseline.port}")
 
     def run(self) -> dict[str, Any]:
         """Everything; returns the results document."""
@@ -493,54 +563,16 @@ class Suite:
                 "catalogs_compacted": data.compact_catalogs(self.admin_dsn),
             }
             results["machine"] = machine_info(db.dsn)
-            with contextlib.ExitStack() as servers:
-                self._start_stack(servers)
-                probes = {
-                    s.name: {f"{sy[0]}/{sy[1]}": self.probe(s, sy) for sy in s.systems}
-                    for s in self.scenarios
-                }
-                results["probes"] = probes
-                _report_probes(probes)
-                # The floor before and after the matrix: the machine's background load drifts.
-                _log("timing the transport floor (bench/floor.py)")
-                floors = [self.transport_floor()]
-                results["cells"] = self.matrix(probes)
-                if not opts.quick:
-                    _log(f"repeating the targets' cells ({REPEAT_ROUNDS} more rounds)")
-                    results["repeats"] = self.repeats(probes)
-                _log("timing the transport floor again")
-                floors.append(self.transport_floor())
-                results["floor"] = {
-                    key: min((f[key] for f in floors), key=lambda r: r["p50_ms"] or float("inf"))
-                    for key in floors[0]
-                } | {"runs": floors}
-                _log("timing the 100k-row ExecuteQuery")
-                results["large_query"] = measures.large_query(
-                    gateway=self.stack.gateway,
-                    rest=(self.stack.envoy.host, self.stack.envoy.port),
-                    baseline=self.stack.baseline,
-                    dsn=self.dsn,
-                    reps=1 if opts.quick else 3,
-                )
-                self.check_alive("the 100k-row ExecuteQuery")
-                _log("streaming 10^6 rows")
-                results["streaming"] = measures.streaming(
-                    gateway=self.stack.gateway,
-                    envoy_pid=self.stack.envoy.pid,
-                    rest=(self.stack.envoy.host, self.stack.envoy.port),
-                    dsn=self.dsn,
-                    table=data.ROW_TABLES[1_000_000] if 1_000_000 in sizes else None,
-                )
-                self.check_alive("the StreamQuery measurement")
-            results["workflow_tables_dropped"] = measures.drop_workflow_tables(self.dsn)
-            data.compact_catalogs(self.admin_dsn)
-            _log("timing start-up (gateway, then the Flask baseline)")
-            results["startup"] = {
-                "gateway": measures.startup(self.dsn, self.run_dir, 2 if opts.quick else 5),
-                "baseline": measures.baseline_startup(
-                    self.dsn, self.run_dir, 1 if opts.quick else 3
-                ),
-            }
+            # The auth comparison first: it is short, and it needs the machine quietest.
+            if opts.with_auth:
+                duration_s = opts.duration_s if opts.quick else auth.DURATION_S
+                _log(f"the auth comparison: policy off vs on, {opts.auth_rounds} rounds")
+                results["auth"] = auth.compare(self, opts.auth_rounds, duration_s)
+            if opts.auth_only:
+                results["cells"] = []
+            else:
+                self._suite(results, sizes)
+
         results["run"] = {
             "started_at": started.isoformat(timespec="seconds"),
             "seconds": round(time.perf_counter() - clock, 1),
@@ -553,12 +585,73 @@ class Suite:
             "concurrencies": list(self.concurrencies),
             "request_timeout_s": REQUEST_TIMEOUT_S,
             "gateway_overrides": GATEWAY_OVERRIDES,
+            # --policy: the suite's gateways ran with an auth policy, every call with its key.
+            "policy": opts.policy,
             "scenarios": [
                 {"name": s.name, "title": s.title, "group": s.group, "table_rows": s.table_rows}
                 for s in self.scenarios
             ],
         }
         return results
+
+    def _suite(self, results: dict[str, Any], sizes: list[int]) -> None:
+        """The matrix and the measurements around it, into `results`."""
+        opts = self.options
+        with contextlib.ExitStack() as servers:
+            self._start_stack(servers)
+            headers = self.stack.headers
+            probes = {
+                s.name: {f"{sy[0]}/{sy[1]}": self.probe(s, sy) for sy in s.systems}
+                for s in self.scenarios
+            }
+            results["probes"] = probes
+            _report_probes(probes)
+            # The floor before and after the matrix: the machine's background load drifts.
+            _log("timing the transport floor (bench/floor.py)")
+            floors = [self.transport_floor()]
+            results["cells"] = self.matrix(probes)
+            if not opts.quick:
+                _log(f"repeating the targets' cells ({REPEAT_ROUNDS} more rounds)")
+                results["repeats"] = self.repeats(probes)
+            _log("timing the transport floor again")
+            floors.append(self.transport_floor())
+            results["floor"] = {
+                key: min((f[key] for f in floors), key=lambda r: r["p50_ms"] or float("inf"))
+                for key in floors[0]
+            } | {"runs": floors}
+            _log("timing the 100k-row ExecuteQuery")
+            results["large_query"] = measures.large_query(
+                gateway=self.stack.gateway,
+                rest=(self.stack.envoy.host, self.stack.envoy.port),
+                baseline=self.stack.baseline,
+                dsn=self.dsn,
+                reps=1 if opts.quick else 3,
+                headers=headers,
+            )
+            self.check_alive("the 100k-row ExecuteQuery")
+            _log("streaming 10^6 rows")
+            results["streaming"] = measures.streaming(
+                gateway=self.stack.gateway,
+                envoy_pid=self.stack.envoy.pid,
+                rest=(self.stack.envoy.host, self.stack.envoy.port),
+                dsn=self.dsn,
+                table=data.ROW_TABLES[1_000_000] if 1_000_000 in sizes else None,
+                headers=headers,
+            )
+            self.check_alive("the StreamQuery measurement")
+        results["workflow_tables_dropped"] = measures.drop_workflow_tables(self.dsn)
+        data.compact_catalogs(self.admin_dsn)
+        _log("timing start-up (gateway, then the Flask baseline)")
+        results["startup"] = {
+            "gateway": measures.startup(
+                self.dsn,
+                self.run_dir,
+                2 if opts.quick else 5,
+                env=self.policy_env(),
+                headers=headers,
+            ),
+            "baseline": measures.baseline_startup(self.dsn, self.run_dir, 1 if opts.quick else 3),
+        }
 
 
 def _report_probes(probes: dict[str, dict[str, Any]]) -> None:

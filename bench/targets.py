@@ -1,4 +1,5 @@
-"""Issue 5's targets, each judged from a results file: met, missed, or not measured.
+"""Issue 5's targets, and issue 11's for authentication's cost, each judged from a results
+file: met, missed, or not measured.
 
 The judgments are the report's, never a test's: timings belong in bench/.
 """
@@ -6,6 +7,7 @@ The judgments are the report's, never a test's: timings belong in bench/.
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +25,13 @@ OVERHEAD_SCENARIOS = (
     "get_data_1e6",
     "execute_query_small",
 )
+
+# Issue 11: what authentication (an API key, or a cached JWT/IAM identity) may add to a call,
+# judged on bench/auth.py's interleaved rounds, "on" against the same round's "off".
+AUTH_P50_ADDED_LIMIT_MS = 0.05  # at c=1
+AUTH_THROUGHPUT_LOSS_LIMIT = 0.05  # at c=8, a fraction of the policy-off throughput
+AUTH_JUDGED_VARIANTS = {"api_key": "API key", "jwt": "bearer JWT"}
+AUTH_TRANSPORT_LABELS = {"grpc": "gRPC", "rest": "REST"}
 
 
 @dataclass(frozen=True)
@@ -245,8 +254,127 @@ def _startup(results: dict[str, Any]) -> Target:
     return Target(name, MET if ours["median_s"] <= 1.5 else MISSED, text)
 
 
+def auth_rounds(
+    results: dict[str, Any],
+    scenario: str,
+    transport: str,
+    c: int,
+    variant: str,
+    paired_with: str | None = None,
+) -> dict[int, dict[str, Any]]:
+    """The auth comparison's cells of one variant, by round; for "off" cells measured
+    together with one credential (c=1), those `paired_with` it."""
+    cells: list[dict[str, Any]] = results.get("auth", {}).get("cells", [])
+    return {
+        cell["round"]: cell
+        for cell in cells
+        if cell["scenario"] == scenario
+        and cell["transport"] == transport
+        and cell["concurrency"] == c
+        and cell["variant"] == variant
+        and cell.get("paired_with", paired_with) == paired_with
+    }
+
+
+def _auth_pairs(
+    results: dict[str, Any], scenario: str, transport: str, c: int, variant: str
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(off, on) cells of the rounds where both answered."""
+    on = auth_rounds(results, scenario, transport, c, variant)
+    off = auth_rounds(results, scenario, transport, c, "off", paired_with=variant)
+    return [(off[r], on[r]) for r in sorted(on.keys() & off.keys()) if on[r]["ok"] and off[r]["ok"]]
+
+
+def auth_p50_added_ms(
+    results: dict[str, Any], scenario: str, transport: str, variant: str
+) -> list[float]:
+    """p50 with the policy on minus off at c=1, one value per round."""
+    return [
+        on["p50_ms"] - off["p50_ms"]
+        for off, on in _auth_pairs(results, scenario, transport, 1, variant)
+    ]
+
+
+def auth_throughput_change(
+    results: dict[str, Any], scenario: str, transport: str, variant: str
+) -> list[float]:
+    """Throughput with the policy on over off at c=8, minus 1 (-0.03: 3% lost), per round."""
+    return [
+        on["throughput_rps"] / off["throughput_rps"] - 1
+        for off, on in _auth_pairs(results, scenario, transport, 8, variant)
+        if off["throughput_rps"]
+    ]
+
+
+def _auth_errors(results: dict[str, Any]) -> int:
+    return sum(cell["error_count"] for cell in results.get("auth", {}).get("cells", []))
+
+
+def _auth_target(
+    results: dict[str, Any],
+    name: str,
+    values: Callable[[dict[str, Any], str, str, str], list[float]],
+    within: Callable[[float], bool],
+    show: Callable[[float], str],
+) -> Target:
+    """Judge the median over rounds of `values(results, scenario, transport, variant)` for
+    every scenario and transport; the range shown runs from the lowest median to the
+    highest."""
+    auth = results.get("auth")
+    if not auth:
+        return Target(name, UNMEASURED, "")
+    parts, ok, counted = [], True, 0
+    for variant, label in AUTH_JUDGED_VARIANTS.items():
+        medians: list[tuple[float, str]] = []
+        for scenario in auth["scenarios"]:
+            for transport, transport_label in AUTH_TRANSPORT_LABELS.items():
+                per_round = values(results, scenario, transport, variant)
+                if per_round:
+                    counted = max(counted, len(per_round))
+                    medians.append((statistics.median(per_round), f"{scenario} {transport_label}"))
+        if not medians:
+            continue
+        inside = [m for m in medians if within(m[0])]
+        ok = ok and len(inside) == len(medians)
+        best, worst = min(medians), max(medians)
+        parts.append(
+            f"{label}: within in {len(inside)} of {len(medians)}; "
+            f"{show(best[0])} ({best[1]}) to {show(worst[0])} ({worst[1]})"
+        )
+    if not parts:
+        return Target(name, UNMEASURED, "")
+    errors = _auth_errors(results)
+    if errors:
+        ok = False
+        parts.append(f"**{errors} errors**")
+    measured = "; ".join(parts) + f" (median of {counted} interleaved rounds each)"
+    return Target(name, MET if ok else MISSED, measured)
+
+
+def _auth_latency(results: dict[str, Any]) -> Target:
+    return _auth_target(
+        results,
+        f"Authentication (API key; cached JWT) adds ≤ {AUTH_P50_ADDED_LIMIT_MS:g} ms p50 at c=1 "
+        "(GetData, ExecuteQuery; gRPC and REST)",
+        auth_p50_added_ms,
+        lambda ms: ms <= AUTH_P50_ADDED_LIMIT_MS,
+        lambda ms: f"{ms:+.3f} ms",
+    )
+
+
+def _auth_throughput(results: dict[str, Any]) -> Target:
+    return _auth_target(
+        results,
+        f"Authentication (API key; cached JWT) costs ≤ {AUTH_THROUGHPUT_LOSS_LIMIT:.0%} "
+        "throughput at c=8 (GetData, ExecuteQuery; gRPC and REST)",
+        auth_throughput_change,
+        lambda change: change >= -AUTH_THROUGHPUT_LOSS_LIMIT,
+        lambda change: f"{change:+.1%}",
+    )
+
+
 def evaluate(results: dict[str, Any]) -> list[Target]:
-    """Every target of issue 5, in the issue's order."""
+    """Every target of issue 5, in the issue's order, then issue 11's two."""
     return [
         _throughput_ratio(results),
         _flat_sampling(results),
@@ -255,4 +383,6 @@ def evaluate(results: dict[str, Any]) -> list[Target]:
         _overhead(results, "gateway/rest", 2.0, "through Envoy"),
         *_memory(results),
         _startup(results),
+        _auth_latency(results),
+        _auth_throughput(results),
     ]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from bench import targets
 
 
@@ -73,3 +75,79 @@ def test_overhead_pairs_each_round_with_the_limit_of_the_same_round() -> None:
 def test_a_floor_with_errors_is_not_used() -> None:
     results = {"floor": {"grpc": {"p50_ms": 0.5, "error_count": 3}}}
     assert targets.transport_floor_ms(results, "gateway/grpc") is None
+
+
+def _auth_results(p50: dict[str, list[float]], rps: dict[str, list[float]]) -> dict[str, Any]:
+    """bench/auth.py's cells: GetData over gRPC, one value per round and variant."""
+    cells = []
+    for variant in ("off", "api_key", "jwt"):
+        for round_no, (ms, rate) in enumerate(zip(p50[variant], rps[variant], strict=True), 1):
+            cells += [
+                {**_cell("get_data_2e4", "gateway/grpc", 1, p50=ms), "variant": variant},
+                {**_cell("get_data_2e4", "gateway/grpc", 8, rps=rate), "variant": variant},
+            ]
+            cells[-1]["round"] = cells[-2]["round"] = round_no
+    return {"auth": {"scenarios": ["get_data_2e4"], "cells": cells}}
+
+
+def test_auth_pairs_each_round_with_the_policy_off_of_the_same_round() -> None:
+    # The machine slows down in round 2; "on" moves with it, so the added p50 stays small.
+    results = _auth_results(
+        p50={"off": [1.00, 1.40, 1.02], "api_key": [1.02, 1.43, 1.03], "jwt": [1.03, 1.44, 1.05]},
+        rps={"off": [1000, 700, 1000], "api_key": [980, 690, 990], "jwt": [970, 680, 990]},
+    )
+    added = targets.auth_p50_added_ms(results, "get_data_2e4", "grpc", "api_key")
+    assert [round(v, 3) for v in added] == [0.02, 0.03, 0.01]
+    change = targets.auth_throughput_change(results, "get_data_2e4", "grpc", "jwt")
+    assert [round(v, 3) for v in change] == [-0.03, -0.029, -0.01]
+    judged = {t.target: t for t in targets.evaluate(results)}
+    latency = next(
+        t for name, t in judged.items() if name.startswith("Authentication") and "p50" in name
+    )
+    throughput = next(t for name, t in judged.items() if "throughput at c=8" in name)
+    assert latency.status == targets.MET
+    assert "API key: within in 1 of 1; +0.020 ms" in latency.measured
+    assert "bearer JWT: within in 1 of 1; +0.030 ms" in latency.measured
+    assert "median of 3 interleaved rounds each" in latency.measured
+    assert throughput.status == targets.MET
+
+
+def test_auth_is_missed_on_the_median_round_or_on_any_error() -> None:
+    # JWT: +0.04, +0.08, +0.06 ms -> median 0.06 ms, over the 0.05 ms allowed.
+    results = _auth_results(
+        p50={"off": [1.0, 1.0, 1.0], "api_key": [1.01, 1.0, 1.0], "jwt": [1.04, 1.08, 1.06]},
+        rps={"off": [1000, 1000, 1000], "api_key": [900, 990, 940], "jwt": [1000, 1000, 1000]},
+    )
+    judged = [t for t in targets.evaluate(results) if t.target.startswith("Authentication")]
+    assert [t.status for t in judged] == [targets.MISSED, targets.MISSED]  # -6% for the key
+    assert "bearer JWT: within in 0 of 1; +0.060 ms" in judged[0].measured
+    results["auth"]["cells"][0]["error_count"] = 2
+    results["auth"]["cells"][0]["ok"] = 98
+    assert "**2 errors**" in targets.evaluate(results)[-1].measured
+
+
+def test_without_the_auth_comparison_its_targets_are_not_measured() -> None:
+    judged = [t for t in targets.evaluate({}) if t.target.startswith("Authentication")]
+    assert [t.status for t in judged] == [targets.UNMEASURED, targets.UNMEASURED]
+
+
+def test_carrying_the_header_alone_is_shown_but_not_judged() -> None:
+    results = _auth_results(
+        p50={"off": [1.0, 1.0, 1.0], "api_key": [1.01, 1.01, 1.01], "jwt": [1.02, 1.02, 1.02]},
+        rps={"off": [1000, 1000, 1000], "api_key": [990, 990, 990], "jwt": [990, 990, 990]},
+    )
+    for round_no in (1, 2, 3):
+        results["auth"]["cells"] += [
+            {**_cell("get_data_2e4", "gateway/grpc", 1, p50=1.0), "variant": "off"},
+            {**_cell("get_data_2e4", "gateway/grpc", 1, p50=1.5), "variant": "carried"},
+        ]
+        results["auth"]["cells"][-2].update(round=round_no, paired_with="carried")
+        results["auth"]["cells"][-1].update(round=round_no)
+    added = targets.auth_p50_added_ms(results, "get_data_2e4", "grpc", "carried")
+    assert added == [0.5, 0.5, 0.5]
+    # The credentials still pair with their own "off" cells, and nothing judges "carried".
+    assert targets.auth_p50_added_ms(results, "get_data_2e4", "grpc", "jwt") == pytest.approx(
+        [0.02] * 3
+    )
+    judged = [t for t in targets.evaluate(results) if t.target.startswith("Authentication")]
+    assert [t.status for t in judged] == [targets.MET, targets.MET]

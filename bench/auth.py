@@ -1,0 +1,329 @@
+"""What authentication costs a call: the same cells with the policy off and on, interleaved.
+
+Two gateways with the same settings run side by side, each behind an Envoy of its own:
+one without a policy (every call is ``anonymous``), one with ``AUTH_POLICY_FILE`` naming
+one principal that may call everything. That principal is reached two ways: an API key
+(``x-api-key``, looked up by its SHA-256) and an RS256 bearer JWT checked against a JWKS
+file. The verifier remembers a token after its first check, and the probes make that
+check, so every timed call is the cached case a repeat caller meets. Before anything is
+timed, every variant must answer its probes right and the gateway with the policy must
+refuse a call that carries no credential: a policy that is silently off measures nothing.
+
+A round measures every scenario and transport once per variant. At c=1 (latency) each
+credential is measured together with the policy off, request by request in turn
+(``bench/alternate.py``): a burst of other work on this shared machine then falls on both
+alike, which matters when the difference sought is 0.05 ms. Always two systems, never
+three: a gateway that waits for two other requests between its own answers slower than
+one that waits for one, and the variants sharing the gateway with the policy would win
+that for nothing. At c=8 (throughput) each variant needs the machine to itself, so its
+cells run back to back, in an order that rotates each round. The judgments
+(``bench/targets.py``) compare each round's "on" with the same round's "off" and take
+the median over rounds.
+
+Two measurements split the added latency: ``authorize`` timed in process
+(``in_process_us``), without gRPC, and "carried" (c=1 only, not judged): the gateway
+without a policy sent the JWT it ignores, against itself sent nothing, which is what
+carrying a credential costs the client, Envoy and gRPC before any check.
+
+The key, the token and the signing key live in this process's memory and, for the run,
+in the load generators' arguments and wrk's private script; the policy file holds only
+the key's hash, and the JWKS file only the public key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import jwt
+import yaml
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
+
+from bench.loadstats import LoadResult
+from bench.scenarios import GATEWAY_GRPC, GATEWAY_REST, Scenario, scenarios
+from bench.stack import StackError
+from datamorph_gateway.auth.authenticator import (
+    API_KEY_HEADER,
+    AUTHORIZATION_HEADER,
+    Authenticator,
+)
+from datamorph_gateway.auth.keys import key_hash, new_key
+from datamorph_gateway.config import Settings
+from datamorph_gateway.identity import ClientIdentities
+
+if TYPE_CHECKING:
+    from bench.suite import Stack, Suite
+
+ISSUER = "https://issuer.bench.invalid"
+AUDIENCE = "datamorph-gateway-bench"
+PRINCIPAL = "bench"
+KEY_ID = "bench-rs256"
+TOKEN_LIFETIME_S = 24 * 3600
+
+OFF = "off"
+VARIANTS = (OFF, "api_key", "jwt")  # "off" first: the others are judged against it
+CARRIED = "carried"  # the policy off, the JWT sent anyway: the header's own cost
+SCENARIOS = ("get_data_2e4", "execute_query_small")
+TRANSPORTS = (GATEWAY_GRPC, GATEWAY_REST)
+THROUGHPUT_CONCURRENCY = 8  # its cells run back to back; c=1 by alternating requests
+ROUNDS = 5
+DURATION_S = 2
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """The bench principal's policy file and the two credentials that name it."""
+
+    policy_file: Path
+    api_key: str
+    token: str
+
+    def headers(self, variant: str) -> dict[str, str]:
+        """What a call of `variant` sends (REST headers and gRPC metadata alike)."""
+        if variant == "api_key":
+            return {API_KEY_HEADER: self.api_key}
+        if variant == "jwt":
+            return {AUTHORIZATION_HEADER: f"Bearer {self.token}"}
+        return {}
+
+
+def write_policy(directory: Path) -> Credentials:
+    """A policy with one principal that may call everything, by API key or by JWT."""
+    directory.mkdir(parents=True, exist_ok=True)
+    signing_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = RSAAlgorithm.to_jwk(signing_key.public_key(), as_dict=True)
+    jwk.update(kid=KEY_ID, use="sig", alg="RS256")
+    jwks_file = directory / "jwks.json"
+    jwks_file.write_text(json.dumps({"keys": [jwk]}), encoding="utf-8")
+    api_key = new_key()
+    policy = {
+        "jwt": {"issuer": ISSUER, "audience": AUDIENCE, "jwks_file": str(jwks_file.resolve())},
+        "principals": [
+            {
+                "name": PRINCIPAL,
+                "api_keys": [key_hash(api_key)],
+                "jwt_subjects": [PRINCIPAL],
+                "allow": ["*"],
+            }
+        ],
+    }
+    policy_file = directory / "policy.yaml"
+    policy_file.write_text(yaml.safe_dump(policy, sort_keys=False), encoding="utf-8")
+    now = int(time.time())
+    claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": PRINCIPAL, "iat": now}
+    claims["exp"] = now + TOKEN_LIFETIME_S
+    token = jwt.encode(claims, signing_key, algorithm="RS256", headers={"kid": KEY_ID})
+    return Credentials(policy_file, api_key, token)
+
+
+@dataclass(frozen=True)
+class _Metadatum:
+    key: str
+    value: str
+
+
+class StandInContext:
+    """A stand-in for ``grpc.ServicerContext`` with what ``authorize`` reads (the metadata
+    and the peer), for timing it in process: a real call would add the transport's cost,
+    which the end-to-end cells measure."""
+
+    def __init__(self, headers: dict[str, str]) -> None:
+        sent = [_Metadatum("user-agent", "grpc-python/bench"), _Metadatum("x-request-id", "r")]
+        self._metadata = tuple(sent + [_Metadatum(k, v) for k, v in headers.items()])
+
+    def invocation_metadata(self) -> tuple[_Metadatum, ...]:
+        return self._metadata
+
+    def peer(self) -> str:
+        return "ipv4:127.0.0.1:50000"
+
+
+def in_process_us(
+    credentials: Credentials, calls: int = 20_000, rounds: int = 5
+) -> dict[str, float]:
+    """Microseconds one ``Authenticator.authorize("GetData", ...)`` takes, per variant
+    (median of `rounds` runs of `calls` calls; the JWT is verified once beforehand)."""
+    identities = ClientIdentities(None)
+    off = Authenticator(Settings(), identities)
+    on = Authenticator(Settings(auth_policy_file=str(credentials.policy_file)), identities)
+    out = {}
+    for variant in VARIANTS:
+        authenticator = off if variant == OFF else on
+        context: Any = StandInContext(credentials.headers(variant))
+        authenticator.authorize("GetData", context)
+        runs = []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            for _ in range(calls):
+                authenticator.authorize("GetData", context)
+            runs.append((time.perf_counter() - start) / calls * 1e6)
+        out[variant] = round(statistics.median(runs), 2)
+    return out
+
+
+def order(round_no: int) -> tuple[str, ...]:
+    """The variants in the order round `round_no` (from 1) runs them: rotated each round."""
+    shift = (round_no - 1) % len(VARIANTS)
+    return VARIANTS[shift:] + VARIANTS[:shift]
+
+
+def compare(suite: Suite, rounds: int = ROUNDS, duration_s: int = DURATION_S) -> dict[str, Any]:
+    """Start the two gateways, probe every variant, run the rounds; the results' ``auth``."""
+    by_name = {s.name: s for s in scenarios()}
+    chosen = [by_name[name] for name in SCENARIOS]
+    directory = suite.run_dir / "auth"
+    credentials = write_policy(directory)
+    out: dict[str, Any] = {
+        "in_process_us": in_process_us(credentials),
+        "rounds": rounds,
+        "duration_s": duration_s,
+        "variants": list(VARIANTS),
+        "scenarios": list(SCENARIOS),
+        "titles": {s.name: s.title for s in chosen},
+        "concurrencies": [1, THROUGHPUT_CONCURRENCY],
+        "principal": PRINCIPAL,
+    }
+    with contextlib.ExitStack() as servers:
+        off = suite.start_gateway(servers, directory / OFF, {})
+        on = suite.start_gateway(
+            servers, directory / "on", {"AUTH_POLICY_FILE": str(credentials.policy_file)}
+        )
+        carried = dataclasses.replace(off, headers=credentials.headers("jwt"))
+        stacks: dict[str, Stack] = {OFF: off, CARRIED: carried}
+        for variant in VARIANTS[1:]:
+            stacks[variant] = dataclasses.replace(on, headers=credentials.headers(variant))
+        out["refused_without_credentials"] = _refusals(suite, chosen[0], on)
+        probes = {
+            variant: {
+                f"{s.name} {system[1]}": suite.probe(s, system, stack)
+                for s in chosen
+                for system in TRANSPORTS
+            }
+            for variant, stack in stacks.items()
+            if variant != CARRIED
+        }
+        out["probes"] = probes
+        failed = [
+            f"{variant} {cell}: {probe['status']} ({probe.get('detail')})"
+            for variant, by_cell in probes.items()
+            for cell, probe in by_cell.items()
+            if not probe["ok"]
+        ]
+        if failed:
+            raise StackError("the auth comparison's probes failed: " + "; ".join(failed))
+        cells: list[dict[str, Any]] = []
+        per_round = 2 * len(VARIANTS) + len(VARIANTS)  # c=1 pairs (with "carried"), c=8
+        total = rounds * len(chosen) * len(TRANSPORTS) * per_round
+        for round_no in range(1, rounds + 1):
+            for scenario in chosen:
+                for system in TRANSPORTS:
+                    variants = order(round_no)
+                    for variant in [v for v in variants if v != OFF] + [CARRIED]:
+                        pair = (OFF, variant) if round_no % 2 else (variant, OFF)
+                        for cell in _alternating(suite, scenario, system, stacks, pair, duration_s):
+                            cell.update(round=round_no)
+                            cells.append(cell)
+                            suite.log_progress(
+                                len(cells), total, cell, f"auth {cell['variant']:<7} "
+                            )
+                    for variant in variants:
+                        stack = stacks[variant]
+                        cell = suite.cell(
+                            scenario, system, THROUGHPUT_CONCURRENCY, duration_s, stack=stack
+                        )
+                        suite.check_alive(f"auth {variant} {scenario.name}", stack)
+                        cell.update(variant=variant, round=round_no)
+                        cells.append(cell)
+                        suite.log_progress(len(cells), total, cell, f"auth {variant:<7} ")
+        out["cells"] = cells
+    return out
+
+
+def _alternating(
+    suite: Suite,
+    scenario: Scenario,
+    system: tuple[str, str],
+    stacks: dict[str, Stack],
+    variants: tuple[str, str],
+    duration_s: int,
+) -> list[dict[str, Any]]:
+    """The c=1 cells of the policy off and one credential, measured together by
+    ``bench.alternate``; the "off" cell names the credential it was paired with."""
+    grpc = system == GATEWAY_GRPC
+    window_s = duration_s * len(variants)  # each variant gets about a cell's requests
+    (credential,) = (v for v in variants if v != OFF)
+    spec: dict[str, Any] = {
+        "transport": system[1],
+        "method": scenario.rpc if grpc else scenario.rest_method,
+        "path": scenario.rest_path,
+        "request": scenario.grpc_request if grpc else scenario.body,
+        "duration_s": window_s,
+        "max_requests": suite.options.max_requests,
+        "timeout_s": suite.request_timeout_s,
+        "systems": [
+            {
+                "name": variant,
+                "address": (
+                    stacks[variant].gateway.address
+                    if grpc
+                    else f"{stacks[variant].envoy.host}:{stacks[variant].envoy.port}"
+                ),
+                "headers": stacks[variant].headers,
+            }
+            for variant in variants
+        ],
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.alternate"],
+        input=json.dumps(spec),
+        capture_output=True,
+        text=True,
+        timeout=window_s + suite.request_timeout_s + 60,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"bench.alternate failed: {done.stderr.strip()[-2000:]}")
+    answers = json.loads(done.stdout.strip().splitlines()[-1])
+    for stack in {id(stacks[v]): stacks[v] for v in variants}.values():
+        suite.settle(system, stack)
+        suite.check_alive(f"auth {scenario.name} c=1", stack)
+    return [
+        {
+            "scenario": scenario.name,
+            "system": system[0],
+            "transport": system[1],
+            "concurrency": 1,
+            "variant": variant,
+            "client": "alternating",
+            **({"paired_with": credential} if variant == OFF else {}),
+            "extended": False,
+            **LoadResult.from_dict(answers[variant]).to_dict(),
+            "saturated": False,
+        }
+        for variant in variants
+    ]
+
+
+def _refusals(suite: Suite, scenario: Any, on: Stack) -> dict[str, str]:
+    """The gateway with the policy must refuse a call without credentials, on both paths."""
+    bare = dataclasses.replace(on, headers={})
+    statuses = {}
+    for system in TRANSPORTS:
+        probe = suite.probe(scenario, system, bare)
+        statuses[system[1]] = probe["status"]
+        if probe["status"] not in ("UNAUTHENTICATED", "HTTP 401"):
+            raise StackError(
+                f"the gateway with AUTH_POLICY_FILE answered a call without credentials over "
+                f"{system[1]} with {probe['status']}: its numbers would not measure "
+                "authentication"
+            )
+    return statuses

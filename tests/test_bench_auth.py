@@ -1,0 +1,134 @@
+"""The auth comparison's parts: its policy and credentials, and the load generators sending
+them (no timing here: the numbers belong to bench/)."""
+
+from __future__ import annotations
+
+import argparse
+import http.server
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from bench import alternate, auth
+from bench.grpc_load import metadata_item
+from bench.rest_load import run_wrk
+from datamorph_gateway.auth.authenticator import Authenticator
+from datamorph_gateway.auth.policy import load_policy
+from datamorph_gateway.config import Settings
+from datamorph_gateway.errors import Unauthenticated
+from datamorph_gateway.identity import ClientIdentities
+
+
+@pytest.fixture(scope="module")
+def credentials(tmp_path_factory: pytest.TempPathFactory) -> auth.Credentials:
+    return auth.write_policy(tmp_path_factory.mktemp("auth"))
+
+
+def test_the_policy_holds_the_keys_hash_and_both_credentials_name_its_principal(
+    credentials: auth.Credentials,
+) -> None:
+    text = credentials.policy_file.read_text()
+    assert credentials.api_key not in text
+    assert load_policy(path=str(credentials.policy_file)).principals[0].allow == {"*"}
+    authenticator = Authenticator(
+        Settings(auth_policy_file=str(credentials.policy_file)), ClientIdentities(None)
+    )
+    for variant in ("api_key", "jwt"):
+        context: Any = auth.StandInContext(credentials.headers(variant))
+        assert authenticator.authorize("ExecuteQuery", context).name == auth.PRINCIPAL
+    bare: Any = auth.StandInContext({})
+    with pytest.raises(Unauthenticated):
+        authenticator.authorize("ExecuteQuery", bare)
+
+
+def test_variants_rotate_so_each_runs_first_in_turn() -> None:
+    assert [auth.order(r)[0] for r in (1, 2, 3, 4)] == ["off", "api_key", "jwt", "off"]
+    assert all(sorted(auth.order(r)) == sorted(auth.VARIANTS) for r in range(1, 7))
+
+
+def test_grpc_load_metadata_is_key_equals_value() -> None:
+    assert metadata_item("X-Api-Key=dmgw_a=b") == ("x-api-key", "dmgw_a=b")
+    with pytest.raises(argparse.ArgumentTypeError):
+        metadata_item("x-api-key")
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    seen: ClassVar[list[str | None]] = []
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        _Recorder.seen.append(self.headers.get("x-api-key"))
+        body = b'{"status": "success"}'
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def recorder() -> Iterator[int]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (make bench)")
+def test_wrk_sends_the_headers_on_every_request(recorder: int) -> None:
+    _Recorder.seen.clear()
+    result = run_wrk(
+        f"http://127.0.0.1:{recorder}/get/data",
+        "POST",
+        {"table_names": ["t"]},
+        concurrency=1,
+        duration_s=1,
+        max_requests=5,
+        headers={"x-api-key": "dmgw_secret-_0"},
+    )
+    assert result.ok >= 5
+    assert set(_Recorder.seen) == {"dmgw_secret-_0"}
+
+
+def test_a_header_wrk_cannot_carry_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="newline"):
+        run_wrk(
+            "http://127.0.0.1:9/",
+            "GET",
+            None,
+            concurrency=1,
+            duration_s=1,
+            max_requests=1,
+            headers={"x-api-key": "a\nb"},
+        )
+
+
+def test_alternate_sends_one_request_to_each_system_in_turn(recorder: int) -> None:
+    _Recorder.seen.clear()
+    spec = {
+        "transport": "rest",
+        "method": "POST",
+        "path": "/get/data",
+        "request": {"table_names": ["t"]},
+        "duration_s": 30,
+        "max_requests": 6,
+        "timeout_s": 5,
+        "systems": [
+            {"name": name, "address": f"127.0.0.1:{recorder}", "headers": {"x-api-key": name}}
+            for name in ("off", "on")
+        ],
+    }
+    results = alternate.run(spec)
+    assert {name: r.ok for name, r in results.items()} == {"off": 3, "on": 3}
+    # Each pass rotates which system goes first: off, on | on, off | off, on.
+    assert _Recorder.seen == ["off", "on", "on", "off", "off", "on"]
