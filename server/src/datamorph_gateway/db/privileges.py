@@ -67,17 +67,16 @@ class RoleFacts:
 
 def inspect_role(conn: ext.connection) -> RoleFacts:
     """The facts about the role ``conn`` is logged in as (one catalog query)."""
+    autocommit = conn.autocommit  # the pin needs a transaction, which ends with the check
     with conn.cursor() as cur:
-        if not conn.autocommit:
-            cur.execute(_PIN_SEARCH_PATH)
-        else:
+        if autocommit:
             cur.execute("BEGIN")
-            cur.execute(_PIN_SEARCH_PATH)
         try:
+            cur.execute(_PIN_SEARCH_PATH)
             cur.execute(_QUERY, (list(PRIVILEGED_ROLES),))
             row = cur.fetchone()
         finally:
-            if conn.autocommit:
+            if autocommit:
                 cur.execute("ROLLBACK")
             else:
                 conn.rollback()
