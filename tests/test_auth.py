@@ -203,6 +203,30 @@ def test_anonymous_and_unknown_keys_are_unauthenticated_alike(secured: Gateway) 
         assert c.health().status == "healthy"  # Health stays open
 
 
+def test_a_credential_sent_twice_is_refused(secured: Gateway, make_envoy: EnvoyFactory) -> None:
+    """A reader's key and an admin's key together: neither counts, on gRPC or through Envoy."""
+    with grpc.insecure_channel(secured.address) as channel:
+        stub = pb_grpc.DataMorphGatewayStub(channel)
+        with pytest.raises(grpc.RpcError) as err:
+            stub.ExecuteQuery(
+                pb.ExecuteQueryRequest(query="CREATE TABLE twice (a int)"),
+                metadata=(("x-api-key", READER_KEY), ("x-api-key", ADMIN_KEY)),
+                timeout=10,
+            )
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]
+    rest = make_envoy(secured.address).rest
+    answer = rest.request(
+        "POST",
+        "/execute/query",
+        {"query": "CREATE TABLE twice (a int)"},
+        headers={"x-api-key": READER_KEY, "X-Api-Key": ADMIN_KEY},
+    )
+    assert answer.status == 401, answer.body
+    assert call(secured, ADMIN_KEY, "SELECT to_regclass('twice') IS NULL AS absent").rows == [
+        {"absent": True}
+    ]
+
+
 def test_a_principal_calls_only_what_it_is_allowed(secured: Gateway) -> None:
     with GatewayClient(secured.address, timeout_s=10, api_key=LIMITED_KEY) as c:
         assert c.get_data(["customers"], limit=1)["customers"].rows

@@ -65,6 +65,7 @@ log = logging.getLogger("datamorph_gateway.auth")
 
 API_KEY_HEADER = "x-api-key"
 AUTHORIZATION_HEADER = "authorization"
+_CREDENTIAL_HEADERS = frozenset({API_KEY_HEADER, AUTHORIZATION_HEADER, AWS_IAM_HEADER})
 # Larger credentials are refused before any work (an authorization header of 64 KiB...).
 MAX_CREDENTIAL_BYTES = 16 * 1024
 _RELOAD_CHECK_S = 1.0
@@ -224,14 +225,18 @@ class Authenticator:
         return principal
 
     def _authenticate(self, state: _State, rpc: str, context: grpc.ServicerContext) -> Principal:
-        api_key = bearer = iam = None
+        given: dict[str, str] = {}
         for item in context.invocation_metadata() or ():
-            if item.key == "x-api-key":
-                api_key = str(item.value)
-            elif item.key == AUTHORIZATION_HEADER:
-                bearer = str(item.value)
-            elif item.key == AWS_IAM_HEADER:
-                iam = str(item.value)
+            if item.key in _CREDENTIAL_HEADERS:
+                if item.key in given:
+                    # Which one counts would be up to every proxy on the way: none does.
+                    raise self._failed(
+                        rpc, context, "repeated_credential", f"{item.key} is sent more than once"
+                    )
+                given[item.key] = str(item.value)
+        api_key = given.get(API_KEY_HEADER)
+        bearer = given.get(AUTHORIZATION_HEADER)
+        iam = given.get(AWS_IAM_HEADER)
         policy = state.policy
         if api_key is not None:
             if len(api_key) > MAX_CREDENTIAL_BYTES:
