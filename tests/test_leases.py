@@ -17,6 +17,8 @@ from typing import Any
 import grpc
 import psycopg2
 import pytest
+from psycopg2 import sql
+from psycopg2.extensions import make_dsn, parse_dsn
 
 from datamorph_client import GatewayClient, GatewayError
 from datamorph_gateway.config import Settings, load_settings
@@ -221,10 +223,37 @@ def test_a_run_with_no_entries_yet_is_found_while_it_runs(
 # -- the lease table ----------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def quiet_database_url(database_url: str, database_admin_url: str) -> Iterator[str]:
+    """A database of its own, where no gateway's reaper runs: the session database's gateways
+    (other tests') would take over and end the hand-driven leases below when they lapse."""
+    name = f"dmgw_leases_{uuid.uuid4().hex[:8]}"
+    app_role = parse_dsn(database_url)["user"]
+    admin = psycopg2.connect(database_admin_url)
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            cur.execute(
+                sql.SQL("GRANT CONNECT, CREATE ON DATABASE {} TO {}").format(
+                    sql.Identifier(name), sql.Identifier(app_role)
+                )
+            )
+        params = parse_dsn(database_url)
+        params["dbname"] = name
+        yield make_dsn(**params)
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+        admin.close()
+
+
 @pytest.fixture
-def leases(database_url: str) -> Iterator[Callable[[], RunLeases]]:
+def leases(quiet_database_url: str) -> Iterator[Callable[[], RunLeases]]:
     """Leases on one database as separate gateways hold them (no threads: driven by hand)."""
-    db = Database(Settings(), database_url)
+    db = Database(Settings(), quiet_database_url)
 
     def make() -> RunLeases:
         made = RunLeases(db.pool, lease_s=1.0, timeout_s=5)

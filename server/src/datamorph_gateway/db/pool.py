@@ -40,6 +40,9 @@ from datamorph_gateway.db.statements import PreparingConnection
 from datamorph_gateway.errors import ResourceExhausted, Unavailable
 
 log = logging.getLogger(__name__)
+# Jitter from a generator of our own: the module-level one is the application's (and
+# property tests notice when a background thread draws from it).
+_jitter = random.Random()  # noqa: S311
 
 Connection = ext.connection
 ConnectHook = Callable[[Connection], None]
@@ -321,7 +324,7 @@ class ConnectionPool:
         attempt = 0
         for attempt in range(self._connect_attempts):
             if attempt:
-                delay = self._backoff_s * (2 ** (attempt - 1)) * (0.5 + random.random())  # noqa: S311
+                delay = self._backoff_s * (2 ** (attempt - 1)) * (0.5 + _jitter.random())
                 if time.monotonic() + delay >= deadline:
                     break
                 time.sleep(delay)

@@ -38,6 +38,9 @@ from datamorph_gateway.db.pool import ConnectionPool
 from datamorph_gateway.errors import GatewayError, Unavailable
 
 log = logging.getLogger(__name__)
+# Jitter from a generator of our own: the module-level one is the application's (and
+# property tests notice when a background thread draws from it).
+_jitter = random.Random()  # noqa: S311
 
 # The same schema as the log store's and the ledger's tables.
 _DDL = """
@@ -317,7 +320,7 @@ class RunLeases:
 
     def _reaper(self, end: Callable[[Lapsed], None], before: Callable[[], None] | None) -> None:
         # Jittered, so gateways started together do not all look at once.
-        while not self._stop.wait(self.interval_s * random.uniform(0.5, 1.0)):  # noqa: S311
+        while not self._stop.wait(self.interval_s * _jitter.uniform(0.5, 1.0)):
             for step in (before, lambda: self.reap(end)):
                 if step is None:
                     continue
