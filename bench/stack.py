@@ -146,8 +146,7 @@ class Envoy:
         options = SidecarOptions(
             listen_port=0,
             admin_socket=str(run_dir.resolve() / "admin.sock"),
-            upstream_host=host,
-            upstream_port=int(port),
+            upstreams=((host, int(port)),),
             health_check_interval_s=1.0,
             access_log_path="",  # one file write per request would be Envoy's largest cost
         )

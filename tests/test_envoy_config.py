@@ -11,6 +11,7 @@ import dataclasses
 import json
 import socket
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -128,8 +129,35 @@ def test_an_upstream_name_is_resolved_by_dns_an_address_is_static() -> None:
         ("10.0.0.5", "STATIC"),
         ("::1", "STATIC"),
     ):
-        cluster = render(SidecarOptions(upstream_host=host), [])["static_resources"]["clusters"][0]
+        cluster = render(SidecarOptions(upstreams=((host, 1),)), [])["static_resources"][
+            "clusters"
+        ][0]
         assert cluster["type"] == kind
+
+
+def test_several_upstreams_are_one_cluster_and_a_name_among_them_is_resolved() -> None:
+    def cluster(*upstreams: tuple[str, int]) -> dict[str, Any]:
+        options = SidecarOptions(upstreams=upstreams)
+        made: dict[str, Any] = render(options, [])["static_resources"]["clusters"][0]
+        return made
+
+    both = cluster(("127.0.0.1", 50051), ("127.0.0.1", 50052))
+    assert both["type"] == "STATIC"
+    [group] = both["load_assignment"]["endpoints"]
+    ports = [
+        e["endpoint"]["address"]["socket_address"]["port_value"] for e in group["lb_endpoints"]
+    ]
+    assert ports == [50051, 50052]
+    assert cluster(("10.0.0.5", 1), ("gateway.internal", 1))["type"] == "STRICT_DNS"
+
+
+@pytest.mark.parametrize(
+    ("upstreams", "message"),
+    [((), "at least one"), ((("gw", 1), ("gw", 1)), "twice"), ((("", 1),), "a host")],
+)
+def test_bad_upstreams_are_refused(upstreams: tuple[tuple[str, int], ...], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        SidecarOptions(upstreams=upstreams)
 
 
 @pytest.mark.parametrize(
@@ -159,14 +187,13 @@ def test_options_come_from_the_settings() -> None:
             "ENVOY_START_TIMEOUT_S": "1000",
         }
     )
-    options = options_from_settings(settings, upstream=("gw", 1234), access_log_path="")
+    options = options_from_settings(settings, upstreams=[("gw", 1234)], access_log_path="")
     assert dataclasses.asdict(options) == {
         **dataclasses.asdict(SidecarOptions()),
         "listen_host": "0.0.0.0",
         "listen_port": 8443,
         "admin_port": 0,
-        "upstream_host": "gw",
-        "upstream_port": 1234,
+        "upstreams": (("gw", 1234),),
         "max_request_bytes": 1024,
         "max_response_bytes": 2048,
         "route_timeout_s": 5.0,
@@ -187,6 +214,8 @@ def test_the_cli_writes_a_config_envoy_accepts(tmp_path: Path) -> None:
             "0.0.0.0:8080",
             "--upstream",
             "gateway.internal:50051",
+            "--upstream",
+            "10.0.0.7:50052",
         ]
     )
     assert code == 0
@@ -194,6 +223,7 @@ def test_the_cli_writes_a_config_envoy_accepts(tmp_path: Path) -> None:
     text = (out / "envoy.yaml").read_text()
     assert str((out / "transcoder.binpb").resolve()) in text
     assert "gateway.internal" in text
+    assert "10.0.0.7" in text
     validate(out / "envoy.yaml")
 
 
@@ -313,13 +343,13 @@ def test_unsafe_admin_and_cors_options_are_refused(change: dict[str, object], me
 
 def test_the_admin_api_is_a_unix_socket_in_data_dir_unless_a_port_is_set(tmp_path: Path) -> None:
     default = options_from_settings(
-        load_settings({"DATA_DIR": str(tmp_path)}), upstream=("gw", 1), access_log_path=""
+        load_settings({"DATA_DIR": str(tmp_path)}), upstreams=[("gw", 1)], access_log_path=""
     )
     assert default.admin_socket == str(tmp_path.resolve() / "envoy" / "admin.sock")
     admin = render(default, [])["admin"]["address"]
     assert admin == {"pipe": {"path": default.admin_socket, "mode": 0o600}}
     port = options_from_settings(
-        load_settings({"ENVOY_ADMIN_PORT": "9901"}), upstream=("gw", 1), access_log_path=""
+        load_settings({"ENVOY_ADMIN_PORT": "9901"}), upstreams=[("gw", 1)], access_log_path=""
     )
     assert port.admin_socket == ""
     assert render(port, [])["admin"]["address"] == {
@@ -346,7 +376,7 @@ def test_cors_origins_reach_envoy_only_when_set() -> None:
     config = render(SidecarOptions(), [])
     assert "envoy.filters.http.cors" not in json.dumps(config)
     settings = load_settings({"CORS_ALLOWED_ORIGINS": "https://a.example, http://localhost:3000"})
-    options = options_from_settings(settings, upstream=("gw", 1), access_log_path="")
+    options = options_from_settings(settings, upstreams=[("gw", 1)], access_log_path="")
     assert options.cors_allowed_origins == ("https://a.example", "http://localhost:3000")
     manager = render(options, [])["static_resources"]["listeners"][0]["filter_chains"][0]
     typed = manager["filters"][0]["typed_config"]

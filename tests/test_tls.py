@@ -312,7 +312,7 @@ def test_settings_reach_the_sidecar(pki: Pki) -> None:
     from datamorph_gateway.sidecar.config import options_from_settings
 
     settings = dataclasses.replace(Settings(), **_tls(pki, mtls=True), sidecar_secret="s")
-    options = options_from_settings(settings, upstream=("127.0.0.1", 1), access_log_path="")
+    options = options_from_settings(settings, upstreams=[("127.0.0.1", 1)], access_log_path="")
     assert options.upstream_tls
     assert options.upstream_client_certificate
     assert options.sidecar_secret == "s"

@@ -224,7 +224,7 @@ def _check_settings(settings: Settings) -> None:
             "ends StartWorkflow calls before the orchestrator answers"
         )
     try:
-        options_from_settings(settings, upstream=(settings.grpc_host, 0), access_log_path="")
+        options_from_settings(settings, upstreams=[(settings.grpc_host, 0)], access_log_path="")
     except ValueError as exc:
         raise LaunchError(f"invalid REST_*, ENVOY_*, CORS_* or DATA_DIR setting: {exc}") from None
 
@@ -424,7 +424,7 @@ def _run(settings: Settings, stop: threading.Event, stack: contextlib.ExitStack)
     run_dir.chmod(0o700)
     options = options_from_settings(
         settings,
-        upstream=(_client_host(grpc_host), int(grpc_port)),
+        upstreams=[(_client_host(grpc_host), int(grpc_port))],
         access_log_path=str(run_dir / "access.log"),
     )
     config = write_config(run_dir, options, Path(settings.envoy_descriptor_file))

@@ -69,7 +69,12 @@ def main(argv: list[str] | None = None) -> int:
         "(default: %(default)s)",
     )
     parser.add_argument(
-        "--upstream", type=_address, default=(defaults.upstream_host, defaults.upstream_port)
+        "--upstream",
+        type=_address,
+        action="append",
+        help="HOST:PORT of a gateway process; repeat it for several (processes on this host, "
+        "or replicas); a DNS name stands for every address it resolves to "
+        "(default: 127.0.0.1:50051)",
     )
     parser.add_argument("--max-request-bytes", type=int, default=defaults.max_request_bytes)
     parser.add_argument("--max-response-bytes", type=int, default=defaults.max_response_bytes)
@@ -110,8 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                 if isinstance(args.admin, str)
                 else {"admin_host": args.admin[0], "admin_port": args.admin[1]}
             ),
-            upstream_host=args.upstream[0],
-            upstream_port=args.upstream[1],
+            upstreams=tuple(args.upstream or defaults.upstreams),
             max_request_bytes=args.max_request_bytes,
             max_response_bytes=args.max_response_bytes,
             route_timeout_s=args.route_timeout_s,

@@ -76,9 +76,9 @@ class SidecarOptions:
     admin_socket: str = ""
     # Origins (scheme://host[:port]) whose browsers may call the REST routes; none: CORS off.
     cors_allowed_origins: tuple[str, ...] = ()
-    # The gateway: an IP literal, or a DNS name resolved continuously (STRICT_DNS).
-    upstream_host: str = "127.0.0.1"
-    upstream_port: int = 50051
+    # The gateway processes or replicas, as (host, port): IP literals, or DNS names resolved
+    # continuously (STRICT_DNS: every address a name resolves to is one more endpoint).
+    upstreams: tuple[tuple[str, int], ...] = (("127.0.0.1", 50051),)
     # REST bodies are held whole in Envoy's memory: these bound it per request. Defaults
     # are the gateway's own gRPC message limits, so REST never refuses what gRPC accepts.
     max_request_bytes: int = 16 * MIB
@@ -114,9 +114,16 @@ class SidecarOptions:
     sidecar_secret: str = dataclasses.field(default="", repr=False)
 
     def __post_init__(self) -> None:
-        for name in ("listen_port", "admin_port", "upstream_port"):
+        for name in ("listen_port", "admin_port"):
             if not 0 <= getattr(self, name) <= 65535:
                 raise ValueError(f"{name} must be between 0 and 65535")
+        if not self.upstreams:
+            raise ValueError("upstreams must name at least one gateway (host, port)")
+        for host, port in self.upstreams:
+            if not host or not 0 <= port <= 65535:
+                raise ValueError(f"upstream {host}:{port} must be a host and a port 0-65535")
+        if len(set(self.upstreams)) != len(self.upstreams):
+            raise ValueError(f"upstreams are listed twice: {list(self.upstreams)}")
         for name in _POSITIVE:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
@@ -171,9 +178,9 @@ _POSITIVE = (
 
 
 def options_from_settings(
-    settings: Settings, *, upstream: tuple[str, int], access_log_path: str
+    settings: Settings, *, upstreams: Sequence[tuple[str, int]], access_log_path: str
 ) -> SidecarOptions:
-    """The sidecar in front of the gateway at `upstream`, as the settings configure it."""
+    """The sidecar in front of the gateways at `upstreams`, as the settings configure it."""
     return SidecarOptions(
         listen_host=settings.rest_host,
         listen_port=settings.rest_port,
@@ -181,8 +188,7 @@ def options_from_settings(
         admin_port=max(settings.envoy_admin_port, 0),
         admin_socket=admin_socket_path(settings),
         cors_allowed_origins=settings.cors_origins(),
-        upstream_host=upstream[0],
-        upstream_port=upstream[1],
+        upstreams=tuple(upstreams),
         max_request_bytes=settings.envoy_max_request_bytes,
         max_response_bytes=settings.envoy_max_response_bytes,
         route_timeout_s=settings.envoy_route_timeout_s,
@@ -599,13 +605,19 @@ def _tls_context(options: SidecarOptions, *, downstream: bool) -> dict[str, Any]
     }
 
 
-def _cluster(options: SidecarOptions) -> dict[str, Any]:
+def _is_ip(host: str) -> bool:
     try:
-        ipaddress.ip_address(options.upstream_host)
-        discovery = "STATIC"
+        ipaddress.ip_address(host)
     except ValueError:
-        discovery = "STRICT_DNS"
-    endpoint = {"endpoint": {"address": _address(options.upstream_host, options.upstream_port)}}
+        return False
+    return True
+
+
+def _cluster(options: SidecarOptions) -> dict[str, Any]:
+    discovery = "STATIC" if all(_is_ip(host) for host, _ in options.upstreams) else "STRICT_DNS"
+    endpoints = [
+        {"endpoint": {"address": _address(host, port)}} for host, port in options.upstreams
+    ]
     http2 = {
         # Notices a gateway that vanished while a long call (StartWorkflow) waits.
         "connection_keepalive": {"interval": "30s", "timeout": "10s"}
@@ -622,7 +634,7 @@ def _cluster(options: SidecarOptions) -> dict[str, Any]:
         },
         "load_assignment": {
             "cluster_name": GATEWAY_CLUSTER,
-            "endpoints": [{"lb_endpoints": [endpoint]}],
+            "endpoints": [{"lb_endpoints": endpoints}],
         },
         "health_checks": [
             {
