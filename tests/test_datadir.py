@@ -90,3 +90,22 @@ def test_a_recorded_pid_now_held_by_another_process_is_left_alone(tmp_path: Path
     (tmp_path / LOCK_NAME).write_text(f"1\ngateway {os.getpid()} 0.0\n")
     with hold_data_dir(tmp_path):
         pass  # still alive to say so
+
+
+def test_the_lock_file_lists_the_children_running_now(tmp_path: Path) -> None:
+    """A child that exited is forgotten, so that a supervisor starting it again under a new
+    pid leaves the file naming exactly what runs: what the next owner stops if we die."""
+    sleep = [sys.executable, "-c", "import time; time.sleep(60)"]
+    children = [subprocess.Popen(sleep), subprocess.Popen(sleep)]
+    try:
+        with hold_data_dir(tmp_path) as lock:
+            for child in children:
+                lock.record("gateway", child.pid)
+            lock.forget(children[0].pid)
+            lines = (tmp_path / LOCK_NAME).read_text().splitlines()
+            assert lines[0] == str(os.getpid())
+            assert [line.split()[:2] for line in lines[1:]] == [["gateway", str(children[1].pid)]]
+    finally:
+        for child in children:
+            child.kill()
+            child.wait(10)

@@ -42,7 +42,8 @@ class DataDirInUse(RuntimeError):
 
 
 class DataDirLock:
-    """The held lock of one data directory; ``record`` notes a child to stop if we die."""
+    """The held lock of one data directory; ``record`` notes a child to stop if we die,
+    ``forget`` one that has exited."""
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
@@ -59,6 +60,14 @@ class DataDirLock:
         if started is None:
             return  # never started, or already gone
         self._lines.append(f"{name} {pid} {started!r}")
+        self._write()
+
+    def forget(self, pid: int) -> None:
+        """Drop child ``pid``, which has exited (a supervised child is started again under a
+        new pid, recorded in its turn): the file lists the children running now."""
+        self._lines = [self._lines[0]] + [
+            line for line in self._lines[1:] if line.split()[1:2] != [str(pid)]
+        ]
         self._write()
 
     def _write(self) -> None:

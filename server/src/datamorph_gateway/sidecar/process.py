@@ -112,6 +112,17 @@ class EnvoyProcess:
 
     def start(self, timeout_s: float = 30.0) -> None:
         """Start Envoy and return once its admin API says LIVE; raise with its log if not."""
+        self.spawn()
+        try:
+            self._wait_ready(time.monotonic() + timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+
+    def spawn(self) -> None:
+        """Start Envoy without waiting for it: ``ready`` says when it is (a supervisor that
+        must not block on one child while watching others). ``stop`` reaps it, exited or not,
+        and makes way for the next ``spawn``."""
         if self._process is not None:
             raise EnvoyError("Envoy is already running")
         self._admin_path.unlink(missing_ok=True)
@@ -139,20 +150,23 @@ class EnvoyProcess:
                 stderr=subprocess.STDOUT if self._log is not None else None,
                 start_new_session=True,
             )
-            self._wait_ready(time.monotonic() + timeout_s)
         except BaseException:
             self.stop()
             raise
+
+    def ready(self) -> bool:
+        """Whether Envoy's admin API says LIVE now (its listeners are up)."""
+        if not self.admin_address:
+            with contextlib.suppress(FileNotFoundError):
+                self.admin_address = self._admin_path.read_text().strip()
+        return bool(self.admin_address) and self._admin_get("/ready") == "LIVE"
 
     def _wait_ready(self, deadline: float) -> None:
         while True:
             code = self.poll()
             if code is not None:
                 raise EnvoyError(f"Envoy exited with code {code} at start-up{self._log_tail()}")
-            if not self.admin_address:
-                with contextlib.suppress(FileNotFoundError):
-                    self.admin_address = self._admin_path.read_text().strip()
-            if self.admin_address and self._admin_get("/ready") == "LIVE":
+            if self.ready():
                 return
             if time.monotonic() >= deadline:
                 raise EnvoyError(f"Envoy was not ready in time{self._log_tail()}")
