@@ -127,14 +127,23 @@ def test_a_killed_gateways_run_is_ended_by_a_live_one(
             assert not repeat.done()  # the run goes on: the repeat waits for it
 
             doomed.kill()
+            killed_at = time.monotonic()
             assert doomed.wait(10) == -9
             with pytest.raises(GatewayError) as lost:
                 first.result(10)
             assert lost.value.code == grpc.StatusCode.UNAVAILABLE
 
             assert watched.result(timeout=LEASE_S + MARGIN_S) == ["start", "error", "end"]
+            watch_ended_s = time.monotonic() - killed_at
             with pytest.raises(GatewayError) as waited:
                 repeat.result(timeout=MARGIN_S)
+            repeat_answered_s = time.monotonic() - killed_at
+            print(
+                f"\nSIGKILL mid keyed workflow (RUN_LEASE_S={LEASE_S:g}, "
+                f"{log_store_env.get('LOG_STORE', 'postgres')} log store): WatchLogs ended "
+                f"{watch_ended_s:.2f} s and the waiting repeat got ABORTED "
+                f"{repeat_answered_s:.2f} s after the kill"
+            )
             with pytest.raises(GatewayError) as again:
                 client.start_workflow(**request, idempotency_key=key, timeout_s=5)
             for err in (waited.value, again.value):
