@@ -191,7 +191,8 @@ class RunLeases:
             if at_most is not None:
                 cur.execute("SELECT pg_advisory_xact_lock(%s)", (_SLOTS_LOCK_KEY,))
                 cur.execute(_RUNNING)
-                (running,) = cur.fetchone()
+                row = cur.fetchone()
+                running = int(row[0]) if row is not None else 0
                 if running >= at_most:
                     raise AtCapacity(running)
             cur.execute(_TAKE, params)
