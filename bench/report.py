@@ -376,15 +376,18 @@ def _projection_rows(results: dict[str, Any], c: int, processes: int) -> list[st
     rows = []
     for transport, label in PROCESS_TRANSPORTS.items():
         cost = scaling.call_cost(results, transport, c, processes)
+        alone = scaling.call_cost(results, transport, c, 1)  # one process's own CPU per call
         if cost is None:
             continue
         for cores in scaling.PROJECTED_CORES:
             # Envoy with one worker per core; 1 process, then one per core.
-            one = scaling.project(cost, scaling.Host(cores, 1, cores, postgres_on_host=False))
+            one = "–"
+            if alone is not None:
+                single = scaling.project(alone, scaling.Host(cores, 1, cores, False))
+                one = f"{_num(single.rps)} ({single.limit})"
             apart = scaling.project(cost, scaling.Host(cores, cores, cores, False))
             row = (
-                f"| {label} | {cores} | {_num(one.rps)} ({one.limit}) | "
-                f"{_num(apart.rps)} ({apart.limit}) | "
+                f"| {label} | {cores} | {one} | {_num(apart.rps)} ({apart.limit}) | "
                 f"{apart.cores_busy['gateway']:.1f} / {apart.cores_busy['envoy']:.1f} | "
             )
             if cost.postgres_ms is None:
@@ -405,8 +408,11 @@ def _projection_inputs(results: dict[str, Any], c: int, processes: int) -> list[
         if cost is None:
             continue
         postgres = "not measured" if cost.postgres_ms is None else f"{cost.postgres_ms:.2f} ms"
+        alone = scaling.call_cost(results, transport, c, 1)
         text = (
-            f"- {label}: gateway {cost.gateway_ms:.2f} ms, Envoy {cost.envoy_ms:.2f} ms, "
+            f"- {label}: gateway {cost.gateway_ms:.2f} ms"
+            + (f" (one process alone: {alone.gateway_ms:.2f} ms)" if alone else "")
+            + f", Envoy {cost.envoy_ms:.2f} ms, "
             f"PostgreSQL {postgres} (load generator {cost.load_generator_ms:.2f} ms, off the "
             "host in the projection)."
         )
@@ -498,7 +504,8 @@ def _processes_section(results: dict[str, Any]) -> list[str]:
         "#### Projection for 4, 8 and 16 cores",
         "",
         "Computed from the CPU each part spent per call with "
-        f"{n} processes at c={c} (medians over the rounds):",
+        f'{n} processes at c={c}, medians over the rounds (the "1 process" column from the '
+        "single process's own):",
         "",
         *_projection_inputs(results, c, n),
         "",

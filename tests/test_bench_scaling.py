@@ -53,11 +53,13 @@ def _cell(
 REST_COST = {"gateway": 1.0, "envoy": 0.25, "postgres": 0.25, "load generator": 0.1}
 
 
-def _results(one_rps: list[float], two_rps: list[float]) -> dict[str, Any]:
+def _results(
+    one_rps: list[float], two_rps: list[float], one_cost: dict[str, float] = REST_COST
+) -> dict[str, Any]:
     cells = []
     for round_no, (one, two) in enumerate(zip(one_rps, two_rps, strict=True), 1):
         for c in (8, 64):
-            cells.append(_cell("rest", c, 1, round_no, rps=one, cpu_ms=REST_COST))
+            cells.append(_cell("rest", c, 1, round_no, rps=one, cpu_ms=one_cost))
             cells.append(_cell("rest", c, 2, round_no, rps=two, cpu_ms=REST_COST))
     return {
         "processes": {
@@ -139,19 +141,22 @@ def test_calibration_puts_everything_on_the_measuring_machine() -> None:
 
 
 def test_the_section_shows_the_rounds_and_the_projection(tmp_path: Path) -> None:
-    results = _results(one_rps=[1000, 600, 1000], two_rps=[1200, 780, 1100])
+    # One process alone spends 0.8 ms of gateway CPU a call; two spend 1.0 ms.
+    alone = {**REST_COST, "gateway": 0.8}
+    results = _results(one_rps=[1000, 600, 1000], two_rps=[1200, 780, 1100], one_cost=alone)
     text = "\n".join(report._processes_section(results))
     assert "### One gateway process against two (issue 12)" in text
     assert "| REST (Envoy) | 64 | 2 | 1,100 (780 … 1,200) | 1.20× (1.10× … 1.30×) |" in text
     assert "60% / 40% of their gateway's CPU" in text
-    assert "gateway 1.00 ms, Envoy 0.25 ms, PostgreSQL 0.25 ms" in text
+    assert "gateway 1.00 ms (one process alone: 0.80 ms), Envoy 0.25 ms, PostgreSQL 0.25" in text
     assert "the model gives 1,250 rps; the run measured 1,100 (88% of it)" in text
     # Envoy's 2 workers ÷ 0.25 ms = 8,000/s, reached at 2 × 1.25 ÷ 0.25 = 10 cores.
     assert "cap it at 8,000 rps, the rate the host's cores reach at 10.0 cores" in text
-    # 16 cores, PostgreSQL elsewhere: 16 ÷ 1.25 ms = 12,800/s, gateway 12.8 cores busy,
-    # PostgreSQL needs 3.2; on the host 16 ÷ 1.5 ms = 10,667/s.
+    # 16 cores: one process, 1 core ÷ 0.8 ms = 1,250/s. One per core, PostgreSQL elsewhere:
+    # 16 ÷ 1.25 ms = 12,800/s, gateway 12.8 cores busy, PostgreSQL needs 3.2; on the host
+    # 16 ÷ 1.5 ms = 10,667/s.
     assert (
-        "| REST (Envoy) | 16 | 1,000 (one core per gateway process) | "
+        "| REST (Envoy) | 16 | 1,250 (one core per gateway process) | "
         "12,800 (the host's cores) | 12.8 / 3.2 | 3.2 | 10,667 (the host's cores) |"
     ) in text
     assert "Errors in all these cells: 0." in text
