@@ -17,7 +17,7 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 
-from bench.grpc_load import MAX_MESSAGE_BYTES, SERVICE, request_factory
+from bench.grpc_load import SERVICE, channel_options, request_factory
 from datamorph.gateway.v1 import gateway_pb2 as pb
 
 
@@ -70,13 +70,7 @@ class GrpcCaller:
 
     def __init__(self, target: str, metadata: Mapping[str, str] | None = None) -> None:
         self._metadata = tuple((metadata or {}).items()) or None
-        self._channel = grpc.insecure_channel(
-            target,
-            options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ],
-        )
+        self._channel = grpc.insecure_channel(target, options=channel_options(target))
 
     def close(self) -> None:
         self._channel.close()

@@ -6,7 +6,8 @@ once and answers are left as bytes, so the client spends its CPU on calls, not o
 protobuf. A request containing ``{n}`` in its JSON is rebuilt for every call with a
 unique token there (StartWorkflow needs a new target table each time). ``--metadata
 KEY=VALUE`` (repeatable) is sent with every call, as a credential is (``x-api-key``,
-``authorization``).
+``authorization``). A target naming several servers (``spread_target``: the gateway run as
+several processes) gets its calls spread over them round-robin, as Envoy spreads REST.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import ipaddress
 import itertools
 import json
 import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import grpc
 from google.protobuf import json_format
@@ -30,6 +33,36 @@ from datamorph.gateway.v1 import gateway_pb2 as pb
 
 SERVICE = pb.DESCRIPTOR.services_by_name["DataMorphGateway"]
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+_SPREAD_SCHEME = "ipv4:"
+
+
+def spread_target(addresses: Sequence[str]) -> str:
+    """One target for the servers at `addresses` (IPv4 ``host:port``): one address as it is,
+    several as gRPC's ``ipv4:a,b`` list, which `channel_options` spreads round-robin."""
+    if len(addresses) == 1:
+        return addresses[0]
+    for address in addresses:
+        host, _, port = address.rpartition(":")
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            host = ""
+        if not host or not port.isdigit():
+            raise ValueError(f"expected IPv4 host:port, got {address!r}")
+    return _SPREAD_SCHEME + ",".join(addresses)
+
+
+def channel_options(target: str) -> list[tuple[str, Any]]:
+    """A channel's options: no message size limit that a bench answer could reach, and
+    round-robin over every address when the target names several (pick-first would send
+    every call to the first)."""
+    options: list[tuple[str, Any]] = [
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ]
+    if target.startswith(_SPREAD_SCHEME) and "," in target:
+        options.append(("grpc.lb_policy_name", "round_robin"))
+    return options
 
 
 def request_factory(method: str, request_json: str) -> Callable[[], bytes]:
@@ -67,11 +100,7 @@ async def run_load(
     latencies: list[float] = []
     errors: collections.Counter[str] = collections.Counter()
     issued = 0
-    options = [
-        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ]
-    async with grpc.aio.insecure_channel(target, options=options) as channel:
+    async with grpc.aio.insecure_channel(target, options=channel_options(target)) as channel:
         await asyncio.wait_for(channel.channel_ready(), timeout=10)
         call = channel.unary_unary(f"/{SERVICE.full_name}/{method}")
         start = time.perf_counter()
@@ -108,7 +137,11 @@ def metadata_item(text: str) -> tuple[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.grpc_load", description=__doc__)
-    parser.add_argument("--target", required=True, help="host:port of the gRPC server")
+    parser.add_argument(
+        "--target",
+        required=True,
+        help="host:port of the gRPC server, or ipv4:host:port,host:port,... (round-robin)",
+    )
     parser.add_argument("--method", required=True, choices=sorted(SERVICE.methods_by_name))
     parser.add_argument("--request", default="{}", help="the request as proto3 JSON")
     parser.add_argument("--concurrency", type=int, default=1)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from bench import targets
+from bench import scaling, targets
 
 SYSTEM_LABELS = {
     "gateway/rest": "Gateway REST (Envoy)",
@@ -325,6 +325,215 @@ def _auth_section(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+PROCESS_TRANSPORTS = {"rest": "REST (Envoy)", "grpc": "gRPC (direct)"}
+PART_LABELS = {
+    "gateway": "gateway",
+    "envoy": "Envoy",
+    "postgres": "PostgreSQL",
+    "load generator": "load generator",
+}
+
+
+def _spread_text(values: list[float], show: Callable[[float], str]) -> str:
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return show(values[0])
+    middle = statistics.median(values)
+    return f"{show(middle)} ({show(min(values))} … {show(max(values))})"
+
+
+def _processes_row(results: dict[str, Any], transport: str, c: int, n: int) -> str | None:
+    by_round = scaling.cells(results, transport, c, n)
+    if not by_round:
+        return None
+    answered = [cell for cell in by_round.values() if cell["ok"]]
+    errors = sum(cell["error_count"] for cell in by_round.values())
+    rps = _spread_text([cell["throughput_rps"] for cell in by_round.values()], _num)
+    ratio = _spread_text(scaling.speedup(results, transport, c, n), lambda x: f"{x:.2f}×")
+    latency = (
+        f"{_median_of(answered, lambda cell: cell['p50_ms'])} / "
+        f"{_median_of(answered, lambda cell: cell['p99_ms'])}"
+    )
+    per_call = [scaling.median_per_call_ms(answered, part) for part in PART_LABELS]
+    busy = [
+        cell["cpu_s"]["gateway"] / cell["duration_s"]
+        for cell in answered
+        if "gateway" in cell.get("cpu_s", {})
+    ]
+    return (
+        f"| {PROCESS_TRANSPORTS[transport]} | {c} | {n} | {rps} | "
+        + (ratio if n != 1 else "–")
+        + f" | {latency} | {errors} | "
+        + " | ".join(_num(v, 2) for v in per_call)
+        + f" | {_num(sum(v or 0.0 for v in per_call), 2)} | "
+        + (f"{statistics.median(busy):.2f}" if busy else "–")
+        + " |"
+    )
+
+
+def _projection_rows(results: dict[str, Any], c: int, processes: int) -> list[str]:
+    rows = []
+    for transport, label in PROCESS_TRANSPORTS.items():
+        cost = scaling.call_cost(results, transport, c, processes)
+        alone = scaling.call_cost(results, transport, c, 1)  # one process's own CPU per call
+        if cost is None:
+            continue
+        for cores in scaling.PROJECTED_CORES:
+            # Envoy with one worker per core; 1 process, then one per core.
+            one = "–"
+            if alone is not None:
+                single = scaling.project(alone, scaling.Host(cores, 1, cores, False))
+                one = f"{_num(single.rps)} ({single.limit})"
+            apart = scaling.project(cost, scaling.Host(cores, cores, cores, False))
+            row = (
+                f"| {label} | {cores} | {one} | {_num(apart.rps)} ({apart.limit}) | "
+                f"{apart.cores_busy['gateway']:.1f} / {apart.cores_busy['envoy']:.1f} | "
+            )
+            if cost.postgres_ms is None:
+                rows.append(row + "not measured | – |")
+                continue
+            shared = scaling.project(cost, scaling.Host(cores, cores, cores, True))
+            rows.append(
+                row + f"{apart.cores_busy['postgres']:.1f} | {_num(shared.rps)} ({shared.limit}) |"
+            )
+    return rows
+
+
+def _projection_inputs(results: dict[str, Any], c: int, processes: int) -> list[str]:
+    comparison = results["processes"]
+    lines = []
+    for transport, label in PROCESS_TRANSPORTS.items():
+        cost = scaling.call_cost(results, transport, c, processes)
+        if cost is None:
+            continue
+        postgres = "not measured" if cost.postgres_ms is None else f"{cost.postgres_ms:.2f} ms"
+        alone = scaling.call_cost(results, transport, c, 1)
+        text = (
+            f"- {label}: gateway {cost.gateway_ms:.2f} ms"
+            + (f" (one process alone: {alone.gateway_ms:.2f} ms)" if alone else "")
+            + f", Envoy {cost.envoy_ms:.2f} ms, "
+            f"PostgreSQL {postgres} (load generator {cost.load_generator_ms:.2f} ms, off the "
+            "host in the projection)."
+        )
+        calibrated = scaling.calibration(results, transport, c, processes)
+        if calibrated is not None:
+            modelled, measured = calibrated
+            text += (
+                f" On this machine ({comparison['machine']['cores_available']} cores, "
+                f"{processes} processes, Envoy with {comparison['envoy_workers']} workers, "
+                f"everything including the load generator on it) the model gives "
+                f"{_num(modelled)} rps; the run measured {_num(measured)} "
+                f"({measured / modelled:.0%} of it)."
+            )
+        workers = comparison["envoy_workers"]
+        above = scaling.envoy_binds_above(cost, workers, postgres_on_host=False)
+        if above is not None and transport == "rest":  # gRPC here bypasses Envoy
+            text += (
+                f" With {workers} workers, as here, Envoy alone would cap it at "
+                f"{_num(workers * 1000 / cost.envoy_ms)} rps, the rate the host's cores "
+                f"reach at {above:.1f} cores (PostgreSQL elsewhere)."
+            )
+        lines.append(text)
+    return lines
+
+
+def _processes_section(results: dict[str, Any]) -> list[str]:
+    """One gateway process against two (bench/processes.py), and the projection."""
+    comparison = results.get("processes")
+    if not comparison:
+        return []
+    machine = comparison["machine"]
+    errors = sum(cell["error_count"] for cell in comparison["cells"])
+    split = comparison.get("gateway_cpu_s_by_process", {})
+    shares = {
+        n: " / ".join(f"{s / sum(seconds):.0%}" for s in seconds)
+        for n, seconds in split.items()
+        if len(seconds) > 1 and sum(seconds)
+    }
+    c = max(comparison["concurrencies"])
+    n = max(comparison["process_counts"])
+    lines = [
+        "### One gateway process against two (issue 12)",
+        "",
+        '`make bench BENCH_ARGS="--only processes"` (that is, `python -m bench --only '
+        "processes`; also part of every full run). Two stacks with the suite's gateway settings "
+        "and the same database run side by side: one gateway process behind an Envoy, and two "
+        "processes (each its own port and pool) behind an Envoy of their own with both in one "
+        "round-robin cluster. REST goes through each stack's Envoy; gRPC goes straight to the "
+        "gateway, as in the matrix, with the load generator spreading its calls round-robin "
+        "over the processes' ports, so its rows have no Envoy share (a gRPC caller reaching "
+        "the processes through Envoy's one port would pay Envoy's proxying: not measured "
+        "here). "
+        f"{comparison['title']}, {comparison['rounds']} rounds of "
+        f"{comparison['duration_s']}-second cells, the two stacks back to back in an order "
+        "that alternates every round. Before any timing each process answered the probe and "
+        "Envoy had every endpoint healthy"
+        + (
+            "; over the whole comparison the two processes took "
+            + "; ".join(shares.values())
+            + " of their gateway's CPU"
+            if shares
+            else ""
+        )
+        + f". Machine: {machine['cores']} cores ({machine['cores_available']} available to the "
+        f"bench), load average {_loads(machine.get('load_average_at_start'))} at the start and "
+        f"{_loads(machine.get('load_average_at_end'))} at the end; Envoy ran "
+        f"{comparison['envoy_workers']} workers. Errors in all these cells: {errors}.",
+        "",
+        'Medians over rounds, with the lowest and highest round in brackets; "2 vs 1" pairs '
+        "each round's two stacks. CPU is milliseconds per successful call, by part (the "
+        "gateway's processes summed); \"gateway cores\" is the gateway's CPU seconds per "
+        "second of the cell.",
+        "",
+        "| transport | c | processes | rps | 2 vs 1 | p50 / p99 ms | errors | gateway | Envoy "
+        "| PostgreSQL | load generator | all | gateway cores |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for transport in PROCESS_TRANSPORTS:
+        for conc in comparison["concurrencies"]:
+            for count in comparison["process_counts"]:
+                row = _processes_row(results, transport, conc, count)
+                if row is not None:
+                    lines.append(row)
+    rows = _projection_rows(results, c, n)
+    if not rows:
+        return [*lines, ""]
+    lines += [
+        "",
+        "#### Projection for 4, 8 and 16 cores",
+        "",
+        "Computed from the CPU each part spent per call with "
+        f'{n} processes at c={c}, medians over the rounds (the "1 process" column from the '
+        "single process's own):",
+        "",
+        *_projection_inputs(results, c, n),
+        "",
+        "The model: a host of C cores serves at most C ÷ the CPU one call costs the parts "
+        "running on it. The load generator is off the host (callers are Lambdas and clients "
+        "elsewhere); PostgreSQL is either a server of its own (RDS: then the table says how "
+        "many cores it needs at that rate) or on the same host. Envoy runs one worker per "
+        "core. Two more ceilings: a gateway process runs Python on one core at a time, so N "
+        "processes serve at most N ÷ the gateway's CPU per call (a simplification both ways: "
+        "gRPC's and libpq's threads run outside the GIL, while contention for it keeps a "
+        'process below a full core; "gateway cores" above shows where one process got), and '
+        "Envoy's workers at most their number ÷ Envoy's CPU per call. The lowest ceiling is "
+        "the rate; it is named in brackets. The "
+        "model assumes the CPU per call stays what it is here: contention that grows with "
+        "cores (PostgreSQL's locks, memory bandwidth), the network between hosts and a "
+        "closed loop's idle time are left out, so each figure is a ceiling; the calibration "
+        "above says how close this machine came to its own.",
+        "",
+        "| transport | host cores | 1 process | one process per core, PostgreSQL elsewhere "
+        "| cores busy there: gateway / Envoy | PostgreSQL's cores at that rate "
+        "| one process per core, PostgreSQL on the host |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        *rows,
+        "",
+    ]
+    return lines
+
+
 def _large_query_section(results: dict[str, Any]) -> list[str]:
     large = results.get("large_query")
     if not large:
@@ -492,6 +701,7 @@ def write(results: dict[str, Any], results_path: Path, docs_path: Path) -> None:
         "python -m bench --quick         # a smoke test, about 4 minutes",
         "python -m bench --with-1e7      # also a 10^7-row table (about 1 more minute)",
         "python -m bench --only auth     # only the auth comparison, policy off vs on (~7 min)",
+        "python -m bench --only processes # one gateway process against two, and the projection",
         "python -m bench --policy        # the whole suite with an auth policy on (API key)",
         "DATABASE_URL=postgresql://... python -m bench   # against your own PostgreSQL",
         "python -m bench.profile --scenario get_data_2e4 --transport rest --concurrency 8 --gil",
@@ -530,6 +740,7 @@ def write(results: dict[str, Any], results_path: Path, docs_path: Path) -> None:
     lines += _floor_section(results)
     lines += _repeats_section(results)
     lines += _auth_section(results)
+    lines += _processes_section(results)
     lines += _large_query_section(results)
     lines += _startup_section(results)
     lines += _streaming_section(results)

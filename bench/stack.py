@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import json
 import os
 import re
 import resource
@@ -18,13 +19,14 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
 import psutil
 
 from datamorph_gateway.sidecar import EnvoyProcess, SidecarOptions, write_config
-from datamorph_gateway.sidecar.config import LISTENER
+from datamorph_gateway.sidecar.config import GATEWAY_CLUSTER, LISTENER
 
 REPO = Path(__file__).resolve().parents[1]
 DESCRIPTOR_SET = REPO / "envoy" / "gateway.binpb"
@@ -139,14 +141,18 @@ class GatewayServer:
 
 
 class Envoy:
-    """Envoy in front of the gateway at `upstream`: REST/JSON on a port it picked."""
+    """Envoy in front of the gateway processes at `upstreams` (one cluster, round-robin):
+    REST/JSON on a port it picked."""
 
-    def __init__(self, run_dir: Path, upstream: str) -> None:
-        host, _, port = upstream.rpartition(":")
+    def __init__(self, run_dir: Path, *upstreams: str) -> None:
+        endpoints = []
+        for upstream in upstreams:
+            host, _, port = upstream.rpartition(":")
+            endpoints.append((host, int(port)))
         options = SidecarOptions(
             listen_port=0,
             admin_socket=str(run_dir.resolve() / "admin.sock"),
-            upstreams=((host, int(port)),),
+            upstreams=tuple(endpoints),
             health_check_interval_s=1.0,
             access_log_path="",  # one file write per request would be Envoy's largest cost
         )
@@ -172,6 +178,20 @@ class Envoy:
         )
         self.host, self.port = self._process.listener_address(LISTENER)
         return self.host, self.port
+
+    def workers(self) -> int:
+        """The worker threads Envoy runs (its ``--concurrency``), as its admin API says."""
+        info = json.loads(self._process.admin("/server_info"))
+        return int(info["command_line_options"]["concurrency"])
+
+    def healthy_upstreams(self) -> int:
+        """How many of the gateway cluster's endpoints pass Envoy's health check now."""
+        prefix = f"{GATEWAY_CLUSTER}::"
+        return sum(
+            1
+            for line in self._process.admin("/clusters").splitlines()
+            if line.startswith(prefix) and line.endswith("::health_flags::healthy")
+        )
 
     def poll(self) -> int | None:
         return self._process.poll()
@@ -319,11 +339,14 @@ class CpuMeter:
     shows up in its children's times; the load generators are our own reaped children.
     """
 
-    def __init__(self, pids: dict[str, int]) -> None:
-        self._pids = pids
+    def __init__(self, pids: Mapping[str, int | Sequence[int]]) -> None:
+        # A part may be several processes (the gateway run as N): their times are summed.
+        self._pids = {
+            name: (pid,) if isinstance(pid, int) else tuple(pid) for name, pid in pids.items()
+        }
 
     def read(self) -> dict[str, float]:
-        out = {name: _tree_cpu_s(pid) for name, pid in self._pids.items()}
+        out = {name: sum(_tree_cpu_s(pid) for pid in pids) for name, pids in self._pids.items()}
         own = resource.getrusage(resource.RUSAGE_CHILDREN)
         out["load generator"] = own.ru_utime + own.ru_stime
         return out

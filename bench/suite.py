@@ -1,5 +1,6 @@
-"""One bench run, start to finish: data in, the auth comparison (``bench/auth.py``), stack
-up, probes, the matrix, the extras, results.
+"""One bench run, start to finish: data in, the auth comparison (``bench/auth.py``), one
+gateway process against two (``bench/processes.py``), stack up, probes, the matrix, the
+extras, results.
 
 Every server is a child process reaped in a ``finally`` (an ExitStack), every load run is
 bounded in time and in count, and a scenario is timed only after one probe request
@@ -24,8 +25,9 @@ from typing import Any
 
 import psycopg2
 
-from bench import auth, data, limit, measures
+from bench import auth, data, limit, measures, processes
 from bench.clients import Answer, GrpcCaller, http_call
+from bench.grpc_load import spread_target
 from bench.loadstats import LoadResult
 from bench.machine import machine_info
 from bench.rest_load import run_wrk, wrk_binary
@@ -69,6 +71,8 @@ REPEATED_CELLS = [("get_data_2e4", c, (GATEWAY_REST, BASELINE_REST)) for c in (8
 
 
 AUTH = "auth"  # the --only name of the auth comparison
+PROCESSES = "processes"  # the --only name of the comparison of 1 and 2 gateway processes
+COMPARISONS = (AUTH, PROCESSES)
 
 
 @dataclass
@@ -86,15 +90,20 @@ class Options:
     only: tuple[str, ...] = ()
     policy: bool = False  # the suite's gateways run with a policy, and calls send its key
     auth_rounds: int = auth.ROUNDS
+    processes_rounds: int = processes.ROUNDS
 
     @property
-    def auth_only(self) -> bool:
-        """``--only auth`` and nothing else: the auth comparison alone."""
-        return bool(self.only) and set(self.only) <= {AUTH}
+    def comparisons_only(self) -> bool:
+        """``--only`` named comparisons (auth, processes) and no scenario: no matrix."""
+        return bool(self.only) and set(self.only) <= set(COMPARISONS)
 
     @property
     def with_auth(self) -> bool:
         return not self.only or AUTH in self.only
+
+    @property
+    def with_processes(self) -> bool:
+        return not self.only or PROCESSES in self.only
 
 
 def _log(message: str) -> None:
@@ -138,6 +147,17 @@ class Stack:
     baseline: Baseline | None
     meter: CpuMeter
     headers: dict[str, str] = field(default_factory=dict)  # a credential, or nothing
+    # More processes of the same gateway behind the same Envoy (bench/processes.py).
+    siblings: tuple[GatewayServer, ...] = ()
+
+    @property
+    def gateways(self) -> tuple[GatewayServer, ...]:
+        return (self.gateway, *self.siblings)
+
+    @property
+    def grpc_target(self) -> str:
+        """Where native gRPC calls go: the gateway, or all its processes round-robin."""
+        return spread_target([g.address for g in self.gateways])
 
 
 class Suite:
@@ -149,7 +169,7 @@ class Suite:
         self.options = options
         self.concurrencies = QUICK_CONCURRENCIES if options.quick else CONCURRENCIES
         selected = scenarios(with_1e7=options.with_1e7 or "get_data_1e7" in options.only)
-        if options.auth_only:
+        if options.comparisons_only:
             selected = []
         elif options.only:
             selected = [s for s in selected if s.name in options.only]
@@ -173,10 +193,8 @@ class Suite:
     def check_alive(self, during: str, stack: Stack | None = None) -> None:
         """Stop the run when a server died: numbers after that would describe nothing."""
         stack = stack or self.stack
-        parts = [
-            ("the gateway", stack.gateway.poll(), stack.gateway.log_path),
-            ("Envoy", stack.envoy.poll(), stack.envoy.log_path),
-        ]
+        parts = [("the gateway", g.poll(), g.log_path) for g in stack.gateways]
+        parts.append(("Envoy", stack.envoy.poll(), stack.envoy.log_path))
         if stack.baseline is not None:
             parts.append(("the Flask baseline", stack.baseline.poll(), stack.baseline.log_path))
         for name, code, log_path in parts:
@@ -186,7 +204,7 @@ class Suite:
     # -- probes ----------------------------------------------------------------------
 
     def _call_once(self, scenario: Scenario, system: tuple[str, str], stack: Stack) -> Answer:
-        gateway, envoy, baseline = stack.gateway, stack.envoy, stack.baseline
+        envoy, baseline = stack.envoy, stack.baseline
         body = _unique(scenario.body)
         if system == GATEWAY_REST:
             return http_call(
@@ -207,7 +225,7 @@ class Suite:
                 body,
             )
         if system == GATEWAY_GRPC:
-            caller = GrpcCaller(gateway.address, stack.headers)
+            caller = GrpcCaller(stack.grpc_target, stack.headers)
             try:
                 return caller.call(scenario.rpc, body or {})
             finally:
@@ -267,7 +285,7 @@ class Suite:
         stack: Stack | None = None,
     ) -> LoadResult:
         stack = stack or self.stack
-        gateway, envoy, baseline = stack.gateway, stack.envoy, stack.baseline
+        envoy, baseline = stack.envoy, stack.baseline
         cap = self.options.max_requests
         if system in (GATEWAY_REST, BASELINE_REST):
             if system == GATEWAY_REST:
@@ -298,7 +316,7 @@ class Suite:
                 [
                     "bench.grpc_load",
                     "--target",
-                    gateway.address,
+                    stack.grpc_target,
                     "--method",
                     scenario.rpc,
                     "--request",
@@ -431,12 +449,15 @@ class Suite:
             answer = http_call("127.0.0.1", stack.baseline.port, "GET", "/health", None)
             return answer.elapsed_s if answer.ok else SETTLED_HEALTH_S
         if system in (GATEWAY_REST, GATEWAY_GRPC):
-            caller = GrpcCaller(stack.gateway.address)
-            try:
-                answer = caller.call("Health", {})
-            finally:
-                caller.close()
-            return answer.elapsed_s if answer.ok else SETTLED_HEALTH_S
+            slowest = 0.0  # each process of the gateway must answer quickly
+            for gateway in stack.gateways:
+                caller = GrpcCaller(gateway.address)
+                try:
+                    answer = caller.call("Health", {})
+                finally:
+                    caller.close()
+                slowest = max(slowest, answer.elapsed_s if answer.ok else SETTLED_HEALTH_S)
+            return slowest
         return 0.0
 
     def matrix(self, probes: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -492,27 +513,41 @@ class Suite:
     # -- the run -----------------------------------------------------------------------
 
     def start_gateway(
-        self, servers: contextlib.ExitStack, directory: Path, env: dict[str, str]
+        self,
+        servers: contextlib.ExitStack,
+        directory: Path,
+        env: dict[str, str],
+        process_count: int = 1,
     ) -> Stack:
-        """A gateway (the bench's settings and `env`) and an Envoy in front of it, under
-        `directory`; stopped when `servers` closes. Its calls send no credential."""
+        """A gateway (the bench's settings and `env`) as `process_count` processes, each with
+        its own pool, and one Envoy in front of them all, under `directory`; stopped when
+        `servers` closes. Its calls send no credential; its CPU is the processes' sum."""
         directory.mkdir(parents=True, exist_ok=True)
-        gateway = GatewayServer(
-            gateway_env(self.dsn, **GATEWAY_OVERRIDES, **env), directory / "gateway.log"
-        )
-        servers.callback(gateway.stop)
-        gateway.start()
-        envoy = Envoy(directory / "envoy", gateway.address)
+        gateways = []
+        for n in range(1, process_count + 1):
+            log_name = "gateway.log" if process_count == 1 else f"gateway-{n}.log"
+            gateway = GatewayServer(
+                gateway_env(self.dsn, **GATEWAY_OVERRIDES, **env), directory / log_name
+            )
+            servers.callback(gateway.stop)
+            gateway.start()
+            gateways.append(gateway)
+        envoy = Envoy(directory / "envoy", *(g.address for g in gateways))
         servers.callback(envoy.stop)
         envoy.start()
-        pids = {"gateway": gateway.pid, "envoy": envoy.pid}
+        pids: dict[str, int | list[int]] = {
+            "gateway": [g.pid for g in gateways],
+            "envoy": envoy.pid,
+        }
         if self.postmaster:
             pids["postgres"] = self.postmaster
         _log(
-            f"gateway gRPC {gateway.address} (pid {gateway.pid}), Envoy REST "
-            f"{envoy.host}:{envoy.port}" + (" with AUTH_POLICY_FILE" if env else "")
+            "gateway gRPC "
+            + ", ".join(f"{g.address} (pid {g.pid})" for g in gateways)
+            + f", Envoy REST {envoy.host}:{envoy.port}"
+            + (" with AUTH_POLICY_FILE" if env else "")
         )
-        return Stack(gateway, envoy, None, CpuMeter(pids))
+        return Stack(gateways[0], envoy, None, CpuMeter(pids), siblings=tuple(gateways[1:]))
 
     def policy_env(self) -> dict[str, str]:
         """With --policy, the environment that gives a gateway the bench's policy."""
@@ -568,7 +603,11 @@ class Suite:
                 duration_s = opts.duration_s if opts.quick else auth.DURATION_S
                 _log(f"the auth comparison: policy off vs on, {opts.auth_rounds} rounds")
                 results["auth"] = auth.compare(self, opts.auth_rounds, duration_s)
-            if opts.auth_only:
+            if opts.with_processes:
+                duration_s = opts.duration_s if opts.quick else processes.DURATION_S
+                _log(f"one gateway process against two, {opts.processes_rounds} rounds")
+                results["processes"] = processes.compare(self, opts.processes_rounds, duration_s)
+            if opts.comparisons_only:
                 results["cells"] = []
             else:
                 self._suite(results, sizes)

@@ -23,7 +23,7 @@ from psycopg2.extensions import make_dsn, parse_dsn
 from datamorph_client import GatewayClient, GatewayError
 from datamorph_gateway.config import Settings, load_settings
 from datamorph_gateway.db.database import Database
-from datamorph_gateway.errors import ConfigError, DeadlineExceeded
+from datamorph_gateway.errors import ConfigError, DeadlineExceeded, ResourceExhausted
 from datamorph_gateway.workflows import (
     RunLeases,
     WorkflowError,
@@ -32,6 +32,7 @@ from datamorph_gateway.workflows import (
     WorkflowTimeout,
     create_runner,
 )
+from datamorph_gateway.workflows.leases import AtCapacity
 
 from .fixtures.gateway import GatewayFactory
 from .fixtures.handlers import HANDLER, prompt
@@ -126,14 +127,23 @@ def test_a_killed_gateways_run_is_ended_by_a_live_one(
             assert not repeat.done()  # the run goes on: the repeat waits for it
 
             doomed.kill()
+            killed_at = time.monotonic()
             assert doomed.wait(10) == -9
             with pytest.raises(GatewayError) as lost:
                 first.result(10)
             assert lost.value.code == grpc.StatusCode.UNAVAILABLE
 
             assert watched.result(timeout=LEASE_S + MARGIN_S) == ["start", "error", "end"]
+            watch_ended_s = time.monotonic() - killed_at
             with pytest.raises(GatewayError) as waited:
                 repeat.result(timeout=MARGIN_S)
+            repeat_answered_s = time.monotonic() - killed_at
+            print(
+                f"\nSIGKILL mid keyed workflow (RUN_LEASE_S={LEASE_S:g}, "
+                f"{log_store_env.get('LOG_STORE', 'postgres')} log store): WatchLogs ended "
+                f"{watch_ended_s:.2f} s and the waiting repeat got ABORTED "
+                f"{repeat_answered_s:.2f} s after the kill"
+            )
             with pytest.raises(GatewayError) as again:
                 client.start_workflow(**request, idempotency_key=key, timeout_s=5)
             for err in (waited.value, again.value):
@@ -387,3 +397,64 @@ def test_run_lease_s_is_zero_or_at_least_a_second(value: str) -> None:
         load_settings({"RUN_LEASE_S": value})
     assert load_settings({}).run_lease_s == 30.0
     assert load_settings({"RUN_LEASE_S": "0"}).run_lease_s == 0.0
+
+
+# -- WORKFLOW_MAX_CONCURRENT across gateways ------------------------------------------------
+
+
+def test_at_most_counts_the_runs_of_every_gateway(
+    leases: Callable[[], RunLeases], quiet_database_url: str
+) -> None:
+    mine, theirs = leases(), leases()
+    fetch(quiet_database_url, "DELETE FROM datamorph_gateway.run_leases RETURNING run_id")
+    first, second, third = (f"20250101_000000_{uuid.uuid4().hex[:8]}" for _ in range(3))
+    mine.take(first, None, at_most=2)
+    theirs.take(second, None, at_most=2)
+    with pytest.raises(AtCapacity) as full:
+        mine.take(third, None, at_most=2)
+    assert full.value.running == 2
+    assert not mine.is_held(third)  # refused: no lease
+    theirs.release(second)
+    mine.take(third, None, at_most=2)  # a finished run frees its slot
+    time.sleep(mine.ttl_s + 0.2)  # neither renewed: both lapsed, their gateways are gone
+    theirs.take(second, None, at_most=1)  # a lapsed lease is no running run
+
+
+def test_workflow_max_concurrent_holds_across_gateways(
+    quiet_database_url: str, tmp_path: Path
+) -> None:
+    """Two gateways on one database, WORKFLOW_MAX_CONCURRENT=1: a run on one refuses a run
+    on the other (RESOURCE_EXHAUSTED) until it ends."""
+    settings = Settings(
+        run_lease_s=2.0,
+        workflow_max_concurrent=1,
+        grpc_max_workers=8,
+        orchestrator_handler=HANDLER,
+        log_poll_interval_s=0.05,
+    )
+    databases = [Database(settings, quiet_database_url) for _ in range(2)]
+    runners = [create_runner(settings, db.pool) for db in databases]
+    fetch(quiet_database_url, "DELETE FROM datamorph_gateway.run_leases RETURNING run_id")
+    release = tmp_path / "release"
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(
+                runners[0].start, WorkflowRequest(prompt(release=release)), timeout_s=30
+            )
+            deadline = time.monotonic() + 10
+            while not fetch(quiet_database_url, "SELECT run_id FROM datamorph_gateway.run_leases"):
+                assert time.monotonic() < deadline, "the first run never took its lease"
+                time.sleep(0.02)
+            with pytest.raises(ResourceExhausted) as refused:
+                runners[1].start(WorkflowRequest(prompt(hold_s=0)), timeout_s=10)
+            assert refused.value.reason == "WORKFLOWS_EXHAUSTED"
+            assert "on the gateways together" in refused.value.message
+            release.touch()
+            first.result(timeout=30)
+        assert runners[1].start(WorkflowRequest(prompt(hold_s=0)), timeout_s=30).run_id
+    finally:
+        release.touch()
+        for runner in runners:
+            runner.close()
+        for db in databases:
+            db.close()

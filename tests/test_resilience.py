@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -114,3 +116,56 @@ def test_pool_exhaustion_is_resource_exhausted(make_gateway) -> None:  # type: i
         finally:
             blocker.join()
         assert c.execute_query("SELECT 1 AS ok").rows == [{"ok": 1}]
+
+
+@pytest.mark.embedded_only
+def test_a_database_restart_under_load_costs_few_calls(tmp_path: Path) -> None:
+    """8 callers read in a loop while PostgreSQL restarts: at most 10 calls fail, and calls
+    succeed again within 2 s of the server being back. Prints its figures."""
+    callers, run_s = 8, 6.0
+    with EmbeddedPostgres(tmp_path / "pg") as pg:
+        made = roles.provision(pg.dsn, "dmgw_restart_load", tmp_path / "pgpass")
+        settings = gateway_settings(
+            made.app_dsn, db_connect_attempts=3, db_connect_backoff_s=0.05, db_pool_max=8
+        )
+        gateway = Gateway(settings)
+        gateway.start()
+        stop_at = time.monotonic() + run_s
+        outcomes: list[tuple[float, bool]] = []  # (when it ended, succeeded)
+        lock = threading.Lock()
+
+        def read() -> None:
+            with GatewayClient(gateway.address, timeout_s=10) as client:
+                while time.monotonic() < stop_at:
+                    try:
+                        client.execute_query("SELECT a FROM t", read_only=True)
+                        ok = True
+                    except GatewayError:
+                        ok = False
+                    with lock:
+                        outcomes.append((time.monotonic(), ok))
+
+        try:
+            with GatewayClient(gateway.address) as setup:
+                setup.execute_query("CREATE TABLE t (a int); INSERT INTO t VALUES (1)")
+            with ThreadPoolExecutor(callers) as pool:
+                loads = [pool.submit(read) for _ in range(callers)]
+                time.sleep(1.5)
+                down_at = time.monotonic()
+                pg.restart()
+                up_at = time.monotonic()
+                for load in loads:
+                    load.result()
+        finally:
+            gateway.stop(0)
+    failed = [when for when, ok in outcomes if not ok]
+    after = [when for when, ok in outcomes if ok and when > max(failed, default=down_at)]
+    recovered_s = (min(after) - up_at) if after else float("inf")
+    print(
+        f"\nPostgreSQL restart under load ({callers} callers, {run_s:g} s): "
+        f"{len(outcomes)} calls, {len(failed)} failed; the restart took {up_at - down_at:.2f} s; "
+        f"calls succeeded again {max(recovered_s, 0.0):.2f} s after it was back"
+    )
+    assert len(failed) <= 10
+    assert recovered_s <= 2.0
+    assert len(outcomes) - len(failed) > 100  # it was under load before and after

@@ -62,6 +62,13 @@ INSERT INTO datamorph_gateway.run_leases
 VALUES (%(run_id)s, %(me)s, %(me)s, %(key)s, now(), now(),
         now() + make_interval(secs => %(ttl)s))
 """
+# Runs that are running now, on every gateway: leases renewed by the gateway that took them
+# (not lapsed, not taken over to be ended). Counted under _SLOTS_LOCK_KEY, so that two
+# gateways taking the last slot at once are one after the other.
+_RUNNING = """
+SELECT count(*) FROM datamorph_gateway.run_leases WHERE holder = gateway AND expires_at >= now()
+"""
+_SLOTS_LOCK_KEY = 0x444D_4757_534C_4F54  # "DMGWSLOT"
 _RENEW = """
 UPDATE datamorph_gateway.run_leases
    SET renewed_at = now(), expires_at = now() + make_interval(secs => %(ttl)s)
@@ -111,6 +118,14 @@ def new_holder_id() -> str:
     """Which gateway process holds a lease: host and pid for operators, and random for
     uniqueness (pids are reused, and a test runs several gateways in one process)."""
     return f"{socket.gethostname()[:64]}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+class AtCapacity(Exception):
+    """As many runs as allowed are running on all gateways together: this one may not start."""
+
+    def __init__(self, running: int) -> None:
+        super().__init__(f"{running} runs are running")
+        self.running = running
 
 
 @dataclass(frozen=True)
@@ -165,10 +180,21 @@ class RunLeases:
 
     # -- this gateway's runs ------------------------------------------------------------
 
-    def take(self, run_id: str, key: str | None) -> None:
-        """Hold a lease on a run about to start; raises ``GatewayError`` if it cannot."""
+    def take(self, run_id: str, key: str | None, *, at_most: int | None = None) -> None:
+        """Hold a lease on a run about to start; raises ``GatewayError`` if it cannot.
+
+        ``at_most``: the run starts only if fewer runs than that are running on all
+        gateways together (WORKFLOW_MAX_CONCURRENT); else ``AtCapacity``, and no lease.
+        """
         params = {"run_id": run_id, "me": self.holder, "key": key or None, "ttl": self.ttl_s}
         with self._tables.transaction() as conn, conn.cursor() as cur:
+            if at_most is not None:
+                cur.execute("SELECT pg_advisory_xact_lock(%s)", (_SLOTS_LOCK_KEY,))
+                cur.execute(_RUNNING)
+                row = cur.fetchone()
+                running = int(row[0]) if row is not None else 0
+                if running >= at_most:
+                    raise AtCapacity(running)
             cur.execute(_TAKE, params)
         with self._lock:
             if not self._held and not self._releasing:

@@ -9,7 +9,9 @@ and still writes its logs).
 Limits answer RESOURCE_EXHAUSTED at once, never queue: ``workflow_max_concurrent``
 running workflows, or twice that many StartWorkflow calls already waiting for
 answers (a retry may wait beside the call it retries), so that StartWorkflow
-never holds every RPC thread.
+never holds every RPC thread. With leases the running workflows are counted on
+every gateway process and replica together (their leases, under a lock in the
+database); without, in this process.
 
 Idempotency keys are remembered in this process's memory, for
 ``idempotency_ttl_s`` after the run ends and at most ``idempotency_max_keys``
@@ -75,7 +77,7 @@ from datamorph_gateway.workflows.endings import (
     failure_entries,
     has_ended,
 )
-from datamorph_gateway.workflows.leases import Lapsed, RunLeases
+from datamorph_gateway.workflows.leases import AtCapacity, Lapsed, RunLeases
 from datamorph_gateway.workflows.ledger import Held, Ledger, outcome_of, replay
 
 log = logging.getLogger(__name__)
@@ -448,7 +450,11 @@ class WorkflowRunner:
         try:
             if self._leases is not None:
                 try:
-                    self._leases.take(run.run_id, run.key or None)
+                    self._leases.take(run.run_id, run.key or None, at_most=self._max)
+                except AtCapacity:
+                    raise self._exhausted(
+                        "workflows are already running on the gateways together", self._max
+                    ) from None
                 except GatewayError as exc:
                     raise Unavailable(
                         f"the workflow was not started: its lease could not be recorded "
