@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -164,3 +165,14 @@ def test_reserved_reads_default_to_a_quarter_of_the_pool(pool_max: int, reserved
     assert settings.pool_reserved_reads() == reserved
     explicit = load_settings({"DB_POOL_MAX": str(pool_max), "DB_POOL_RESERVED_READS": "0"})
     assert explicit.pool_reserved_reads() == 0
+
+
+def test_gateway_processes_is_a_count_or_auto() -> None:
+    assert load_settings({}).gateway_process_count() == 1
+    assert load_settings({"GATEWAY_PROCESSES": "4"}).gateway_process_count() == 4
+    cpus = len(os.sched_getaffinity(0))
+    assert load_settings({"GATEWAY_PROCESSES": "auto"}).gateway_process_count() == cpus
+    assert load_settings({"GATEWAY_PROCESSES": "AUTO"}).gateway_process_count() == cpus
+    for wrong in ("0", "-1", "two", "1.5", "", "²"):
+        with pytest.raises(ConfigError, match=r"^GATEWAY_PROCESSES must be a whole number"):
+            load_settings({"GATEWAY_PROCESSES": wrong})

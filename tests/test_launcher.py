@@ -1,8 +1,9 @@
 """``python -m datamorph_gateway.launcher`` (``make run``) run as a user runs it.
 
 A real subprocess on a fresh data directory with every port 0: embedded PostgreSQL, the
-gateway and Envoy come up, the printed addresses serve, and Ctrl-C or SIGTERM leaves
-nothing running.
+gateway processes and Envoy come up, the printed addresses serve, a child that is killed
+is started again while the rest serves, a crash loop stops the stack, and Ctrl-C or
+SIGTERM leaves nothing running.
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from datamorph.gateway.v1 import gateway_pb2 as pb
 from datamorph.gateway.v1 import gateway_pb2_grpc as pb_grpc
-from datamorph_client import GatewayClient
+from datamorph_client import GatewayClient, GatewayError
 from datamorph_gateway.config import Settings
 from datamorph_gateway.embedded import EmbeddedPostgres
+from datamorph_gateway.sidecar.config import GATEWAY_CLUSTER
 from datamorph_gateway.sidecar.process import admin_connection
 
 from .fixtures.certs import make_pki
@@ -51,6 +53,7 @@ class Launched:
     addresses: dict[str, tuple[str, int]]
     stdout: list[str]
     admin_socket: str = ""
+    grpc: list[tuple[str, int]] = dataclasses.field(default_factory=list)  # every process's
 
 
 def _environment(data_dir: Path, **overrides: str) -> dict[str, str]:
@@ -109,17 +112,20 @@ def _wait_until_up(process: subprocess.Popen[bytes]) -> Launched:
         if line.startswith("Press Ctrl-C"):
             break
     addresses = {}
+    grpc = []
     admin_socket = ""
     for line in seen:
         match = _ADDRESS.match(line)
         if match:
             addresses[match.group(1)] = (match.group(2), int(match.group(3)))
+            if match.group(1) == "gRPC":
+                grpc.append((match.group(2), int(match.group(3))))
         unix = _ADMIN_SOCKET.match(line)
         if unix:
             admin_socket = unix.group(1)
     assert {"REST", "gRPC"} <= set(addresses), seen
     assert ("admin" in addresses) != bool(admin_socket), seen
-    return Launched(process, addresses, seen, admin_socket)
+    return Launched(process, addresses, seen, admin_socket, grpc)
 
 
 def _children(process: subprocess.Popen[bytes], data_dir: Path) -> list[psutil.Process]:
@@ -151,6 +157,8 @@ def _launcher(data_dir: Path, stderr_path: Path, **overrides: str) -> Iterator[L
             yield launched
         finally:
             if process.poll() is None:
+                with contextlib.suppress(psutil.Error, OSError):  # those started again too
+                    started += _children(process, data_dir)
                 process.terminate()
                 try:
                     process.wait(60)
@@ -273,6 +281,154 @@ def test_a_child_that_dies_stops_the_rest(tmp_path_factory: pytest.TempPathFacto
     assert "Envoy exited unexpectedly" in stderr_path.read_text()
 
 
+# -- GATEWAY_PROCESSES ----------------------------------------------------------------------
+
+
+def _gateways(launched: Launched) -> dict[int, psutil.Process]:
+    """The launcher's gateway processes that listen, by their gRPC port."""
+    found = {}
+    for child in psutil.Process(launched.process.pid).children():
+        with contextlib.suppress(psutil.Error):
+            if "datamorph_gateway" not in child.cmdline():
+                continue
+            for connection in child.net_connections("tcp"):
+                if connection.status == psutil.CONN_LISTEN:
+                    found[connection.laddr.port] = child
+    return found
+
+
+def _envoy(launched: Launched) -> psutil.Process:
+    [envoy] = [p for p in psutil.Process(launched.process.pid).children() if p.name() == "envoy"]
+    return envoy
+
+
+def _recorded(data_dir: Path) -> set[int]:
+    """The pids the launcher's lock file names, for the next launcher to stop if it dies."""
+    lines = (data_dir / "stack.lock").read_text().splitlines()[1:]
+    return {int(line.split()[1]) for line in lines}
+
+
+def _cluster(launched: Launched) -> dict[str, str]:
+    """Envoy's gateway cluster, from its admin API: each host's address and health flags."""
+    connection = admin_connection(launched.admin_socket)
+    try:
+        connection.request("GET", "/clusters")
+        text = connection.getresponse().read().decode()
+    finally:
+        connection.close()
+    return dict(re.findall(rf"^{GATEWAY_CLUSTER}::(\S+)::health_flags::(\S+)$", text, re.M))
+
+
+def _until_healthy_in_envoy(launched: Launched, addresses: set[str], within_s: float) -> None:
+    """Until Envoy's cluster is exactly ``addresses``, each passing its health check."""
+    deadline = time.monotonic() + within_s
+    while (cluster := _cluster(launched)) != dict.fromkeys(addresses, "healthy"):
+        assert time.monotonic() < deadline, cluster
+        time.sleep(0.1)
+
+
+def test_two_gateway_processes_behind_one_envoy(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    data_dir = tmp_path_factory.getbasetemp() / "launcher-data"
+    stderr_path = tmp_path / "stderr"
+    env = {"GATEWAY_PROCESSES": "2", "ENVOY_HEALTH_CHECK_INTERVAL_S": "1"}
+    with _launcher(data_dir, stderr_path, **env) as launched:
+        assert len(set(launched.grpc)) == 2, launched.stdout
+        assert "(gateway 1, one of 2 processes)" in "".join(launched.stdout)
+        for host, port in launched.grpc:
+            with GatewayClient(f"{host}:{port}", timeout_s=10) as client:
+                assert client.health().status == "healthy"
+        addresses = {f"{host}:{port}" for host, port in launched.grpc}
+        _until_healthy_in_envoy(launched, addresses, within_s=10)
+        gateways = _gateways(launched)
+        assert set(gateways) == {port for _, port in launched.grpc}
+        assert {p.pid for p in gateways.values()} | {_envoy(launched).pid} <= _recorded(data_dir)
+
+        assert launched.process.poll() is None
+    assert "Traceback" not in stderr_path.read_text()
+
+
+@pytest.mark.parametrize("value", ["0", "junk", "-1", "1.5", ""])
+def test_gateway_processes_that_cannot_work_is_one_clear_line(tmp_path: Path, value: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "datamorph_gateway.launcher"],
+        cwd=REPO,
+        env=_environment(tmp_path / "data", GATEWAY_PROCESSES=value),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "datamorph-gateway: configuration error: GATEWAY_PROCESSES must be a whole number of "
+        f"processes (1 or more) or auto (one per CPU), got {value!r}"
+    ]
+    assert not (tmp_path / "data").exists()
+
+
+def test_gateway_processes_auto_is_one_per_usable_cpu_each_on_its_port(tmp_path: Path) -> None:
+    from datamorph_gateway.launcher import LaunchError, _check_ports, _gateway_ports
+
+    cpus = len(os.sched_getaffinity(0))
+    assert _gateway_ports(Settings(gateway_processes="auto")) == [50051 + i for i in range(cpus)]
+    assert _gateway_ports(Settings(gateway_processes="3", grpc_port=0)) == [0, 0, 0]
+
+    beyond = Settings(gateway_processes="2", grpc_port=65535, rest_port=0, data_dir=str(tmp_path))
+    with pytest.raises(LaunchError, match=r"need GRPC_PORT to GRPC_PORT\+1, beyond 65535"):
+        _check_ports(beyond)
+    # The second process's port is in use, the first one's is free.
+    with _listening_above_a_free_port() as port:
+        second = Settings(gateway_processes="2", grpc_port=port - 1, rest_port=0)
+        with pytest.raises(LaunchError, match=rf"{port} \(GRPC_PORT\+1\): already in use"):
+            _check_ports(second)
+
+
+@contextlib.contextmanager
+def _listening_above_a_free_port() -> Iterator[int]:
+    """A port something listens on while the one below it is free."""
+    while True:
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            with socket.socket() as below:
+                try:
+                    below.bind(("127.0.0.1", port - 1))
+                except OSError:
+                    continue
+            yield port
+            return
+
+
+def test_more_connections_than_the_embedded_database_allows_is_one_clear_line(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Each process has its own pools: 2 × (DB_POOL_MAX 60 + 2) do not fit in the embedded
+    cluster's max_connections (100), so the launcher stops before starting any (exit 2)."""
+    data_dir = tmp_path_factory.getbasetemp() / "launcher-data"
+    result = subprocess.run(
+        [sys.executable, "-m", "datamorph_gateway.launcher"],
+        cwd=REPO,
+        env=_environment(data_dir, GATEWAY_PROCESSES="2", DB_POOL_MAX="60"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(
+        "datamorph-gateway: 2 gateway processes (GATEWAY_PROCESSES) may open 124 database "
+        "connections (DB_POOL_MAX 60 + 2 each), but the embedded PostgreSQL allows them "
+    ), last
+    assert "(max_connections 100, " in last
+    assert f"in {data_dir.resolve() / 'postgres' / 'postgresql.conf'}" in last
+    assert "gRPC on" not in result.stdout + result.stderr
+    assert not (data_dir / "postgres" / "postmaster.pid").exists()
+
+
 def test_a_setting_that_cannot_work_is_one_clear_line(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "datamorph_gateway.launcher"],
@@ -321,12 +477,12 @@ def test_the_banner_says_where_admin_is_and_warns_of_a_listener_open_in_clear(
 
     socket_path = str(tmp_path / "envoy" / "admin.sock")
     local = SidecarOptions(listen_port=8080, admin_socket=socket_path)
-    lines = _banner(local, "127.0.0.1:50051", socket_path, "", tmp_path / "envoy")
+    lines = _banner(local, ["127.0.0.1:50051"], socket_path, "", tmp_path / "envoy")
     assert f"  admin     unix:{socket_path}  (Envoy's admin API, mode 0600" in lines[3]
     assert not any(line.startswith("WARNING") for line in lines)
 
     open_to_all = SidecarOptions(listen_host="0.0.0.0", listen_port=8080, admin_port=9901)
-    lines = _banner(open_to_all, "127.0.0.1:50051", "127.0.0.1:9901", "", tmp_path / "envoy")
+    lines = _banner(open_to_all, ["127.0.0.1:50051"], "127.0.0.1:9901", "", tmp_path / "envoy")
     assert lines[3].startswith("  admin     http://127.0.0.1:9901")
     [warning] = [line for line in lines if line.startswith("WARNING")]
     assert "0.0.0.0:8080 is reachable from other machines and has no TLS" in warning
@@ -337,8 +493,8 @@ def test_the_stack_with_an_auth_policy_and_sighup(
     tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
 ) -> None:
     """make run with AUTH_POLICY_FILE: 401 without a key, 200 with one, 403 for a write by a
-    read-only principal; SIGHUP to the launcher reaches the gateway, which re-reads the
-    policy, and the stack keeps running."""
+    read-only principal; SIGHUP to the launcher reaches every gateway process, each of which
+    re-reads the policy, and the stack keeps running."""
     from datamorph_gateway.auth.keys import key_hash, new_key
 
     old, new = new_key(), new_key()
@@ -348,7 +504,8 @@ def test_the_stack_with_an_auth_policy_and_sighup(
     stat = policy.stat()
     data_dir = tmp_path_factory.getbasetemp() / "launcher-data"  # the cluster other tests made
     stderr_path = tmp_path / "stderr"
-    with _launcher(data_dir, stderr_path, AUTH_POLICY_FILE=str(policy)) as launched:
+    env = {"AUTH_POLICY_FILE": str(policy), "GATEWAY_PROCESSES": "2"}
+    with _launcher(data_dir, stderr_path, **env) as launched:
         rest = Rest(*launched.addresses["REST"])
         select = {"query": "SELECT 1 AS one"}
         assert rest.post("/execute/query", select).status == 401
@@ -359,13 +516,27 @@ def test_the_stack_with_an_auth_policy_and_sighup(
             handle.write(text.format(key_hash(new)))
         os.utime(policy, ns=(stat.st_atime_ns, stat.st_mtime_ns))
         launched.process.send_signal(signal.SIGHUP)
+        assert len(launched.grpc) == 2
         deadline = time.monotonic() + 15
-        while rest.post("/execute/query", select, headers={"x-api-key": new}).status != 200:
-            assert time.monotonic() < deadline, "the new key was never accepted"
-            time.sleep(0.2)
+        for host, port in launched.grpc:  # each process, not only those Envoy picks
+            with GatewayClient(f"{host}:{port}", timeout_s=10, api_key=new) as client:
+                while (refused := _refusal(client, "SELECT 1 AS one")) is not None:
+                    assert refused == grpc.StatusCode.UNAUTHENTICATED
+                    assert time.monotonic() < deadline, f"{port} never took the new key"
+                    time.sleep(0.2)
+        assert rest.post("/execute/query", select, headers={"x-api-key": new}).status == 200
         assert rest.post("/execute/query", select, headers={"x-api-key": old}).status == 401
         assert launched.process.poll() is None
     assert "Traceback" not in stderr_path.read_text()
+
+
+def _refusal(client: GatewayClient, query: str) -> grpc.StatusCode | None:
+    """None when ``query`` ran, else the code it was refused with."""
+    try:
+        client.execute_query(query)
+    except GatewayError as exc:
+        return exc.code
+    return None
 
 
 # -- one stack per data directory -------------------------------------------------------------

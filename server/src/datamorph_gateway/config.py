@@ -166,6 +166,11 @@ class Settings:
     # How often Envoy asks each gateway process for grpc.health.v1 (and DRAIN_S's default).
     envoy_health_check_interval_s: float = 5.0
 
+    # `make run`: the gateway processes behind its Envoy, process i on GRPC_PORT + i (a Python
+    # process uses one core); "auto": one per CPU this process may run on.
+    # docs/operations.md, "Processes".
+    gateway_processes: str = "1"
+
     # Workflows and logs, continued (workflows/, logstore/, secrets.py)
     # Lambda invoke timeouts: the read timeout outlasts a 15-minute Lambda.
     orchestrator_read_timeout_s: float = 950.0
@@ -217,6 +222,12 @@ class Settings:
     def drain_period_s(self) -> float:
         """DRAIN_S, with -1 (the default) worked out from Envoy's health-check interval."""
         return self.drain_s if self.drain_s >= 0 else 2 * self.envoy_health_check_interval_s
+
+    def gateway_process_count(self) -> int:
+        """GATEWAY_PROCESSES as a number (validated at load), "auto" worked out."""
+        if self.gateway_processes.strip().lower() == "auto":
+            return usable_cpus()
+        return int(self.gateway_processes)
 
     def cors_origins(self) -> tuple[str, ...]:
         """CORS_ALLOWED_ORIGINS as a tuple, blanks dropped."""
@@ -404,6 +415,24 @@ def _validate(s: Settings) -> None:
         raise ConfigError("DRAIN_S must be 0 or more (or -1 for two health-check intervals)")
     if s.envoy_health_check_interval_s <= 0:
         raise ConfigError("ENVOY_HEALTH_CHECK_INTERVAL_S must be positive")
+    _validate_launcher(s)
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity, which containers and taskset narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _validate_launcher(s: Settings) -> None:
+    text = s.gateway_processes.strip()
+    if text.lower() != "auto" and not (text.isascii() and text.isdigit() and int(text) > 0):
+        raise ConfigError(
+            "GATEWAY_PROCESSES must be a whole number of processes (1 or more) or auto (one "
+            f"per CPU), got {s.gateway_processes!r}"
+        )
 
 
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")

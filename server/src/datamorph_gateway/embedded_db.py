@@ -103,6 +103,24 @@ class EmbeddedDatabase:
     def stop(self) -> None:
         self.server.stop()
 
+    def connection_slots(self) -> tuple[int, int]:
+        """The server's ``max_connections``, and how many of them only superusers may use
+        (``superuser_reserved_connections``, and ``reserved_connections`` from version 16):
+        the gateway's roles may open the difference."""
+        conn = psycopg2.connect(self.server.dsn)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(
+                    "SELECT current_setting('max_connections')::int, "
+                    "current_setting('superuser_reserved_connections')::int "
+                    "+ coalesce(current_setting('reserved_connections', true)::int, 0)"
+                )
+                row = cur.fetchone()
+        finally:
+            conn.close()
+        assert row is not None
+        return int(row[0]), int(row[1])
+
 
 def apply_roles_script(
     admin_dsn: str,

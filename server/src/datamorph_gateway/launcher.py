@@ -1,16 +1,18 @@
 """``python -m datamorph_gateway.launcher`` (``make run``): the whole stack, one command.
 
 It starts, in order and each only once the one before is up: the embedded PostgreSQL
-(unless a database is configured), the gateway (``python -m datamorph_gateway``, as a
-child process: the very entry point a deployment runs, pointed at that database), and
-Envoy in front of it. It waits until REST ``/health`` answers 200 through Envoy, prints the
-addresses, and on Ctrl-C or SIGTERM stops Envoy, then the gateway, then PostgreSQL.
+(unless a database is configured), the gateway processes (``GATEWAY_PROCESSES`` of
+``python -m datamorph_gateway``, process i on ``GRPC_PORT`` + i: the very entry point a
+deployment runs, pointed at that database), and Envoy in front of them all. It waits until
+REST ``/health`` answers 200 through Envoy, prints the addresses, and on Ctrl-C or SIGTERM
+stops Envoy, then the gateway processes (together, each draining for its grace period),
+then PostgreSQL. If any of them exits, the launcher stops the rest.
 
 Each child runs in a process group of its own, so a Ctrl-C reaches only the launcher,
 which then stops them in that order instead of all at once. If the launcher itself is
 killed with SIGKILL they are left running; the next start on the same data directory
-stops them (the gateway and Envoy it recorded, and a PostgreSQL left running) and starts
-afresh.
+stops them (the gateway processes and Envoy it recorded, and a PostgreSQL left running)
+and starts afresh.
 
 One stack per data directory: the launcher holds ``DATA_DIR/stack.lock`` (``datadir``)
 while it runs, so a second one on the same directory stops at once with one line naming
@@ -18,7 +20,8 @@ the first one's pid, and never touches its database. A gateway that cannot start
 why on its last line (a database refusing the login, a port in use...); the launcher
 repeats that line as its own and exits with the gateway's code. Exit codes: 0 stopped
 by a signal, 1 something failed or is taken (a port, the data directory), 2 the
-configuration is wrong (a setting, or a database that refuses the login).
+configuration is wrong (a setting, a database that refuses the login, more
+connections than the embedded database allows).
 """
 
 from __future__ import annotations
@@ -30,26 +33,24 @@ import errno
 import http.client
 import json
 import os
-import re
 import secrets
 import signal
 import socket
 import ssl
-import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import IO
 
 import psutil
 
 from datamorph_gateway import __version__, logging_setup
 from datamorph_gateway.auth.authenticator import check_exposure
+from datamorph_gateway.children import PROG, GatewayProcess, LaunchError
 from datamorph_gateway.config import Settings, load_settings
-from datamorph_gateway.datadir import hold_data_dir
+from datamorph_gateway.datadir import DataDirLock, hold_data_dir
 from datamorph_gateway.errors import ConfigError
 from datamorph_gateway.secrets import load_secret
 from datamorph_gateway.sidecar import EnvoyProcess, SidecarOptions, envoy_binary
@@ -60,159 +61,24 @@ from datamorph_gateway.sidecar.config import (
     write_config,
 )
 
-PROG = "datamorph-gateway"
-_READY_LINE = re.compile(r"gRPC on (\S+)\s*$")
-_GATEWAY_START_TIMEOUT_S = 120.0  # covers the database's connect attempts
-_ENVOY_START_TIMEOUT_S = 30.0
+__all__ = ["LaunchError", "main"]
+
 _HEALTHY_TIMEOUT_S = 60.0
 _POLL_S = 0.1
 _HEALTHY_POLL_MAX_S = 1.0
-
-
-class LaunchError(RuntimeError):
-    """A part of the stack did not start; the message says which and why.
-
-    ``code`` is the launcher's exit code: 2 when the configuration is wrong, else 1.
-    """
-
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
+_ENVOY_START_TIMEOUT_S = 30.0
 
 
 class _Stop(Exception):
     """Ctrl-C or SIGTERM arrived while starting."""
 
 
-class GatewayProcess:
-    """``python -m datamorph_gateway`` as a child; its address is read from its ready line.
-
-    Its output is passed through, except its last words: the one line it prints when it
-    cannot go on (``datamorph-gateway: ...``), which the launcher reports as its own.
-    """
-
-    def __init__(self, env: dict[str, str], grace_s: float) -> None:
-        self._env = env
-        self._grace_s = grace_s
-        self._process: subprocess.Popen[bytes] | None = None
-        self._readers: list[threading.Thread] = []
-        self._ready = threading.Event()
-        self._last_words = ""
-        self.address = ""
-
-    def start(self, stop: threading.Event, spawned: Callable[[int], object]) -> str:
-        """Start it, tell ``spawned`` its pid at once, and return its address once it serves."""
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "datamorph_gateway"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=self._env,
-            start_new_session=True,
-        )
-        spawned(self._process.pid)
-        assert self._process.stdout is not None
-        assert self._process.stderr is not None
-        self._readers = [
-            threading.Thread(
-                target=self._read_stdout,
-                args=(self._process.stdout,),
-                name="gateway-stdout",
-                daemon=True,
-            ),
-            threading.Thread(
-                target=self._read_stderr,
-                args=(self._process.stderr,),
-                name="gateway-stderr",
-                daemon=True,
-            ),
-        ]
-        for reader in self._readers:
-            reader.start()
-        deadline = time.monotonic() + _GATEWAY_START_TIMEOUT_S
-        while not self._ready.wait(_POLL_S):
-            if stop.is_set():
-                raise _Stop
-            code = self.poll()
-            if code is not None:
-                raise self.exited(code, "at start-up")
-            if time.monotonic() >= deadline:
-                raise LaunchError(f"the gateway did not start in {_GATEWAY_START_TIMEOUT_S:.0f} s")
-        return self.address
-
-    def exited(self, code: int, when: str) -> LaunchError:
-        """The launcher's error for a gateway that exited: its own last words, if it said any.
-
-        A configuration error (exit 2, e.g. a database that refuses the login) is reported as
-        the gateway worded it, so the reason is the launcher's last line too.
-        """
-        for reader in self._readers:
-            reader.join(timeout=5)  # its last line may still be in the pipe
-        words, self._last_words = self._last_words.removeprefix(f"{PROG}: "), ""
-        if code == 2 and words:
-            return LaunchError(words, code=2)
-        said = f": {words}" if words else " (see above)"
-        return LaunchError(f"the gateway exited {when} with code {code}{said}")
-
-    def _read_stdout(self, stream: IO[bytes]) -> None:
-        """Take the address from the ready line; pass anything else through."""
-        for raw in stream:
-            line = raw.decode("utf-8", "replace")
-            match = _READY_LINE.search(line)
-            if match and not self._ready.is_set():
-                self.address = match.group(1)
-                self._ready.set()
-            else:
-                sys.stdout.write(line)
-                sys.stdout.flush()
-
-    def _read_stderr(self, stream: IO[bytes]) -> None:
-        """Pass the log through; keep the line the gateway exits with for ``exited``."""
-        for raw in stream:
-            line = raw.decode("utf-8", "replace")
-            if line.startswith(f"{PROG}: "):
-                self._last_words = line.strip()
-            else:
-                sys.stderr.write(line)
-                sys.stderr.flush()
-
-    def poll(self) -> int | None:
-        return self._process.poll() if self._process is not None else None
-
-    def reload(self) -> None:
-        """SIGHUP: the gateway re-reads its auth policy."""
-        if self._process is not None and self._process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self._process.pid, signal.SIGHUP)
-
-    def stop(self) -> None:
-        """SIGTERM (the gateway drains for its grace period), then SIGKILL; always reaped."""
-        process, self._process = self._process, None
-        if process is None:
-            return
-        if process.poll() is None:
-            _signal_group(process.pid, signal.SIGTERM)
-            try:
-                process.wait(self._grace_s + 10)
-            except subprocess.TimeoutExpired:
-                _signal_group(process.pid, signal.SIGKILL)
-                process.wait()
-        for reader in self._readers:
-            reader.join(timeout=5)
-        for stream in (process.stdout, process.stderr):
-            if stream is not None:
-                stream.close()
-        if self._last_words and process.returncode:  # not reported by ``exited``: say it now
-            print(self._last_words, file=sys.stderr, flush=True)
-            self._last_words = ""
-
-
 _HANGUP = threading.Event()
 
-
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
+# Connections one gateway process may hold besides its pools' DB_POOL_MAX: its health
+# check's own, and one short-lived at a time (each role's check at start-up, the watchdog
+# ending a backend that ignored its cancels).
+_CONNECTIONS_BESIDES_POOL = 2
 
 
 def _check_settings(settings: Settings) -> None:
@@ -229,10 +95,23 @@ def _check_settings(settings: Settings) -> None:
         raise LaunchError(f"invalid REST_*, ENVOY_*, CORS_* or DATA_DIR setting: {exc}") from None
 
 
+def _gateway_ports(settings: Settings) -> list[int]:
+    """Process i's port: GRPC_PORT + i, or 0 for each (a free one) when GRPC_PORT is 0."""
+    first = settings.grpc_port
+    return [first + i if first else 0 for i in range(settings.gateway_process_count())]
+
+
 def _check_ports(settings: Settings) -> None:
-    ports = [
-        ("REST_PORT", settings.rest_host, settings.rest_port),
-        ("GRPC_PORT", settings.grpc_host, settings.grpc_port),
+    grpc_ports = _gateway_ports(settings)
+    if grpc_ports[-1] > 65535:
+        raise LaunchError(
+            f"GATEWAY_PROCESSES={len(grpc_ports)} processes need GRPC_PORT to "
+            f"GRPC_PORT+{len(grpc_ports) - 1}, beyond 65535: lower GRPC_PORT (or set it to 0)"
+        )
+    ports = [("REST_PORT", settings.rest_host, settings.rest_port)]
+    ports += [
+        (f"GRPC_PORT+{i}" if i else "GRPC_PORT", settings.grpc_host, port)
+        for i, port in enumerate(grpc_ports)
     ]
     if settings.envoy_admin_port >= 0:  # else a Unix socket
         ports.append(("ENVOY_ADMIN_PORT", settings.envoy_admin_host, settings.envoy_admin_port))
@@ -281,6 +160,33 @@ def _only_time_wait(port: int) -> bool:
     return bool(holders) and all(c.status == psutil.CONN_TIME_WAIT for c in holders)
 
 
+def _check_connections(
+    settings: Settings, processes: int, max_connections: int, reserved: int
+) -> None:
+    """Fail before starting a gateway when they would need more connections than the
+    embedded PostgreSQL lets them have; say what would fit."""
+    per_process = settings.db_pool_max + _CONNECTIONS_BESIDES_POOL
+    needed = processes * per_process
+    allowed = max_connections - reserved
+    if needed <= allowed:
+        return
+    fits = []
+    if allowed // processes - _CONNECTIONS_BESIDES_POOL >= 1:
+        fits.append(f"DB_POOL_MAX to {allowed // processes - _CONNECTIONS_BESIDES_POOL}")
+    if allowed // per_process >= 1:
+        fits.append(f"GATEWAY_PROCESSES to {allowed // per_process}")
+    lower = f"lower {' or '.join(fits)}, or " if fits else ""
+    conf = Path(settings.data_dir).resolve() / "postgres" / "postgresql.conf"
+    raise LaunchError(
+        f"{processes} gateway processes (GATEWAY_PROCESSES) may open {needed} database "
+        f"connections (DB_POOL_MAX {settings.db_pool_max} + {_CONNECTIONS_BESIDES_POOL} "
+        f"each), but the embedded PostgreSQL allows them {allowed} (max_connections "
+        f"{max_connections}, {reserved} of them kept for superusers): {lower}raise "
+        f"max_connections to at least {needed + reserved} in {conf}",
+        code=2,
+    )
+
+
 def _client_host(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host  # noqa: S104
 
@@ -299,12 +205,16 @@ def _probe_tls(settings: Settings) -> ssl.SSLContext | None:
 
 
 def _wait_healthy(
-    host: str, port: int, stop: threading.Event, tls: ssl.SSLContext | None = None
+    host: str,
+    port: int,
+    stop: threading.Event,
+    tls: ssl.SSLContext | None = None,
+    alive: Callable[[], None] = lambda: None,
 ) -> None:
-    """Until REST /health answers 200 through Envoy: database, gateway and Envoy are up.
+    """Until REST /health answers 200 through Envoy: database, gateways and Envoy are up.
 
     Polled often at first, then at most every second: a database that is still starting
-    costs one access-log line a second, not ten.
+    costs one access-log line a second, not ten. ``alive`` raises when a child has exited.
     """
     deadline = time.monotonic() + _HEALTHY_TIMEOUT_S
     last = "no answer"
@@ -312,6 +222,7 @@ def _wait_healthy(
     while True:
         if stop.is_set():
             raise _Stop
+        alive()
         connection: http.client.HTTPConnection
         if tls is None:
             connection = http.client.HTTPConnection(_client_host(host), port, timeout=5)
@@ -354,7 +265,11 @@ def _failing_checks(body: str) -> str:
 
 
 def _banner(
-    options: SidecarOptions, grpc_address: str, admin_address: str, database: str, run_dir: Path
+    options: SidecarOptions,
+    grpc_addresses: Sequence[str],
+    admin_address: str,
+    database: str,
+    run_dir: Path,
 ) -> list[str]:
     """What `make run` prints once the stack is up: where everything is, and any WARNING."""
     scheme = "https" if options.tls_cert_file else "http"
@@ -370,9 +285,16 @@ def _banner(
         f"{PROG} {__version__} is up",
         f"  REST      {scheme}://{options.listen_host}:{options.listen_port}  "
         f"(Envoy: REST/JSON and gRPC{tls})",
-        f"  gRPC      {grpc_address}  (the gateway itself{tls})",
-        admin,
     ]
+    if len(grpc_addresses) == 1:
+        lines.append(f"  gRPC      {grpc_addresses[0]}  (the gateway itself{tls})")
+    else:
+        count = len(grpc_addresses)
+        lines += [
+            f"  gRPC      {address}  (gateway {i}, one of {count} processes{tls})"
+            for i, address in enumerate(grpc_addresses)
+        ]
+    lines.append(admin)
     if database:
         lines.append(f"  database  psql '{database}'  (embedded PostgreSQL)")
     lines.append(f"  logs      Envoy's access log in {run_dir / 'access.log'}")
@@ -383,7 +305,7 @@ def _banner(
     return lines
 
 
-def _run(settings: Settings, stop: threading.Event, stack: contextlib.ExitStack) -> int:
+def _run(settings: Settings, stop: threading.Event, stack: contextlib.ExitStack) -> None:
     _check_settings(settings)
     # Before the ports: a second stack on this directory is told so, not "port in use"; and
     # what a killed launcher left running on them is stopped first.
@@ -391,16 +313,17 @@ def _run(settings: Settings, stop: threading.Event, stack: contextlib.ExitStack)
     _check_ports(settings)
     env = dict(os.environ)  # the child reads its settings as we did, plus what we decided
     env["GRPC_HOST"] = settings.grpc_host
-    env["GRPC_PORT"] = str(settings.grpc_port)
     # A new secret at every start: how the gateway knows that a call came through its Envoy.
     settings = dataclasses.replace(settings, sidecar_secret=secrets.token_urlsafe(32))
     env["SIDECAR_SECRET"] = settings.sidecar_secret
+    ports = _gateway_ports(settings)
     database = ""
     if settings.database_dsn() is None:
         from datamorph_gateway.embedded_db import start_embedded_database
 
         embedded = start_embedded_database(settings)
         stack.callback(embedded.stop)
+        _check_connections(settings, len(ports), *embedded.connection_slots())
         env["DATABASE_URL"] = embedded.dsn
         env["DB_READONLY_USER"] = embedded.reader_user
         env["DB_WATCHDOG_USER"] = embedded.watchdog_user
@@ -408,14 +331,17 @@ def _run(settings: Settings, stop: threading.Event, stack: contextlib.ExitStack)
     if stop.is_set():
         raise _Stop
 
-    # One gateway behind its own Envoy, which the launcher stops first: there is no traffic
-    # to move away, so no drain unless one was asked for.
+    # The gateways are behind their own Envoy, which the launcher stops first: there is no
+    # traffic to move away, so no drain unless one was asked for.
     drain_s = settings.drain_period_s() if settings.drain_s >= 0 else 0.0
     env["DRAIN_S"] = str(drain_s)
-    gateway = GatewayProcess(env, settings.grace_period_s + drain_s)
-    stack.callback(gateway.stop)
-    grpc_address = gateway.start(stop, lambda pid: lock.record("gateway", pid))
-    grpc_host, _, grpc_port = grpc_address.rpartition(":")
+    grace_s = settings.grace_period_s + drain_s
+    gateways = [
+        GatewayProcess(f"gateway {i}" if len(ports) > 1 else "the gateway", env, port, grace_s)
+        for i, port in enumerate(ports)
+    ]
+    stack.callback(_stop_together, gateways)
+    _start_gateways(gateways, stop, lock)
 
     run_dir = Path(settings.data_dir).resolve() / "envoy"
     # Owner only: the admin socket in it is reachable by nobody else, even before Envoy
@@ -424,7 +350,7 @@ def _run(settings: Settings, stop: threading.Event, stack: contextlib.ExitStack)
     run_dir.chmod(0o700)
     options = options_from_settings(
         settings,
-        upstreams=[(_client_host(grpc_host), int(grpc_port))],
+        upstreams=[(_client_host(gateway.host), gateway.port) for gateway in gateways],
         access_log_path=str(run_dir / "access.log"),
     )
     config = write_config(run_dir, options, Path(settings.envoy_descriptor_file))
@@ -433,23 +359,67 @@ def _run(settings: Settings, stop: threading.Event, stack: contextlib.ExitStack)
     envoy.start(_ENVOY_START_TIMEOUT_S)
     lock.record("Envoy", envoy.pid)
     rest_host, rest_port = envoy.listener_address(LISTENER)
-    _wait_healthy(rest_host, rest_port, stop, _probe_tls(settings))
+
+    def alive() -> None:
+        _check_started(gateways)
+        code = envoy.poll()
+        if code is not None:
+            raise LaunchError(f"Envoy exited at start-up with code {code} (see above)")
+
+    _wait_healthy(rest_host, rest_port, stop, _probe_tls(settings), alive)
 
     rest_options = dataclasses.replace(options, listen_host=rest_host, listen_port=rest_port)
-    banner = _banner(rest_options, grpc_address, envoy.admin_address, database, run_dir)
+    addresses = [gateway.address for gateway in gateways]
+    banner = _banner(rest_options, addresses, envoy.admin_address, database, run_dir)
     print("\n".join(banner), flush=True)
 
     while not stop.wait(_POLL_S):
         if _HANGUP.is_set():
             _HANGUP.clear()
-            gateway.reload()
-        code = gateway.poll()
-        if code is not None:
-            raise gateway.exited(code, "unexpectedly")
+            for gateway in gateways:
+                gateway.reload()
+        for gateway in gateways:
+            code = gateway.poll()
+            if code is not None:
+                raise gateway.exited(code, "unexpectedly")
         code = envoy.poll()
         if code is not None:
-            raise LaunchError(f"Envoy exited unexpectedly with code {code}; stopping")
-    return 0
+            raise LaunchError(f"Envoy exited unexpectedly with code {code}")
+
+
+def _start_gateways(
+    gateways: Sequence[GatewayProcess], stop: threading.Event, lock: DataDirLock
+) -> None:
+    """Start every gateway process at once; return when all serve. One that exits first
+    stops the start with its own reason."""
+    for gateway in gateways:
+        lock.record(gateway.kind, gateway.spawn())
+    deadline = time.monotonic() + GatewayProcess.start_timeout_s
+    while not all(gateway.ready() for gateway in gateways):
+        _check_started(gateways)
+        if stop.wait(_POLL_S):
+            raise _Stop
+        if time.monotonic() >= deadline:
+            waiting = ", ".join(g.name for g in gateways if not g.ready())
+            raise LaunchError(f"{waiting} did not start in {GatewayProcess.start_timeout_s:.0f} s")
+
+
+def _check_started(gateways: Sequence[GatewayProcess]) -> None:
+    for gateway in gateways:
+        code = gateway.poll()
+        if code is not None:
+            raise gateway.exited(code, "at start-up")
+
+
+def _stop_together(gateways: Sequence[GatewayProcess]) -> None:
+    """Stop the gateway processes at once, each draining within its own grace period."""
+    threads = [
+        threading.Thread(target=gateway.stop, name=f"stop {gateway.name}") for gateway in gateways
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -477,23 +447,26 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    # SIGHUP is passed on to the gateway (re-read the auth policy), not taken as an end.
+    # SIGHUP is passed on to every gateway process (re-read the auth policy), not taken as an end.
     signal.signal(signal.SIGHUP, lambda signum, frame: _HANGUP.set())
+    # The reason is printed once the stack is down, so that it is the last line.
+    failed: LaunchError | None = None
     with contextlib.ExitStack() as stack:
         try:
-            return _run(settings, stop, stack)
+            _run(settings, stop, stack)
         except _Stop:
-            return 0
+            pass
         except LaunchError as exc:
-            print(f"{PROG}: {exc}", file=sys.stderr, flush=True)
-            return exc.code
+            failed = exc
         except (RuntimeError, ConfigError, OSError) as exc:  # Envoy's, PostgreSQL's, DATA_DIR's
-            print(f"{PROG}: {exc}", file=sys.stderr, flush=True)
-            return 1
+            failed = LaunchError(str(exc))
         finally:
             if stop.is_set():
                 print(f"{PROG}: stopping", file=sys.stderr, flush=True)
-    return 0  # pragma: no cover - the with block always returns
+    if failed is not None:
+        print(f"{PROG}: {failed}", file=sys.stderr, flush=True)
+        return failed.code
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,178 @@
+"""The launcher's children: the gateway processes, each started, watched and stopped.
+
+Each runs in a process group of its own, so a Ctrl-C in the terminal reaches only the
+launcher, which then stops them in order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from typing import IO
+
+__all__ = ["PROG", "GatewayProcess", "LaunchError"]
+
+PROG = "datamorph-gateway"
+_READY_LINE = re.compile(r"gRPC on (\S+)\s*$")
+_GATEWAY_START_TIMEOUT_S = 120.0  # covers the database's connect attempts
+_READER_JOIN_S = 5.0
+
+
+class LaunchError(RuntimeError):
+    """A part of the stack did not start, or stopped for good; the message says which and why.
+
+    ``code`` is the launcher's exit code: 2 when the configuration is wrong, else 1.
+    """
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class GatewayProcess:
+    """``python -m datamorph_gateway`` as a child; its address is read from its ready line.
+
+    Its output is passed through, except its last words: the one line it prints when it
+    cannot go on (``datamorph-gateway: ...``), which the launcher reports as its own.
+    ``port`` is the port it bound (with ``GRPC_PORT=0``, the one it picked), which Envoy's
+    configuration names.
+    """
+
+    kind = "gateway"
+    start_timeout_s = _GATEWAY_START_TIMEOUT_S
+
+    def __init__(self, name: str, env: dict[str, str], port: int, grace_s: float) -> None:
+        self.name = name
+        self._env = env
+        self.port = port  # 0 until the first start picked one
+        self._grace_s = grace_s
+        self._process: subprocess.Popen[bytes] | None = None
+        self._readers: list[threading.Thread] = []
+        self._ready = threading.Event()
+        self._last_words = ""
+        self.address = ""
+
+    @property
+    def host(self) -> str:
+        return self.address.rpartition(":")[0]
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid if self._process is not None else 0
+
+    def spawn(self) -> int:
+        """Start it; its pid. ``ready`` says when it serves."""
+        self._ready = ready = threading.Event()
+        self._last_words = ""
+        self._process = process = subprocess.Popen(
+            [sys.executable, "-m", "datamorph_gateway"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=dict(self._env, GRPC_PORT=str(self.port)),
+            start_new_session=True,
+        )
+        assert process.stdout is not None
+        assert process.stderr is not None
+        self._readers = [
+            threading.Thread(
+                target=self._read_stdout,
+                args=(process.stdout, ready),
+                name=f"{self.kind}-stdout",
+                daemon=True,
+            ),
+            threading.Thread(
+                target=self._read_stderr,
+                args=(process.stderr,),
+                name=f"{self.kind}-stderr",
+                daemon=True,
+            ),
+        ]
+        for reader in self._readers:
+            reader.start()
+        return process.pid
+
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    def poll(self) -> int | None:
+        return self._process.poll() if self._process is not None else None
+
+    def reap(self) -> str:
+        """Once it exited: its last words (without the program's name), its pipes closed."""
+        process, self._process = self._process, None
+        for reader in self._readers:
+            reader.join(timeout=_READER_JOIN_S)  # its last line may still be in the pipe
+        if process is not None:
+            for stream in (process.stdout, process.stderr):
+                if stream is not None:
+                    stream.close()
+        words, self._last_words = self._last_words, ""
+        return words.removeprefix(f"{PROG}: ")
+
+    def exited(self, code: int, when: str) -> LaunchError:
+        """The launcher's error for a gateway that exited: its own last words, if it said any.
+
+        A configuration error (exit 2, e.g. a database that refuses the login) is reported as
+        the gateway worded it, so the reason is the launcher's last line too.
+        """
+        words = self.reap()
+        if code == 2 and words:
+            return LaunchError(words, code=2)
+        said = f": {words}" if words else " (see above)"
+        return LaunchError(f"{self.name} exited {when} with code {code}{said}")
+
+    def _read_stdout(self, stream: IO[bytes], ready: threading.Event) -> None:
+        """Take the address from the ready line; pass anything else through."""
+        for raw in stream:
+            line = raw.decode("utf-8", "replace")
+            match = _READY_LINE.search(line)
+            if match and not ready.is_set():
+                self.address = match.group(1)
+                self.port = int(self.address.rpartition(":")[2])
+                ready.set()
+            else:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+
+    def _read_stderr(self, stream: IO[bytes]) -> None:
+        """Pass the log through; keep the line the gateway exits with for ``reap``."""
+        for raw in stream:
+            line = raw.decode("utf-8", "replace")
+            if line.startswith(f"{PROG}: "):
+                self._last_words = line.strip()
+            else:
+                sys.stderr.write(line)
+                sys.stderr.flush()
+
+    def reload(self) -> None:
+        """SIGHUP: the gateway re-reads its auth policy."""
+        if self._process is not None and self._process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._process.pid, signal.SIGHUP)
+
+    def stop(self) -> None:
+        """SIGTERM (the gateway drains for its grace period), then SIGKILL; always reaped."""
+        process = self._process
+        if process is None:
+            return
+        if process.poll() is None:
+            _signal_group(process.pid, signal.SIGTERM)
+            try:
+                process.wait(self._grace_s + 10)
+            except subprocess.TimeoutExpired:
+                _signal_group(process.pid, signal.SIGKILL)
+                process.wait()
+        words = self.reap()
+        if words and process.returncode:  # not reported by ``exited``: say it now
+            print(f"{PROG}: {words}", file=sys.stderr, flush=True)
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
