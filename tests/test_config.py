@@ -176,3 +176,7 @@ def test_gateway_processes_is_a_count_or_auto() -> None:
     for wrong in ("0", "-1", "two", "1.5", "", "²"):
         with pytest.raises(ConfigError, match=r"^GATEWAY_PROCESSES must be a whole number"):
             load_settings({"GATEWAY_PROCESSES": wrong})
+    with pytest.raises(ConfigError, match=r"^RESTART_MAX must be 1 or more"):
+        load_settings({"RESTART_MAX": "0"})
+    with pytest.raises(ConfigError, match=r"^RESTART_WINDOW_S must be positive"):
+        load_settings({"RESTART_WINDOW_S": "0"})

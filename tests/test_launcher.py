@@ -265,23 +265,9 @@ def test_the_stack_with_mtls(tmp_path_factory: pytest.TempPathFactory, tmp_path:
                 assert client.health().status == "healthy"
 
 
-def test_a_child_that_dies_stops_the_rest(tmp_path_factory: pytest.TempPathFactory) -> None:
-    data_dir = tmp_path_factory.getbasetemp() / "launcher-data"
-    stderr_path = data_dir.with_suffix(".stderr")
-    # ENVOY_ADMIN_PORT set: the admin API on a loopback port, as the launcher prints it.
-    with _launcher(data_dir, stderr_path, ENVOY_ADMIN_PORT="0") as launched:
-        admin = Rest(*launched.addresses["admin"])
-        assert launched.addresses["admin"][0] == "127.0.0.1"
-        assert admin.get("/ready").body.strip() == b"LIVE"
-        started = _children(launched.process, data_dir)
-        envoy = next(p for p in started if p.name() == "envoy")
-        envoy.kill()
-        assert launched.process.wait(60) == 1
-        assert not _gone(started), _gone(started)
-    assert "Envoy exited unexpectedly" in stderr_path.read_text()
+# -- supervision: a child that exits is started again ------------------------------------------
 
-
-# -- GATEWAY_PROCESSES ----------------------------------------------------------------------
+RECOVERY_DEADLINE_S = 5.0  # the issue's bound for /health to answer 200 again
 
 
 def _gateways(launched: Launched) -> dict[int, psutil.Process]:
@@ -302,10 +288,35 @@ def _envoy(launched: Launched) -> psutil.Process:
     return envoy
 
 
+def _status(rest: Rest, path: str = "/health") -> int:
+    """The answer's status, 0 when none came (Envoy not listening)."""
+    try:
+        return rest.get(path, timeout_s=2).status
+    except OSError:
+        return 0
+
+
 def _recorded(data_dir: Path) -> set[int]:
     """The pids the launcher's lock file names, for the next launcher to stop if it dies."""
     lines = (data_dir / "stack.lock").read_text().splitlines()[1:]
     return {int(line.split()[1]) for line in lines}
+
+
+def _until_healthy(rest: Rest, since: float) -> float:
+    """Seconds from ``since`` until /health answers 200 through Envoy (at most the bound)."""
+    while _status(rest) != 200:
+        elapsed = time.monotonic() - since
+        assert elapsed < RECOVERY_DEADLINE_S, f"/health not 200 again after {elapsed:.1f} s"
+        time.sleep(0.05)
+    return time.monotonic() - since
+
+
+def _said(stderr_path: Path, text: str) -> None:
+    """Wait until the launcher's stderr holds ``text`` (the launcher looks ten times a second)."""
+    deadline = time.monotonic() + 10
+    while text not in stderr_path.read_text():
+        assert time.monotonic() < deadline, f"never said {text!r}"
+        time.sleep(0.02)
 
 
 def _cluster(launched: Launched) -> dict[str, str]:
@@ -327,7 +338,81 @@ def _until_healthy_in_envoy(launched: Launched, addresses: set[str], within_s: f
         time.sleep(0.1)
 
 
-def test_two_gateway_processes_behind_one_envoy(
+@pytest.mark.parametrize("kill_signal", [signal.SIGKILL, signal.SIGTERM], ids=lambda s: s.name)
+def test_a_gateway_that_dies_is_started_again_while_the_rest_stays_up(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, kill_signal: signal.Signals
+) -> None:
+    """What issue 12 measured: a killed (or cleanly stopped) gateway took the whole stack
+    down. Now it is started again on its port and /health answers 200 through Envoy within
+    5 s, while the launcher, Envoy and PostgreSQL stay up; the lock file names the new pid."""
+    data_dir = tmp_path_factory.getbasetemp() / "launcher-data"
+    stderr_path = tmp_path / "stderr"
+    with _launcher(data_dir, stderr_path) as launched:
+        rest = Rest(*launched.addresses["REST"])
+        [(host, port)] = launched.grpc
+        [gateway] = _gateways(launched).values()
+        envoy = _envoy(launched)
+        postmaster = _postmaster_pid(data_dir)
+
+        since = time.monotonic()
+        gateway.send_signal(kill_signal)
+        gateway.wait(15)
+        recovered_s = _until_healthy(rest, since)
+        print(f"\n{kill_signal.name} to the gateway: /health 200 again after {recovered_s:.2f} s")
+
+        again = _gateways(launched)
+        assert set(again) == {port}
+        assert again[port].pid != gateway.pid
+        assert launched.process.poll() is None
+        assert _envoy(launched).pid == envoy.pid
+        assert _postmaster_pid(data_dir) == postmaster
+        assert again[port].pid in _recorded(data_dir)
+        assert gateway.pid not in _recorded(data_dir)
+        _said(stderr_path, f"the gateway serves again on {host}:{port} (pid {again[port].pid})")
+    said = stderr_path.read_text()
+    how = "was killed by SIGKILL" if kill_signal is signal.SIGKILL else "exited with code 0"
+    assert f"the gateway (pid {gateway.pid}, {host}:{port}) {how}; starting it again in 0.5 s" in (
+        said
+    )
+    assert "Traceback" not in said
+
+
+def test_an_envoy_that_dies_is_started_again_on_the_same_ports(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    data_dir = tmp_path_factory.getbasetemp() / "launcher-data"
+    stderr_path = tmp_path / "stderr"
+    # ENVOY_ADMIN_PORT set: the admin API on a loopback port (0: a free one), as printed.
+    with _launcher(data_dir, stderr_path, ENVOY_ADMIN_PORT="0") as launched:
+        admin = Rest(*launched.addresses["admin"])
+        assert launched.addresses["admin"][0] == "127.0.0.1"
+        assert admin.get("/ready").body.strip() == b"LIVE"
+        rest = Rest(*launched.addresses["REST"])
+        gateways = {port: p.pid for port, p in _gateways(launched).items()}
+        envoy = _envoy(launched)
+
+        since = time.monotonic()
+        envoy.kill()
+        envoy.wait(10)
+        recovered_s = _until_healthy(rest, since)
+        print(f"\nSIGKILL to Envoy: /health 200 again on the same port after {recovered_s:.2f} s")
+
+        again = _envoy(launched)
+        assert again.pid != envoy.pid
+        assert admin.get("/ready").body.strip() == b"LIVE"  # the printed admin address too
+        assert {port: p.pid for port, p in _gateways(launched).items()} == gateways
+        assert launched.process.poll() is None
+        assert again.pid in _recorded(data_dir)
+        assert envoy.pid not in _recorded(data_dir)
+    rest_address = "{}:{}".format(*launched.addresses["REST"])
+    said = stderr_path.read_text()
+    assert f"Envoy (pid {envoy.pid}, {rest_address}) was killed by SIGKILL; starting it again" in (
+        said
+    )
+    assert "Traceback" not in said
+
+
+def test_two_gateway_processes_behind_one_envoy_and_one_killed_leaves_the_other_serving(
     tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
 ) -> None:
     data_dir = tmp_path_factory.getbasetemp() / "launcher-data"
@@ -345,8 +430,133 @@ def test_two_gateway_processes_behind_one_envoy(
         assert set(gateways) == {port for _, port in launched.grpc}
         assert {p.pid for p in gateways.values()} | {_envoy(launched).pid} <= _recorded(data_dir)
 
+        # One of them killed: REST keeps answering from the other until it is back.
+        rest = Rest(*launched.addresses["REST"])
+        (_, port), (_, other_port) = launched.grpc
+        victim, other = gateways[port], gateways[other_port]
+        since = time.monotonic()
+        victim.kill()
+        victim.wait(10)
+        answers: dict[int, int] = {}
+        while port not in _gateways(launched):
+            assert time.monotonic() - since < 30, "the killed process was not started again"
+            status = _status(rest, "/health")
+            answers[status] = answers.get(status, 0) + 1
+        back_s = time.monotonic() - since
+        _until_healthy_in_envoy(launched, addresses, within_s=30)
+        healthy_s = time.monotonic() - since
+        print(
+            f"\nGATEWAY_PROCESSES=2, one SIGKILLed: listening again after {back_s:.2f} s, healthy "
+            f"in Envoy's cluster after {healthy_s:.2f} s; /health meanwhile: {answers}"
+        )
+        assert answers.get(200, 0) > 0  # the other process served meanwhile
+        assert _gateways(launched)[other_port].pid == other.pid
         assert launched.process.poll() is None
     assert "Traceback" not in stderr_path.read_text()
+
+
+@pytest.mark.parametrize("cause", ["port taken", "config file broken"])
+def test_a_gateway_that_keeps_exiting_stops_the_stack_with_its_reason(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, cause: str
+) -> None:
+    """A crash loop: RESTART_MAX exits within RESTART_WINDOW_S stop the stack, with the
+    last exit's cause as the last line. Made here as it happens: something else took the
+    gateway's port while it was down (exit 1), or an operator broke the config file that a
+    restarted process reads again (a configuration error: exit 2)."""
+    data_dir = tmp_path_factory.getbasetemp() / "launcher-data"
+    stderr_path = tmp_path / "stderr"
+    config = tmp_path / "config.json"
+    config.write_text("{}")
+    with (
+        _launcher(data_dir, stderr_path, RESTART_MAX="2", CONFIG_FILE=str(config)) as launched,
+        socket.socket() as taker,
+    ):
+        started = _children(launched.process, data_dir)
+        [(host, port)] = launched.grpc
+        [gateway] = _gateways(launched).values()
+        if cause == "config file broken":
+            config.write_text('{"DB_POOL_MAX": 4,')  # read by the next start only
+            code, reason = 2, f"configuration error: config file {config} is not readable JSON"
+        else:
+            code, reason = 1, f"cannot listen on {host}:{port}: address in use or not available"
+        since = time.monotonic()
+        gateway.kill()
+        gateway.wait(10)
+        if cause == "port taken":
+            taker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            taker.bind((host, port))
+            taker.listen()
+        assert launched.process.wait(30) == code
+        print(f"\ncrash loop ({cause}): the stack stopped {time.monotonic() - since:.2f} s later")
+        assert not _gone(started), _gone(started)
+    last = stderr_path.read_text().strip().splitlines()[-1]
+    assert last.startswith(
+        "datamorph-gateway: the gateway keeps exiting: 2 times within 60 s (RESTART_MAX=2, "
+        f"RESTART_WINDOW_S=60), the last time it exited with code {code} at start-up: {reason}"
+    ), last
+    assert last.endswith("; the stack stopped"), last
+
+
+def test_with_restart_max_1_a_child_that_dies_stops_the_rest(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    """RESTART_MAX=1, for a supervisor of one's own (systemd, Kubernetes): no restarts."""
+    data_dir = tmp_path_factory.getbasetemp() / "launcher-data"
+    stderr_path = tmp_path / "stderr"
+    with _launcher(data_dir, stderr_path, RESTART_MAX="1") as launched:
+        started = _children(launched.process, data_dir)
+        _envoy(launched).kill()
+        assert launched.process.wait(60) == 1
+        assert not _gone(started), _gone(started)
+    last = stderr_path.read_text().strip().splitlines()[-1]
+    assert last == (
+        "datamorph-gateway: Envoy was killed by SIGKILL (RESTART_MAX=1: not started again); "
+        "the stack stopped"
+    )
+
+
+def _strays(data_dir: Path) -> list[psutil.Process]:
+    """Gateway processes of this data directory still running, whoever their parent is."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if (process.info["cmdline"] or [])[1:] != ["-m", "datamorph_gateway"]:
+                continue
+            if process.environ().get("DATA_DIR") == str(data_dir):
+                found.append(process)
+    return found
+
+
+def test_a_stop_during_a_backoff_stops_cleanly(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    """SIGTERM while a gateway waits to be started again: it is not started, nothing is left.
+
+    Its port is taken, so each start fails and the backoff grows (0.5 s, then 1 s): the
+    signal is sent as the 1 s one begins."""
+    data_dir = tmp_path_factory.getbasetemp() / "launcher-data"
+    stderr_path = tmp_path / "stderr"
+    with _launcher(data_dir, stderr_path) as launched, socket.socket() as taker:
+        started = _children(launched.process, data_dir)
+        [(host, port)] = launched.grpc
+        [gateway] = _gateways(launched).values()
+        gateway.kill()
+        gateway.wait(10)
+        taker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        taker.bind((host, port))
+        taker.listen()
+        _said(stderr_path, "starting it again in 1 s")
+        launched.process.terminate()
+        assert launched.process.wait(30) == 0
+        assert not _gone(started), _gone(started)
+        assert not _strays(data_dir)
+    said = stderr_path.read_text()
+    assert said.count("at start-up: cannot listen") == 1, said  # no start after the signal
+    assert "datamorph-gateway: stopping" in said
+    assert "Traceback" not in said
+
+
+# -- GATEWAY_PROCESSES: checked before anything starts ---------------------------------------
 
 
 @pytest.mark.parametrize("value", ["0", "junk", "-1", "1.5", ""])

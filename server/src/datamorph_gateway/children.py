@@ -1,4 +1,5 @@
-"""The launcher's children: the gateway processes, each started, watched and stopped.
+"""The launcher's children: the gateway processes and Envoy, each started, watched, started
+again on the address it had (``supervisor``) and stopped.
 
 Each runs in a process group of its own, so a Ctrl-C in the terminal reaches only the
 launcher, which then stops them in order.
@@ -7,19 +8,25 @@ launcher, which then stops them in order.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import signal
 import subprocess
 import sys
 import threading
+from pathlib import Path
 from typing import IO
 
-__all__ = ["PROG", "GatewayProcess", "LaunchError"]
+from datamorph_gateway.sidecar import EnvoyProcess, SidecarOptions
+from datamorph_gateway.sidecar.config import LISTENER, write_config
+
+__all__ = ["PROG", "EnvoyChild", "GatewayProcess", "LaunchError"]
 
 PROG = "datamorph-gateway"
 _READY_LINE = re.compile(r"gRPC on (\S+)\s*$")
 _GATEWAY_START_TIMEOUT_S = 120.0  # covers the database's connect attempts
+_ENVOY_START_TIMEOUT_S = 30.0
 _READER_JOIN_S = 5.0
 
 
@@ -38,9 +45,9 @@ class GatewayProcess:
     """``python -m datamorph_gateway`` as a child; its address is read from its ready line.
 
     Its output is passed through, except its last words: the one line it prints when it
-    cannot go on (``datamorph-gateway: ...``), which the launcher reports as its own.
-    ``port`` is the port it bound (with ``GRPC_PORT=0``, the one it picked), which Envoy's
-    configuration names.
+    cannot go on (``datamorph-gateway: ...``), which the launcher reports as its own. It is
+    started again on the port it bound the first time (with ``GRPC_PORT=0``, the one it
+    picked), since Envoy's configuration names that port.
     """
 
     kind = "gateway"
@@ -171,6 +178,67 @@ class GatewayProcess:
         words = self.reap()
         if words and process.returncode:  # not reported by ``exited``: say it now
             print(f"{PROG}: {words}", file=sys.stderr, flush=True)
+
+
+class EnvoyChild:
+    """Envoy in front of the gateway processes; started again where it listened first.
+
+    With ``REST_PORT=0`` (or ``ENVOY_ADMIN_PORT=0``) the first start picks a port; before a
+    restart the configuration is written again with the port it picked, so the addresses
+    the launcher printed stay true.
+    """
+
+    name = kind = "Envoy"
+    start_timeout_s = _ENVOY_START_TIMEOUT_S
+
+    def __init__(
+        self, run_dir: Path, options: SidecarOptions, descriptor: Path, binary: Path
+    ) -> None:
+        self._run_dir = run_dir
+        self._descriptor = descriptor
+        self._options = self._written = options
+        self.process = EnvoyProcess(write_config(run_dir, options, descriptor), binary=binary)
+        self.address = ""
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def admin_address(self) -> str:
+        return self.process.admin_address
+
+    def start(self) -> tuple[str, int]:
+        """The first start: return once Envoy is ready, with its listener's address."""
+        self.process.start(self.start_timeout_s)
+        host, port = self.process.listener_address(LISTENER)
+        self.address = f"{host}:{port}"
+        admin_port = self._options.admin_port
+        if not self._options.admin_socket:
+            admin_port = int(self.process.admin_address.rpartition(":")[2])
+        self._options = dataclasses.replace(self._options, listen_port=port, admin_port=admin_port)
+        return host, port
+
+    def spawn(self) -> int:
+        if self._options != self._written:
+            write_config(self._run_dir, self._options, self._descriptor)
+            self._written = self._options
+        self.process.spawn()
+        return self.process.pid
+
+    def ready(self) -> bool:
+        return self.process.ready()
+
+    def poll(self) -> int | None:
+        return self.process.poll()
+
+    def reap(self) -> str:
+        """Envoy's own log is on the launcher's stderr already: nothing more to say."""
+        self.process.stop()
+        return ""
+
+    def stop(self) -> None:
+        self.process.stop()
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

@@ -167,9 +167,12 @@ class Settings:
     envoy_health_check_interval_s: float = 5.0
 
     # `make run`: the gateway processes behind its Envoy, process i on GRPC_PORT + i (a Python
-    # process uses one core); "auto": one per CPU this process may run on.
-    # docs/operations.md, "Processes".
+    # process uses one core); "auto": one per CPU this process may run on. A process or Envoy
+    # that exits is started again; RESTART_MAX exits of one within RESTART_WINDOW_S stop the
+    # stack (1: never restart). docs/operations.md, "Processes" and "Supervision".
     gateway_processes: str = "1"
+    restart_max: int = 5
+    restart_window_s: float = 60.0
 
     # Workflows and logs, continued (workflows/, logstore/, secrets.py)
     # Lambda invoke timeouts: the read timeout outlasts a 15-minute Lambda.
@@ -433,6 +436,10 @@ def _validate_launcher(s: Settings) -> None:
             "GATEWAY_PROCESSES must be a whole number of processes (1 or more) or auto (one "
             f"per CPU), got {s.gateway_processes!r}"
         )
+    if s.restart_max < 1:
+        raise ConfigError("RESTART_MAX must be 1 or more (1: a child that exits stops the stack)")
+    if s.restart_window_s <= 0:
+        raise ConfigError("RESTART_WINDOW_S must be positive")
 
 
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")

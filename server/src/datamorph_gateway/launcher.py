@@ -6,7 +6,11 @@ It starts, in order and each only once the one before is up: the embedded Postgr
 deployment runs, pointed at that database), and Envoy in front of them all. It waits until
 REST ``/health`` answers 200 through Envoy, prints the addresses, and on Ctrl-C or SIGTERM
 stops Envoy, then the gateway processes (together, each draining for its grace period),
-then PostgreSQL. If any of them exits, the launcher stops the rest.
+then PostgreSQL.
+
+While the stack is up, a gateway process or Envoy that exits is started again on the same
+address after a backoff, and the others serve meanwhile; ``RESTART_MAX`` exits of one
+within ``RESTART_WINDOW_S`` are a crash loop, which stops the stack (``supervisor``).
 
 Each child runs in a process group of its own, so a Ctrl-C reaches only the launcher,
 which then stops them in that order instead of all at once. If the launcher itself is
@@ -19,8 +23,8 @@ while it runs, so a second one on the same directory stops at once with one line
 the first one's pid, and never touches its database. A gateway that cannot start says
 why on its last line (a database refusing the login, a port in use...); the launcher
 repeats that line as its own and exits with the gateway's code. Exit codes: 0 stopped
-by a signal, 1 something failed or is taken (a port, the data directory), 2 the
-configuration is wrong (a setting, a database that refuses the login, more
+by a signal, 1 something failed or is taken (a port, the data directory) or kept
+exiting, 2 the configuration is wrong (a setting, a database that refuses the login, more
 connections than the embedded database allows).
 """
 
@@ -48,25 +52,20 @@ import psutil
 
 from datamorph_gateway import __version__, logging_setup
 from datamorph_gateway.auth.authenticator import check_exposure
-from datamorph_gateway.children import PROG, GatewayProcess, LaunchError
+from datamorph_gateway.children import PROG, EnvoyChild, GatewayProcess, LaunchError
 from datamorph_gateway.config import Settings, load_settings
 from datamorph_gateway.datadir import DataDirLock, hold_data_dir
 from datamorph_gateway.errors import ConfigError
 from datamorph_gateway.secrets import load_secret
-from datamorph_gateway.sidecar import EnvoyProcess, SidecarOptions, envoy_binary
-from datamorph_gateway.sidecar.config import (
-    LISTENER,
-    cleartext_warning,
-    options_from_settings,
-    write_config,
-)
+from datamorph_gateway.sidecar import SidecarOptions, envoy_binary
+from datamorph_gateway.sidecar.config import cleartext_warning, options_from_settings
+from datamorph_gateway.supervisor import CrashLoop, RestartPolicy, Supervisor
 
 __all__ = ["LaunchError", "main"]
 
 _HEALTHY_TIMEOUT_S = 60.0
 _POLL_S = 0.1
 _HEALTHY_POLL_MAX_S = 1.0
-_ENVOY_START_TIMEOUT_S = 30.0
 
 
 class _Stop(Exception):
@@ -353,12 +352,15 @@ def _run(settings: Settings, stop: threading.Event, stack: contextlib.ExitStack)
         upstreams=[(_client_host(gateway.host), gateway.port) for gateway in gateways],
         access_log_path=str(run_dir / "access.log"),
     )
-    config = write_config(run_dir, options, Path(settings.envoy_descriptor_file))
-    envoy = EnvoyProcess(config, binary=envoy_binary(settings.envoy_binary))
+    envoy = EnvoyChild(
+        run_dir,
+        options,
+        Path(settings.envoy_descriptor_file),
+        envoy_binary(settings.envoy_binary),
+    )
     stack.callback(envoy.stop)
-    envoy.start(_ENVOY_START_TIMEOUT_S)
-    lock.record("Envoy", envoy.pid)
-    rest_host, rest_port = envoy.listener_address(LISTENER)
+    rest_host, rest_port = envoy.start()
+    lock.record(envoy.kind, envoy.pid)
 
     def alive() -> None:
         _check_started(gateways)
@@ -373,18 +375,17 @@ def _run(settings: Settings, stop: threading.Event, stack: contextlib.ExitStack)
     banner = _banner(rest_options, addresses, envoy.admin_address, database, run_dir)
     print("\n".join(banner), flush=True)
 
+    policy = RestartPolicy(max_exits=settings.restart_max, window_s=settings.restart_window_s)
+    supervisor = Supervisor([*gateways, envoy], policy, lock)
     while not stop.wait(_POLL_S):
         if _HANGUP.is_set():
             _HANGUP.clear()
             for gateway in gateways:
                 gateway.reload()
-        for gateway in gateways:
-            code = gateway.poll()
-            if code is not None:
-                raise gateway.exited(code, "unexpectedly")
-        code = envoy.poll()
-        if code is not None:
-            raise LaunchError(f"Envoy exited unexpectedly with code {code}")
+        try:
+            supervisor.check()
+        except CrashLoop as exc:
+            raise LaunchError(f"{exc}; the stack stopped", exc.code) from None
 
 
 def _start_gateways(
