@@ -830,6 +830,7 @@ def test_a_database_that_refuses_the_login_stops_make_run_with_its_reason(
     else:
         url = login.url(dbname=f"absent_{login.role}")
         reason = f'FATAL: database "absent_{login.role}" does not exist'
+    began = time.monotonic()
     result = subprocess.run(
         [sys.executable, "-m", "datamorph_gateway.launcher"],
         cwd=REPO,
@@ -839,6 +840,7 @@ def test_a_database_that_refuses_the_login_stops_make_run_with_its_reason(
         timeout=10,
         check=False,
     )
+    print(f"\n{case}: make run stopped after {time.monotonic() - began:.1f} s")
     assert result.returncode == 2, result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(
@@ -848,6 +850,35 @@ def test_a_database_that_refuses_the_login_stops_make_run_with_its_reason(
     assert last.endswith(reason), result.stderr
     assert result.stderr.count(reason) == 1, result.stderr
     assert login.password not in result.stdout + result.stderr
+    assert result.stdout == ""
+
+
+def test_an_unreachable_database_stops_make_run_within_10_s_with_the_reason(
+    tmp_path: Path,
+) -> None:
+    """Nothing listens at DATABASE_URL's port: libpq's reason is the last line, exit 1,
+    within 10 s, and no gateway was started."""
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    began = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "datamorph_gateway.launcher"],
+        cwd=REPO,
+        env=_environment(tmp_path / "data", DATABASE_URL=f"postgresql://app@127.0.0.1:{port}/db"),
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+    took_s = time.monotonic() - began
+    print(f"\nan unreachable DATABASE_URL stopped make run after {took_s:.1f} s")
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f'datamorph-gateway: cannot reach the database (user "app", database "db" on '
+        f'127.0.0.1:{port}) after 8 s: connection to server at "127.0.0.1", port {port} '
+        "failed: Connection refused; check DATABASE_URL (or RDS_*) and that the server is up"
+    ]
     assert result.stdout == ""
 
 

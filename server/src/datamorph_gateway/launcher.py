@@ -23,9 +23,10 @@ while it runs, so a second one on the same directory stops at once with one line
 the first one's pid, and never touches its database. A gateway that cannot start says
 why on its last line (a database refusing the login, a port in use...); the launcher
 repeats that line as its own and exits with the gateway's code. Exit codes: 0 stopped
-by a signal, 1 something failed or is taken (a port, the data directory) or kept
-exiting, 2 the configuration is wrong (a setting, a database that refuses the login, more
-connections than the embedded database allows).
+by a signal, 1 something failed or is taken (a port, the data directory, a configured
+database that does not answer within 8 s) or kept exiting, 2 the configuration is wrong
+(a setting, a database that refuses the login, more connections than the embedded
+database allows).
 """
 
 from __future__ import annotations
@@ -49,12 +50,14 @@ from pathlib import Path
 from types import FrameType
 
 import psutil
+import psycopg2
 
 from datamorph_gateway import __version__, logging_setup
 from datamorph_gateway.auth.authenticator import check_exposure
 from datamorph_gateway.children import PROG, EnvoyChild, GatewayProcess, LaunchError
 from datamorph_gateway.config import Settings, load_settings
 from datamorph_gateway.datadir import DataDirLock, hold_data_dir
+from datamorph_gateway.db.connect import RoleDsns, catalog_only, describe_login, refusal
 from datamorph_gateway.errors import ConfigError
 from datamorph_gateway.secrets import load_secret
 from datamorph_gateway.sidecar import SidecarOptions, envoy_binary
@@ -64,6 +67,9 @@ from datamorph_gateway.supervisor import CrashLoop, RestartPolicy, Supervisor
 __all__ = ["LaunchError", "main"]
 
 _HEALTHY_TIMEOUT_S = 60.0
+# How long a configured database may take to answer before the start stops (issue 12:
+# within 10 s, with the reason).
+_DATABASE_WAIT_S = 8.0
 _POLL_S = 0.1
 _HEALTHY_POLL_MAX_S = 1.0
 
@@ -304,6 +310,41 @@ def _banner(
     return lines
 
 
+def _wait_for_database(settings: Settings, dsn: str, stop: threading.Event) -> None:
+    """A configured database must answer within ``_DATABASE_WAIT_S``, or the start stops with
+    libpq's own reason (an unreachable host, a refused connection, a TLS failure).
+
+    A deployed gateway waits for its database for as long as it takes (it answers
+    UNAVAILABLE meanwhile); ``make run`` is a person waiting at a terminal, who is better
+    served by the reason at once than by a minute of unhealthy answers. A login the server
+    refuses is left to the gateway, whose one line says so (exit 2).
+    """
+    serving = catalog_only(RoleDsns(settings, dsn).serving)
+    deadline = time.monotonic() + _DATABASE_WAIT_S
+    pause = _POLL_S
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            # libpq's connect_timeout is whole seconds, at least 2.
+            psycopg2.connect(serving, connect_timeout=max(2, int(left))).close()
+            return
+        except psycopg2.OperationalError as exc:
+            if refusal(exc) is not None:
+                return  # the gateway reports it, in its words
+            text = str(exc).strip()
+            reason = text.splitlines()[0] if text else type(exc).__name__
+        if stop.is_set():
+            raise _Stop
+        if time.monotonic() + pause >= deadline:
+            raise LaunchError(
+                f"cannot reach the database ({describe_login(serving)}) after "
+                f"{_DATABASE_WAIT_S:g} s: {reason}; check DATABASE_URL (or RDS_*) and that "
+                "the server is up"
+            )
+        stop.wait(pause)
+        pause = min(pause * 2, 1.0)
+
+
 def _run(settings: Settings, stop: threading.Event, stack: contextlib.ExitStack) -> None:
     _check_settings(settings)
     # Before the ports: a second stack on this directory is told so, not "port in use"; and
@@ -317,7 +358,10 @@ def _run(settings: Settings, stop: threading.Event, stack: contextlib.ExitStack)
     env["SIDECAR_SECRET"] = settings.sidecar_secret
     ports = _gateway_ports(settings)
     database = ""
-    if settings.database_dsn() is None:
+    configured = settings.database_dsn()
+    if configured is not None:
+        _wait_for_database(settings, configured, stop)
+    else:
         from datamorph_gateway.embedded_db import start_embedded_database
 
         embedded = start_embedded_database(settings)
