@@ -504,23 +504,30 @@ def test_a_call_longer_than_the_route_timeout_is_504_json(
 
 
 def test_start_workflow_gets_the_long_timeout_everything_else_the_short(envoy: Sidecar) -> None:
-    routes = _routes(json.loads(envoy.process.admin("/config_dump")))
+    host = _virtual_host(json.loads(envoy.process.admin("/config_dump")))
     timeouts = {
-        r["match"].get("path", r["match"].get("prefix")): r["route"] for r in routes if "route" in r
+        r["match"].get("path", r["match"].get("prefix")): r["route"]
+        for r in host["routes"]
+        if "route" in r
     }
     start = timeouts["/datamorph.gateway.v1.DataMorphGateway/StartWorkflow"]
     assert start["timeout"] == "960s"
     assert start["idle_timeout"] == "960s"
     assert timeouts["/"]["timeout"] == "60s"
-    assert all("retry_policy" not in route for route in timeouts.values())
+    # What Envoy loaded: the writes take the virtual host's policy, which never retries a
+    # call that may have reached a gateway (test_envoy_config pins every route).
+    execute = timeouts["/datamorph.gateway.v1.DataMorphGateway/ExecuteQuery"]
+    assert "retry_policy" not in start
+    assert "retry_policy" not in execute
+    assert host["retry_policy"]["retry_on"] == "connect-failure,refused-stream,reset-before-request"
 
 
-def _routes(dump: dict[str, Any]) -> list[dict[str, Any]]:
+def _virtual_host(dump: dict[str, Any]) -> dict[str, Any]:
     for config in dump["configs"]:
         if config["@type"].endswith("RoutesConfigDump"):
             for static in config.get("static_route_configs", []):
-                hosts = static["route_config"]["virtual_hosts"]
-                return [route for host in hosts for route in host["routes"]]
+                [host] = static["route_config"]["virtual_hosts"]
+                return dict(host)
     raise AssertionError("no route configuration in the config dump")
 
 

@@ -305,37 +305,84 @@ def _filter(name: str, type_name: str, **values: Any) -> dict[str, Any]:
     return {"name": name, "typed_config": _typed(type_name, **values)}
 
 
-def _long_route(rpc: str, timeout_s: float) -> dict[str, Any]:
+# Failures after which no gateway can have seen the request: the connection was never made
+# (connect-failure), the gateway refused the stream unopened (refused-stream: HTTP/2
+# REFUSED_STREAM, or a stream above the last id of its GOAWAY), or the stream was reset
+# before Envoy sent it a byte (reset-before-request). Any RPC may be re-sent after these.
+RETRY_UNSENT = ("connect-failure", "refused-stream", "reset-before-request")
+# What else may be re-sent for an RPC that changes nothing: any reset before the answer
+# began (the gateway may have been running it, killed or cut off mid-call), the gateway's
+# UNAVAILABLE (its database connection was lost, or it is shutting down), which another
+# process may not share, and its CANCELLED while Envoy still waits for the answer (grpc-core
+# cancels the calls that arrive as the server stops). Envoy never retries once response
+# headers went downstream.
+RETRY_READ = (*RETRY_UNSENT, "reset", "unavailable", "cancelled")
+# RPCs that only read: GetSchemas and GetData sample through the gateway's own SELECTs;
+# GetLogs and WatchLogs read the log store; Health checks; StreamQuery runs read_only (the
+# SQL policy refuses writes, on the read-only role or in a READ ONLY transaction).
+# StartWorkflow (an orchestrator run) and ExecuteQuery (SQL that may write; Envoy cannot
+# see which) are re-sent only when they cannot have reached a gateway.
+READ_RPCS = ("GetSchemas", "GetData", "GetLogs", "Health", "StreamQuery", "WatchLogs")
+# A retry goes to another gateway while there is one (previous_hosts); two retries cover a
+# second gateway that turns out to be gone too (a rolling restart).
+NUM_RETRIES = 2
+_PREVIOUS_HOSTS = "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3"
+
+
+def _retry_policy(conditions: Sequence[str]) -> dict[str, Any]:
     return {
-        "match": {"path": f"/{SERVICE}/{rpc}"},
-        "route": {
-            "cluster": GATEWAY_CLUSTER,
-            "timeout": _duration(timeout_s),
-            "idle_timeout": _duration(timeout_s),
-        },
+        "retry_on": ",".join(conditions),
+        "num_retries": NUM_RETRIES,
+        "retry_host_predicate": [
+            {
+                "name": "envoy.retry_host_predicates.previous_hosts",
+                "typed_config": {"@type": f"{_PREVIOUS_HOSTS}.PreviousHostsPredicate"},
+            }
+        ],
+        "host_selection_retry_max_attempts": 3,
     }
 
 
+def _rpc_route(rpc: str, timeout_s: float, *, idle: bool = False) -> dict[str, Any]:
+    """The route of one RPC: its timeout (and idle timeout for long calls); a read's retries.
+
+    Other routes have no retry policy of their own and take the virtual host's (Envoy does
+    not merge the two): RETRY_UNSENT.
+    """
+    route: dict[str, Any] = {"cluster": GATEWAY_CLUSTER, "timeout": _duration(timeout_s)}
+    if idle:
+        route["idle_timeout"] = _duration(timeout_s)
+    if rpc in READ_RPCS:
+        route["retry_policy"] = _retry_policy(RETRY_READ)
+    return {"match": {"path": f"/{SERVICE}/{rpc}"}, "route": route}
+
+
 def _routes(options: SidecarOptions) -> list[dict[str, Any]]:
-    """Routes on the gRPC path. No retry policy anywhere: nothing is ever retried."""
+    """Routes on the gRPC path: reads retry RETRY_READ, the rest the virtual host's default."""
     # Neither the route nor a silent stream may end StartWorkflow before the orchestrator.
-    start = _long_route("StartWorkflow", options.start_timeout_s)
+    start = _rpc_route("StartWorkflow", options.start_timeout_s, idle=True)
     # Streams: the gateway ends them at its own limit; Envoy must not end them first.
-    watch = _long_route("WatchLogs", options.watch_timeout_s)
-    stream = _long_route("StreamQuery", options.stream_timeout_s)
+    watch = _rpc_route("WatchLogs", options.watch_timeout_s, idle=True)
+    stream = _rpc_route("StreamQuery", options.stream_timeout_s, idle=True)
+    short = [
+        _rpc_route(rpc, options.route_timeout_s)
+        for rpc in ("GetSchemas", "GetData", "GetLogs", "Health", "ExecuteQuery")
+    ]
+    # Everything else: grpc.health.v1, server reflection, paths the transcoder refuses.
     others = {
         "match": {"prefix": "/"},
         "route": {"cluster": GATEWAY_CLUSTER, "timeout": _duration(options.route_timeout_s)},
     }
     # REST /health is the one route that runs the Lua filter (disabled everywhere else:
     # running it on every request cost ~15% of Envoy's CPU). Envoy picks a stream's
-    # filters by the route of the request as it arrived, before transcoding.
+    # filters by the route of the request as it arrived, before transcoding; the call is
+    # Health either way, so it retries as Health does.
     health = {
         "match": {"path": "/health"},
-        "route": others["route"],
+        "route": _rpc_route("Health", options.route_timeout_s)["route"],
         "typed_per_filter_config": {LUA_FILTER: {"@type": _ROUTE_FILTER_CONFIG, "config": {}}},
     }
-    return [_not_json(), start, watch, stream, health, others]
+    return [_not_json(), start, watch, stream, health, *short, others]
 
 
 TRANSCODER_FILTER = "envoy.filters.http.grpc_json_transcoder"
@@ -472,7 +519,14 @@ _ACCESS_LOG_FORMAT = (
 
 
 def _virtual_host(options: SidecarOptions) -> dict[str, Any]:
-    host: dict[str, Any] = {"name": LISTENER, "domains": ["*"], "routes": _routes(options)}
+    host: dict[str, Any] = {
+        "name": LISTENER,
+        "domains": ["*"],
+        "routes": _routes(options),
+        # Every route without a policy of its own (all but the reads): re-send only what
+        # cannot have reached a gateway.
+        "retry_policy": _retry_policy(RETRY_UNSENT),
+    }
     if options.cors_allowed_origins:
         host["typed_per_filter_config"] = {CORS_FILTER: _cors_policy(options.cors_allowed_origins)}
     return host
@@ -613,6 +667,62 @@ def _is_ip(host: str) -> bool:
     return True
 
 
+# How often Envoy re-checks a gateway it has marked unhealthy, or any gateway before the
+# first request went through (Envoy's own defaults: the interval, and 60 s): a process that
+# comes back gets calls again within about this long.
+RECHECK_S = 1.0
+PANIC_THRESHOLD_PERCENT = 1.0
+
+
+def _health_check(options: SidecarOptions) -> dict[str, Any]:
+    """grpc.health.v1 for the gateway's service name, which reports NOT_SERVING while the
+    process drains or its database is unreachable."""
+    interval = options.health_check_interval_s
+    recheck = min(RECHECK_S, interval)
+    return {
+        "timeout": _duration(options.health_check_timeout_s),
+        "interval": _duration(interval),
+        "unhealthy_interval": _duration(recheck),
+        "no_traffic_interval": _duration(recheck),
+        # A healthy gateway is checked every interval, traffic or not: a draining process
+        # counts on being seen NOT_SERVING within DRAIN_S (two intervals by default).
+        "no_traffic_healthy_interval": _duration(interval),
+        "unhealthy_threshold": 2,
+        "healthy_threshold": 1,
+        "grpc_health_check": {"service_name": SERVICE},
+    }
+
+
+def _outlier_detection() -> dict[str, Any]:
+    """Take a gateway out at once when calls to it fail locally, between health checks.
+
+    Local-origin failures (connection refused or timed out, connection or stream reset, no
+    answer within the route timeout) mean the process is gone, cut off or stuck: two in a
+    row, with no success between, eject it for 2 s times the number of times it was
+    ejected, or until a health check passes again. Answers are not failures here: the
+    gateway's UNAVAILABLE, INTERNAL or DEADLINE_EXCEEDED (HTTP 5xx to Envoy) are about a
+    request or the database every gateway shares, and its health check already says when
+    it cannot serve, so the 5xx and success-rate detectors are off (enforcing 0). With one
+    gateway ejection changes nothing: none is left healthy and Envoy routes to it anyway.
+    """
+    return {
+        "split_external_local_origin_errors": True,
+        "consecutive_local_origin_failure": 2,
+        "enforcing_consecutive_local_origin_failure": 100,
+        "enforcing_local_origin_success_rate": 0,
+        "enforcing_consecutive_5xx": 0,
+        "enforcing_consecutive_gateway_failure": 0,
+        "enforcing_success_rate": 0,
+        "enforcing_failure_percentage": 0,
+        "enforcing_failure_percentage_local_origin": 0,
+        "interval": "1s",
+        "base_ejection_time": "2s",
+        # Ejection never leaves Envoy with nowhere to go: with every gateway out, it routes
+        # to all of them (PANIC_THRESHOLD_PERCENT), which is what it did before ejecting.
+        "max_ejection_percent": 100,
+    }
+
+
 def _cluster(options: SidecarOptions) -> dict[str, Any]:
     discovery = "STATIC" if all(_is_ip(host) for host, _ in options.upstreams) else "STRICT_DNS"
     endpoints = [
@@ -636,15 +746,19 @@ def _cluster(options: SidecarOptions) -> dict[str, Any]:
             "cluster_name": GATEWAY_CLUSTER,
             "endpoints": [{"lb_endpoints": endpoints}],
         },
-        "health_checks": [
-            {
-                "timeout": _duration(options.health_check_timeout_s),
-                "interval": _duration(options.health_check_interval_s),
-                "unhealthy_threshold": 2,
-                "healthy_threshold": 1,
-                "grpc_health_check": {"service_name": SERVICE},
-            }
-        ],
+        "health_checks": [_health_check(options)],
+        "outlier_detection": _outlier_detection(),
+        "common_lb_config": {
+            # Envoy routes to every host, healthy or not ("panic"), only when (almost) none
+            # is healthy: one gateway left of three takes all the calls rather than a third
+            # of them, and a lone gateway that fails its checks still gets them, so that
+            # callers see its own error ("the database is unavailable") rather than Envoy's.
+            "healthy_panic_threshold": {"value": PANIC_THRESHOLD_PERCENT},
+            # Health changes reach the load balancer at once. Envoy's default merges those
+            # after the first for 1 s: a restarted gateway then waited a second for calls,
+            # and a gateway killed within that second kept getting them (hundreds refused).
+            "update_merge_window": "0s",
+        },
     }
     if options.upstream_tls:
         cluster["transport_socket"] = _tls_context(options, downstream=False)
