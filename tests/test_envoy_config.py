@@ -233,6 +233,80 @@ def test_health_changes_reach_the_load_balancer_at_once_and_panic_waits_for_none
 
 
 @pytest.mark.parametrize(
+    ("options", "workers", "gateways"),
+    [
+        ({}, 32, 1),
+        ({"upstreams": (("127.0.0.1", 1), ("127.0.0.1", 2))}, 32, 2),
+        ({"upstreams": (("gateway.internal", 1),), "gateways": 5}, 32, 5),
+        ({"gateway_max_workers": 8}, 8, 1),
+    ],
+    ids=["one", "two-upstreams", "dns-name-for-five", "eight-workers"],
+)
+def test_circuit_breakers_and_retry_budget_are_sized_from_the_gateways(
+    options: dict[str, Any], workers: int, gateways: int
+) -> None:
+    [thresholds] = _cluster(**options)["circuit_breakers"]["thresholds"]
+    assert thresholds == {
+        "priority": "DEFAULT",
+        "max_connections": gateways * workers,
+        "max_pending_requests": 4 * gateways * workers,
+        "max_requests": 4 * gateways * workers,
+        # A budget replaces max_retries: Envoy ignores that breaker once one is set.
+        "retry_budget": {"budget_percent": {"value": 20.0}, "min_retry_concurrency": workers},
+        "track_remaining": True,
+    }
+
+
+def test_a_breakers_refusal_is_worded_for_rest_and_grpc_callers() -> None:
+    config = render(SidecarOptions(gateway_max_workers=2), http_routes(DESCRIPTOR_SET))
+    manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    mappers = manager["typed_config"]["local_reply_config"]["mappers"]
+    overflow = [m for m in mappers if "UO" in json.dumps(m["filter"])]
+    assert len(overflow) == 2
+    grpc_mapper, rest_mapper = overflow
+    message = (
+        "the gateways are at capacity: 8 calls are already in progress through this Envoy; "
+        "try again shortly"
+    )
+    assert grpc_mapper["body"] == {"inline_string": message}
+    assert rest_mapper["body_format_override"]["json_format"] == {
+        "code": 14,
+        "message": message,
+        "details": [],
+    }
+    # gRPC callers' mapper comes before the one that leaves their other local replies alone.
+    assert mappers.index(grpc_mapper) < mappers.index(rest_mapper) == 2
+
+
+def test_an_upstream_name_is_resolved_by_dns_an_address_is_static() -> None:
+    for host, kind in (
+        ("gateway.internal", "STRICT_DNS"),
+        ("10.0.0.5", "STATIC"),
+        ("::1", "STATIC"),
+    ):
+        cluster = render(SidecarOptions(upstreams=((host, 1),)), [])["static_resources"][
+            "clusters"
+        ][0]
+        assert cluster["type"] == kind
+
+
+def test_several_upstreams_are_one_cluster_and_a_name_among_them_is_resolved() -> None:
+    def cluster(*upstreams: tuple[str, int]) -> dict[str, Any]:
+        options = SidecarOptions(upstreams=upstreams)
+        made: dict[str, Any] = render(options, [])["static_resources"]["clusters"][0]
+        return made
+
+    both = cluster(("127.0.0.1", 50051), ("127.0.0.1", 50052))
+    assert both["type"] == "STATIC"
+    [group] = both["load_assignment"]["endpoints"]
+    ports = [
+        e["endpoint"]["address"]["socket_address"]["port_value"] for e in group["lb_endpoints"]
+    ]
+    assert ports == [50051, 50052]
+    assert cluster(("10.0.0.5", 1), ("gateway.internal", 1))["type"] == "STRICT_DNS"
+
+
+@pytest.mark.parametrize(
     ("upstreams", "message"),
     [((), "at least one"), ((("gw", 1), ("gw", 1)), "twice"), ((("", 1),), "a host")],
 )
@@ -249,6 +323,8 @@ def test_bad_upstreams_are_refused(upstreams: tuple[tuple[str, int], ...], messa
         {"max_request_bytes": 0},
         {"max_response_bytes": 2**32},
         {"route_timeout_s": 0},
+        {"gateway_max_workers": 0},
+        {"gateways": -1},
     ],
 )
 def test_bad_options_are_refused(change: dict[str, int]) -> None:
@@ -266,6 +342,7 @@ def test_options_come_from_the_settings() -> None:
             "ENVOY_MAX_RESPONSE_BYTES": "2048",
             "ENVOY_ROUTE_TIMEOUT_S": "5",
             "ENVOY_START_TIMEOUT_S": "1000",
+            "GRPC_MAX_WORKERS": "40",
         }
     )
     options = options_from_settings(settings, upstreams=[("gw", 1234)], access_log_path="")
@@ -280,6 +357,7 @@ def test_options_come_from_the_settings() -> None:
         "route_timeout_s": 5.0,
         "start_timeout_s": 1000.0,
         "access_log_path": "",
+        "gateway_max_workers": 40,
     }
 
 
@@ -297,6 +375,10 @@ def test_the_cli_writes_a_config_envoy_accepts(tmp_path: Path) -> None:
             "gateway.internal:50051",
             "--upstream",
             "10.0.0.7:50052",
+            "--gateways",
+            "6",
+            "--gateway-max-workers",
+            "16",
         ]
     )
     assert code == 0
@@ -305,6 +387,7 @@ def test_the_cli_writes_a_config_envoy_accepts(tmp_path: Path) -> None:
     assert str((out / "transcoder.binpb").resolve()) in text
     assert "gateway.internal" in text
     assert "10.0.0.7" in text
+    assert "max_requests: 384" in text  # 6 gateways × 16 workers × 4
     validate(out / "envoy.yaml")
 
 

@@ -95,6 +95,12 @@ class SidecarOptions:
     health_check_interval_s: float = 5.0
     health_check_timeout_s: float = 2.0
     max_connections: int = 10_000
+    # What one gateway process runs at once: one call per thread (its GRPC_MAX_WORKERS).
+    # The circuit breakers and the retry budget are sized from it (see _circuit_breakers).
+    gateway_max_workers: int = 32
+    # How many gateway processes the upstreams stand for; 0: one per upstream. Set it when a
+    # DNS name resolves to several replicas, or the breakers count that name as one process.
+    gateways: int = 0
     # One line per request; "" for none.
     access_log_path: str = "/dev/stdout"
     # TLS on the listener (PEM files; Envoy re-reads them when they change, through SDS files
@@ -148,6 +154,12 @@ class SidecarOptions:
             raise ValueError("tls_cert_file and tls_key_file go together")
         if (self.tls_client_ca_file or self.upstream_tls) and not self.tls_cert_file:
             raise ValueError("tls_client_ca_file and upstream_tls need tls_cert_file")
+        if self.gateways < 0:
+            raise ValueError("gateways must be 0 (one per upstream) or more")
+
+    def gateway_count(self) -> int:
+        """How many gateway processes the upstreams stand for."""
+        return self.gateways or len(self.upstreams)
 
 
 # sun_path holds 108 bytes, the last one a NUL.
@@ -174,6 +186,7 @@ _POSITIVE = (
     "health_check_interval_s",
     "health_check_timeout_s",
     "max_connections",
+    "gateway_max_workers",
 )
 
 
@@ -203,6 +216,7 @@ def options_from_settings(
         upstream_client_certificate=bool(settings.tls_client_ca_file),
         sidecar_secret=settings.sidecar_secret,
         health_check_interval_s=settings.envoy_health_check_interval_s,
+        gateway_max_workers=settings.grpc_max_workers,
     )
 
 
@@ -566,6 +580,7 @@ def _connection_manager(options: SidecarOptions, routes: Sequence[HttpRoute]) ->
             max_request_bytes=options.max_request_bytes,
             max_response_bytes=options.max_response_bytes,
             max_request_headers_kb=MAX_REQUEST_HEADERS_KB,
+            max_requests=max_requests(options),
         ),
         "route_config": {
             "name": LISTENER,
@@ -723,6 +738,57 @@ def _outlier_detection() -> dict[str, Any]:
     }
 
 
+# The gateways' queues Envoy lets fill, in rounds of everything they run at once.
+QUEUED_ROUNDS = 3
+# Envoy's own default share of retries, kept: enough while one process in five fails,
+# and a floor (min_retry_concurrency) covers a larger share of a small pool.
+RETRY_BUDGET_PERCENT = 20.0
+
+
+def _circuit_breakers(options: SidecarOptions) -> dict[str, Any]:
+    """Limits on what Envoy sends the gateways, sized from what they can run.
+
+    A gateway process runs one call per worker thread (W, its GRPC_MAX_WORKERS): every RPC
+    holds one while it runs, whether it needs a database connection or not (Health,
+    GetLogs, StartWorkflow waiting for the orchestrator), so W, not DB_POOL_MAX, bounds it;
+    calls past DB_POOL_MAX wait for a connection inside the gateway and get its own 429
+    after DB_POOL_TIMEOUT_S. Calls past W wait in the process's queue. Envoy lets each of
+    the N gateways have W running and QUEUED_ROUNDS times W waiting: above the gateways'
+    own limits, which answer first with their precise errors, and below a backlog that
+    would outlive the route timeout when the gateways stall. Past it, Envoy answers 503
+    UNAVAILABLE at once (replies.py words it). Requests waiting for a connection count
+    against the same bound. HTTP/2 needs a connection per gateway and Envoy worker
+    thread, a few more while old ones drain after a GOAWAY; N × W connections is a bound,
+    never the limit.
+
+    The retry budget replaces max_retries (Envoy ignores that breaker once a budget is
+    set): retries in progress may be RETRY_BUDGET_PERCENT of the requests in progress, and
+    never fewer than W, so that every call a killed process was running may be retried at
+    once, whatever the load.
+    """
+    workers = options.gateway_max_workers
+    return {
+        "thresholds": [
+            {
+                "priority": "DEFAULT",
+                "max_connections": options.gateway_count() * workers,
+                "max_pending_requests": max_requests(options),
+                "max_requests": max_requests(options),
+                "retry_budget": {
+                    "budget_percent": {"value": RETRY_BUDGET_PERCENT},
+                    "min_retry_concurrency": workers,
+                },
+                "track_remaining": True,
+            }
+        ]
+    }
+
+
+def max_requests(options: SidecarOptions) -> int:
+    """Requests in progress to all the gateways past which Envoy refuses more (503)."""
+    return options.gateway_count() * options.gateway_max_workers * (1 + QUEUED_ROUNDS)
+
+
 def _cluster(options: SidecarOptions) -> dict[str, Any]:
     discovery = "STATIC" if all(_is_ip(host) for host, _ in options.upstreams) else "STRICT_DNS"
     endpoints = [
@@ -748,6 +814,7 @@ def _cluster(options: SidecarOptions) -> dict[str, Any]:
         },
         "health_checks": [_health_check(options)],
         "outlier_detection": _outlier_detection(),
+        "circuit_breakers": _circuit_breakers(options),
         "common_lb_config": {
             # Envoy routes to every host, healthy or not ("panic"), only when (almost) none
             # is healthy: one gateway left of three takes all the calls rather than a third
