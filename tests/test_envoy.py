@@ -503,24 +503,60 @@ def test_a_call_longer_than_the_route_timeout_is_504_json(
     assert "timeout" in body["message"]
 
 
+def test_a_call_past_the_circuit_breaker_is_refused_at_once_as_unavailable(
+    gateway: Gateway, make_envoy: EnvoyFactory
+) -> None:
+    """Envoy lets 4 × GRPC_MAX_WORKERS calls per gateway be in progress (one worker here: 4);
+    the next is refused while those still run, in the same words for REST and gRPC."""
+    sidecar = make_envoy(gateway.address, gateway_max_workers=1)
+    message = (
+        "the gateways are at capacity: 4 calls are already in progress through this Envoy; "
+        "try again shortly"
+    )
+    with futures.ThreadPoolExecutor(4) as pool:
+        held = [pool.submit(query, sidecar.rest, "SELECT pg_sleep(2)") for _ in range(4)]
+        deadline = time.monotonic() + 10
+        while sidecar.stat("cluster.datamorph_gateway.upstream_rq_active") < 4:
+            assert time.monotonic() < deadline, "the four calls never were in progress"
+            time.sleep(0.02)
+        refused = query(sidecar.rest, "SELECT 1")
+        with (
+            grpc.insecure_channel(sidecar.grpc_address) as channel,
+            pytest.raises(grpc.RpcError) as caught,
+        ):
+            pb_grpc.DataMorphGatewayStub(channel).Health(pb.HealthRequest(), timeout=10)
+        assert not any(call.done() for call in held)
+        assert [call.result(timeout=10).status for call in held] == [200] * 4
+    assert error_of(refused, 503, 14)["message"] == message
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert caught.value.details() == message
+
+
 def test_start_workflow_gets_the_long_timeout_everything_else_the_short(envoy: Sidecar) -> None:
-    routes = _routes(json.loads(envoy.process.admin("/config_dump")))
+    host = _virtual_host(json.loads(envoy.process.admin("/config_dump")))
     timeouts = {
-        r["match"].get("path", r["match"].get("prefix")): r["route"] for r in routes if "route" in r
+        r["match"].get("path", r["match"].get("prefix")): r["route"]
+        for r in host["routes"]
+        if "route" in r
     }
     start = timeouts["/datamorph.gateway.v1.DataMorphGateway/StartWorkflow"]
     assert start["timeout"] == "960s"
     assert start["idle_timeout"] == "960s"
     assert timeouts["/"]["timeout"] == "60s"
-    assert all("retry_policy" not in route for route in timeouts.values())
+    # What Envoy loaded: the writes take the virtual host's policy, which never retries a
+    # call that may have reached a gateway (test_envoy_config pins every route).
+    execute = timeouts["/datamorph.gateway.v1.DataMorphGateway/ExecuteQuery"]
+    assert "retry_policy" not in start
+    assert "retry_policy" not in execute
+    assert host["retry_policy"]["retry_on"] == "connect-failure,refused-stream,reset-before-request"
 
 
-def _routes(dump: dict[str, Any]) -> list[dict[str, Any]]:
+def _virtual_host(dump: dict[str, Any]) -> dict[str, Any]:
     for config in dump["configs"]:
         if config["@type"].endswith("RoutesConfigDump"):
             for static in config.get("static_route_configs", []):
-                hosts = static["route_config"]["virtual_hosts"]
-                return [route for host in hosts for route in host["routes"]]
+                [host] = static["route_config"]["virtual_hosts"]
+                return dict(host)
     raise AssertionError("no route configuration in the config dump")
 
 

@@ -113,14 +113,169 @@ def test_route_templates_become_path_regexes(template: str, path: str, matches: 
     assert bool(re.match(HttpRoute("GET", template, "X").path_regex, path)) is matches
 
 
-def test_start_workflow_outlasts_the_orchestrator_and_nothing_retries() -> None:
+def test_start_workflow_outlasts_the_orchestrator() -> None:
     config = render(SidecarOptions(), http_routes(DESCRIPTOR_SET))
     manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
     routes = manager["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
     [start] = [r for r in routes if r["match"].get("path", "").endswith("/StartWorkflow")]
     assert float(start["route"]["timeout"].rstrip("s")) > Settings().orchestrator_read_timeout_s
     assert start["route"]["idle_timeout"] == start["route"]["timeout"]
-    assert "retry_policy" not in json.dumps(config)
+
+
+# -- failover: retries, health checks, outlier detection, circuit breakers -----------------
+
+SERVICE_PATH = "/datamorph.gateway.v1.DataMorphGateway/"
+# Never reached a gateway: safe to send again whatever the RPC does.
+UNSENT = {"connect-failure", "refused-stream", "reset-before-request"}
+READ = UNSENT | {"reset", "unavailable", "cancelled"}
+
+
+def _virtual_host(options: SidecarOptions) -> dict[str, Any]:
+    config = render(options, http_routes(DESCRIPTOR_SET))
+    manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    host: dict[str, Any] = manager["typed_config"]["route_config"]["virtual_hosts"][0]
+    return host
+
+
+def _retries_by_route() -> dict[str, set[str]]:
+    """What Envoy retries on each route: its own policy, else the virtual host's (Envoy
+    does not merge the two); a route that never reaches a gateway has none."""
+    host = _virtual_host(SidecarOptions())
+    retries = {}
+    for route in host["routes"]:
+        match = route["match"]
+        name = match.get("path", match.get("prefix", "")).removeprefix(SERVICE_PATH)
+        if "direct_response" in route:
+            name = f"{route['direct_response']['status']} {name}"
+            retries[name] = set()
+            continue
+        policy = route["route"].get("retry_policy", host["retry_policy"])
+        retries[name] = set(policy["retry_on"].split(","))
+    return retries
+
+
+def test_only_reads_are_sent_again_once_they_may_have_reached_a_gateway() -> None:
+    assert _retries_by_route() == {
+        "415 /": set(),  # a POST that is not JSON: Envoy answers it itself
+        "StartWorkflow": UNSENT,
+        "WatchLogs": READ,
+        "StreamQuery": READ,
+        "/health": READ,  # REST /health: the Health RPC
+        "GetSchemas": READ,
+        "GetData": READ,
+        "GetLogs": READ,
+        "Health": READ,
+        "ExecuteQuery": UNSENT,
+        "/": UNSENT,  # grpc.health.v1, reflection, anything else
+    }
+
+
+def test_a_retry_goes_to_another_gateway_and_never_after_a_timeout_or_an_answer() -> None:
+    host = _virtual_host(SidecarOptions())
+    policies = [host["retry_policy"]] + [
+        r["route"]["retry_policy"] for r in host["routes"] if "retry_policy" in r.get("route", {})
+    ]
+    assert len(policies) == 8
+    for policy in policies:
+        assert policy["num_retries"] == 2
+        [predicate] = policy["retry_host_predicate"]
+        assert predicate["name"] == "envoy.retry_host_predicates.previous_hosts"
+        assert policy["host_selection_retry_max_attempts"] == 3
+        # A per-try timeout would send a slow call again while the first still runs.
+        assert "per_try_timeout" not in policy
+        assert "per_try_idle_timeout" not in policy
+    # Conditions that fire after a gateway answered or ran out of time: never.
+    every = set().union(*_retries_by_route().values())
+    assert every == READ
+    for condition in ("5xx", "gateway-error", "retriable-status-codes", "deadline-exceeded"):
+        assert condition not in every
+
+
+def _cluster(**options: Any) -> dict[str, Any]:
+    cluster: dict[str, Any] = render(SidecarOptions(**options), [])["static_resources"]["clusters"][
+        0
+    ]
+    return cluster
+
+
+@pytest.mark.parametrize(
+    ("interval", "recheck"), [(5.0, "1s"), (0.5, "0.5s")], ids=["default", "short"]
+)
+def test_a_gateway_that_failed_or_never_had_traffic_is_checked_again_within_a_second(
+    interval: float, recheck: str
+) -> None:
+    [check] = _cluster(health_check_interval_s=interval)["health_checks"]
+    assert check["interval"] == f"{interval:g}s"
+    # Envoy's defaults: the interval, and 60 s for a host before the first request.
+    assert check["unhealthy_interval"] == recheck
+    assert check["no_traffic_interval"] == recheck
+    # A healthy gateway, traffic or not, at the interval DRAIN_S counts on.
+    assert check["no_traffic_healthy_interval"] == f"{interval:g}s"
+    assert (check["unhealthy_threshold"], check["healthy_threshold"]) == (2, 1)
+    assert check["grpc_health_check"] == {"service_name": "datamorph.gateway.v1.DataMorphGateway"}
+
+
+def test_outlier_detection_ejects_on_connection_failures_never_on_answers() -> None:
+    detection = _cluster()["outlier_detection"]
+    assert detection["split_external_local_origin_errors"] is True
+    assert detection["consecutive_local_origin_failure"] == 2
+    assert detection["enforcing_consecutive_local_origin_failure"] == 100
+    enforced = {k for k, v in detection.items() if k.startswith("enforcing_") and v}
+    assert enforced == {"enforcing_consecutive_local_origin_failure"}
+    assert (detection["interval"], detection["base_ejection_time"]) == ("1s", "2s")
+    assert detection["max_ejection_percent"] == 100
+
+
+def test_health_changes_reach_the_load_balancer_at_once_and_panic_waits_for_none_healthy() -> None:
+    lb = _cluster()["common_lb_config"]
+    assert lb["update_merge_window"] == "0s"
+    assert lb["healthy_panic_threshold"] == {"value": 1.0}
+
+
+@pytest.mark.parametrize(
+    ("options", "workers", "gateways"),
+    [
+        ({}, 32, 1),
+        ({"upstreams": (("127.0.0.1", 1), ("127.0.0.1", 2))}, 32, 2),
+        ({"upstreams": (("gateway.internal", 1),), "gateways": 5}, 32, 5),
+        ({"gateway_max_workers": 8}, 8, 1),
+    ],
+    ids=["one", "two-upstreams", "dns-name-for-five", "eight-workers"],
+)
+def test_circuit_breakers_and_retry_budget_are_sized_from_the_gateways(
+    options: dict[str, Any], workers: int, gateways: int
+) -> None:
+    [thresholds] = _cluster(**options)["circuit_breakers"]["thresholds"]
+    assert thresholds == {
+        "priority": "DEFAULT",
+        "max_connections": gateways * workers,
+        "max_pending_requests": 4 * gateways * workers,
+        "max_requests": 4 * gateways * workers,
+        # A budget replaces max_retries: Envoy ignores that breaker once one is set.
+        "retry_budget": {"budget_percent": {"value": 20.0}, "min_retry_concurrency": workers},
+        "track_remaining": True,
+    }
+
+
+def test_a_breakers_refusal_is_worded_for_rest_and_grpc_callers() -> None:
+    config = render(SidecarOptions(gateway_max_workers=2), http_routes(DESCRIPTOR_SET))
+    manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    mappers = manager["typed_config"]["local_reply_config"]["mappers"]
+    overflow = [m for m in mappers if "UO" in json.dumps(m["filter"])]
+    assert len(overflow) == 2
+    grpc_mapper, rest_mapper = overflow
+    message = (
+        "the gateways are at capacity: 8 calls are already in progress through this Envoy; "
+        "try again shortly"
+    )
+    assert grpc_mapper["body"] == {"inline_string": message}
+    assert rest_mapper["body_format_override"]["json_format"] == {
+        "code": 14,
+        "message": message,
+        "details": [],
+    }
+    # gRPC callers' mapper comes before the one that leaves their other local replies alone.
+    assert mappers.index(grpc_mapper) < mappers.index(rest_mapper) == 2
 
 
 def test_an_upstream_name_is_resolved_by_dns_an_address_is_static() -> None:
@@ -168,6 +323,8 @@ def test_bad_upstreams_are_refused(upstreams: tuple[tuple[str, int], ...], messa
         {"max_request_bytes": 0},
         {"max_response_bytes": 2**32},
         {"route_timeout_s": 0},
+        {"gateway_max_workers": 0},
+        {"gateways": -1},
     ],
 )
 def test_bad_options_are_refused(change: dict[str, int]) -> None:
@@ -185,6 +342,7 @@ def test_options_come_from_the_settings() -> None:
             "ENVOY_MAX_RESPONSE_BYTES": "2048",
             "ENVOY_ROUTE_TIMEOUT_S": "5",
             "ENVOY_START_TIMEOUT_S": "1000",
+            "GRPC_MAX_WORKERS": "40",
         }
     )
     options = options_from_settings(settings, upstreams=[("gw", 1234)], access_log_path="")
@@ -199,6 +357,7 @@ def test_options_come_from_the_settings() -> None:
         "route_timeout_s": 5.0,
         "start_timeout_s": 1000.0,
         "access_log_path": "",
+        "gateway_max_workers": 40,
     }
 
 
@@ -216,6 +375,10 @@ def test_the_cli_writes_a_config_envoy_accepts(tmp_path: Path) -> None:
             "gateway.internal:50051",
             "--upstream",
             "10.0.0.7:50052",
+            "--gateways",
+            "6",
+            "--gateway-max-workers",
+            "16",
         ]
     )
     assert code == 0
@@ -224,6 +387,7 @@ def test_the_cli_writes_a_config_envoy_accepts(tmp_path: Path) -> None:
     assert str((out / "transcoder.binpb").resolve()) in text
     assert "gateway.internal" in text
     assert "10.0.0.7" in text
+    assert "max_requests: 384" in text  # 6 gateways × 16 workers × 4
     validate(out / "envoy.yaml")
 
 

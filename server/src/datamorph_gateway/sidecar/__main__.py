@@ -76,6 +76,20 @@ def main(argv: list[str] | None = None) -> int:
         "or replicas); a DNS name stands for every address it resolves to "
         "(default: 127.0.0.1:50051)",
     )
+    parser.add_argument(
+        "--gateways",
+        type=int,
+        default=0,
+        help="how many gateway processes the upstreams stand for, when a DNS name resolves to "
+        "several replicas (default: one per --upstream); sizes the circuit breakers",
+    )
+    parser.add_argument(
+        "--gateway-max-workers",
+        type=int,
+        default=defaults.gateway_max_workers,
+        help="the gateways' GRPC_MAX_WORKERS, the calls one process runs at once; sizes the "
+        "circuit breakers and the retry budget (default: %(default)s)",
+    )
     parser.add_argument("--max-request-bytes", type=int, default=defaults.max_request_bytes)
     parser.add_argument("--max-response-bytes", type=int, default=defaults.max_response_bytes)
     parser.add_argument("--route-timeout-s", type=float, default=defaults.route_timeout_s)
@@ -116,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
                 else {"admin_host": args.admin[0], "admin_port": args.admin[1]}
             ),
             upstreams=tuple(args.upstream or defaults.upstreams),
+            gateways=args.gateways,
+            gateway_max_workers=args.gateway_max_workers,
             max_request_bytes=args.max_request_bytes,
             max_response_bytes=args.max_response_bytes,
             route_timeout_s=args.route_timeout_s,

@@ -95,6 +95,12 @@ class SidecarOptions:
     health_check_interval_s: float = 5.0
     health_check_timeout_s: float = 2.0
     max_connections: int = 10_000
+    # What one gateway process runs at once: one call per thread (its GRPC_MAX_WORKERS).
+    # The circuit breakers and the retry budget are sized from it (see _circuit_breakers).
+    gateway_max_workers: int = 32
+    # How many gateway processes the upstreams stand for; 0: one per upstream. Set it when a
+    # DNS name resolves to several replicas, or the breakers count that name as one process.
+    gateways: int = 0
     # One line per request; "" for none.
     access_log_path: str = "/dev/stdout"
     # TLS on the listener (PEM files; Envoy re-reads them when they change, through SDS files
@@ -148,6 +154,12 @@ class SidecarOptions:
             raise ValueError("tls_cert_file and tls_key_file go together")
         if (self.tls_client_ca_file or self.upstream_tls) and not self.tls_cert_file:
             raise ValueError("tls_client_ca_file and upstream_tls need tls_cert_file")
+        if self.gateways < 0:
+            raise ValueError("gateways must be 0 (one per upstream) or more")
+
+    def gateway_count(self) -> int:
+        """How many gateway processes the upstreams stand for."""
+        return self.gateways or len(self.upstreams)
 
 
 # sun_path holds 108 bytes, the last one a NUL.
@@ -174,6 +186,7 @@ _POSITIVE = (
     "health_check_interval_s",
     "health_check_timeout_s",
     "max_connections",
+    "gateway_max_workers",
 )
 
 
@@ -203,6 +216,7 @@ def options_from_settings(
         upstream_client_certificate=bool(settings.tls_client_ca_file),
         sidecar_secret=settings.sidecar_secret,
         health_check_interval_s=settings.envoy_health_check_interval_s,
+        gateway_max_workers=settings.grpc_max_workers,
     )
 
 
@@ -305,37 +319,84 @@ def _filter(name: str, type_name: str, **values: Any) -> dict[str, Any]:
     return {"name": name, "typed_config": _typed(type_name, **values)}
 
 
-def _long_route(rpc: str, timeout_s: float) -> dict[str, Any]:
+# Failures after which no gateway can have seen the request: the connection was never made
+# (connect-failure), the gateway refused the stream unopened (refused-stream: HTTP/2
+# REFUSED_STREAM, or a stream above the last id of its GOAWAY), or the stream was reset
+# before Envoy sent it a byte (reset-before-request). Any RPC may be re-sent after these.
+RETRY_UNSENT = ("connect-failure", "refused-stream", "reset-before-request")
+# What else may be re-sent for an RPC that changes nothing: any reset before the answer
+# began (the gateway may have been running it, killed or cut off mid-call), the gateway's
+# UNAVAILABLE (its database connection was lost, or it is shutting down), which another
+# process may not share, and its CANCELLED while Envoy still waits for the answer (grpc-core
+# cancels the calls that arrive as the server stops). Envoy never retries once response
+# headers went downstream.
+RETRY_READ = (*RETRY_UNSENT, "reset", "unavailable", "cancelled")
+# RPCs that only read: GetSchemas and GetData sample through the gateway's own SELECTs;
+# GetLogs and WatchLogs read the log store; Health checks; StreamQuery runs read_only (the
+# SQL policy refuses writes, on the read-only role or in a READ ONLY transaction).
+# StartWorkflow (an orchestrator run) and ExecuteQuery (SQL that may write; Envoy cannot
+# see which) are re-sent only when they cannot have reached a gateway.
+READ_RPCS = ("GetSchemas", "GetData", "GetLogs", "Health", "StreamQuery", "WatchLogs")
+# A retry goes to another gateway while there is one (previous_hosts); two retries cover a
+# second gateway that turns out to be gone too (a rolling restart).
+NUM_RETRIES = 2
+_PREVIOUS_HOSTS = "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3"
+
+
+def _retry_policy(conditions: Sequence[str]) -> dict[str, Any]:
     return {
-        "match": {"path": f"/{SERVICE}/{rpc}"},
-        "route": {
-            "cluster": GATEWAY_CLUSTER,
-            "timeout": _duration(timeout_s),
-            "idle_timeout": _duration(timeout_s),
-        },
+        "retry_on": ",".join(conditions),
+        "num_retries": NUM_RETRIES,
+        "retry_host_predicate": [
+            {
+                "name": "envoy.retry_host_predicates.previous_hosts",
+                "typed_config": {"@type": f"{_PREVIOUS_HOSTS}.PreviousHostsPredicate"},
+            }
+        ],
+        "host_selection_retry_max_attempts": 3,
     }
 
 
+def _rpc_route(rpc: str, timeout_s: float, *, idle: bool = False) -> dict[str, Any]:
+    """The route of one RPC: its timeout (and idle timeout for long calls); a read's retries.
+
+    Other routes have no retry policy of their own and take the virtual host's (Envoy does
+    not merge the two): RETRY_UNSENT.
+    """
+    route: dict[str, Any] = {"cluster": GATEWAY_CLUSTER, "timeout": _duration(timeout_s)}
+    if idle:
+        route["idle_timeout"] = _duration(timeout_s)
+    if rpc in READ_RPCS:
+        route["retry_policy"] = _retry_policy(RETRY_READ)
+    return {"match": {"path": f"/{SERVICE}/{rpc}"}, "route": route}
+
+
 def _routes(options: SidecarOptions) -> list[dict[str, Any]]:
-    """Routes on the gRPC path. No retry policy anywhere: nothing is ever retried."""
+    """Routes on the gRPC path: reads retry RETRY_READ, the rest the virtual host's default."""
     # Neither the route nor a silent stream may end StartWorkflow before the orchestrator.
-    start = _long_route("StartWorkflow", options.start_timeout_s)
+    start = _rpc_route("StartWorkflow", options.start_timeout_s, idle=True)
     # Streams: the gateway ends them at its own limit; Envoy must not end them first.
-    watch = _long_route("WatchLogs", options.watch_timeout_s)
-    stream = _long_route("StreamQuery", options.stream_timeout_s)
+    watch = _rpc_route("WatchLogs", options.watch_timeout_s, idle=True)
+    stream = _rpc_route("StreamQuery", options.stream_timeout_s, idle=True)
+    short = [
+        _rpc_route(rpc, options.route_timeout_s)
+        for rpc in ("GetSchemas", "GetData", "GetLogs", "Health", "ExecuteQuery")
+    ]
+    # Everything else: grpc.health.v1, server reflection, paths the transcoder refuses.
     others = {
         "match": {"prefix": "/"},
         "route": {"cluster": GATEWAY_CLUSTER, "timeout": _duration(options.route_timeout_s)},
     }
     # REST /health is the one route that runs the Lua filter (disabled everywhere else:
     # running it on every request cost ~15% of Envoy's CPU). Envoy picks a stream's
-    # filters by the route of the request as it arrived, before transcoding.
+    # filters by the route of the request as it arrived, before transcoding; the call is
+    # Health either way, so it retries as Health does.
     health = {
         "match": {"path": "/health"},
-        "route": others["route"],
+        "route": _rpc_route("Health", options.route_timeout_s)["route"],
         "typed_per_filter_config": {LUA_FILTER: {"@type": _ROUTE_FILTER_CONFIG, "config": {}}},
     }
-    return [_not_json(), start, watch, stream, health, others]
+    return [_not_json(), start, watch, stream, health, *short, others]
 
 
 TRANSCODER_FILTER = "envoy.filters.http.grpc_json_transcoder"
@@ -472,7 +533,14 @@ _ACCESS_LOG_FORMAT = (
 
 
 def _virtual_host(options: SidecarOptions) -> dict[str, Any]:
-    host: dict[str, Any] = {"name": LISTENER, "domains": ["*"], "routes": _routes(options)}
+    host: dict[str, Any] = {
+        "name": LISTENER,
+        "domains": ["*"],
+        "routes": _routes(options),
+        # Every route without a policy of its own (all but the reads): re-send only what
+        # cannot have reached a gateway.
+        "retry_policy": _retry_policy(RETRY_UNSENT),
+    }
     if options.cors_allowed_origins:
         host["typed_per_filter_config"] = {CORS_FILTER: _cors_policy(options.cors_allowed_origins)}
     return host
@@ -512,6 +580,7 @@ def _connection_manager(options: SidecarOptions, routes: Sequence[HttpRoute]) ->
             max_request_bytes=options.max_request_bytes,
             max_response_bytes=options.max_response_bytes,
             max_request_headers_kb=MAX_REQUEST_HEADERS_KB,
+            max_requests=max_requests(options),
         ),
         "route_config": {
             "name": LISTENER,
@@ -613,6 +682,113 @@ def _is_ip(host: str) -> bool:
     return True
 
 
+# How often Envoy re-checks a gateway it has marked unhealthy, or any gateway before the
+# first request went through (Envoy's own defaults: the interval, and 60 s): a process that
+# comes back gets calls again within about this long.
+RECHECK_S = 1.0
+PANIC_THRESHOLD_PERCENT = 1.0
+
+
+def _health_check(options: SidecarOptions) -> dict[str, Any]:
+    """grpc.health.v1 for the gateway's service name, which reports NOT_SERVING while the
+    process drains or its database is unreachable."""
+    interval = options.health_check_interval_s
+    recheck = min(RECHECK_S, interval)
+    return {
+        "timeout": _duration(options.health_check_timeout_s),
+        "interval": _duration(interval),
+        "unhealthy_interval": _duration(recheck),
+        "no_traffic_interval": _duration(recheck),
+        # A healthy gateway is checked every interval, traffic or not: a draining process
+        # counts on being seen NOT_SERVING within DRAIN_S (two intervals by default).
+        "no_traffic_healthy_interval": _duration(interval),
+        "unhealthy_threshold": 2,
+        "healthy_threshold": 1,
+        "grpc_health_check": {"service_name": SERVICE},
+    }
+
+
+def _outlier_detection() -> dict[str, Any]:
+    """Take a gateway out at once when calls to it fail locally, between health checks.
+
+    Local-origin failures (connection refused or timed out, connection or stream reset, no
+    answer within the route timeout) mean the process is gone, cut off or stuck: two in a
+    row, with no success between, eject it for 2 s times the number of times it was
+    ejected, or until a health check passes again. Answers are not failures here: the
+    gateway's UNAVAILABLE, INTERNAL or DEADLINE_EXCEEDED (HTTP 5xx to Envoy) are about a
+    request or the database every gateway shares, and its health check already says when
+    it cannot serve, so the 5xx and success-rate detectors are off (enforcing 0). With one
+    gateway ejection changes nothing: none is left healthy and Envoy routes to it anyway.
+    """
+    return {
+        "split_external_local_origin_errors": True,
+        "consecutive_local_origin_failure": 2,
+        "enforcing_consecutive_local_origin_failure": 100,
+        "enforcing_local_origin_success_rate": 0,
+        "enforcing_consecutive_5xx": 0,
+        "enforcing_consecutive_gateway_failure": 0,
+        "enforcing_success_rate": 0,
+        "enforcing_failure_percentage": 0,
+        "enforcing_failure_percentage_local_origin": 0,
+        "interval": "1s",
+        "base_ejection_time": "2s",
+        # Ejection never leaves Envoy with nowhere to go: with every gateway out, it routes
+        # to all of them (PANIC_THRESHOLD_PERCENT), which is what it did before ejecting.
+        "max_ejection_percent": 100,
+    }
+
+
+# The gateways' queues Envoy lets fill, in rounds of everything they run at once.
+QUEUED_ROUNDS = 3
+# Envoy's own default share of retries, kept: enough while one process in five fails,
+# and a floor (min_retry_concurrency) covers a larger share of a small pool.
+RETRY_BUDGET_PERCENT = 20.0
+
+
+def _circuit_breakers(options: SidecarOptions) -> dict[str, Any]:
+    """Limits on what Envoy sends the gateways, sized from what they can run.
+
+    A gateway process runs one call per worker thread (W, its GRPC_MAX_WORKERS): every RPC
+    holds one while it runs, whether it needs a database connection or not (Health,
+    GetLogs, StartWorkflow waiting for the orchestrator), so W, not DB_POOL_MAX, bounds it;
+    calls past DB_POOL_MAX wait for a connection inside the gateway and get its own 429
+    after DB_POOL_TIMEOUT_S. Calls past W wait in the process's queue. Envoy lets each of
+    the N gateways have W running and QUEUED_ROUNDS times W waiting: above the gateways'
+    own limits, which answer first with their precise errors, and below a backlog that
+    would outlive the route timeout when the gateways stall. Past it, Envoy answers 503
+    UNAVAILABLE at once (replies.py words it). Requests waiting for a connection count
+    against the same bound. HTTP/2 needs a connection per gateway and Envoy worker
+    thread, a few more while old ones drain after a GOAWAY; N × W connections is a bound,
+    never the limit.
+
+    The retry budget replaces max_retries (Envoy ignores that breaker once a budget is
+    set): retries in progress may be RETRY_BUDGET_PERCENT of the requests in progress, and
+    never fewer than W, so that every call a killed process was running may be retried at
+    once, whatever the load.
+    """
+    workers = options.gateway_max_workers
+    return {
+        "thresholds": [
+            {
+                "priority": "DEFAULT",
+                "max_connections": options.gateway_count() * workers,
+                "max_pending_requests": max_requests(options),
+                "max_requests": max_requests(options),
+                "retry_budget": {
+                    "budget_percent": {"value": RETRY_BUDGET_PERCENT},
+                    "min_retry_concurrency": workers,
+                },
+                "track_remaining": True,
+            }
+        ]
+    }
+
+
+def max_requests(options: SidecarOptions) -> int:
+    """Requests in progress to all the gateways past which Envoy refuses more (503)."""
+    return options.gateway_count() * options.gateway_max_workers * (1 + QUEUED_ROUNDS)
+
+
 def _cluster(options: SidecarOptions) -> dict[str, Any]:
     discovery = "STATIC" if all(_is_ip(host) for host, _ in options.upstreams) else "STRICT_DNS"
     endpoints = [
@@ -636,15 +812,20 @@ def _cluster(options: SidecarOptions) -> dict[str, Any]:
             "cluster_name": GATEWAY_CLUSTER,
             "endpoints": [{"lb_endpoints": endpoints}],
         },
-        "health_checks": [
-            {
-                "timeout": _duration(options.health_check_timeout_s),
-                "interval": _duration(options.health_check_interval_s),
-                "unhealthy_threshold": 2,
-                "healthy_threshold": 1,
-                "grpc_health_check": {"service_name": SERVICE},
-            }
-        ],
+        "health_checks": [_health_check(options)],
+        "outlier_detection": _outlier_detection(),
+        "circuit_breakers": _circuit_breakers(options),
+        "common_lb_config": {
+            # Envoy routes to every host, healthy or not ("panic"), only when (almost) none
+            # is healthy: one gateway left of three takes all the calls rather than a third
+            # of them, and a lone gateway that fails its checks still gets them, so that
+            # callers see its own error ("the database is unavailable") rather than Envoy's.
+            "healthy_panic_threshold": {"value": PANIC_THRESHOLD_PERCENT},
+            # Health changes reach the load balancer at once. Envoy's default merges those
+            # after the first for 1 s: a restarted gateway then waited a second for calls,
+            # and a gateway killed within that second kept getting them (hundreds refused).
+            "update_merge_window": "0s",
+        },
     }
     if options.upstream_tls:
         cluster["transport_socket"] = _tls_context(options, downstream=False)

@@ -42,6 +42,7 @@ _INVALID_ARGUMENT = 3
 _RESOURCE_EXHAUSTED = 8
 _INTERNAL = 13
 _UNIMPLEMENTED = 12
+_UNAVAILABLE = 14
 # The transcoder's response code details when a response is over max_response_body_size.
 _RESPONSE_TOO_LARGE = "grpc_json_transcode_failure{response_buffer_size_limit_reached}"
 
@@ -72,6 +73,17 @@ _GRPC = {
 
 def _all(*filters: dict[str, Any]) -> dict[str, Any]:
     return {"and_filter": {"filters": list(filters)}}
+
+
+# A request Envoy's circuit breakers refused (config._circuit_breakers): response flag UO.
+_OVERFLOW = {"response_flag_filter": {"flags": ["UO"]}}
+
+
+def _overflow_message(max_requests: int) -> str:
+    return (
+        f"the gateways are at capacity: {max_requests} calls are already in progress "
+        "through this Envoy; try again shortly"
+    )
 
 
 def _body(code: int, message: str) -> dict[str, Any]:
@@ -121,9 +133,18 @@ def local_reply_config(
     max_request_bytes: int,
     max_response_bytes: int,
     max_request_headers_kb: int,
+    max_requests: int,
 ) -> dict[str, Any]:
     """The HTTP connection manager's ``local_reply_config``."""
-    mappers = [{"filter": _GRPC}, *_wrong_method(routes)]
+    overflow = _overflow_message(max_requests)
+    mappers = [
+        # gRPC callers get the breaker's refusal as UNAVAILABLE with these words (the body
+        # becomes grpc-message); everything else about their local replies stays Envoy's.
+        {"filter": _all(_GRPC, _OVERFLOW), "body": {"inline_string": overflow}},
+        {"filter": _GRPC},
+        {"filter": _OVERFLOW, "body_format_override": _body(_UNAVAILABLE, overflow)},
+        *_wrong_method(routes),
+    ]
     mappers.append(
         {
             # Headers over max_request_headers_kb (or too many of them). Not
