@@ -21,15 +21,12 @@ from datamorph_gateway.db.encoding import (
     SESSION_OPTIONS,
     ColumnType,
     TypeCatalog,
-    append_array_rows,
-    append_object_rows,
     decode_rows,
     install,
     parse_array,
-    row_struct,
     startup_options,
-    to_value,
 )
+from datamorph_gateway.wire import append_array_rows, append_object_rows, row_struct, to_value
 
 ALL_BYTES = bytes(range(256))
 ALL_BYTES_B64 = base64.b64encode(ALL_BYTES).decode()
