@@ -17,7 +17,7 @@ import pytest
 from google.protobuf import json_format
 from google.protobuf.struct_pb2 import ListValue, Struct, Value
 
-from datamorph_gateway.db.encoding import (
+from datamorph_gateway.db.decoding import (
     SESSION_OPTIONS,
     ColumnType,
     TypeCatalog,
@@ -503,7 +503,7 @@ def test_startup_options_escape_spaces_and_backslashes(
 INSTALL_SCRIPT = """
 import json, sys
 import psycopg2
-from datamorph_gateway.db.encoding import install, startup_options
+from datamorph_gateway.db.decoding import install, startup_options
 def probe(conn):
     with conn.cursor() as cur:
         cur.execute("SELECT 1.5::numeric, '2024-01-02'::date, '[1:1]={t}'::bool[]")

@@ -28,7 +28,7 @@ from datamorph_gateway.db import sqltext
 from datamorph_gateway.db.catalog import READABLE_KINDS
 from datamorph_gateway.db.connect import DatabaseLogin
 from datamorph_gateway.db.database import Database
-from datamorph_gateway.db.encoding import ColumnType
+from datamorph_gateway.db.decoding import ColumnType
 from datamorph_gateway.db.names import InvalidTableName, TableName, parse_table_name
 from datamorph_gateway.db.query import MAX_SAFE_INTEGER, QueryResult
 from datamorph_gateway.db.sqlpolicy import Refusal, SqlPolicy, first_write
