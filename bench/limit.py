@@ -30,7 +30,7 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 from bench.loadstats import LoadResult, summarize
-from datamorph_gateway.db import catalog, encoding, sampling
+from datamorph_gateway.db import catalog, decoding, sampling
 from datamorph_gateway.db.names import parse_table_name
 from datamorph_gateway.db.pool import discard_session
 from datamorph_gateway.db.statements import Budget, PreparingConnection, execute
@@ -134,7 +134,7 @@ def connect(dsn: str) -> Connection:
     """A connection set up as the gateway's pool sets its own up (startup options, prepared
     catalog statements)."""
     return psycopg2.connect(
-        dsn, options=encoding.startup_options(), connection_factory=PreparingConnection
+        dsn, options=decoding.startup_options(), connection_factory=PreparingConnection
     )
 
 

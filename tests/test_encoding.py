@@ -17,19 +17,16 @@ import pytest
 from google.protobuf import json_format
 from google.protobuf.struct_pb2 import ListValue, Struct, Value
 
-from datamorph_gateway.db.encoding import (
+from datamorph_gateway.db.decoding import (
     SESSION_OPTIONS,
     ColumnType,
     TypeCatalog,
-    append_array_rows,
-    append_object_rows,
     decode_rows,
     install,
     parse_array,
-    row_struct,
     startup_options,
-    to_value,
 )
+from datamorph_gateway.wire import append_array_rows, append_object_rows, row_struct, to_value
 
 ALL_BYTES = bytes(range(256))
 ALL_BYTES_B64 = base64.b64encode(ALL_BYTES).decode()
@@ -506,7 +503,7 @@ def test_startup_options_escape_spaces_and_backslashes(
 INSTALL_SCRIPT = """
 import json, sys
 import psycopg2
-from datamorph_gateway.db.encoding import install, startup_options
+from datamorph_gateway.db.decoding import install, startup_options
 def probe(conn):
     with conn.cursor() as cur:
         cur.execute("SELECT 1.5::numeric, '2024-01-02'::date, '[1:1]={t}'::bool[]")

@@ -28,7 +28,7 @@ from datamorph_gateway.db import sqltext
 from datamorph_gateway.db.catalog import READABLE_KINDS
 from datamorph_gateway.db.connect import DatabaseLogin
 from datamorph_gateway.db.database import Database
-from datamorph_gateway.db.encoding import ColumnType, append_array_rows, append_object_rows
+from datamorph_gateway.db.decoding import ColumnType
 from datamorph_gateway.db.names import InvalidTableName, TableName, parse_table_name
 from datamorph_gateway.db.query import MAX_SAFE_INTEGER, QueryResult
 from datamorph_gateway.db.sqlpolicy import Refusal, SqlPolicy, first_write
@@ -52,6 +52,7 @@ from datamorph_gateway.rpc import (
     rpc_stream,
     time_budget_s,
 )
+from datamorph_gateway.wire import append_array_rows, append_object_rows, from_value, set_scalar
 from datamorph_gateway.workflows import WorkflowRequest, WorkflowRunner
 
 log = logging.getLogger(__name__)
@@ -180,7 +181,7 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
                     "numeric_precision",
                     "numeric_scale",
                 ):
-                    _set_value(getattr(column, key), col[key])
+                    set_scalar(getattr(column, key), col[key])
             for fk in table.foreign_keys:
                 schema.foreign_keys.add(**fk)
         return response
@@ -241,7 +242,7 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
                 raise InvalidArgument.field(
                     "max_rows", f"must be between 1 and {s.max_result_rows}, got {max_rows}"
                 )
-        params = [_from_value(v) for v in request.params]
+        params = [from_value(v) for v in request.params]
         with (
             cancel_scope(context, s.statement_timeout_s) as scope,
             audited(
@@ -336,7 +337,7 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
                     "batch_rows",
                     f"must be between 1 and {s.max_stream_batch_rows}, got {batch_rows}",
                 )
-        params = [_from_value(v) for v in request.params]
+        params = [from_value(v) for v in request.params]
         with (
             cancel_scope(context, s.stream_timeout_s) as scope,
             audited(
@@ -534,26 +535,6 @@ def _log_entry(target: pb.LogEntry, entry: dict[str, Any]) -> None:
     metadata = entry.get("metadata")
     if isinstance(metadata, dict):
         target.metadata.update(metadata)
-
-
-def _set_value(target: struct_pb2.Value, value: Any) -> None:
-    if value is None:
-        target.null_value = struct_pb2.NULL_VALUE
-    elif isinstance(value, str):
-        target.string_value = value
-    else:
-        target.number_value = value
-
-
-def _from_value(value: struct_pb2.Value) -> Any:
-    kind = value.WhichOneof("kind")
-    if kind == "struct_value":
-        return {k: _from_value(v) for k, v in value.struct_value.fields.items()}
-    if kind == "list_value":
-        return [_from_value(v) for v in value.list_value.values]
-    if kind in (None, "null_value"):
-        return None
-    return getattr(value, kind)
 
 
 def _bad_param(value: struct_pb2.Value, field: str) -> tuple[str, str] | None:

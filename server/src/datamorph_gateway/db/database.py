@@ -30,7 +30,7 @@ import psycopg2.extensions as ext
 from psycopg2.extensions import parse_dsn
 
 from datamorph_gateway.config import Settings
-from datamorph_gateway.db import catalog, encoding, query, sampling
+from datamorph_gateway.db import catalog, decoding, query, sampling
 from datamorph_gateway.db.cancel import CancelScope
 from datamorph_gateway.db.connect import (
     DatabaseLogin,
@@ -39,7 +39,7 @@ from datamorph_gateway.db.connect import (
     describe_login,
     refusal,
 )
-from datamorph_gateway.db.encoding import ColumnType, TypeCatalog, decode_rows
+from datamorph_gateway.db.decoding import ColumnType, TypeCatalog, decode_rows
 from datamorph_gateway.db.health import HealthProbe
 from datamorph_gateway.db.names import TableName
 from datamorph_gateway.db.pool import Connection, ConnectionBudget, ConnectionPool
@@ -117,7 +117,7 @@ class Database:
 
         def on_connect(conn: ext.connection) -> None:
             self.guard.check(conn, purpose)
-            encoding.install(conn)
+            decoding.install(conn)
 
         return ConnectionPool(
             dsn,
@@ -131,7 +131,7 @@ class Database:
             connect_kwargs={
                 # Notices and warnings are not sent at all: nothing reads them, and psycopg2
                 # holds every one a statement raises until it ends (30 of 8 MB: 240 MB).
-                "options": encoding.startup_options(base_options) + " -c client_min_messages=error",
+                "options": decoding.startup_options(base_options) + " -c client_min_messages=error",
                 "application_name": settings.db_application_name,
                 "connection_factory": (
                     PreparingConnection if settings.db_prepared_statements else ext.connection

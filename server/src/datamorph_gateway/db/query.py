@@ -21,7 +21,7 @@ from pglast.stream import RawStream
 from psycopg2.extras import Json
 
 from datamorph_gateway.db import sqltext
-from datamorph_gateway.db.encoding import ColumnType, TypeCatalog, decode_rows
+from datamorph_gateway.db.decoding import ColumnType, TypeCatalog, decode_rows
 from datamorph_gateway.db.pool import Connection
 from datamorph_gateway.db.sqltext import Mode, Script, Statement, fetch_text, param_name
 from datamorph_gateway.errors import InvalidArgument
