@@ -130,7 +130,7 @@ def test_a_principal_with_a_database_user_sees_what_postgresql_grants_it(
             c.get_data(["orders"], limit=1)  # no GRANT
         assert err.value.code == grpc.StatusCode.PERMISSION_DENIED
         streamed = list(c.stream_query("SELECT v FROM rls_items ORDER BY v"))
-        assert [r["v"] for batch in streamed for r in batch] == [1, 2]
+        assert [r["v"] for batch in streamed for r in batch.rows] == [1, 2]
     # The serving role is unaffected.
     with GatewayClient(gateway.address, timeout_s=15, api_key=ADMIN) as c:
         made = roles_for(gateway.settings.database_url)

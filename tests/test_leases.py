@@ -216,7 +216,7 @@ def test_a_run_with_no_entries_yet_is_found_while_it_runs(
         ThreadPoolExecutor(1) as pool,
     ):
         empty = client.get_logs(run_id)
-        assert (empty.status, empty.log_count) == ("success", 0)
+        assert (empty.run_id, empty.log_count, empty.logs) == (run_id, 0, [])
         assert empty.created_at.endswith("Z")
         watched = pool.submit(lambda: list(client.watch_logs(run_id)))
         time.sleep(0.3)

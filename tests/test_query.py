@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import datetime
 import uuid
 
 import grpc
 import psycopg2
 import pytest
 
-from datamorph.gateway.v1 import gateway_pb2 as pb
 from datamorph_client import GatewayClient, GatewayError
 from datamorph_gateway.db.query import command_verb, unique_keys
 
@@ -187,7 +187,7 @@ def test_duplicate_column_names_keep_every_value(client: GatewayClient) -> None:
     assert [c.name for c in result.columns] == ["a", "a", "a_2", "a"]
     assert [c.key for c in result.columns] == ["a", "a_3", "a_2", "a_4"]
     assert result.rows == [{"a": 1, "a_3": 2, "a_2": 3, "a_4": 4}]
-    arrays = client.execute_query("SELECT 1 AS a, 2 AS a", row_format=pb.ROW_FORMAT_ARRAY)
+    arrays = client.execute_query("SELECT 1 AS a, 2 AS a", row_format="array")
     assert arrays.rows == [[1, 2]]
 
 
@@ -210,7 +210,7 @@ def test_session_state_does_not_leak_between_requests(make_gateway) -> None:  # 
     with GatewayClient(gateway.address) as c:
         c.execute_query("SET DateStyle = 'German'; CREATE TEMP TABLE leftover (a int)")
         result = c.execute_query("SELECT '2024-01-02'::date AS d, current_setting('DateStyle') s")
-        assert result.rows == [{"d": "2024-01-02", "s": "ISO, YMD"}]
+        assert result.rows == [{"d": datetime.date(2024, 1, 2), "s": "ISO, YMD"}]
         assert c.execute_query("SELECT to_regclass('leftover') AS t").rows == [{"t": None}]
 
 
@@ -261,4 +261,4 @@ def test_a_failed_query_leaves_no_session_state(make_gateway) -> None:  # type: 
         )
         assert prepared.rows == [{"n": 0}]
         # The gateway's own prepared statements come back on the same, only connection.
-        assert c.get_schemas(["customers"])["customers"].table_name == "customers"
+        assert c.get_schemas(["customers"])["customers"].name == "customers"

@@ -207,7 +207,7 @@ def test_stream_batches_stop_at_the_byte_budget_and_lose_no_row(make_gateway) ->
             )
         )
     assert len(batches) > 10  # about 10 rows a message, not 100
-    seen = [row["g"] for batch in batches for row in batch]
+    seen = [row["g"] for batch in batches for row in batch.rows]
     assert seen == list(range(1, 201))
 
 

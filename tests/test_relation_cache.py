@@ -194,7 +194,7 @@ def test_gateway_follows_a_recreated_table(
             cur.execute(f"CREATE TABLE {name} AS SELECT 42 AS answer")
         again = client.get_data([name])[name]
         assert again.rows == [{"answer": 42}]
-        assert [c["name"] for c in again.columns] == ["answer"]
+        assert [(c.name, c.type) for c in again.columns] == [("answer", "int4")]
         with admin.cursor() as cur:
             cur.execute(f"DROP TABLE {name}")
         with pytest.raises(GatewayError) as err:

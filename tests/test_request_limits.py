@@ -11,16 +11,37 @@ import json
 
 import grpc
 import pytest
+from google.protobuf import struct_pb2
 from google.protobuf.internal import encoder
 
 from datamorph.gateway.v1 import gateway_pb2 as pb
+from datamorph.gateway.v1 import gateway_pb2_grpc as pb_grpc
 from datamorph_client import GatewayClient, GatewayError
+from datamorph_client.errors import from_rpc_error
 from datamorph_gateway.errors import ECHO_MAX_CHARS
 
 from .fixtures.envoy import Rest
 
 LONG = "a" * 100_000
 EXECUTE_QUERY = "/datamorph.gateway.v1.DataMorphGateway/ExecuteQuery"
+
+
+def as_doubles(params: list[object]) -> list[struct_pb2.Value]:
+    """Parameters as any JSON client sends them: every number a double.
+
+    (The Python client sends integers beyond 2^53 as strings, so these go through the stub.)
+    """
+    values = struct_pb2.ListValue()
+    values.extend(params)
+    return list(values.values)
+
+
+def raw_call(method, request):  # type: ignore[no-untyped-def]
+    """A stub call whose failure is a decoded GatewayError, as the client would raise it."""
+    try:
+        return method(request, timeout=20)
+    except grpc.RpcError as exc:
+        raise from_rpc_error(exc) from None
 
 
 def invalid(call, *args, **kwargs) -> GatewayError:  # type: ignore[no-untyped-def]
@@ -165,10 +186,11 @@ def test_params_nested_too_deep_are_400_over_rest(rest: Rest, depth: int) -> Non
     ],
 )
 def test_integers_beyond_2_53_are_refused_naming_the_field(
-    client: GatewayClient, params: list[object], field: str
+    stub: pb_grpc.DataMorphGatewayStub, params: list[object], field: str
 ) -> None:
     placeholders = ", ".join(f"${i}" for i in range(1, len(params) + 1))
-    err = invalid(client.execute_query, f"SELECT {placeholders}", params)
+    request = pb.ExecuteQueryRequest(query=f"SELECT {placeholders}", params=as_doubles(params))
+    err = invalid(raw_call, stub.ExecuteQuery, request)
     assert [v.field for v in err.violations] == [field]
     assert err.message.startswith(f"{field}: ")
     assert "string" in err.message
@@ -182,11 +204,15 @@ def test_integers_up_to_2_53_minus_1_and_fractions_pass(client: GatewayClient) -
     assert result.rows == [{"top": 2**53 - 1, "bottom": -(2**53 - 1), "big_fraction": 1.5}]
 
 
-def test_stream_query_refuses_them_too(client: GatewayClient) -> None:
-    with pytest.raises(GatewayError) as err:
-        list(client.stream_query("SELECT $1::int8", [2**60]))
-    assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
-    assert [v.field for v in err.value.violations] == ["params[0]"]
+def test_stream_query_refuses_them_too(stub: pb_grpc.DataMorphGatewayStub) -> None:
+    request = pb.StreamQueryRequest(query="SELECT $1::int8", params=as_doubles([2**60]))
+    err = invalid(raw_call, lambda r, timeout: list(stub.StreamQuery(r, timeout=timeout)), request)
+    assert [v.field for v in err.violations] == ["params[0]"]
+
+
+def test_the_python_client_sends_them_as_strings(client: GatewayClient) -> None:
+    result = client.execute_query("SELECT $1::int8 AS big, $2::int8[] AS arr", [2**60, [1, 2**62]])
+    assert result.rows == [{"big": 2**60, "arr": [1, 2**62]}]
 
 
 def test_a_big_integer_over_rest_is_400_not_silently_rounded(rest: Rest) -> None:

@@ -9,7 +9,7 @@ import pytest
 from google.protobuf import json_format
 
 from datamorph.gateway.v1 import gateway_pb2 as pb
-from datamorph_client import GatewayClient, GatewayError
+from datamorph_client import ColumnSchema, ForeignKey, GatewayClient, GatewayError
 from datamorph_gateway.db import catalog
 from datamorph_gateway.db.names import TableName, parse_table_name
 from datamorph_gateway.db.statements import PreparingConnection
@@ -27,10 +27,10 @@ def test_demo_tables_have_columns_keys_and_foreign_keys(client: GatewayClient) -
     schemas = client.get_schemas(["customers", "orders"])
     assert set(schemas) == {"customers", "orders"}
     orders = schemas["orders"]
-    assert orders.table_name == "orders"
+    assert orders.name == "orders"
     assert orders.schema == "public"
     assert orders.table_type == "table"
-    assert list(orders.primary_keys) == ["id"]
+    assert orders.primary_keys == ["id"]
     [fk] = orders.foreign_keys
     assert (fk.column_name, fk.foreign_table_schema, fk.foreign_table_name) == (
         "customer_id",
@@ -39,15 +39,17 @@ def test_demo_tables_have_columns_keys_and_foreign_keys(client: GatewayClient) -
     )
     assert fk.foreign_column_name == "id"
     assert fk.constraint_name
-    names = [c.column_name for c in orders.columns]
+    names = [c.name for c in orders.columns]
     assert names[:2] == ["id", "customer_id"]
     assert [c.ordinal_position for c in orders.columns] == sorted(
         c.ordinal_position for c in orders.columns
     )
 
 
-def test_column_fields_match_information_schema(client: GatewayClient) -> None:
-    table = client.get_schemas(['"Mixed Schema"."Order Items"'])['"Mixed Schema"."Order Items"']
+def test_column_fields_match_information_schema(stub) -> None:  # type: ignore[no-untyped-def]
+    name = '"Mixed Schema"."Order Items"'
+    response = stub.GetSchemas(pb.GetSchemasRequest(table_names=[name]))
+    table = response.schemas[name]
     cols = {c.column_name: as_json(c) for c in table.columns}
     assert cols["Item Id"]["data_type"] == "integer"
     assert cols["Item Id"]["is_nullable"] == "NO"
@@ -66,8 +68,42 @@ def test_column_fields_match_information_schema(client: GatewayClient) -> None:
     assert list(table.primary_keys) == ["Item Id"]
 
 
+def test_the_client_types_each_column_field(client: GatewayClient) -> None:
+    name = '"Mixed Schema"."Order Items"'
+    table = client.get_schemas([name])[name]
+    assert (table.name, table.schema, table.primary_keys) == (
+        "Order Items",
+        "Mixed Schema",
+        ["Item Id"],
+    )
+    item_id, qty, label, price = table.columns
+    assert item_id == ColumnSchema(
+        name="Item Id",
+        type="integer",
+        data_type="integer",
+        udt_name="int4",
+        nullable=False,
+        default=None,
+        ordinal_position=1,
+        character_maximum_length=None,
+        numeric_precision=32,
+        numeric_scale=0,
+    )
+    assert (qty.default, qty.nullable, qty.udt_name) == ("1", True, "int2")
+    assert (label.type, label.character_maximum_length) == ("character varying(40)", 40)
+    assert (price.type, price.numeric_precision, price.numeric_scale) == ("numeric(10,2)", 10, 2)
+    orders = client.get_schemas(["orders"])["orders"]
+    status = next(c for c in orders.columns if c.name == "status")
+    assert status.default == "'pending'::text"
+    assert orders.foreign_keys == [
+        ForeignKey(
+            "customer_id", "public", "customers", "id", orders.foreign_keys[0].constraint_name
+        )
+    ]
+
+
 def test_user_defined_array_and_domain_types(client: GatewayClient) -> None:
-    cols = {c.column_name: c for c in client.get_schemas(["typed"])["typed"].columns}
+    cols = {c.name: c for c in client.get_schemas(["typed"])["typed"].columns}
     assert cols["tags"].data_type == "ARRAY"
     assert cols["tags"].udt_name == "_text"
     assert cols["tags"].type == "text[]"
@@ -83,7 +119,7 @@ def test_composite_foreign_key_lists_each_column_in_order(client: GatewayClient)
     assert pairs == [("country", "country"), ("region_code", "code")]
     assert {fk.constraint_name for fk in shops.foreign_keys} == {"shops_region_fk"}
     regions = client.get_schemas(["regions"])["regions"]
-    assert list(regions.primary_keys) == ["country", "code"]
+    assert regions.primary_keys == ["country", "code"]
 
 
 @pytest.mark.parametrize(
@@ -102,7 +138,7 @@ def test_names_resolve_as_postgresql_resolves_them(
     client: GatewayClient, name: str, schema: str, table: str, kind: str
 ) -> None:
     described = client.get_schemas([name])[name]
-    assert (described.schema, described.table_name, described.table_type) == (schema, table, kind)
+    assert (described.schema, described.name, described.table_type) == (schema, table, kind)
 
 
 def test_keys_of_the_answer_are_the_names_as_sent(stub) -> None:  # type: ignore[no-untyped-def]

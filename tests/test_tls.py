@@ -243,15 +243,12 @@ def test_client_identity_direct_and_through_envoy(
     assert direct.startswith(f"tls {CLIENT_URI} ")
     assert "CN=client" in direct
     # A forged XFCC or a wrong secret sent straight to the port is ignored.
-    with GatewayClient(address, timeout_s=10, **good) as client:  # type: ignore[arg-type]
-        forged = client.stub.Health(
-            pb.HealthRequest(),
-            metadata=[
-                ("x-forwarded-client-cert", 'Subject="CN=admin";URI=spiffe://admin'),
-                (SIDECAR_HEADER, "guess"),
-            ],
-            timeout=10,
-        )
+    forge = [
+        ("x-forwarded-client-cert", 'Subject="CN=admin";URI=spiffe://admin'),
+        (SIDECAR_HEADER, "guess"),
+    ]
+    with GatewayClient(address, timeout_s=10, metadata_hook=lambda: forge, **good) as client:  # type: ignore[arg-type]
+        forged = client.health()
     assert forged.status.startswith(f"tls {CLIENT_URI} ")
 
     sidecar = make_envoy(

@@ -13,12 +13,17 @@ GATEWAY_TLS=1 for TLS, and one credential:
 - or GATEWAY_API_KEY, an API key from ``python -m datamorph_gateway.auth new-key``.
 
 Event: ``{"tables": ["orders"], "limit": 5}``; the answer holds each table's
-columns and a random sample of its rows, ready for a specs generator.
+columns and a random sample of its rows, ready for a specs generator. Its body is a JSON
+string, as API Gateway expects, and a failed call answers the HTTP status the gateway's
+REST route would (NOT_FOUND 404, INVALID_ARGUMENT 400, UNAVAILABLE 503...).
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import os
+from datetime import date, time
 from typing import Any
 
 from datamorph_client import GatewayClient, GatewayError
@@ -32,19 +37,31 @@ client = GatewayClient(
 )
 
 
+def _as_text(value: object) -> str:
+    """What JSON cannot hold of the client's values: dates and times, Decimal, UUID, bytes."""
+    if isinstance(value, (date, time)):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    return str(value)
+
+
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     tables = event.get("tables") or []
     try:
         schemas = client.get_schemas(tables)
         samples = client.get_data(tables, limit=int(event.get("limit", 5)))
     except GatewayError as exc:
-        return {"statusCode": 400 if exc.violations else 502, "body": {"message": exc.message}}
-    body = {
+        body = {"message": exc.message, "reason": exc.reason}
+        return {"statusCode": exc.http_status, "body": json.dumps(body)}
+    answer = {
         name: {
-            "columns": [c.column_name for c in schema.columns],
-            "primary_keys": list(schema.primary_keys),
+            "columns": [
+                {"name": c.name, "type": c.type, "nullable": c.nullable} for c in schema.columns
+            ],
+            "primary_keys": schema.primary_keys,
             "sample": samples[name].rows,
         }
         for name, schema in schemas.items()
     }
-    return {"statusCode": 200, "body": body}
+    return {"statusCode": 200, "body": json.dumps(answer, default=_as_text)}

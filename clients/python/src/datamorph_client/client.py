@@ -3,124 +3,52 @@
 It keeps one channel (create the client once per Lambda container, outside
 the handler), puts a deadline on every call, attaches the caller's credentials
 (an API key, a bearer token, or an AWS IAM token) and any metadata a hook returns,
-and turns gRPC errors into ``GatewayError`` with the google.rpc details (reason,
-SQLSTATE, field violations) already decoded.
+and answers with ``models``' dataclasses: rows decoded by column type (``values``),
+no protobuf message. A failed call raises ``GatewayError`` with the google.rpc details
+(reason, SQLSTATE, run id, field violations) already decoded.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from contextlib import closing
+from typing import Any, Literal
 
 import grpc
-from google.protobuf import json_format, struct_pb2
-from google.rpc import error_details_pb2, status_pb2
 
 from datamorph.gateway.v1 import gateway_pb2 as pb
 from datamorph.gateway.v1 import gateway_pb2_grpc as pb_grpc
+from datamorph_client import _convert
+from datamorph_client.errors import GatewayError, from_rpc_error
+from datamorph_client.models import (
+    Column,
+    HealthReport,
+    LogEvent,
+    QueryResult,
+    RowBatch,
+    RunLogs,
+    Sample,
+    TableSchema,
+    WorkflowResult,
+)
+
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "WORKFLOW_TIMEOUT_S",
+    "GatewayClient",
+    "MetadataHook",
+    "RowFormat",
+]
 
 MetadataHook = Callable[[], Iterable[tuple[str, str]]]
+RowFormat = Literal["object", "array"]
 AWS_IAM_HEADER = "x-datamorph-aws-iam"  # datamorph_client.aws_iam's, without importing boto3
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 WORKFLOW_TIMEOUT_S = 960.0
+"""StartWorkflow's deadline unless the call names one: past the orchestrator's 950 s."""
 
-
-@dataclass(frozen=True)
-class FieldViolation:
-    field: str
-    description: str
-
-
-class GatewayError(Exception):
-    """A failed call: the gRPC code, the gateway's message and its structured details."""
-
-    def __init__(
-        self,
-        code: grpc.StatusCode,
-        message: str,
-        *,
-        reason: str = "",
-        metadata: Mapping[str, str] | None = None,
-        violations: Sequence[FieldViolation] = (),
-        details: Sequence[Any] = (),
-    ) -> None:
-        super().__init__(f"{code.name}: {message}")
-        self.code = code
-        self.message = message
-        self.reason = reason
-        self.metadata = dict(metadata or {})
-        self.violations = tuple(violations)
-        self.details = tuple(details)
-
-    @property
-    def sqlstate(self) -> str | None:
-        return self.metadata.get("sqlstate")
-
-    @property
-    def request_id(self) -> str | None:
-        return self.metadata.get("request_id")
-
-
-@dataclass(frozen=True)
-class Column:
-    name: str
-    type: str
-    key: str
-
-
-@dataclass(frozen=True)
-class QueryResult:
-    """ExecuteQuery's answer with rows as plain Python values."""
-
-    columns: list[Column]
-    rows: list[Any]
-    row_count: int
-    rows_affected: int
-    command: str
-    truncated: bool
-
-
-@dataclass(frozen=True)
-class Sample:
-    """GetData's answer for one table."""
-
-    columns: list[dict[str, str]]
-    rows: list[dict[str, Any]] = field(default_factory=list)
-
-
-def _plain(value: struct_pb2.Value | struct_pb2.ListValue | struct_pb2.Struct) -> Any:
-    return json_format.MessageToDict(value)
-
-
-def _error(exc: grpc.RpcError) -> GatewayError:
-    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
-    message = exc.details() if hasattr(exc, "details") else str(exc)
-    reason, metadata, violations, details = "", {}, [], []
-    trailers = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
-    for key, value in trailers or ():
-        if key != "grpc-status-details-bin":
-            continue
-        status = status_pb2.Status.FromString(value)
-        for any_detail in status.details:
-            info = error_details_pb2.ErrorInfo()
-            bad = error_details_pb2.BadRequest()
-            health = pb.HealthResponse()
-            if any_detail.Unpack(info):
-                reason, metadata = info.reason, dict(info.metadata)
-            elif any_detail.Unpack(bad):
-                violations = [FieldViolation(v.field, v.description) for v in bad.field_violations]
-            elif any_detail.Unpack(health):
-                details.append(health)
-    return GatewayError(
-        code,
-        message or "",
-        reason=reason,
-        metadata=metadata,
-        violations=violations,
-        details=details,
-    )
+_ROW_FORMATS = {"object": pb.ROW_FORMAT_OBJECT, "array": pb.ROW_FORMAT_ARRAY}
 
 
 def _read(path: str | None) -> bytes | None:
@@ -128,6 +56,13 @@ def _read(path: str | None) -> bytes | None:
         return None
     with open(path, "rb") as file:
         return file.read()
+
+
+def _row_format(row_format: RowFormat) -> pb.RowFormat:
+    try:
+        return _ROW_FORMATS[row_format]
+    except KeyError:
+        raise ValueError(f"row_format must be 'object' or 'array', not {row_format!r}") from None
 
 
 class GatewayClient:
@@ -206,7 +141,7 @@ class GatewayClient:
             self._channel = grpc.secure_channel(address, creds, options=options)
         else:
             self._channel = grpc.insecure_channel(address, options=options)
-        self.stub = pb_grpc.DataMorphGatewayStub(self._channel)
+        self._stub = pb_grpc.DataMorphGatewayStub(self._channel)
 
     def close(self) -> None:
         self._channel.close()
@@ -230,25 +165,46 @@ class GatewayClient:
             metadata.extend(self._hook())
         return metadata
 
-    def _call(self, method: Callable[..., Any], request: Any, timeout_s: float | None) -> Any:
+    def _options(self, timeout_s: float | None, fallback_s: float | None = None) -> dict[str, Any]:
+        """A call's deadline (the caller's ``timeout_s``, else the method's own default,
+        else the client's) and its metadata: the one place every call gets them."""
+        if timeout_s is None:
+            timeout_s = self.timeout_s if fallback_s is None else fallback_s
+        return {"timeout": timeout_s, "metadata": self._metadata()}
+
+    def _call(
+        self,
+        method: Callable[..., Any],
+        request: object,
+        timeout_s: float | None,
+        fallback_s: float | None = None,
+    ) -> Any:
         try:
-            return method(
-                request,
-                timeout=self.timeout_s if timeout_s is None else timeout_s,
-                metadata=self._metadata(),
-            )
+            return method(request, **self._options(timeout_s, fallback_s))
         except grpc.RpcError as exc:
-            raise _error(exc) from None
+            raise from_rpc_error(exc) from None
+
+    def _stream(
+        self, method: Callable[..., Any], request: object, timeout_s: float | None
+    ) -> Generator[Any, None, None]:
+        """A server stream's messages; it is cancelled when the caller stops reading."""
+        stream = method(request, **self._options(timeout_s))
+        try:
+            yield from stream
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        finally:
+            stream.cancel()
 
     # -- RPCs ----------------------------------------------------------------------------
 
     def get_schemas(
         self, table_names: Sequence[str], *, timeout_s: float | None = None
-    ) -> dict[str, pb.TableSchema]:
-        response = self._call(
-            self.stub.GetSchemas, pb.GetSchemasRequest(table_names=table_names), timeout_s
-        )
-        return dict(response.schemas)
+    ) -> dict[str, TableSchema]:
+        """Each table's columns and keys, keyed by the name as given."""
+        request = pb.GetSchemasRequest(table_names=table_names)
+        response = self._call(self._stub.GetSchemas, request, timeout_s)
+        return {name: _convert.table_schema(s) for name, s in response.schemas.items()}
 
     def get_data(
         self,
@@ -257,14 +213,12 @@ class GatewayClient:
         limit: int | None = None,
         timeout_s: float | None = None,
     ) -> dict[str, Sample]:
+        """A random sample of each table's rows (10 unless ``limit``), keyed by name as given."""
         request = pb.GetDataRequest(table_names=table_names)
         if limit is not None:
             request.limit = limit
-        response = self._call(self.stub.GetData, request, timeout_s)
-        return {
-            name: Sample(columns=_plain(response.columns[name]), rows=_plain(rows))
-            for name, rows in response.data.items()
-        }
+        response = self._call(self._stub.GetData, request, timeout_s)
+        return {name: _convert.sample(name, response) for name in response.data}
 
     def execute_query(
         self,
@@ -273,18 +227,23 @@ class GatewayClient:
         *,
         read_only: bool = False,
         max_rows: int | None = None,
-        row_format: pb.RowFormat = pb.ROW_FORMAT_OBJECT,
+        row_format: RowFormat = "object",
         timeout_s: float | None = None,
     ) -> QueryResult:
-        request = pb.ExecuteQueryRequest(query=query, read_only=read_only, row_format=row_format)
-        for value in params:
-            request.params.add().CopyFrom(_to_value(value))
+        """Run SQL in one transaction; ``$1``, ``$2``... take ``params`` (see ``encode_param``)."""
+        request = pb.ExecuteQueryRequest(
+            query=query,
+            params=_convert.params(params),
+            read_only=read_only,
+            row_format=_row_format(row_format),
+        )
         if max_rows is not None:
             request.max_rows = max_rows
-        response = self._call(self.stub.ExecuteQuery, request, timeout_s)
+        response = self._call(self._stub.ExecuteQuery, request, timeout_s)
+        columns = _convert.columns(response.columns)
         return QueryResult(
-            columns=[Column(c.name, c.type, c.key) for c in response.columns],
-            rows=[_plain(row) for row in response.rows],
+            columns=columns,
+            rows=_convert.rows(response.rows, columns),
             row_count=response.row_count,
             rows_affected=int(response.rows_affected),
             command=response.command,
@@ -297,49 +256,29 @@ class GatewayClient:
         params: Sequence[Any] = (),
         *,
         batch_rows: int | None = None,
+        row_format: RowFormat = "object",
         timeout_s: float | None = None,
-    ) -> Iterator[list[dict[str, Any]]]:
+    ) -> Iterator[RowBatch]:
         """Yield a read-only query's rows batch by batch, however many there are.
 
         Raises GatewayError if the stream fails midway or ends without its
         final message, so a partial result is never taken for a whole one.
         """
-        request = pb.StreamQueryRequest(query=query)
-        for value in params:
-            request.params.add().CopyFrom(_to_value(value))
+        request = pb.StreamQueryRequest(
+            query=query, params=_convert.params(params), row_format=_row_format(row_format)
+        )
         if batch_rows is not None:
             request.batch_rows = batch_rows
-        stream = self.stub.StreamQuery(
-            request,
-            timeout=self.timeout_s if timeout_s is None else timeout_s,
-            metadata=self._metadata(),
-        )
-        try:
-            for response in stream:
-                yield [_plain(row) for row in response.rows]
+        columns: list[Column] = []
+        with closing(self._stream(self._stub.StreamQuery, request, timeout_s)) as responses:
+            for response in responses:
+                if response.columns:
+                    columns = _convert.columns(response.columns)
+                rows = _convert.rows(response.rows, columns)
+                yield RowBatch(columns=columns, rows=rows, rows_sent=int(response.rows_sent))
                 if response.done:
                     return
-        except grpc.RpcError as exc:
-            raise _error(exc) from None
-        finally:
-            stream.cancel()
         raise GatewayError(grpc.StatusCode.UNAVAILABLE, "the stream ended before its last batch")
-
-    def watch_logs(
-        self, run_id: str, *, start_index: int = 0, timeout_s: float | None = None
-    ) -> Iterator[pb.WatchLogsResponse]:
-        """Yield a run's log entries as they are written, until the run ends."""
-        stream = self.stub.WatchLogs(
-            pb.WatchLogsRequest(run_id=run_id, start_index=start_index),
-            timeout=self.timeout_s if timeout_s is None else timeout_s,
-            metadata=self._metadata(),
-        )
-        try:
-            yield from stream
-        except grpc.RpcError as exc:
-            raise _error(exc) from None
-        finally:
-            stream.cancel()
 
     def start_workflow(
         self,
@@ -348,36 +287,39 @@ class GatewayClient:
         source_tables: Sequence[str] = (),
         target_table: str = "",
         idempotency_key: str = "",
-        timeout_s: float = WORKFLOW_TIMEOUT_S,
-    ) -> pb.StartWorkflowResponse:
+        timeout_s: float | None = None,
+    ) -> WorkflowResult:
+        """Run one workflow and answer when it has finished (by default within 960 s)."""
         request = pb.StartWorkflowRequest(
             prompt=prompt,
             source_tables=source_tables,
             target_table=target_table,
             idempotency_key=idempotency_key,
         )
-        response: pb.StartWorkflowResponse = self._call(self.stub.StartWorkflow, request, timeout_s)
-        return response
+        response = self._call(self._stub.StartWorkflow, request, timeout_s, WORKFLOW_TIMEOUT_S)
+        return _convert.workflow_result(response)
 
-    def get_logs(self, run_id: str, *, timeout_s: float | None = None) -> pb.GetLogsResponse:
-        response: pb.GetLogsResponse = self._call(
-            self.stub.GetLogs, pb.GetLogsRequest(run_id=run_id), timeout_s
-        )
-        return response
+    def get_logs(self, run_id: str, *, timeout_s: float | None = None) -> RunLogs:
+        """The entries a run has written so far."""
+        response = self._call(self._stub.GetLogs, pb.GetLogsRequest(run_id=run_id), timeout_s)
+        return _convert.run_logs(response)
 
-    def health(self, *, timeout_s: float | None = None) -> pb.HealthResponse:
+    def watch_logs(
+        self, run_id: str, *, start_index: int = 0, timeout_s: float | None = None
+    ) -> Iterator[LogEvent]:
+        """Yield a run's log entries as they are written, until the run ends."""
+        request = pb.WatchLogsRequest(run_id=run_id, start_index=start_index)
+        with closing(self._stream(self._stub.WatchLogs, request, timeout_s)) as responses:
+            for response in responses:
+                yield _convert.log_event(response)
+
+    def health(self, *, timeout_s: float | None = None) -> HealthReport:
         """The gateway's health; an unhealthy gateway's report is returned too, not raised."""
         try:
-            health: pb.HealthResponse = self._call(self.stub.Health, pb.HealthRequest(), timeout_s)
-            return health
+            response = self._call(self._stub.Health, pb.HealthRequest(), timeout_s)
         except GatewayError as exc:
-            reports = [d for d in exc.details if isinstance(d, pb.HealthResponse)]
+            reports = [d for d in exc.details if isinstance(d, HealthReport)]
             if exc.code == grpc.StatusCode.UNAVAILABLE and reports:
                 return reports[0]
             raise
-
-
-def _to_value(value: Any) -> struct_pb2.Value:
-    wrapper = struct_pb2.ListValue()
-    wrapper.append(value)
-    return wrapper.values[0]
+        return _convert.health_report(response)
