@@ -95,6 +95,19 @@ def test_positional_parameters(client: GatewayClient) -> None:
     }
 
 
+def test_a_negative_parameter_is_one_value_whatever_surrounds_it(client: GatewayClient) -> None:
+    """psycopg2 pastes values into the text: a bare -32768 next to a cast would be
+    -(32768::smallint), out of range, and 5-$1 with -3 would be 5--3, a comment."""
+    result = client.execute_query(
+        "SELECT $1::smallint AS small, $2::int AS int, 5-$3 AS diff, $4::float8 AS f,"
+        " $5::int[] AS arr, -$6 AS neg",
+        [-32768, -2147483648, -3, -1.5, [-1, 2], -7],
+    )
+    assert result.rows == [
+        {"small": -32768, "int": -2147483648, "diff": 8, "f": -1.5, "arr": [-1, 2], "neg": 7}
+    ]
+
+
 def test_parameters_work_where_values_must_be_integers(client: GatewayClient) -> None:
     result = client.execute_query("SELECT id FROM customers ORDER BY id LIMIT $1", [2])
     assert [r["id"] for r in result.rows] == [1, 2]

@@ -18,6 +18,7 @@ from typing import Any
 from pglast import ast, parse_sql
 from pglast.parser import DeparseError, ParseError
 from pglast.stream import RawStream
+from psycopg2.extensions import ISQLQuote, adapt
 from psycopg2.extras import Json
 
 from datamorph_gateway.db import sqltext
@@ -73,7 +74,9 @@ def to_param(value: Any) -> Any:
     that hold objects, as json.
     """
     if isinstance(value, float) and value.is_integer() and abs(value) <= MAX_SAFE_INTEGER:
-        return int(value)
+        value = int(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+        return Negative(value)
     if isinstance(value, dict):
         return Json(value)
     if isinstance(value, list):
@@ -81,6 +84,29 @@ def to_param(value: Any) -> Any:
             return Json(value)
         return [to_param(v) for v in value]
     return value
+
+
+class Negative:
+    """A negative number, sent in parentheses: ``(-32768)``.
+
+    psycopg2 pastes parameters into the statement's text, and a bare minus sign binds
+    looser than a cast and can join the operator before it: ``$1::smallint`` with -32768
+    would be ``-32768::smallint``, that is ``-(32768::smallint)`` (out of range), and
+    ``5-$1`` with -3 would be ``5--3``, a comment.
+    """
+
+    def __init__(self, value: int | float) -> None:
+        self._value = value
+
+    def __conform__(self, protocol: object) -> Negative | None:
+        return self if protocol is ISQLQuote else None
+
+    def getquoted(self) -> bytes:
+        quoted: bytes = adapt(self._value).getquoted()
+        return b"(" + quoted + b")"
+
+    def __repr__(self) -> str:
+        return f"Negative({self._value!r})"
 
 
 def _has_object(values: list[Any]) -> bool:
