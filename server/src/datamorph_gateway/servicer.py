@@ -283,7 +283,7 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
         except sqltext.SqlSyntaxError as exc:
             where = f" at character {exc.position}" if exc.position else ""
             raise QueryError(
-                f"{exc.message}{where}", code=grpc.StatusCode.INVALID_ARGUMENT, sqlstate="42601"
+                f"{exc.message}{where}", kind=InvalidArgument, sqlstate="42601"
             ) from None
         if not script.statements:
             raise InvalidArgument.field("query", "holds no SQL statement")

@@ -46,11 +46,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
-
 from datamorph_gateway.config import Settings
 from datamorph_gateway.db.names import InvalidTableName, parse_table_name
 from datamorph_gateway.errors import (
+    Aborted,
+    Cancelled,
     DeadlineExceeded,
     FailedPrecondition,
     FieldViolation,
@@ -146,7 +146,7 @@ def _left(deadline: float | None) -> float | None:
 def _cancelled(run_id: str) -> WorkflowError:
     return WorkflowError(
         f"the request was cancelled; run {run_id} goes on",
-        code=grpc.StatusCode.CANCELLED,
+        kind=Cancelled,
         reason="CANCELLED",
         metadata={"run_id": run_id},
     )
@@ -308,7 +308,7 @@ class WorkflowRunner:
                 raise WorkflowError(
                     f"run {run_id} never finished: the gateway running it stopped; its logs "
                     "show how far it got, and this idempotency key will not start another run",
-                    code=grpc.StatusCode.ABORTED,
+                    kind=Aborted,
                     reason=ABANDONED,
                     metadata={"run_id": run_id},
                 )
@@ -334,7 +334,7 @@ class WorkflowRunner:
                 raise WorkflowError(
                     f"{f'run {run_id}' if announced else 'the run that held it'} no longer "
                     "holds this idempotency key; send the request again",
-                    code=grpc.StatusCode.ABORTED,
+                    kind=Aborted,
                     reason="KEY_RELEASED",
                     # A run released before it started has no log: its id leads nowhere.
                     metadata={"run_id": run_id} if announced else {},
@@ -504,7 +504,7 @@ class WorkflowRunner:
         except GatewayError as exc:
             exc.metadata.setdefault("run_id", run.run_id)
             run.error = exc
-            outcome = exc.code.name
+            outcome = exc.kind_name
         except Exception as exc:
             log.exception("run %s: the orchestrator adapter failed", run.run_id)
             run.error = exc
