@@ -835,22 +835,6 @@ def test_a_cancelled_caller_stops_waiting(make_runner: Callable[..., WorkflowRun
     assert runner.start(request).message == "done SELECT 1"
 
 
-def test_bad_requests_name_their_field(make_runner: Callable[..., WorkflowRunner]) -> None:
-    cases: list[tuple[WorkflowRequest, str]] = [
-        (WorkflowRequest("  "), "prompt"),
-        (WorkflowRequest("x" * 2000, source_tables=["t"]), "prompt"),
-        (WorkflowRequest("p", source_tables=["ok", 'bad"name']), "source_tables[1]"),
-        (WorkflowRequest("p", target_table="a.b.c"), "target_table"),
-        (WorkflowRequest("p", idempotency_key="k" * 300), "idempotency_key"),
-        (WorkflowRequest("p", idempotency_key="a\nb"), "idempotency_key"),
-    ]
-    runner = make_runner(Gate(), max_query_bytes=1000)
-    for request, field in cases:
-        with pytest.raises(InvalidArgument) as err:
-            runner.start(request)
-        assert [v.field for v in err.value.violations] == [field]
-
-
 def test_watch_follows_a_run_until_its_invocation_ends(
     make_runner: Callable[..., WorkflowRunner], background: Callable[..., Future[Any]]
 ) -> None:
