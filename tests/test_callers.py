@@ -12,6 +12,7 @@ from google.rpc import error_details_pb2
 from datamorph_gateway.callers import CallerLimits, caller_key
 from datamorph_gateway.errors import ResourceExhausted
 from datamorph_gateway.identity import SIDECAR_HEADER, ClientIdentities
+from datamorph_gateway.status import google_status
 
 
 class Item(NamedTuple):
@@ -101,8 +102,9 @@ def test_one_caller_is_refused_past_its_limit_and_others_are_not() -> None:
         assert "MAX_CONCURRENT_QUERIES_PER_CALLER" in err.value.message
         assert err.value.reason == "CALLER_QUERY_LIMIT"
         assert err.value.metadata == {"limit": "2"}
-        (retry,) = err.value.extra_details
-        assert isinstance(retry, error_details_pb2.RetryInfo)
+        (_, packed) = google_status(err.value, "-").details
+        retry = error_details_pb2.RetryInfo()
+        assert packed.Unpack(retry)
         assert retry.retry_delay.seconds >= 1
         with limits.hold("ip:10.0.0.2"):
             assert limits.held("ip:10.0.0.2") == 1

@@ -14,8 +14,9 @@ import pytest
 
 from datamorph_gateway.config import Settings
 from datamorph_gateway.db.database import Database
-from datamorph_gateway.errors import InvalidArgument, ResourceExhausted
+from datamorph_gateway.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from datamorph_gateway.logstore import PostgresLogStore
+from datamorph_gateway.status import status_code
 from datamorph_gateway.workflows import (
     LocalContext,
     LocalOrchestrator,
@@ -46,7 +47,7 @@ class Handler:
         if self.fail:
             raise WorkflowError(
                 "the target table already exists",
-                code=grpc.StatusCode.FAILED_PRECONDITION,
+                kind=FailedPrecondition,
                 reason="TARGET_EXISTS",
             )
         return {"statusCode": 200, "body": {"message": "done", "run": event["run_id"]}}
@@ -120,7 +121,8 @@ def test_a_failed_run_is_replayed_as_the_same_error(
         replicas(first).start(_request(key), timeout_s=30)
     with pytest.raises(WorkflowError) as replayed:
         replicas(later).start(_request(key), timeout_s=30)
-    assert replayed.value.code == original.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    codes = status_code(replayed.value), status_code(original.value)
+    assert codes == (grpc.StatusCode.FAILED_PRECONDITION,) * 2
     assert replayed.value.message == original.value.message
     assert replayed.value.reason == "TARGET_EXISTS"
     assert replayed.value.metadata["run_id"] == original.value.metadata["run_id"]
@@ -177,7 +179,7 @@ def test_an_abandoned_run_is_reported_never_run_again(
     runner = replicas(handler)
     with pytest.raises(WorkflowError) as err:
         runner.start(_request(key), timeout_s=30)
-    assert err.value.code == grpc.StatusCode.ABORTED
+    assert status_code(err.value) == grpc.StatusCode.ABORTED
     assert err.value.reason == "RUN_ABANDONED"
     assert "20250101_000000_deadbeef" in err.value.message
     assert handler.calls == 0

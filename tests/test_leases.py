@@ -24,6 +24,7 @@ from datamorph_client import GatewayClient, GatewayError
 from datamorph_gateway.config import Settings, load_settings
 from datamorph_gateway.db.database import Database
 from datamorph_gateway.errors import ConfigError, DeadlineExceeded, ResourceExhausted
+from datamorph_gateway.status import status_code
 from datamorph_gateway.workflows import (
     RunLeases,
     WorkflowError,
@@ -325,7 +326,7 @@ def test_a_key_claimed_without_a_lease_is_ended_as_abandoned(database_url: str) 
         )
         with pytest.raises(WorkflowError) as err:
             runner.start(request, timeout_s=10)
-        assert err.value.code == grpc.StatusCode.ABORTED
+        assert status_code(err.value) == grpc.StatusCode.ABORTED
         assert err.value.reason == "RUN_ABANDONED"
         assert err.value.metadata["run_id"] == run_id
         logs = runner.get_logs(run_id).logs

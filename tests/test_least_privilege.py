@@ -86,7 +86,7 @@ def test_the_gateway_serves_as_a_role_without_superuser(
 def unchecked(make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch) -> GatewayClient:
     """A gateway whose own SQL policy lets everything through: PostgreSQL must refuse."""
     gateway = make_gateway()
-    monkeypatch.setattr(gateway.servicer._policy, "check", lambda *args, **kwargs: None)
+    monkeypatch.setattr(gateway.servicer._check.policy, "check", lambda *args, **kwargs: None)
     return GatewayClient(gateway.address, timeout_s=20)
 
 

@@ -8,7 +8,8 @@ import grpc
 import pytest
 
 from datamorph_client import GatewayClient, GatewayError
-from datamorph_gateway.errors import code_for_sqlstate
+from datamorph_gateway.errors import kind_for_sqlstate
+from datamorph_gateway.status import status_code
 
 S = grpc.StatusCode
 
@@ -101,6 +102,6 @@ def test_request_id_from_metadata_is_used(client: GatewayClient) -> None:
 
 
 def test_unknown_classes_and_server_faults() -> None:
-    assert code_for_sqlstate("XX001") == S.INTERNAL
-    assert code_for_sqlstate("58030") == S.INTERNAL
-    assert code_for_sqlstate("3D000") == S.FAILED_PRECONDITION
+    assert status_code(kind_for_sqlstate("XX001")) == S.INTERNAL
+    assert status_code(kind_for_sqlstate("58030")) == S.INTERNAL
+    assert status_code(kind_for_sqlstate("3D000")) == S.FAILED_PRECONDITION

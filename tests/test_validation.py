@@ -7,6 +7,10 @@ import pytest
 
 from datamorph.gateway.v1 import gateway_pb2 as pb
 from datamorph_client import GatewayClient, GatewayError
+from datamorph_gateway.config import Settings
+from datamorph_gateway.errors import InvalidArgument
+from datamorph_gateway.validation import Validator
+from datamorph_gateway.workflows import WorkflowRequest
 
 
 def invalid(call, *args, **kwargs) -> GatewayError:  # type: ignore[no-untyped-def]
@@ -91,3 +95,21 @@ def test_bad_request_detail_is_present_on_the_wire(stub) -> None:  # type: ignor
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     keys = [k for k, _ in err.value.trailing_metadata()]
     assert "grpc-status-details-bin" in keys
+
+
+def test_bad_workflow_requests_name_their_field() -> None:
+    cases: list[tuple[pb.StartWorkflowRequest, str]] = [
+        (pb.StartWorkflowRequest(prompt="  "), "prompt"),
+        (pb.StartWorkflowRequest(prompt="x" * 2000, source_tables=["t"]), "prompt"),
+        (pb.StartWorkflowRequest(prompt="p", source_tables=["ok", 'bad"name']), "source_tables[1]"),
+        (pb.StartWorkflowRequest(prompt="p", target_table="a.b.c"), "target_table"),
+        (pb.StartWorkflowRequest(prompt="p", idempotency_key="k" * 300), "idempotency_key"),
+        (pb.StartWorkflowRequest(prompt="p", idempotency_key="a\nb"), "idempotency_key"),
+    ]
+    check = Validator(Settings(max_query_bytes=1000))
+    for request, field in cases:
+        with pytest.raises(InvalidArgument) as err:
+            check.start_workflow(request)
+        assert [v.field for v in err.value.violations] == [field]
+    request = pb.StartWorkflowRequest(prompt="p", source_tables=["t"], target_table="x")
+    assert check.start_workflow(request) == WorkflowRequest("p", ("t",), "x")

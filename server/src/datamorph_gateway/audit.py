@@ -119,7 +119,7 @@ def audited(
         outcome = "ok"
     except GatewayError as exc:
         sqlstate = exc.metadata.get("sqlstate")
-        outcome = exc.code.name + (f" sqlstate={sqlstate}" if sqlstate else "")
+        outcome = exc.kind_name + (f" sqlstate={sqlstate}" if sqlstate else "")
         raise
     finally:
         record(

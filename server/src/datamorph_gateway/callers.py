@@ -21,8 +21,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import grpc
-from google.protobuf import duration_pb2
-from google.rpc import error_details_pb2
 
 from datamorph_gateway.errors import ResourceExhausted
 
@@ -90,13 +88,10 @@ class CallerLimits:
                     del self._held[key]
 
     def _refused(self) -> ResourceExhausted:
-        retry = error_details_pb2.RetryInfo(
-            retry_delay=duration_pb2.Duration(seconds=RETRY_AFTER_S)
-        )
         return ResourceExhausted(
             f"this caller already has {self.limit} queries running, the most one caller may "
             "run at once (MAX_CONCURRENT_QUERIES_PER_CALLER); retry when one has finished",
             reason="CALLER_QUERY_LIMIT",
             metadata={"limit": str(self.limit)},
-            extra_details=[retry],
+            retry_delay_s=RETRY_AFTER_S,
         )

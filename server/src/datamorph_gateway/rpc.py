@@ -4,9 +4,10 @@
 ``x-request-id`` metadata (or makes one), makes it visible to every log line
 of the request, asks the servicer's ``authorize`` who the caller is and whether it
 may make the call (``principal_var`` then names it for the rest of the request),
-turns ``GatewayError`` into its status with google.rpc details, turns anything else
-into INTERNAL with the request id (traceback to the log only), and logs one line per
-request: method, code, duration, principal.
+turns ``GatewayError`` into its status with google.rpc details (``status`` knows
+which code each kind answers), turns anything else into INTERNAL with the request
+id (traceback to the log only), and logs one line per request: method, code,
+duration, principal.
 
 ``DecodeErrors`` (a server interceptor) does the same for requests that never reach a
 method: bytes that do not decode (malformed, or nested deeper than protobuf's recursion
@@ -29,13 +30,8 @@ import grpc
 
 from datamorph_gateway.auth.policy import ANONYMOUS, Principal
 from datamorph_gateway.db.cancel import CancelScope
-from datamorph_gateway.errors import (
-    DeadlineExceeded,
-    GatewayError,
-    InvalidArgument,
-    internal_status,
-    to_status,
-)
+from datamorph_gateway.errors import DeadlineExceeded, GatewayError, InvalidArgument
+from datamorph_gateway.status import internal_status, status_code, to_status
 
 log = logging.getLogger("datamorph_gateway.access")
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
@@ -110,7 +106,7 @@ class _Call:
     def failed(self, exc: Exception) -> grpc.Status:
         """The status an exception answers; a bug is logged with its traceback."""
         if isinstance(exc, GatewayError):
-            self.code = exc.code
+            self.code = status_code(exc)
             return to_status(exc, self.request_id)
         self.code = grpc.StatusCode.INTERNAL
         log.exception("unhandled error in %s", self.name)

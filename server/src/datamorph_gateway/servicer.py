@@ -1,8 +1,8 @@
-"""The DataMorphGateway service: checks each request, calls the layer that does the work.
+"""The DataMorphGateway service: has each request checked, calls the layer that does the work.
 
-Validation lives here so that every bad field is named the same way for
-gRPC and REST callers, and nothing reaches the database before the whole
-request has been checked.
+Every request goes through ``validation`` first, so nothing reaches the database or
+the orchestrator before the whole request has been checked; what comes back from the
+layers below is written into the response messages here.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import grpc
-from google.protobuf import struct_pb2
 
 from datamorph.gateway.v1 import gateway_pb2 as pb
 from datamorph.gateway.v1 import gateway_pb2_grpc as pb_grpc
@@ -24,23 +23,12 @@ from datamorph_gateway.auth.authenticator import Authenticator, principal_key
 from datamorph_gateway.auth.policy import Principal
 from datamorph_gateway.callers import CallerLimits, caller_key
 from datamorph_gateway.config import Settings
-from datamorph_gateway.db import sqltext
 from datamorph_gateway.db.catalog import READABLE_KINDS
 from datamorph_gateway.db.connect import DatabaseLogin
 from datamorph_gateway.db.database import Database
 from datamorph_gateway.db.decoding import ColumnType
-from datamorph_gateway.db.names import InvalidTableName, TableName, parse_table_name
-from datamorph_gateway.db.query import MAX_SAFE_INTEGER, QueryResult
-from datamorph_gateway.db.sqlpolicy import Refusal, SqlPolicy, first_write
-from datamorph_gateway.errors import (
-    FieldViolation,
-    GatewayError,
-    InvalidArgument,
-    PermissionDenied,
-    QueryError,
-    Unavailable,
-    clip,
-)
+from datamorph_gateway.db.query import QueryResult
+from datamorph_gateway.errors import GatewayError, Unavailable
 from datamorph_gateway.identity import ClientIdentities
 from datamorph_gateway.rpc import (
     Method,
@@ -52,8 +40,9 @@ from datamorph_gateway.rpc import (
     rpc_stream,
     time_budget_s,
 )
+from datamorph_gateway.validation import Validator
 from datamorph_gateway.wire import append_array_rows, append_object_rows, from_value, set_scalar
-from datamorph_gateway.workflows import WorkflowRequest, WorkflowRunner
+from datamorph_gateway.workflows import WorkflowRunner
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +102,7 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
         # The caller's verified client certificate (mTLS), for the auth policy to name.
         self.identities = identities or ClientIdentities(None)
         self.auth = authenticator or Authenticator(settings, self.identities)
-        self._policy = SqlPolicy(settings.sql_denied_functions.split(","))
+        self._check = Validator(settings)
         self._callers = CallerLimits(settings.max_concurrent_queries_per_caller)
         self.draining = False  # set by Gateway.stop: Health answers "draining"
 
@@ -129,32 +118,12 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
 
     # -- tables ----------------------------------------------------------------
 
-    def _table_names(self, names: Sequence[str]) -> list[TableName]:
-        s = self._settings
-        if not names:
-            raise InvalidArgument.field("table_names", "must name at least one table")
-        if len(names) > s.max_table_names:
-            raise InvalidArgument.field(
-                "table_names", f"at most {s.max_table_names} tables per request, got {len(names)}"
-            )
-        parsed: list[TableName] = []
-        violations: list[FieldViolation] = []
-        for i, name in enumerate(names):
-            try:
-                parsed.append(parse_table_name(name))
-            except InvalidTableName as exc:
-                violations.append(FieldViolation(f"table_names[{i}]", f"{clip(name)!r}: {exc}"))
-        if violations:
-            message = "; ".join(f"{v.field}: {v.description}" for v in violations)
-            raise InvalidArgument(message, violations=violations)
-        return parsed
-
     @rpc
     def GetSchemas(
         self, request: pb.GetSchemasRequest, context: grpc.ServicerContext
     ) -> pb.GetSchemasResponse:
         originals = list(request.table_names)
-        names = self._table_names(originals)
+        names = self._check.get_schemas(request)
         with cancel_scope(context, self._settings.statement_timeout_s) as scope:
             tables = self._db.get_schemas(
                 names, originals, scope.timeout_s, scope=scope, login=_login()
@@ -190,17 +159,9 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
     def GetData(
         self, request: pb.GetDataRequest, context: grpc.ServicerContext
     ) -> pb.GetDataResponse:
-        s = self._settings
         originals = list(request.table_names)
-        names = self._table_names(originals)
-        limit = s.default_sample_limit
-        if request.HasField("limit"):
-            limit = request.limit
-            if not 0 < limit <= s.max_sample_limit:
-                raise InvalidArgument.field(
-                    "limit", f"must be between 1 and {s.max_sample_limit}, got {limit}"
-                )
-        with cancel_scope(context, s.statement_timeout_s) as scope:
+        names, limit = self._check.get_data(request)
+        with cancel_scope(context, self._settings.statement_timeout_s) as scope:
             samples = self._db.get_data(
                 names, originals, limit, scope.timeout_s, scope=scope, login=_login()
             )
@@ -221,43 +182,23 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
     def ExecuteQuery(
         self, request: pb.ExecuteQueryRequest, context: grpc.ServicerContext
     ) -> pb.ExecuteQueryResponse:
-        s = self._settings
-        query = request.query
-        # A principal allowed only "ExecuteQuery:read" reads, whatever the request says.
-        reader = principal_var.get().read_only_queries
-        read_only = request.read_only or reader
-        script = self._check_query(request.query, request.params, read_only=read_only)
-        if reader:
-            write = first_write(script)
-            if write is not None:
-                raise PermissionDenied(
-                    f"query: principal {principal_var.get().name!r} may only read "
-                    f"(ExecuteQuery:read), and {write} writes",
-                    reason="WRITES_NOT_ALLOWED",
-                )
-        max_rows = s.max_result_rows
-        if request.HasField("max_rows"):
-            max_rows = request.max_rows
-            if not 0 < max_rows <= s.max_result_rows:
-                raise InvalidArgument.field(
-                    "max_rows", f"must be between 1 and {s.max_result_rows}, got {max_rows}"
-                )
+        checked = self._check.execute_query(request, principal_var.get())
         params = [from_value(v) for v in request.params]
         with (
-            cancel_scope(context, s.statement_timeout_s) as scope,
+            cancel_scope(context, self._settings.statement_timeout_s) as scope,
             audited(
                 context,
                 forwarded_for=self.identities.forwarded_for(context),
-                query=query,
+                query=request.query,
                 param_count=len(params),
-                read_only=read_only,
+                read_only=checked.read_only,
             ) as tally,
         ):
             result = self._db.execute(
-                script,
+                checked.script,
                 params,
-                read_only=read_only,
-                max_rows=max_rows,
+                read_only=checked.read_only,
+                max_rows=checked.max_rows,
                 timeout_s=scope.timeout_s,
                 scope=scope,
                 login=_login(),
@@ -265,81 +206,15 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
             tally.rows = len(result.rows)
         return self._query_response(result, request.row_format)
 
-    def _check_query(
-        self, query: str, params: Sequence[struct_pb2.Value], *, read_only: bool
-    ) -> sqltext.Script:
-        """Parse the caller's SQL with PostgreSQL's parser and refuse what the policy refuses."""
-        s = self._settings
-        if not query.strip():
-            raise InvalidArgument.field("query", "must not be empty")
-        size = len(query.encode("utf-8"))
-        if size > s.max_query_bytes:
-            raise InvalidArgument.field(
-                "query", f"is {size} bytes, over the limit of {s.max_query_bytes}"
-            )
-        if "\x00" in query:
-            raise InvalidArgument.field("query", "must not contain NUL characters")
-        try:
-            script = sqltext.parse(query)
-        except sqltext.SqlSyntaxError as exc:
-            where = f" at character {exc.position}" if exc.position else ""
-            raise QueryError(
-                f"{exc.message}{where}", code=grpc.StatusCode.INVALID_ARGUMENT, sqlstate="42601"
-            ) from None
-        if not script.statements:
-            raise InvalidArgument.field("query", "holds no SQL statement")
-        if read_only and len(script.statements) > 1:
-            raise InvalidArgument.field("query", "a read_only query must be a single statement")
-        refusal = self._policy.check(script, read_only=read_only)
-        if refusal is not None:
-            raise _refused(refusal, len(script.statements))
-        self._check_params(script, params)
-        return script
-
-    def _check_params(self, script: sqltext.Script, params: Sequence[struct_pb2.Value]) -> None:
-        s = self._settings
-        count = len(params)
-        if count > s.max_query_params:
-            raise InvalidArgument.field(
-                "params", f"at most {s.max_query_params} values, got {count}"
-            )
-        if count and not script.placeholders:
-            raise InvalidArgument.field(
-                "params", f"{count} values given but the query has no $n placeholders"
-            )
-        if count and (script.max_placeholder != count or 0 in script.placeholders):
-            raise InvalidArgument.field(
-                "params",
-                f"{count} values given but the query's placeholders run from $1 to "
-                f"${script.max_placeholder}",
-            )
-        for i, value in enumerate(params):
-            problem = _bad_param(value, f"params[{i}]")
-            if problem is not None:
-                raise InvalidArgument.field(*problem)
-
     @rpc_stream
     @_streamed_per_caller
     def StreamQuery(
         self, request: pb.StreamQueryRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.StreamQueryResponse]:
-        s = self._settings
-        script = self._check_query(request.query, request.params, read_only=True)
-        if not script.single_query:
-            raise InvalidArgument.field(
-                "query", "must be a single SELECT, VALUES, TABLE or WITH statement"
-            )
-        batch_rows = s.stream_batch_rows
-        if request.HasField("batch_rows"):
-            batch_rows = request.batch_rows
-            if not 0 < batch_rows <= s.max_stream_batch_rows:
-                raise InvalidArgument.field(
-                    "batch_rows",
-                    f"must be between 1 and {s.max_stream_batch_rows}, got {batch_rows}",
-                )
+        checked = self._check.stream_query(request)
         params = [from_value(v) for v in request.params]
         with (
-            cancel_scope(context, s.stream_timeout_s) as scope,
+            cancel_scope(context, self._settings.stream_timeout_s) as scope,
             audited(
                 context,
                 forwarded_for=self.identities.forwarded_for(context),
@@ -349,9 +224,9 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
             ) as tally,
         ):
             batches = self._db.stream(
-                script.statements[0],
+                checked.statement,
                 params,
-                batch_rows=batch_rows,
+                batch_rows=checked.batch_rows,
                 timeout_s=scope.timeout_s,
                 scope=scope,
                 login=_login(),
@@ -390,14 +265,10 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
     def StartWorkflow(
         self, request: pb.StartWorkflowRequest, context: grpc.ServicerContext
     ) -> pb.StartWorkflowResponse:
+        workflow = self._check.start_workflow(request)
         remaining = context.time_remaining()
         result = self._workflows.start(
-            WorkflowRequest(
-                request.prompt,
-                tuple(request.source_tables),
-                request.target_table,
-                request.idempotency_key,
-            ),
+            workflow,
             timeout_s=None if remaining is None else float(remaining),
             on_run_id=lambda run_id: context.send_initial_metadata(
                 (("x-datamorph-run-id", run_id),)
@@ -414,6 +285,7 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
     def GetLogs(
         self, request: pb.GetLogsRequest, context: grpc.ServicerContext
     ) -> pb.GetLogsResponse:
+        self._check.get_logs(request)
         run = self._workflows.get_logs(request.run_id)
         response = pb.GetLogsResponse(
             status=SUCCESS,
@@ -430,8 +302,7 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
     def WatchLogs(
         self, request: pb.WatchLogsRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.WatchLogsResponse]:
-        if request.start_index < 0:
-            raise InvalidArgument.field("start_index", "must not be negative")
+        self._check.watch_logs(request)
         events = self._workflows.watch(
             request.run_id,
             timeout_s=time_budget_s(context, self._settings.log_watch_max_s),
@@ -479,21 +350,6 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
         return response
 
 
-def _refused(refusal: Refusal, statements: int) -> GatewayError:
-    where = f" (statement {refusal.statement} of {statements})" if statements > 1 else ""
-    if refusal.unsupported:
-        return InvalidArgument.field(
-            "query", f"{refusal.kind} is not supported through the gateway{where}"
-        )
-    description = f"{refusal.kind} is not allowed through the gateway{where}"
-    return PermissionDenied(
-        f"query: {description}",
-        reason="STATEMENT_NOT_ALLOWED",
-        metadata={"statement_kind": refusal.kind, "statement": str(refusal.statement)},
-        violations=[FieldViolation("query", description)],
-    )
-
-
 def _pool_check(check: pb.HealthCheck, stats: Mapping[str, int]) -> None:
     """Healthy, or "degraded" while every connection (or caller SQL's share) is busy."""
     check.status = "healthy"
@@ -535,35 +391,3 @@ def _log_entry(target: pb.LogEntry, entry: dict[str, Any]) -> None:
     metadata = entry.get("metadata")
     if isinstance(metadata, dict):
         target.metadata.update(metadata)
-
-
-def _bad_param(value: struct_pb2.Value, field: str) -> tuple[str, str] | None:
-    """The first part of a parameter that cannot be sent as given: (its field path, why).
-
-    A JSON number is a double: an integral one beyond 2^53 - 1 may already have been
-    rounded on its way here (9007199254740993 arrives as ...992), so it is refused rather
-    than sent as a different number.
-    """
-    kind = value.WhichOneof("kind")
-    if kind == "string_value" and "\x00" in value.string_value:
-        return field, "must not contain NUL characters"
-    if kind == "number_value":
-        number = value.number_value
-        if number.is_integer() and abs(number) > MAX_SAFE_INTEGER:
-            return field, (
-                "is an integer beyond ±(2^53 - 1), which a JSON number cannot carry exactly; "
-                'pass it as a string, e.g. "9007199254740993"'
-            )
-    if kind == "list_value":
-        for j, item in enumerate(value.list_value.values):
-            problem = _bad_param(item, f"{field}[{j}]")
-            if problem is not None:
-                return problem
-    if kind == "struct_value":
-        for key, item in value.struct_value.fields.items():
-            if "\x00" in key:
-                return field, "must not contain NUL characters"
-            problem = _bad_param(item, f"{field}.{clip(key, 50)}")
-            if problem is not None:
-                return problem
-    return None

@@ -37,8 +37,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import grpc
-from google.protobuf import duration_pb2
-from google.rpc import error_details_pb2
 
 from datamorph_client.aws_iam import AWS_IAM_HEADER
 from datamorph_gateway.auth.credentials import AuthError, Verified
@@ -315,16 +313,11 @@ class Authenticator:
                 bucket.tokens -= 1
                 return
             wait_s = (1 - bucket.tokens) / rate
-        retry = error_details_pb2.RetryInfo(
-            retry_delay=duration_pb2.Duration(
-                seconds=int(wait_s), nanos=int((wait_s % 1) * 1_000_000_000)
-            )
-        )
         raise ResourceExhausted(
             f"principal {principal.name!r} is over its rate limit of {rate:g} calls per second",
             reason="RATE_LIMITED",
             metadata={"principal": principal.name, "limit_per_s": f"{rate:g}"},
-            extra_details=[retry],
+            retry_delay_s=wait_s,
         )
 
 

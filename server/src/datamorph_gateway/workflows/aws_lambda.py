@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 import botocore.exceptions
-import grpc
 from botocore.config import Config
 
 from datamorph_gateway.config import Settings
@@ -171,7 +170,7 @@ class LambdaOrchestrator:
         # The request may have reached Lambda: the run may exist, so say so.
         return WorkflowError(
             f"the connection to the orchestrator was lost; run {run_id} may still be running",
-            code=grpc.StatusCode.UNAVAILABLE,
+            kind=Unavailable,
             reason="ORCHESTRATOR_CONNECTION_LOST",
             metadata=metadata,
         )

@@ -9,8 +9,9 @@ dict or a JSON string, or Lambda's ``{"errorType", "errorMessage",
 Workflow errors, beside those in ``errors``::
 
     GatewayError
-    ├── WorkflowError          the orchestrator failed or answered an error; the
-    │                          code comes from its statusCode (INTERNAL for 5xx)
+    ├── WorkflowError          the orchestrator failed or answered an error, or a run
+    │                          ended without an answer; its ``kind`` comes from the
+    │                          orchestrator's statusCode (Internal for 5xx) or the runner
     └── DeadlineExceeded
         └── WorkflowTimeout    no answer in time; carries the run id and the
                                newest log entries written so far
@@ -23,10 +24,21 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import grpc
-from google.protobuf import struct_pb2
-
-from datamorph_gateway.errors import DeadlineExceeded, GatewayError
+from datamorph_gateway.errors import (
+    AlreadyExists,
+    Cancelled,
+    DeadlineExceeded,
+    FailedPrecondition,
+    GatewayError,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+    Unimplemented,
+)
 from datamorph_gateway.logstore import RunLog
 
 log = logging.getLogger(__name__)
@@ -37,20 +49,20 @@ MAX_LOG_DETAIL_BYTES = 4096
 """Budget for the log entries in a timeout's status details: they travel in a trailer,
 and gRPC clients refuse metadata over 8 KiB by default."""
 
-# HTTP statuses an orchestrator may answer, as gRPC codes (google.rpc's mapping, reversed).
-_S = grpc.StatusCode
-_HTTP_CODES: dict[int, grpc.StatusCode] = {
-    400: _S.INVALID_ARGUMENT,
-    401: _S.UNAUTHENTICATED,
-    403: _S.PERMISSION_DENIED,
-    404: _S.NOT_FOUND,
-    409: _S.ALREADY_EXISTS,
-    412: _S.FAILED_PRECONDITION,
-    429: _S.RESOURCE_EXHAUSTED,
-    499: _S.CANCELLED,
-    501: _S.UNIMPLEMENTED,
-    503: _S.UNAVAILABLE,
-    504: _S.DEADLINE_EXCEEDED,
+# HTTP statuses an orchestrator may answer, as kinds of error (google.rpc's mapping of
+# codes to HTTP statuses, reversed).
+_HTTP_KINDS: dict[int, type[GatewayError]] = {
+    400: InvalidArgument,
+    401: Unauthenticated,
+    403: PermissionDenied,
+    404: NotFound,
+    409: AlreadyExists,
+    412: FailedPrecondition,
+    429: ResourceExhausted,
+    499: Cancelled,
+    501: Unimplemented,
+    503: Unavailable,
+    504: DeadlineExceeded,
 }
 
 
@@ -88,7 +100,11 @@ class OrchestratorTimeout(Exception):
 
 
 class WorkflowError(GatewayError):
-    """The orchestrator ran and failed, or could not be run; ``code`` says which."""
+    """The orchestrator ran and failed, or could not be run; ``kind`` says which.
+
+    The kind is given, not the class, as a ``QueryError``'s is: an orchestrator that
+    answers 404 is not the gateway's own ``NotFound``.
+    """
 
     reason = "WORKFLOW_FAILED"
 
@@ -96,12 +112,12 @@ class WorkflowError(GatewayError):
         self,
         message: str,
         *,
-        code: grpc.StatusCode = _S.INTERNAL,
+        kind: type[GatewayError] = Internal,
         reason: str | None = None,
         metadata: dict[str, str] | None = None,
     ) -> None:
         super().__init__(_clip(message), reason=reason, metadata=metadata)
-        self.code = code
+        self.kind = kind
 
 
 class WorkflowTimeout(DeadlineExceeded):
@@ -116,9 +132,11 @@ class WorkflowTimeout(DeadlineExceeded):
     reason = "WORKFLOW_TIMEOUT"
 
     def __init__(self, message: str, *, run_id: str, run_log: RunLog | None) -> None:
-        detail = struct_pb2.Struct()
-        detail.update(_log_detail(run_id, run_log))
-        super().__init__(_clip(message), metadata={"run_id": run_id}, extra_details=[detail])
+        super().__init__(
+            _clip(message),
+            metadata={"run_id": run_id},
+            json_detail=_log_detail(run_id, run_log),
+        )
         self.run_id = run_id
         self.run_log = run_log
 
@@ -237,7 +255,7 @@ def result_from_answer(payload: Any, run_id: str) -> OrchestratorResult:
             metadata["error_type"] = body["error_type"]
         raise WorkflowError(
             detail or f"the orchestrator failed with statusCode {status}",
-            code=_HTTP_CODES.get(status, _S.FAILED_PRECONDITION if status < 500 else _S.INTERNAL),
+            kind=_HTTP_KINDS.get(status, FailedPrecondition if status < 500 else Internal),
             reason="ORCHESTRATOR_ERROR",
             metadata=metadata,
         )

@@ -20,7 +20,6 @@ import json
 import time
 from typing import Any
 
-import grpc
 import psycopg2
 from psycopg2 import sql
 
@@ -28,6 +27,7 @@ from datamorph_gateway.db import sqltext
 from datamorph_gateway.db.names import InvalidTableName, TableName, parse_table_name
 from datamorph_gateway.db.pool import Connection
 from datamorph_gateway.errors import (
+    AlreadyExists,
     FailedPrecondition,
     GatewayError,
     InvalidArgument,
@@ -296,6 +296,6 @@ def _exists(target_text: str) -> GatewayError:
     return WorkflowError(
         f"target_table {clip(target_text)!r} already exists; the development orchestrator only "
         "creates new tables (drop it, or choose another name)",
-        code=grpc.StatusCode.ALREADY_EXISTS,
+        kind=AlreadyExists,
         reason="TARGET_TABLE_EXISTS",
     )

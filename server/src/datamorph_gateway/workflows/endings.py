@@ -17,9 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import grpc
-
-from datamorph_gateway.errors import GatewayError
+from datamorph_gateway.errors import Aborted, DeadlineExceeded, GatewayError
 from datamorph_gateway.logstore import RunLog, make_entry, utc_timestamp
 from datamorph_gateway.workflows.base import WorkflowError
 from datamorph_gateway.workflows.leases import Lapsed
@@ -44,10 +42,11 @@ def ended_as_abandoned(run_log: RunLog | None) -> bool:
 def failure_entries(error: BaseException) -> list[dict[str, Any]]:
     """Error and end entries saying what a failed run's caller was answered."""
     if isinstance(error, GatewayError):
-        code, reason, message = error.code.name, error.reason, error.message
+        code, reason, message = error.kind_name, error.reason, error.message
+        status = "timed_out" if error.kind is DeadlineExceeded else "failed"
     else:
         code, reason, message = "INTERNAL", "INTERNAL", "the workflow failed inside the gateway"
-    status = "timed_out" if code == grpc.StatusCode.DEADLINE_EXCEEDED.name else "failed"
+        status = "failed"
     return [
         make_entry(
             "error",
@@ -102,7 +101,7 @@ def abandoned_error(lapsed: Lapsed) -> WorkflowError:
     return WorkflowError(
         f"run {lapsed.run_id} never finished: {_last_seen(lapsed)}; its logs show how far it "
         "got, and this idempotency key will not start another run",
-        code=grpc.StatusCode.ABORTED,
+        kind=Aborted,
         reason=ABANDONED,
         metadata={"run_id": lapsed.run_id},
     )

@@ -28,11 +28,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
-
 from datamorph_gateway.db.owned import OwnedTables
 from datamorph_gateway.db.pool import ConnectionPool
-from datamorph_gateway.errors import GatewayError, Unavailable
+from datamorph_gateway.errors import KINDS, GatewayError, Unavailable
 from datamorph_gateway.workflows.base import OrchestratorResult, WorkflowError
 
 # The same schema as the PostgreSQL log store.
@@ -104,7 +102,7 @@ def outcome_of(result: OrchestratorResult | None, error: BaseException | None) -
     if isinstance(error, GatewayError):
         return {
             "error": {
-                "code": error.code.name,
+                "code": error.kind_name,
                 "message": error.message,
                 "reason": error.reason,
                 "metadata": error.metadata,
@@ -122,7 +120,7 @@ def replay(outcome: dict[str, Any]) -> OrchestratorResult:
     e = outcome["error"]
     raise WorkflowError(
         e["message"],
-        code=grpc.StatusCode[e["code"]],
+        kind=KINDS[e["code"]],
         reason=e["reason"],
         metadata={str(k): str(v) for k, v in e["metadata"].items()},
     )

@@ -46,22 +46,19 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
-
 from datamorph_gateway.config import Settings
-from datamorph_gateway.db.names import InvalidTableName, parse_table_name
 from datamorph_gateway.errors import (
+    Aborted,
+    Cancelled,
     DeadlineExceeded,
     FailedPrecondition,
-    FieldViolation,
     GatewayError,
     InvalidArgument,
     NotFound,
     ResourceExhausted,
     Unavailable,
-    clip,
 )
-from datamorph_gateway.logstore import LogEvent, LogStore, RunLog, check_run_id, utc_timestamp
+from datamorph_gateway.logstore import LogEvent, LogStore, RunLog, utc_timestamp
 from datamorph_gateway.workflows.base import (
     Orchestrator,
     OrchestratorResult,
@@ -82,7 +79,6 @@ from datamorph_gateway.workflows.ledger import Held, Ledger, outcome_of, replay
 
 log = logging.getLogger(__name__)
 
-MAX_IDEMPOTENCY_KEY_CHARS = 256
 STOP_CHECK_S = 0.5
 ADOPT_EVERY_S = 60.0
 
@@ -95,7 +91,7 @@ def new_run_id(now: dt.datetime | None = None) -> str:
 
 @dataclass(frozen=True)
 class WorkflowRequest:
-    """StartWorkflow's fields, as the caller sent them."""
+    """StartWorkflow's fields, checked (``validation``): the runner takes them as they are."""
 
     prompt: str
     source_tables: Sequence[str] = ()
@@ -146,7 +142,7 @@ def _left(deadline: float | None) -> float | None:
 def _cancelled(run_id: str) -> WorkflowError:
     return WorkflowError(
         f"the request was cancelled; run {run_id} goes on",
-        code=grpc.StatusCode.CANCELLED,
+        kind=Cancelled,
         reason="CANCELLED",
         metadata={"run_id": run_id},
     )
@@ -205,7 +201,6 @@ class WorkflowRunner:
         ``should_stop`` (e.g. "the RPC was cancelled") is checked every
         ``STOP_CHECK_S`` and ends the wait, not the run.
         """
-        self._check(request)
         if timeout_s is not None and timeout_s <= 0:  # never start a run nobody waits for
             raise DeadlineExceeded("the request's deadline passed before the workflow could start")
         key = request.idempotency_key
@@ -308,7 +303,7 @@ class WorkflowRunner:
                 raise WorkflowError(
                     f"run {run_id} never finished: the gateway running it stopped; its logs "
                     "show how far it got, and this idempotency key will not start another run",
-                    code=grpc.StatusCode.ABORTED,
+                    kind=Aborted,
                     reason=ABANDONED,
                     metadata={"run_id": run_id},
                 )
@@ -334,7 +329,7 @@ class WorkflowRunner:
                 raise WorkflowError(
                     f"{f'run {run_id}' if announced else 'the run that held it'} no longer "
                     "holds this idempotency key; send the request again",
-                    code=grpc.StatusCode.ABORTED,
+                    kind=Aborted,
                     reason="KEY_RELEASED",
                     # A run released before it started has no log: its id leads nowhere.
                     metadata={"run_id": run_id} if announced else {},
@@ -386,40 +381,6 @@ class WorkflowRunner:
                 return
             if should_stop is not None and should_stop():
                 raise _cancelled(run.run_id)
-
-    def _check(self, request: WorkflowRequest) -> None:
-        s = self._settings
-        if not request.prompt.strip():
-            raise InvalidArgument.field("prompt", "must not be empty")
-        size = len(request.prompt.encode("utf-8", errors="surrogatepass"))
-        if size > s.max_query_bytes:
-            raise InvalidArgument.field(
-                "prompt", f"is {size} bytes, over the limit of {s.max_query_bytes}"
-            )
-        if len(request.source_tables) > s.max_table_names:
-            raise InvalidArgument.field(
-                "source_tables",
-                f"at most {s.max_table_names} tables, got {len(request.source_tables)}",
-            )
-        violations = []
-        named = [(f"source_tables[{i}]", t) for i, t in enumerate(request.source_tables)]
-        if request.target_table:
-            named.append(("target_table", request.target_table))
-        for field, name in named:
-            try:
-                parse_table_name(name)
-            except InvalidTableName as exc:
-                violations.append(FieldViolation(field, f"{clip(name)!r}: {exc}"))
-        if violations:
-            message = "; ".join(f"{v.field}: {v.description}" for v in violations)
-            raise InvalidArgument(message, violations=violations)
-        key = request.idempotency_key
-        if len(key) > MAX_IDEMPOTENCY_KEY_CHARS:
-            raise InvalidArgument.field(
-                "idempotency_key", f"must be at most {MAX_IDEMPOTENCY_KEY_CHARS} characters"
-            )
-        if any(ord(ch) < 32 or ord(ch) == 127 for ch in key):
-            raise InvalidArgument.field("idempotency_key", "must not contain control characters")
 
     def _exhausted(self, what: str, limit: int) -> ResourceExhausted:
         return ResourceExhausted(
@@ -504,7 +465,7 @@ class WorkflowRunner:
         except GatewayError as exc:
             exc.metadata.setdefault("run_id", run.run_id)
             run.error = exc
-            outcome = exc.code.name
+            outcome = exc.kind_name
         except Exception as exc:
             log.exception("run %s: the orchestrator adapter failed", run.run_id)
             run.error = exc
@@ -696,7 +657,6 @@ class WorkflowRunner:
         no entries yet is waited for. Otherwise, until its newest entry is a
         success, error or end entry. See ``LogStore.follow``.
         """
-        check_run_id(run_id)
         running: Callable[[], bool] | None = None
         if self.is_running(run_id):
             running = lambda: self.is_running(run_id)  # noqa: E731
