@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING
 from datamorph_gateway import __version__, logging_setup
 from datamorph_gateway.app import Gateway, PortInUseError
 from datamorph_gateway.config import Settings, load_settings
+from datamorph_gateway.config_secret import load_secret
 from datamorph_gateway.datadir import DataDirInUse, hold_data_dir
 from datamorph_gateway.errors import ConfigError
-from datamorph_gateway.secrets import load_secret
 
 if TYPE_CHECKING:
     from datamorph_gateway.embedded_db import EmbeddedDatabase

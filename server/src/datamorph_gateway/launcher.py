@@ -56,10 +56,10 @@ from datamorph_gateway import __version__, logging_setup
 from datamorph_gateway.auth.authenticator import check_exposure
 from datamorph_gateway.children import PROG, EnvoyChild, GatewayProcess, LaunchError
 from datamorph_gateway.config import Settings, load_settings
+from datamorph_gateway.config_secret import load_secret
 from datamorph_gateway.datadir import DataDirLock, hold_data_dir
 from datamorph_gateway.db.connect import RoleDsns, catalog_only, describe_login, refusal
 from datamorph_gateway.errors import ConfigError
-from datamorph_gateway.secrets import load_secret
 from datamorph_gateway.sidecar import SidecarOptions, envoy_binary
 from datamorph_gateway.sidecar.config import cleartext_warning, options_from_settings
 from datamorph_gateway.supervisor import CrashLoop, RestartPolicy, Supervisor
