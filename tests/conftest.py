@@ -24,7 +24,7 @@ import pytest
 from psycopg2 import sql
 from psycopg2.extensions import make_dsn, parse_dsn
 
-from datamorph_gateway.embedded import EmbeddedPostgres
+from datamorph_gateway.pg.server import EmbeddedPostgres
 
 from .fixtures import roles
 

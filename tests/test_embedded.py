@@ -18,11 +18,11 @@ import pytest
 from psycopg2 import sql
 from psycopg2.extensions import make_dsn, parse_dsn
 
-from datamorph_gateway.demo import CUSTOMER_COUNT, ORDER_COUNT, ORDER_STATUSES, seed_demo
-from datamorph_gateway.embedded import EmbeddedPostgres, EmbeddedPostgresError
+from datamorph_gateway.pg.demo import CUSTOMER_COUNT, ORDER_COUNT, ORDER_STATUSES, seed_demo
+from datamorph_gateway.pg.server import EmbeddedPostgres, EmbeddedPostgresError
 
 # Pinned on purpose: the demo data must be identical on every machine and server version.
-# Change these only together with a deliberate change to the generator in demo.py.
+# Change these only together with a deliberate change to the generator in pg/demo.py.
 CUSTOMERS_MD5 = "3d0ba647497a36b00e49af2e74d5c1dd"
 ORDERS_MD5 = "80301b8514d9099e8a2a483d1de9fc2d"
 

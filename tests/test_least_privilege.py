@@ -357,7 +357,7 @@ def tls_database(tmp_path: Path) -> Iterator[tuple[str, Path, Path, Path]]:
     """(superuser DSN, the right CA file, another CA file, psql) of a TLS-only PostgreSQL."""
     if not _SYSTEM_BINARIES:
         pytest.skip("no PostgreSQL built with SSL here (/usr/lib/postgresql/*/bin)")
-    from datamorph_gateway.embedded import _give_to, _run, _system_user
+    from datamorph_gateway.pg.server import _give_to, _run, _system_user
 
     bin_dir = _SYSTEM_BINARIES[-1].parent
     pki = make_pki(tmp_path / "pki")
@@ -458,7 +458,7 @@ def test_roles_sql_runs_none_of_the_callers_functions(
     A function of the caller's with a closer match than the built-in (unnest(text[]) over
     unnest(anyarray)) ran with the superuser's rights and gave the caller a shell.
     """
-    from datamorph_gateway.embedded_db import apply_roles_script
+    from datamorph_gateway.pg.devdb import apply_roles_script
 
     made = roles_for(seeded_database)
     assert made is not None

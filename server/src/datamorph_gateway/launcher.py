@@ -362,7 +362,7 @@ def _run(settings: Settings, stop: threading.Event, stack: contextlib.ExitStack)
     if configured is not None:
         _wait_for_database(settings, configured, stop)
     else:
-        from datamorph_gateway.embedded_db import start_embedded_database
+        from datamorph_gateway.pg.devdb import start_embedded_database
 
         embedded = start_embedded_database(settings)
         stack.callback(embedded.stop)
