@@ -25,6 +25,7 @@ from typing import IO
 
 import psutil
 
+from datamorph_gateway.excerpts import tail
 from datamorph_gateway.sidecar import EnvoyProcess, SidecarOptions, write_config
 from datamorph_gateway.sidecar.config import GATEWAY_CLUSTER, LISTENER
 
@@ -69,7 +70,7 @@ def _tail(path: Path, lines: int = 30) -> str:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return ""
-    return "\n".join(text.rstrip().splitlines()[-lines:])
+    return tail(text, lines)
 
 
 def gateway_env(dsn: str, **overrides: str) -> dict[str, str]:

@@ -60,6 +60,7 @@ from datamorph_gateway.config_secret import load_secret
 from datamorph_gateway.datadir import DataDirLock, hold_data_dir
 from datamorph_gateway.db.connect import RoleDsns, catalog_only, describe_login, refusal
 from datamorph_gateway.errors import ConfigError
+from datamorph_gateway.excerpts import first_line
 from datamorph_gateway.sidecar import SidecarOptions, envoy_binary
 from datamorph_gateway.sidecar.config import cleartext_warning, options_from_settings
 from datamorph_gateway.supervisor import CrashLoop, RestartPolicy, Supervisor
@@ -331,8 +332,7 @@ def _wait_for_database(settings: Settings, dsn: str, stop: threading.Event) -> N
         except psycopg2.OperationalError as exc:
             if refusal(exc) is not None:
                 return  # the gateway reports it, in its words
-            text = str(exc).strip()
-            reason = text.splitlines()[0] if text else type(exc).__name__
+            reason = first_line(exc)
         if stop.is_set():
             raise _Stop
         if time.monotonic() + pause >= deadline:

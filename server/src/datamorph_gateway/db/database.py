@@ -53,6 +53,7 @@ from datamorph_gateway.errors import (
     Unavailable,
     from_database_error,
 )
+from datamorph_gateway.excerpts import first_line
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -201,11 +202,10 @@ class Database:
                         f"cannot connect to the database as the {purpose} "
                         f"({describe_login(dsn)}): {reason}"
                     ) from None
-                text = str(exc).strip()
                 log.warning(
                     "the database is not reachable at start-up (%s): the gateway answers "
                     "UNAVAILABLE until it is, and checks each role when it connects",
-                    text.splitlines()[0] if text else type(exc).__name__,
+                    first_line(exc),
                 )
                 for pool in (self.pool, self.reader_pool):
                     if pool is not None:

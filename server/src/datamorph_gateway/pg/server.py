@@ -42,6 +42,8 @@ import psycopg2
 import psycopg2.extensions
 import psycopg2.sql
 
+from datamorph_gateway.excerpts import tail
+
 with warnings.catch_warnings():
     # Importing the package builds PostgresServer's lock path at class level, which warns
     # when XDG_RUNTIME_DIR is unset (root shells, containers); that class is never used here.
@@ -454,7 +456,7 @@ class EmbeddedPostgres:
             if output.returncode != 0:
                 raise EmbeddedPostgresError(
                     f"initdb failed for {self._data_dir} (exit {output.returncode}):\n"
-                    f"{_tail(output.text)}"
+                    f"{tail(output.text, _LOG_TAIL_LINES)}"
                 )
             with (staging / "postgresql.conf").open("a", encoding="utf-8") as conf:
                 conf.write(_CONF_DEFAULTS)
@@ -505,7 +507,8 @@ class EmbeddedPostgres:
             timeout=_START_TIMEOUT_S + 10,
         )
         if result.returncode != 0:
-            self._fail_start(user, log_offset, f"pg_ctl start failed:\n{_tail(result.text)}")
+            failed = f"pg_ctl start failed:\n{tail(result.text, _LOG_TAIL_LINES)}"
+            self._fail_start(user, log_offset, failed)
         while True:
             try:
                 psycopg2.connect(self.dsn, connect_timeout=2).close()
@@ -527,7 +530,7 @@ class EmbeddedPostgres:
                 server_log = handle.read().decode("utf-8", "replace")
         if self._live_postmaster_pid() is not None:
             self._shutdown(user)
-        message = f"{reason}\n--- {self.log_path} ---\n{_tail(server_log)}"
+        message = f"{reason}\n--- {self.log_path} ---\n{tail(server_log, _LOG_TAIL_LINES)}"
         if "could not bind" in server_log or "Address already in use" in server_log:
             raise _PortInUseError(message)
         raise EmbeddedPostgresError(message)
@@ -613,7 +616,8 @@ def _run(args: list[str], *, user: str | None, cwd: Path, timeout: float) -> _Ou
             output.seek(0)
             text = output.read().decode("utf-8", "replace")
             raise EmbeddedPostgresError(
-                f"{Path(args[0]).name} timed out after {timeout:.0f}s:\n{_tail(text)}"
+                f"{Path(args[0]).name} timed out after {timeout:.0f}s:\n"
+                f"{tail(text, _LOG_TAIL_LINES)}"
             ) from exc
         output.seek(0)
         return _Output(completed.returncode, output.read().decode("utf-8", "replace"))
@@ -655,7 +659,3 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _tail(text: str) -> str:
-    return "\n".join(text.rstrip().splitlines()[-_LOG_TAIL_LINES:])

@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import IO
 
+from datamorph_gateway.excerpts import tail
+
 __all__ = ["EnvoyError", "EnvoyProcess", "admin_connection", "envoy_binary", "validate"]
 
 _POLL_S = 0.05
@@ -84,7 +86,9 @@ def validate(config_path: Path, binary: Path | None = None) -> None:
         check=False,
     )
     if result.returncode != 0:
-        raise EnvoyError(f"Envoy rejected {config_path}:\n{_tail(result.stdout + result.stderr)}")
+        raise EnvoyError(
+            f"Envoy rejected {config_path}:\n{tail(result.stdout + result.stderr, _LOG_TAIL_LINES)}"
+        )
 
 
 class EnvoyProcess:
@@ -234,13 +238,9 @@ class EnvoyProcess:
         if self.log_path is None or not self.log_path.exists():
             return ""
         text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        return f":\n{_tail(text)}" if text.strip() else ""
+        return f":\n{tail(text, _LOG_TAIL_LINES)}" if text.strip() else ""
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
-
-
-def _tail(text: str) -> str:
-    return "\n".join(text.rstrip().splitlines()[-_LOG_TAIL_LINES:])
