@@ -25,6 +25,7 @@ from typing import IO
 
 import psutil
 
+from datamorph_gateway import process_group
 from datamorph_gateway.excerpts import tail
 from datamorph_gateway.sidecar import EnvoyProcess, SidecarOptions, write_config
 from datamorph_gateway.sidecar.config import GATEWAY_CLUSTER, LISTENER
@@ -50,19 +51,10 @@ def stop_group(process: subprocess.Popen[bytes] | None, timeout_s: float = 10.0)
     """SIGTERM the child's process group, SIGKILL it after `timeout_s`; always reap."""
     if process is None:
         return
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-    else:
+    if process.poll() is not None:
         # The leader is gone; make sure nothing it started outlives it.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
+        process_group.signal_group(process.pid, signal.SIGKILL)
+    process_group.stop_group(process, timeout_s)
 
 
 def _tail(path: Path, lines: int = 30) -> str:

@@ -14,7 +14,6 @@ import http.client
 import importlib
 import json
 import os
-import signal
 import socket
 import subprocess
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import IO
 
 from datamorph_gateway.excerpts import tail
+from datamorph_gateway.process_group import stop_group
 
 __all__ = ["EnvoyError", "EnvoyProcess", "admin_connection", "envoy_binary", "validate"]
 
@@ -219,13 +219,7 @@ class EnvoyProcess:
         process, self._process = self._process, None
         if process is not None:
             try:
-                if process.poll() is None:
-                    _signal_group(process.pid, signal.SIGTERM)
-                    try:
-                        process.wait(timeout_s)
-                    except subprocess.TimeoutExpired:
-                        _signal_group(process.pid, signal.SIGKILL)
-                        process.wait()
+                stop_group(process, timeout_s)
             finally:
                 self._admin_path.unlink(missing_ok=True)
                 if self.admin_address.startswith("/"):
@@ -239,8 +233,3 @@ class EnvoyProcess:
             return ""
         text = self.log_path.read_text(encoding="utf-8", errors="replace")
         return f":\n{tail(text, _LOG_TAIL_LINES)}" if text.strip() else ""
-
-
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
