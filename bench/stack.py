@@ -28,7 +28,8 @@ import psutil
 from datamorph_gateway import process_group
 from datamorph_gateway.excerpts import tail
 from datamorph_gateway.sidecar import EnvoyProcess, SidecarOptions, write_config
-from datamorph_gateway.sidecar.config import GATEWAY_CLUSTER, LISTENER
+from datamorph_gateway.sidecar.cluster import GATEWAY_CLUSTER
+from datamorph_gateway.sidecar.render import LISTENER
 
 REPO = Path(__file__).resolve().parents[1]
 DESCRIPTOR_SET = REPO / "envoy" / "gateway.binpb"

@@ -34,7 +34,7 @@ from datamorph.gateway.v1 import gateway_pb2_grpc as pb_grpc
 from datamorph_client import GatewayClient, GatewayError
 from datamorph_gateway.config import Settings
 from datamorph_gateway.pg.server import EmbeddedPostgres
-from datamorph_gateway.sidecar.config import GATEWAY_CLUSTER
+from datamorph_gateway.sidecar.cluster import GATEWAY_CLUSTER
 from datamorph_gateway.sidecar.process import admin_connection
 
 from .fixtures.certs import make_pki

@@ -20,7 +20,7 @@ from typing import IO
 
 from datamorph_gateway.process_group import stop_group
 from datamorph_gateway.sidecar import EnvoyProcess, SidecarOptions
-from datamorph_gateway.sidecar.config import LISTENER, write_config
+from datamorph_gateway.sidecar.render import LISTENER, write_config
 
 __all__ = ["PROG", "EnvoyChild", "GatewayProcess", "LaunchError"]
 

@@ -62,7 +62,7 @@ from datamorph_gateway.db.connect import RoleDsns, catalog_only, describe_login,
 from datamorph_gateway.errors import ConfigError
 from datamorph_gateway.excerpts import first_line
 from datamorph_gateway.sidecar import SidecarOptions, envoy_binary
-from datamorph_gateway.sidecar.config import cleartext_warning, options_from_settings
+from datamorph_gateway.sidecar.options import cleartext_warning, options_from_settings
 from datamorph_gateway.supervisor import CrashLoop, RestartPolicy, Supervisor
 
 __all__ = ["LaunchError", "main"]
