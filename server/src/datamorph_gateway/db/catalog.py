@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from datamorph_gateway.db.names import TableName
-from datamorph_gateway.db.owned import SCHEMA as GATEWAY_SCHEMA
+from datamorph_gateway.db.own_tables import SCHEMA as GATEWAY_SCHEMA
 from datamorph_gateway.db.pool import Connection
 from datamorph_gateway.db.statements import Budget, Prepared
 from datamorph_gateway.errors import NotFound, PermissionDenied, clip

@@ -30,7 +30,7 @@ from typing import Any
 
 import grpc
 
-from datamorph_gateway.db.owned import OwnedTables
+from datamorph_gateway.db.own_tables import OwnedTables
 from datamorph_gateway.db.pool import ConnectionPool
 from datamorph_gateway.errors import GatewayError, Unavailable
 from datamorph_gateway.workflows.base import OrchestratorResult, WorkflowError
