@@ -31,9 +31,10 @@ from psycopg2 import sql
 
 from bench.loadstats import LoadResult, summarize
 from datamorph_gateway.db import catalog, decoding, sampling
+from datamorph_gateway.db.budget import Budget, execute
 from datamorph_gateway.db.names import parse_table_name
 from datamorph_gateway.db.pool import discard_session
-from datamorph_gateway.db.statements import Budget, PreparingConnection, execute
+from datamorph_gateway.db.prepared import PreparingConnection
 
 Connection = psycopg2.extensions.connection
 Operation = Callable[[Connection], None]

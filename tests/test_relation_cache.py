@@ -12,9 +12,10 @@ import pytest
 
 from datamorph_client import GatewayClient, GatewayError
 from datamorph_gateway.db import sampling
+from datamorph_gateway.db.budget import Budget
 from datamorph_gateway.db.catalog import Relation, RelationCache
 from datamorph_gateway.db.names import parse_table_name
-from datamorph_gateway.db.statements import Budget, PreparingConnection
+from datamorph_gateway.db.prepared import PreparingConnection
 from datamorph_gateway.errors import NotFound
 
 from .fixtures.tracing import Tracing

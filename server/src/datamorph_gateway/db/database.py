@@ -31,6 +31,7 @@ from psycopg2.extensions import parse_dsn
 
 from datamorph_gateway.config import Settings
 from datamorph_gateway.db import catalog, decoding, query, sampling
+from datamorph_gateway.db.budget import Budget
 from datamorph_gateway.db.cancel import CancelScope
 from datamorph_gateway.db.connect import (
     DatabaseLogin,
@@ -43,9 +44,9 @@ from datamorph_gateway.db.decoding import ColumnType, TypeCatalog, decode_rows
 from datamorph_gateway.db.health import HealthProbe
 from datamorph_gateway.db.names import TableName
 from datamorph_gateway.db.pool import Connection, ConnectionBudget, ConnectionPool
+from datamorph_gateway.db.prepared import PreparingConnection
 from datamorph_gateway.db.privileges import RoleGuard
 from datamorph_gateway.db.sqltext import Script, Statement
-from datamorph_gateway.db.statements import Budget, PreparingConnection
 from datamorph_gateway.errors import (
     ConfigError,
     FailedPrecondition,

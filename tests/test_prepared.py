@@ -9,7 +9,8 @@ import psycopg2.errors
 import psycopg2.extensions
 import pytest
 
-from datamorph_gateway.db.statements import Budget, Prepared, PreparingConnection
+from datamorph_gateway.db.budget import Budget
+from datamorph_gateway.db.prepared import Prepared, PreparingConnection
 
 from .fixtures.tracing import Tracing
 
