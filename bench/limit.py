@@ -2,7 +2,7 @@
 
 What no gateway in front of this database can beat from Python: each operation sends
 the statements the gateway sends for that RPC, built by the gateway's own database
-modules (``catalog``, ``sampling``, ``statements``: reads on autocommit connections,
+modules (``catalog``, ``sampling``, ``budget``, ``prepared``: reads on autocommit connections,
 each statement carrying its time limit in the same round trip, catalog queries prepared
 once per connection; ``ExecuteQuery`` in a
 transaction with a server-side cursor and ``DISCARD ALL``), and fetches the rows into
