@@ -18,8 +18,8 @@ from pathlib import Path
 import psycopg2
 from psycopg2 import sql
 
-from datamorph_gateway.embedded import SUPERUSER, EmbeddedPostgres
-from datamorph_gateway.embedded_db import READER_ROLE, WATCHDOG_ROLE, prepare_database
+from datamorph_gateway.pg.devdb import READER_ROLE, WATCHDOG_ROLE, prepare_database
+from datamorph_gateway.pg.server import SUPERUSER, EmbeddedPostgres
 
 log = logging.getLogger("bench")
 

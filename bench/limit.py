@@ -2,7 +2,7 @@
 
 What no gateway in front of this database can beat from Python: each operation sends
 the statements the gateway sends for that RPC, built by the gateway's own database
-modules (``catalog``, ``sampling``, ``statements``: reads on autocommit connections,
+modules (``catalog``, ``sampling``, ``budget``, ``prepared``: reads on autocommit connections,
 each statement carrying its time limit in the same round trip, catalog queries prepared
 once per connection; ``ExecuteQuery`` in a
 transaction with a server-side cursor and ``DISCARD ALL``), and fetches the rows into
@@ -31,9 +31,10 @@ from psycopg2 import sql
 
 from bench.loadstats import LoadResult, summarize
 from datamorph_gateway.db import catalog, decoding, sampling
+from datamorph_gateway.db.budget import Budget, execute
 from datamorph_gateway.db.names import parse_table_name
 from datamorph_gateway.db.pool import discard_session
-from datamorph_gateway.db.statements import Budget, PreparingConnection, execute
+from datamorph_gateway.db.prepared import PreparingConnection
 
 Connection = psycopg2.extensions.connection
 Operation = Callable[[Connection], None]

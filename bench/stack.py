@@ -25,8 +25,11 @@ from typing import IO
 
 import psutil
 
+from datamorph_gateway import process_group
+from datamorph_gateway.excerpts import tail
 from datamorph_gateway.sidecar import EnvoyProcess, SidecarOptions, write_config
-from datamorph_gateway.sidecar.config import GATEWAY_CLUSTER, LISTENER
+from datamorph_gateway.sidecar.cluster import GATEWAY_CLUSTER
+from datamorph_gateway.sidecar.render import LISTENER
 
 REPO = Path(__file__).resolve().parents[1]
 DESCRIPTOR_SET = REPO / "envoy" / "gateway.binpb"
@@ -49,19 +52,10 @@ def stop_group(process: subprocess.Popen[bytes] | None, timeout_s: float = 10.0)
     """SIGTERM the child's process group, SIGKILL it after `timeout_s`; always reap."""
     if process is None:
         return
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-    else:
+    if process.poll() is not None:
         # The leader is gone; make sure nothing it started outlives it.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
+        process_group.signal_group(process.pid, signal.SIGKILL)
+    process_group.stop_group(process, timeout_s)
 
 
 def _tail(path: Path, lines: int = 30) -> str:
@@ -69,7 +63,7 @@ def _tail(path: Path, lines: int = 30) -> str:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return ""
-    return "\n".join(text.rstrip().splitlines()[-lines:])
+    return tail(text, lines)
 
 
 def gateway_env(dsn: str, **overrides: str) -> dict[str, str]:
@@ -80,23 +74,41 @@ def gateway_env(dsn: str, **overrides: str) -> dict[str, str]:
     return env
 
 
-class GatewayServer:
-    """``python -m datamorph_gateway`` as deployed; its address comes from its ready line."""
+class _Child:
+    """A child in a process group of its own, its output in ``log_path``."""
 
-    def __init__(
-        self, env: dict[str, str], log_path: Path, module: str = "datamorph_gateway"
-    ) -> None:
-        self._env = env
-        self._module = module  # bench.floor serves a bare server with the same ready line
+    def __init__(self, log_path: Path) -> None:
         self.log_path = log_path
         self._log: IO[bytes] | None = None
         self.process: subprocess.Popen[bytes] | None = None
-        self.address = ""
 
     @property
     def pid(self) -> int:
         assert self.process is not None
         return self.process.pid
+
+    def poll(self) -> int | None:
+        """The exit code once the process has ended, else None."""
+        return self.process.poll() if self.process is not None else None
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        stop_group(process, timeout_s=15.0)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+class GatewayServer(_Child):
+    """``python -m datamorph_gateway`` as deployed; its address comes from its ready line."""
+
+    def __init__(
+        self, env: dict[str, str], log_path: Path, module: str = "datamorph_gateway"
+    ) -> None:
+        super().__init__(log_path)
+        self._env = env
+        self._module = module  # bench.floor serves a bare server with the same ready line
+        self.address = ""
 
     def launch(self) -> None:
         """Spawn the process and return at once (start-up timing polls it by itself)."""
@@ -127,17 +139,6 @@ class GatewayServer:
                 why = f"exited with code {code}" if code is not None else "did not start in time"
                 raise StackError(f"the gateway {why}:\n{_tail(self.log_path)}")
             time.sleep(_POLL_S)
-
-    def poll(self) -> int | None:
-        """The exit code once the process has ended, else None."""
-        return self.process.poll() if self.process is not None else None
-
-    def stop(self) -> None:
-        process, self.process = self.process, None
-        stop_group(process, timeout_s=15.0)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
 
 
 class Envoy:
@@ -200,16 +201,14 @@ class Envoy:
         self._process.stop()
 
 
-class Baseline:
+class Baseline(_Child):
     """The Flask gateway rebuilt (bench/baseline): gunicorn with 4 sync workers."""
 
     def __init__(self, dsn: str, run_dir: Path, workers: int = 4) -> None:
+        super().__init__(run_dir / "baseline.log")
         self._dsn = dsn
         self._workers = workers
-        self.log_path = run_dir / "baseline.log"
         self._app_log = run_dir / "baseline-app.log"
-        self._log: IO[bytes] | None = None
-        self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
 
     def start(self, timeout_s: float = 60.0) -> int:
@@ -246,24 +245,9 @@ class Baseline:
             time.sleep(_POLL_S)
         return self.port
 
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def poll(self) -> int | None:
-        return self.process.poll() if self.process is not None else None
-
     def worker_pids(self) -> list[int]:
         assert self.process is not None
         return [p.pid for p in psutil.Process(self.process.pid).children()]
-
-    def stop(self) -> None:
-        process, self.process = self.process, None
-        stop_group(process, timeout_s=15.0)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
 
 
 def http_ok(host: str, port: int, path: str) -> bool:

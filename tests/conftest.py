@@ -9,7 +9,6 @@ dropped at the end, so runs never see each other's tables.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,14 +18,13 @@ from pathlib import Path
 # nothing here uses gRPC across a fork, so turn the handlers off before gRPC loads.
 os.environ["GRPC_ENABLE_FORK_SUPPORT"] = "0"
 
-import psycopg2
 import pytest
-from psycopg2 import sql
 from psycopg2.extensions import make_dsn, parse_dsn
 
-from datamorph_gateway.embedded import EmbeddedPostgres
+from datamorph_gateway.pg.server import EmbeddedPostgres
 
 from .fixtures import roles
+from .fixtures.databases import throwaway_database
 
 pytest_plugins = ["tests.fixtures.gateway", "tests.fixtures.aws", "tests.fixtures.envoy"]
 
@@ -56,24 +54,16 @@ def database_url(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> I
     It logs in as the session's own serving role (made by deploy/sql/roles.sql, see
     tests/fixtures/roles.py), which owns the database: never as a superuser.
     """
-    name = f"dmgw_test_{uuid.uuid4().hex[:12]}"
-    admin = psycopg2.connect(server_url)
-    admin.autocommit = True
     made = None
     try:
-        with admin.cursor() as cur:
-            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        passfile = tmp_path_factory.mktemp("roles") / "pgpass"
-        made = roles.provision(_with_dbname(server_url, name), name, passfile)
-        yield made.app_dsn
+        with throwaway_database(server_url, "dmgw_test") as name:
+            passfile = tmp_path_factory.mktemp("roles") / "pgpass"
+            made = roles.provision(_with_dbname(server_url, name), name, passfile)
+            yield made.app_dsn
     finally:
-        with admin.cursor() as cur:
-            cur.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+        # Once the database is gone: they own what was in it.
         if made is not None:
             roles.drop(server_url, made)
-        admin.close()
 
 
 @pytest.fixture(scope="session")

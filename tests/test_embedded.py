@@ -7,7 +7,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,14 +14,15 @@ from typing import Any
 
 import psycopg2
 import pytest
-from psycopg2 import sql
 from psycopg2.extensions import make_dsn, parse_dsn
 
-from datamorph_gateway.demo import CUSTOMER_COUNT, ORDER_COUNT, ORDER_STATUSES, seed_demo
-from datamorph_gateway.embedded import EmbeddedPostgres, EmbeddedPostgresError
+from datamorph_gateway.pg.demo import CUSTOMER_COUNT, ORDER_COUNT, ORDER_STATUSES, seed_demo
+from datamorph_gateway.pg.server import EmbeddedPostgres, EmbeddedPostgresError
+
+from .fixtures.databases import throwaway_database
 
 # Pinned on purpose: the demo data must be identical on every machine and server version.
-# Change these only together with a deliberate change to the generator in demo.py.
+# Change these only together with a deliberate change to the generator in pg/demo.py.
 CUSTOMERS_MD5 = "3d0ba647497a36b00e49af2e74d5c1dd"
 ORDERS_MD5 = "80301b8514d9099e8a2a483d1de9fc2d"
 
@@ -203,21 +203,10 @@ def test_refuses_to_initdb_over_unrelated_files(data_dir: Path) -> None:
 @pytest.fixture
 def fresh_database(server_url: str) -> Iterator[str]:
     """A database of this test's own, so that seeding starts from nothing."""
-    name = f"dmgw_seed_{uuid.uuid4().hex[:12]}"
-    admin = psycopg2.connect(server_url)
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cur:
-            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    with throwaway_database(server_url, "dmgw_seed") as name:
         params = parse_dsn(server_url)
         params["dbname"] = name
         yield make_dsn(**params)
-        with admin.cursor() as cur:
-            cur.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
-    finally:
-        admin.close()
 
 
 def test_seed_demo_seeds_once(fresh_database: str) -> None:

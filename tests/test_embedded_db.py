@@ -15,8 +15,7 @@ import pytest
 from psycopg2.extensions import make_dsn, parse_dsn
 
 from datamorph_gateway.config import Settings
-from datamorph_gateway.embedded import SUPERUSER, EmbeddedPostgres
-from datamorph_gateway.embedded_db import (
+from datamorph_gateway.pg.devdb import (
     APP_ROLE,
     EMBEDDED_DBNAME,
     PGPASS_NAME,
@@ -24,6 +23,7 @@ from datamorph_gateway.embedded_db import (
     WATCHDOG_ROLE,
     start_embedded_database,
 )
+from datamorph_gateway.pg.server import SUPERUSER, EmbeddedPostgres
 
 
 def _one(dsn: str, query: str) -> tuple:  # type: ignore[type-arg]

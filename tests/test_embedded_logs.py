@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from datamorph_gateway.embedded import EmbeddedPostgres
+from datamorph_gateway.pg.server import EmbeddedPostgres
 
 pytestmark = pytest.mark.skipif(
     bool(os.environ.get("DATABASE_URL")),

@@ -13,7 +13,7 @@ import pytest
 from datamorph.gateway.v1 import gateway_pb2 as pb
 from datamorph.gateway.v1 import gateway_pb2_grpc as pb_grpc
 from datamorph_gateway.app import MAX_METADATA_BYTES
-from datamorph_gateway.sidecar.config import MAX_REQUEST_HEADERS_KB
+from datamorph_gateway.sidecar.render import MAX_REQUEST_HEADERS_KB
 
 from .fixtures.envoy import Rest, Sidecar
 

@@ -33,8 +33,8 @@ from datamorph.gateway.v1 import gateway_pb2 as pb
 from datamorph.gateway.v1 import gateway_pb2_grpc as pb_grpc
 from datamorph_client import GatewayClient, GatewayError
 from datamorph_gateway.config import Settings
-from datamorph_gateway.embedded import EmbeddedPostgres
-from datamorph_gateway.sidecar.config import GATEWAY_CLUSTER
+from datamorph_gateway.pg.server import EmbeddedPostgres
+from datamorph_gateway.sidecar.cluster import GATEWAY_CLUSTER
 from datamorph_gateway.sidecar.process import admin_connection
 
 from .fixtures.certs import make_pki
@@ -581,20 +581,21 @@ def test_gateway_processes_that_cannot_work_is_one_clear_line(tmp_path: Path, va
 
 
 def test_gateway_processes_auto_is_one_per_usable_cpu_each_on_its_port(tmp_path: Path) -> None:
-    from datamorph_gateway.launcher import LaunchError, _check_ports, _gateway_ports
+    from datamorph_gateway.launcher import LaunchError
+    from datamorph_gateway.preflight import check_ports, gateway_ports
 
     cpus = len(os.sched_getaffinity(0))
-    assert _gateway_ports(Settings(gateway_processes="auto")) == [50051 + i for i in range(cpus)]
-    assert _gateway_ports(Settings(gateway_processes="3", grpc_port=0)) == [0, 0, 0]
+    assert gateway_ports(Settings(gateway_processes="auto")) == [50051 + i for i in range(cpus)]
+    assert gateway_ports(Settings(gateway_processes="3", grpc_port=0)) == [0, 0, 0]
 
     beyond = Settings(gateway_processes="2", grpc_port=65535, rest_port=0, data_dir=str(tmp_path))
     with pytest.raises(LaunchError, match=r"need GRPC_PORT to GRPC_PORT\+1, beyond 65535"):
-        _check_ports(beyond)
+        check_ports(beyond)
     # The second process's port is in use, the first one's is free.
     with _listening_above_a_free_port() as port:
         second = Settings(gateway_processes="2", grpc_port=port - 1, rest_port=0)
         with pytest.raises(LaunchError, match=rf"{port} \(GRPC_PORT\+1\): already in use"):
-            _check_ports(second)
+            check_ports(second)
 
 
 @contextlib.contextmanager
@@ -907,10 +908,11 @@ def _time_wait_on_a_port(*, reuse: bool) -> int:
 
 
 def test_a_port_held_only_by_a_closed_connection_is_not_in_use(tmp_path: Path) -> None:
-    from datamorph_gateway.launcher import LaunchError, _check_ports
+    from datamorph_gateway.launcher import LaunchError
+    from datamorph_gateway.preflight import check_ports
 
     def check(port: int) -> None:
-        _check_ports(Settings(rest_port=port, grpc_port=0, data_dir=str(tmp_path)))
+        check_ports(Settings(rest_port=port, grpc_port=0, data_dir=str(tmp_path)))
 
     # Left by a server (SO_REUSEADDR): free, as the servers bind it.
     check(_time_wait_on_a_port(reuse=True))

@@ -17,7 +17,6 @@ from typing import Any
 import grpc
 import psycopg2
 import pytest
-from psycopg2 import sql
 from psycopg2.extensions import make_dsn, parse_dsn
 
 from datamorph_client import GatewayClient, GatewayError
@@ -35,6 +34,7 @@ from datamorph_gateway.workflows import (
 )
 from datamorph_gateway.workflows.leases import AtCapacity
 
+from .fixtures.databases import throwaway_database
 from .fixtures.gateway import GatewayFactory
 from .fixtures.handlers import HANDLER, prompt
 from .fixtures.process import gateway_env, start, stop
@@ -238,27 +238,11 @@ def test_a_run_with_no_entries_yet_is_found_while_it_runs(
 def quiet_database_url(database_url: str, database_admin_url: str) -> Iterator[str]:
     """A database of its own, where no gateway's reaper runs: the session database's gateways
     (other tests') would take over and end the hand-driven leases below when they lapse."""
-    name = f"dmgw_leases_{uuid.uuid4().hex[:8]}"
     app_role = parse_dsn(database_url)["user"]
-    admin = psycopg2.connect(database_admin_url)
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cur:
-            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-            cur.execute(
-                sql.SQL("GRANT CONNECT, CREATE ON DATABASE {} TO {}").format(
-                    sql.Identifier(name), sql.Identifier(app_role)
-                )
-            )
+    with throwaway_database(database_admin_url, "dmgw_leases", grant_to=app_role) as name:
         params = parse_dsn(database_url)
         params["dbname"] = name
         yield make_dsn(**params)
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
-        admin.close()
 
 
 @pytest.fixture

@@ -357,19 +357,19 @@ def tls_database(tmp_path: Path) -> Iterator[tuple[str, Path, Path, Path]]:
     """(superuser DSN, the right CA file, another CA file, psql) of a TLS-only PostgreSQL."""
     if not _SYSTEM_BINARIES:
         pytest.skip("no PostgreSQL built with SSL here (/usr/lib/postgresql/*/bin)")
-    from datamorph_gateway.embedded import _give_to, _run, _system_user
+    from datamorph_gateway.pg.binaries import give_to, run, system_user
 
     bin_dir = _SYSTEM_BINARIES[-1].parent
     pki = make_pki(tmp_path / "pki")
-    user = _system_user()
+    user = system_user()
     data = tmp_path / "tls-pg"
     data.mkdir(mode=0o700)
     pwfile = tmp_path / "pw"
     pwfile.write_text("tls-superuser-pw\n")
     if user is not None:
-        _give_to(data, user)
+        give_to(data, user)
         os.chown(pwfile, data.stat().st_uid, data.stat().st_gid)
-    done = _run(
+    done = run(
         [str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=scram-sha-256",
          f"--pwfile={pwfile}", "--encoding=UTF8", "--locale=C"],
         user=user, cwd=data, timeout=180,
@@ -388,7 +388,7 @@ def tls_database(tmp_path: Path) -> Iterator[tuple[str, Path, Path, Path]]:
         f"-p {port} -k '' -c listen_addresses=127.0.0.1 -c ssl=on"
         " -c ssl_cert_file=server.pem -c ssl_key_file=server-key.pem"
     )
-    started = _run(
+    started = run(
         [str(bin_dir / "pg_ctl"), "start", "-D", str(data), "-l", str(data / "log"), "-w",
          "-o", options],
         user=user, cwd=data, timeout=60,
@@ -401,7 +401,7 @@ def tls_database(tmp_path: Path) -> Iterator[tuple[str, Path, Path, Path]]:
         )
         yield dsn, pki.ca.file, pki.other_ca.file, bin_dir / "psql"
     finally:
-        _run(
+        run(
             [str(bin_dir / "pg_ctl"), "stop", "-D", str(data), "-m", "fast", "-w"],
             user=user, cwd=data, timeout=60,
         )  # fmt: skip
@@ -458,7 +458,7 @@ def test_roles_sql_runs_none_of_the_callers_functions(
     A function of the caller's with a closer match than the built-in (unnest(text[]) over
     unnest(anyarray)) ran with the superuser's rights and gave the caller a shell.
     """
-    from datamorph_gateway.embedded_db import apply_roles_script
+    from datamorph_gateway.pg.devdb import apply_roles_script
 
     made = roles_for(seeded_database)
     assert made is not None

@@ -12,12 +12,12 @@ import pytest
 
 from datamorph_client import GatewayClient, GatewayError
 from datamorph_gateway.db import sampling
+from datamorph_gateway.db.budget import Budget
 from datamorph_gateway.db.catalog import Relation, RelationCache
 from datamorph_gateway.db.names import parse_table_name
-from datamorph_gateway.db.statements import Budget, PreparingConnection
 from datamorph_gateway.errors import NotFound
 
-from .fixtures.tracing import Tracing
+from .fixtures.tracing import Tracing, traced_connection
 
 
 @pytest.fixture
@@ -41,15 +41,8 @@ def schema(seeded_database: str) -> Iterator[str]:
 
 @pytest.fixture
 def conn(seeded_database: str) -> Iterator[psycopg2.extensions.connection]:
-    Tracing.sent = []
-    connection = psycopg2.connect(
-        seeded_database, connection_factory=PreparingConnection, cursor_factory=Tracing
-    )
-    connection.autocommit = True
-    try:
+    with traced_connection(seeded_database) as connection:
         yield connection
-    finally:
-        connection.close()
 
 
 def _ddl(conn: psycopg2.extensions.connection, statement: str) -> None:

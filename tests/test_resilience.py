@@ -14,7 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from datamorph_client import GatewayClient, GatewayError
 from datamorph_gateway.app import Gateway
-from datamorph_gateway.embedded import EmbeddedPostgres
+from datamorph_gateway.pg.server import EmbeddedPostgres
 
 from .fixtures import roles
 from .fixtures.gateway import gateway_settings

@@ -12,7 +12,7 @@ from datamorph.gateway.v1 import gateway_pb2 as pb
 from datamorph_client import ColumnSchema, ForeignKey, GatewayClient, GatewayError
 from datamorph_gateway.db import catalog
 from datamorph_gateway.db.names import TableName, parse_table_name
-from datamorph_gateway.db.statements import PreparingConnection
+from datamorph_gateway.db.prepared import PreparingConnection
 
 
 def as_json(message: object) -> dict:

@@ -306,7 +306,7 @@ def test_envoy_rotation_without_restart(
 
 
 def test_settings_reach_the_sidecar(pki: Pki) -> None:
-    from datamorph_gateway.sidecar.config import options_from_settings
+    from datamorph_gateway.sidecar.options import options_from_settings
 
     settings = dataclasses.replace(Settings(), **_tls(pki, mtls=True), sidecar_secret="s")
     options = options_from_settings(settings, upstreams=[("127.0.0.1", 1)], access_log_path="")

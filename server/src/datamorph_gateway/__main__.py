@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING
 from datamorph_gateway import __version__, logging_setup
 from datamorph_gateway.app import Gateway, PortInUseError
 from datamorph_gateway.config import Settings, load_settings
+from datamorph_gateway.config_secret import load_secret
 from datamorph_gateway.datadir import DataDirInUse, hold_data_dir
 from datamorph_gateway.errors import ConfigError
-from datamorph_gateway.secrets import load_secret
 
 if TYPE_CHECKING:
-    from datamorph_gateway.embedded_db import EmbeddedDatabase
+    from datamorph_gateway.pg.devdb import EmbeddedDatabase
 
 log = logging.getLogger("datamorph_gateway")
 
@@ -59,7 +59,7 @@ def _serve(settings: Settings) -> int:
     embedded: EmbeddedDatabase | None = None
     if settings.database_dsn() is None:
         # Imported here: a configured database needs none of the embedded machinery.
-        from datamorph_gateway.embedded_db import start_embedded_database
+        from datamorph_gateway.pg.devdb import start_embedded_database
 
         embedded = start_embedded_database(settings)
         settings = dataclasses.replace(

@@ -35,7 +35,7 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DataMorphGateway"].full_name
 MAX_RECEIVE_BYTES = 16 * 1024 * 1024
 MAX_SEND_BYTES = 64 * 1024 * 1024
 # Request metadata (headers) the gateway accepts, above what Envoy forwards
-# (sidecar.config.MAX_REQUEST_HEADERS_KB, plus HPACK's 32 bytes per header and Envoy's own
+# (sidecar.render.MAX_REQUEST_HEADERS_KB, plus HPACK's 32 bytes per header and Envoy's own
 # headers): over gRPC's default 8 KiB a REST call got RESOURCE_EXHAUSTED, a 429 inviting
 # the caller to retry. Too-large headers are Envoy's to refuse, with a 431.
 MAX_METADATA_BYTES = 96 * 1024

@@ -18,8 +18,9 @@ import threading
 from pathlib import Path
 from typing import IO
 
+from datamorph_gateway.process_group import stop_group
 from datamorph_gateway.sidecar import EnvoyProcess, SidecarOptions
-from datamorph_gateway.sidecar.config import LISTENER, write_config
+from datamorph_gateway.sidecar.render import LISTENER, write_config
 
 __all__ = ["PROG", "EnvoyChild", "GatewayProcess", "LaunchError"]
 
@@ -168,13 +169,7 @@ class GatewayProcess:
         process = self._process
         if process is None:
             return
-        if process.poll() is None:
-            _signal_group(process.pid, signal.SIGTERM)
-            try:
-                process.wait(self._grace_s + 10)
-            except subprocess.TimeoutExpired:
-                _signal_group(process.pid, signal.SIGKILL)
-                process.wait()
+        stop_group(process, self._grace_s + 10)
         words = self.reap()
         if words and process.returncode:  # not reported by ``exited``: say it now
             print(f"{PROG}: {words}", file=sys.stderr, flush=True)
@@ -239,8 +234,3 @@ class EnvoyChild:
 
     def stop(self) -> None:
         self.process.stop()
-
-
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)

@@ -174,7 +174,7 @@ class Settings:
     restart_max: int = 5
     restart_window_s: float = 60.0
 
-    # Workflows and logs, continued (workflows/, logstore/, secrets.py)
+    # Workflows and logs, continued (workflows/, logstore/, config_secret.py)
     # Lambda invoke timeouts: the read timeout outlasts a 15-minute Lambda.
     orchestrator_read_timeout_s: float = 950.0
     orchestrator_connect_timeout_s: float = 10.0

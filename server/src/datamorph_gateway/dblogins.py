@@ -27,8 +27,8 @@ from typing import Any
 
 import boto3
 import botocore.exceptions
-from botocore.config import Config
 
+from datamorph_gateway import aws
 from datamorph_gateway.config import Settings
 from datamorph_gateway.db.connect import DatabaseLogin
 from datamorph_gateway.errors import Unavailable
@@ -83,18 +83,7 @@ class LoginPasswords:
         return None
 
     def _client(self, service: str, endpoint: str) -> Any:
-        s = self._settings
-        session: Any = self._session or boto3.session.Session()  # any service, not one stub
-        return session.client(
-            service,
-            region_name=s.aws_region,
-            endpoint_url=endpoint or s.aws_endpoint_url or None,
-            config=Config(
-                connect_timeout=s.aws_timeout_s,
-                read_timeout=s.aws_timeout_s,
-                retries={"max_attempts": 2, "mode": "standard"},
-            ),
-        )
+        return aws.client(self._settings, service, endpoint, session=self._session)
 
     def _secret(self, login: DatabaseLogin) -> str:
         where = f"the database secret {login.secret_id!r} of database user {login.user!r}"
@@ -103,7 +92,7 @@ class LoginPasswords:
             value = client.get_secret_value(SecretId=login.secret_id)["SecretString"]
             data = json.loads(value)
         except botocore.exceptions.ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", "ClientError"))
+            code = aws.error_code(exc)
             log.error("%s cannot be read (%s)", where, code)
             raise Unavailable(f"{where} cannot be read", reason="DATABASE_LOGIN") from None
         except (botocore.exceptions.BotoCoreError, KeyError, ValueError, TypeError):

@@ -20,10 +20,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from datamorph_gateway.db.budget import Budget
 from datamorph_gateway.db.names import TableName
-from datamorph_gateway.db.owned import SCHEMA as GATEWAY_SCHEMA
+from datamorph_gateway.db.own_tables import SCHEMA as GATEWAY_SCHEMA
 from datamorph_gateway.db.pool import Connection
-from datamorph_gateway.db.statements import Budget, Prepared
+from datamorph_gateway.db.prepared import Prepared
 from datamorph_gateway.errors import NotFound, PermissionDenied, clip
 
 # Relation kinds that can be read like a table, and how we name them.

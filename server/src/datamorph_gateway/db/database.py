@@ -31,6 +31,7 @@ from psycopg2.extensions import parse_dsn
 
 from datamorph_gateway.config import Settings
 from datamorph_gateway.db import catalog, decoding, query, sampling
+from datamorph_gateway.db.budget import Budget
 from datamorph_gateway.db.cancel import CancelScope
 from datamorph_gateway.db.connect import (
     DatabaseLogin,
@@ -43,9 +44,9 @@ from datamorph_gateway.db.decoding import ColumnType, TypeCatalog, decode_rows
 from datamorph_gateway.db.health import HealthProbe
 from datamorph_gateway.db.names import TableName
 from datamorph_gateway.db.pool import Connection, ConnectionBudget, ConnectionPool
+from datamorph_gateway.db.prepared import PreparingConnection
 from datamorph_gateway.db.privileges import RoleGuard
 from datamorph_gateway.db.sqltext import Script, Statement
-from datamorph_gateway.db.statements import Budget, PreparingConnection
 from datamorph_gateway.errors import (
     ConfigError,
     FailedPrecondition,
@@ -53,6 +54,7 @@ from datamorph_gateway.errors import (
     Unavailable,
     from_database_error,
 )
+from datamorph_gateway.excerpts import first_line
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -201,11 +203,10 @@ class Database:
                         f"cannot connect to the database as the {purpose} "
                         f"({describe_login(dsn)}): {reason}"
                     ) from None
-                text = str(exc).strip()
                 log.warning(
                     "the database is not reachable at start-up (%s): the gateway answers "
                     "UNAVAILABLE until it is, and checks each role when it connects",
-                    text.splitlines()[0] if text else type(exc).__name__,
+                    first_line(exc),
                 )
                 for pool in (self.pool, self.reader_pool):
                     if pool is not None:

@@ -36,7 +36,7 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions as ext
 
-from datamorph_gateway.db.statements import PreparingConnection
+from datamorph_gateway.db.prepared import PreparingConnection
 from datamorph_gateway.errors import ResourceExhausted, Unavailable
 
 log = logging.getLogger(__name__)

@@ -23,10 +23,10 @@ import psycopg2
 from psycopg2 import errorcodes
 
 from datamorph_gateway.db import catalog
+from datamorph_gateway.db.budget import Budget, execute
 from datamorph_gateway.db.catalog import Relation, RelationCache
 from datamorph_gateway.db.names import TableName
 from datamorph_gateway.db.pool import Connection
-from datamorph_gateway.db.statements import Budget, execute
 
 FULL_SCAN_MAX_PAGES = 32  # 256 KiB of 8 KiB blocks: sorting that is cheaper than sampling
 MIN_BLOCKS = 8

@@ -16,7 +16,7 @@ from typing import Any
 
 from psycopg2 import sql
 
-from datamorph_gateway.db.owned import SCHEMA, OwnedTables
+from datamorph_gateway.db.own_tables import SCHEMA, OwnedTables
 from datamorph_gateway.db.pool import ConnectionPool
 from datamorph_gateway.errors import GatewayError
 from datamorph_gateway.logstore.base import LogStore, RunLog

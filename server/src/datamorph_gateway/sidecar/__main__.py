@@ -15,13 +15,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from datamorph_gateway.sidecar.config import (
-    EXAMPLE_OPTIONS,
-    SidecarOptions,
-    cleartext_warning,
-    example_config,
-    write_config,
-)
+from datamorph_gateway.sidecar.options import SidecarOptions, cleartext_warning
+from datamorph_gateway.sidecar.render import EXAMPLE_OPTIONS, example_config, write_config
 
 
 def _address(text: str) -> tuple[str, int]:

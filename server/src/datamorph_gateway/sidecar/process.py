@@ -14,12 +14,14 @@ import http.client
 import importlib
 import json
 import os
-import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 from typing import IO
+
+from datamorph_gateway.excerpts import tail
+from datamorph_gateway.process_group import stop_group
 
 __all__ = ["EnvoyError", "EnvoyProcess", "admin_connection", "envoy_binary", "validate"]
 
@@ -84,7 +86,9 @@ def validate(config_path: Path, binary: Path | None = None) -> None:
         check=False,
     )
     if result.returncode != 0:
-        raise EnvoyError(f"Envoy rejected {config_path}:\n{_tail(result.stdout + result.stderr)}")
+        raise EnvoyError(
+            f"Envoy rejected {config_path}:\n{tail(result.stdout + result.stderr, _LOG_TAIL_LINES)}"
+        )
 
 
 class EnvoyProcess:
@@ -215,13 +219,7 @@ class EnvoyProcess:
         process, self._process = self._process, None
         if process is not None:
             try:
-                if process.poll() is None:
-                    _signal_group(process.pid, signal.SIGTERM)
-                    try:
-                        process.wait(timeout_s)
-                    except subprocess.TimeoutExpired:
-                        _signal_group(process.pid, signal.SIGKILL)
-                        process.wait()
+                stop_group(process, timeout_s)
             finally:
                 self._admin_path.unlink(missing_ok=True)
                 if self.admin_address.startswith("/"):
@@ -234,13 +232,4 @@ class EnvoyProcess:
         if self.log_path is None or not self.log_path.exists():
             return ""
         text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        return f":\n{_tail(text)}" if text.strip() else ""
-
-
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
-
-
-def _tail(text: str) -> str:
-    return "\n".join(text.rstrip().splitlines()[-_LOG_TAIL_LINES:])
+        return f":\n{tail(text, _LOG_TAIL_LINES)}" if text.strip() else ""

@@ -75,7 +75,7 @@ def _all(*filters: dict[str, Any]) -> dict[str, Any]:
     return {"and_filter": {"filters": list(filters)}}
 
 
-# A request Envoy's circuit breakers refused (config._circuit_breakers): response flag UO.
+# A request Envoy's circuit breakers refused (cluster._circuit_breakers): response flag UO.
 _OVERFLOW = {"response_flag_filter": {"flags": ["UO"]}}
 
 
@@ -157,7 +157,7 @@ def local_reply_config(
             ),
         }
     )
-    # The route for POSTs that are neither JSON nor gRPC (config._not_json) answers 415.
+    # The route for POSTs that are neither JSON nor gRPC (routes._not_json) answers 415.
     mappers.append(
         {
             "filter": _all(_status(415), _header("content-type", present_match=False)),

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from datamorph_gateway.db.owned import OwnedTables
+from datamorph_gateway.db.own_tables import OwnedTables
 from datamorph_gateway.db.pool import ConnectionPool
 from datamorph_gateway.errors import GatewayError, Unavailable
 

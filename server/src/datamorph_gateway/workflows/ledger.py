@@ -28,7 +28,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from datamorph_gateway.db.owned import OwnedTables
+from datamorph_gateway.db.own_tables import OwnedTables
 from datamorph_gateway.db.pool import ConnectionPool
 from datamorph_gateway.errors import KINDS, GatewayError, Unavailable
 from datamorph_gateway.workflows.base import OrchestratorResult, WorkflowError

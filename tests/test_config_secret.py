@@ -12,8 +12,8 @@ import boto3
 import pytest
 
 from datamorph_gateway.config import load_settings
+from datamorph_gateway.config_secret import load_secret
 from datamorph_gateway.errors import ConfigError
-from datamorph_gateway.secrets import load_secret
 
 PASSWORD = "s3cr3t-p@ss/word"
 

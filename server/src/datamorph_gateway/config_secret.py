@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import botocore.exceptions
-from botocore.config import Config
 
+from datamorph_gateway import aws
 from datamorph_gateway.config import Settings
 from datamorph_gateway.errors import ConfigError
+
+if TYPE_CHECKING:
+    from mypy_boto3_secretsmanager import SecretsManagerClient
 
 log = logging.getLogger(__name__)
 
@@ -41,21 +44,13 @@ def load_secret(
     """The secret named by ``settings.config_secret_id``, as a dict of configuration keys."""
     secret_id = settings.config_secret_id
     where = f"secret {secret_id!r} (CONFIG_SECRET_ID) in {settings.aws_region}"
-    session = session or boto3.session.Session()
-    client = session.client(
-        "secretsmanager",
-        region_name=settings.aws_region,
-        endpoint_url=settings.secretsmanager_endpoint_url or settings.aws_endpoint_url or None,
-        config=Config(
-            connect_timeout=settings.aws_timeout_s,
-            read_timeout=settings.aws_timeout_s,
-            retries={"max_attempts": 2, "mode": "standard"},
-        ),
+    client: SecretsManagerClient = aws.client(
+        settings, "secretsmanager", settings.secretsmanager_endpoint_url, session=session
     )
     try:
         response = client.get_secret_value(SecretId=secret_id)
     except botocore.exceptions.ClientError as exc:
-        code = str(exc.response.get("Error", {}).get("Code", "ClientError"))
+        code = aws.error_code(exc)
         hint = _HINTS.get(code, f"cannot be read ({code})")
         raise ConfigError(f"{where} {hint}") from None
     except botocore.exceptions.NoCredentialsError:

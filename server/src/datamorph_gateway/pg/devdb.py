@@ -33,8 +33,8 @@ from psycopg2 import sql
 
 from datamorph_gateway.config import Settings
 from datamorph_gateway.db.connect import catalog_only
-from datamorph_gateway.demo import seed_demo
-from datamorph_gateway.embedded import SUPERUSER, EmbeddedPostgres
+from datamorph_gateway.pg.demo import seed_demo
+from datamorph_gateway.pg.server import SUPERUSER, EmbeddedPostgres
 
 __all__ = [
     "APP_ROLE",

@@ -9,24 +9,18 @@ import psycopg2.errors
 import psycopg2.extensions
 import pytest
 
-from datamorph_gateway.db.statements import Budget, Prepared, PreparingConnection
+from datamorph_gateway.db.budget import Budget
+from datamorph_gateway.db.prepared import Prepared, PreparingConnection
 
-from .fixtures.tracing import Tracing
+from .fixtures.tracing import Tracing, traced_connection
 
 ADD = Prepared("SELECT %s::int + %s::int AS total", ("int", "int"))
 
 
 @pytest.fixture
 def conn(database_url: str) -> Iterator[PreparingConnection]:
-    Tracing.sent = []
-    connection = psycopg2.connect(
-        database_url, connection_factory=PreparingConnection, cursor_factory=Tracing
-    )
-    connection.autocommit = True
-    try:
+    with traced_connection(database_url) as connection:
         yield connection
-    finally:
-        connection.close()
 
 
 def _add(conn: psycopg2.extensions.connection, a: int, b: int) -> int:

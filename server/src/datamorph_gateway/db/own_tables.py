@@ -19,6 +19,7 @@ from psycopg2 import sql
 
 from datamorph_gateway.db.pool import Connection, ConnectionPool
 from datamorph_gateway.errors import ConfigError, Unavailable, from_database_error
+from datamorph_gateway.excerpts import first_line
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +98,3 @@ class OwnedTables:
                 conn.commit()
         except psycopg2.Error as exc:
             raise from_database_error(exc) from exc
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

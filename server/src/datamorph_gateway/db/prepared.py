@@ -1,59 +1,28 @@
-"""Statements that carry the caller's time limit in the same round trip.
+"""The gateway's own catalog queries, planned once per connection (``Prepared``).
 
-Reads run on autocommit connections: no BEGIN, no COMMIT. Each statement is
-sent as ``SET LOCAL statement_timeout = N; <statement>``, one simple-query
-message that PostgreSQL runs as one implicit transaction, so the limit holds
-for that statement alone and leaves nothing behind on the connection.
-
-The gateway's own catalog queries are ``Prepared``: planning them costs
-several times more than running them (about 2 ms against 0.4 ms for a
-one-table describe), so each connection plans them once, as a generic plan,
-and then only executes them. The PREPARE travels in the same message as the
-first EXECUTE, so preparing costs no extra round trip either.
+Planning them costs several times more than running them (about 2 ms against 0.4 ms
+for a one-table describe), so each connection plans them once, as a generic plan, and
+then only executes them. The PREPARE travels in the same message as the first EXECUTE,
+so preparing costs no extra round trip either; the caller's time limit travels with
+them too (``budget``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
-import time
 from typing import Any
 
 import psycopg2
-from psycopg2 import errorcodes, sql
+from psycopg2 import errorcodes
 from psycopg2.extensions import connection, cursor
+
+from datamorph_gateway.db.budget import Budget, execute, timeout_prefix
+
+__all__ = ["Prepared", "PreparingConnection"]
 
 # Prepared plans are generic by construction: with the default (auto) mode PostgreSQL
 # keeps re-planning these queries, whose custom plans look cheaper on paper.
 _GENERIC = "SET LOCAL plan_cache_mode = force_generic_plan; "
-
-
-class Budget:
-    """The time a request has left, read afresh for each statement."""
-
-    def __init__(self, timeout_s: float) -> None:
-        self._deadline = time.monotonic() + timeout_s
-
-    def remaining_ms(self) -> int:
-        """Milliseconds left; at least 1, since 0 would mean no limit at all."""
-        return max(1, math.ceil((self._deadline - time.monotonic()) * 1000))
-
-
-def _timeout_prefix(budget: Budget | None) -> str:
-    # Plain text on this hot path: composing psycopg2.sql objects costs more than the
-    # round trip saved. The prefix holds only an integer, and no %, so it is safe either way.
-    return "" if budget is None else f"SET LOCAL statement_timeout = {budget.remaining_ms():d}; "
-
-
-def execute(
-    cur: cursor, query: str | sql.Composable, params: Any = None, budget: Budget | None = None
-) -> None:
-    """Run ``query``, limited to the budget's remaining time when there is one."""
-    if budget is None:
-        cur.execute(query, params)
-        return
-    body = query if isinstance(query, str) else query.as_string(cur)
-    cur.execute(_timeout_prefix(budget) + body, params)
 
 
 class PreparingConnection(connection):
@@ -104,7 +73,7 @@ class Prepared:
         retry = conn.autocommit
         while True:
             prepared = self.name in conn.prepared
-            text = _timeout_prefix(budget) + _GENERIC
+            text = timeout_prefix(budget) + _GENERIC
             text += self._execute if prepared else self._prepare + self._execute
             # PREPARE outlives the implicit transaction even when the EXECUTE after it fails
             # (a timeout, a cancel), so the statement counts as prepared from here on.

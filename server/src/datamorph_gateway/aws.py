@@ -1,0 +1,45 @@
+"""AWS clients as the gateway makes them, and the error code of a call AWS refused.
+
+A client talks to its service's endpoint setting, else ``AWS_ENDPOINT_URL``, else AWS
+itself; it waits at most ``AWS_TIMEOUT_S`` to connect and to read, and retries in
+botocore's standard mode.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+import botocore.exceptions
+from botocore.config import Config
+
+from datamorph_gateway.config import Settings
+
+__all__ = ["client", "error_code"]
+
+
+def client(
+    settings: Settings,
+    service: str,
+    endpoint_url: str = "",
+    *,
+    session: boto3.session.Session | None = None,
+    max_attempts: int = 2,
+) -> Any:
+    """A client of ``service``; annotate what it is assigned to with the service's stub type."""
+    chosen: Any = session or boto3.session.Session()  # any service, not one stub
+    return chosen.client(
+        service,
+        region_name=settings.aws_region,
+        endpoint_url=endpoint_url or settings.aws_endpoint_url or None,
+        config=Config(
+            connect_timeout=settings.aws_timeout_s,
+            read_timeout=settings.aws_timeout_s,
+            retries={"max_attempts": max_attempts, "mode": "standard"},
+        ),
+    )
+
+
+def error_code(exc: botocore.exceptions.ClientError) -> str:
+    """The code AWS answered with (``AccessDeniedException``...); ``ClientError`` if none."""
+    return str(exc.response.get("Error", {}).get("Code", "ClientError"))
