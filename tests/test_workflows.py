@@ -47,7 +47,7 @@ from datamorph_gateway.workflows import (
     create_runner,
     new_run_id,
 )
-from datamorph_gateway.workflows.local import load_handler
+from datamorph_gateway.workflows.handler_orchestrator import load_handler
 
 from .fixtures.aws import LambdaStandIn, Reply
 

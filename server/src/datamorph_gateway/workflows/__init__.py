@@ -1,9 +1,10 @@
 """Workflows: one ``Orchestrator`` interface, an AWS Lambda and a local adapter, and the runner.
 
-Which orchestrator: ``ORCHESTRATOR_FUNCTION`` names an AWS Lambda;
-``ORCHESTRATOR_HANDLER`` a local ``module:function``; with neither, the
-built-in development orchestrator (``datamorph_gateway.workflows.dev:handler``),
-which materializes a SQL query and needs no AWS and no AI.
+Which orchestrator: ``ORCHESTRATOR_FUNCTION`` names an AWS Lambda
+(``aws_lambda``); ``ORCHESTRATOR_HANDLER`` a local ``module:function``, run
+in-process (``handler_orchestrator``); with neither, the built-in development
+orchestrator (``sql_orchestrator``, through the same handler path), which
+materializes a SQL query and needs no AWS and no AI.
 """
 
 from __future__ import annotations
@@ -21,9 +22,13 @@ from datamorph_gateway.workflows.base import (
     WorkflowError,
     WorkflowTimeout,
 )
+from datamorph_gateway.workflows.handler_orchestrator import (
+    DEV_HANDLER,
+    LocalContext,
+    LocalOrchestrator,
+)
 from datamorph_gateway.workflows.leases import Lapsed, RunLeases
 from datamorph_gateway.workflows.ledger import Ledger
-from datamorph_gateway.workflows.local import DEV_HANDLER, LocalContext, LocalOrchestrator
 from datamorph_gateway.workflows.runner import WorkflowRequest, WorkflowRunner, new_run_id
 
 __all__ = [

@@ -36,7 +36,7 @@ from datamorph_gateway.errors import (
 )
 from datamorph_gateway.logstore import make_entry
 from datamorph_gateway.workflows.base import WorkflowError
-from datamorph_gateway.workflows.local import LocalContext
+from datamorph_gateway.workflows.handler_orchestrator import LocalContext
 
 NAME = "Development Orchestrator"
 QUERY_KEYWORDS = frozenset({"SELECT", "WITH", "VALUES", "TABLE"})

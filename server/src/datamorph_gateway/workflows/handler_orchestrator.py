@@ -1,4 +1,4 @@
-"""The local orchestrator: a Lambda-style handler ``(event, context)`` run in-process.
+"""The local (handler) orchestrator: a Lambda-style handler ``(event, context)`` run in-process.
 
 So a developer can run their own orchestrator handler against the gateway
 without AWS (``ORCHESTRATOR_HANDLER=package.module:function``, importable from
@@ -40,7 +40,7 @@ from datamorph_gateway.workflows.base import (
 log = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, Any], "LocalContext"], Any]
-DEV_HANDLER = "datamorph_gateway.workflows.dev:handler"
+DEV_HANDLER = "datamorph_gateway.workflows.sql_orchestrator:handler"
 
 
 class LocalContext:
