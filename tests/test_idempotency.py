@@ -25,7 +25,7 @@ from datamorph_gateway.workflows import (
     WorkflowRunner,
     create_runner,
 )
-from datamorph_gateway.workflows.ledger import Ledger
+from datamorph_gateway.workflows.idempotency_store import Ledger
 
 SETTINGS = Settings(log_poll_interval_s=0.05, workflow_max_concurrent=1, grpc_max_workers=8)
 

@@ -27,8 +27,8 @@ from datamorph_gateway.workflows.handler_orchestrator import (
     LocalContext,
     LocalOrchestrator,
 )
+from datamorph_gateway.workflows.idempotency_store import Ledger
 from datamorph_gateway.workflows.leases import Lapsed, RunLeases
-from datamorph_gateway.workflows.ledger import Ledger
 from datamorph_gateway.workflows.runner import WorkflowRequest, WorkflowRunner, new_run_id
 
 __all__ = [

@@ -74,8 +74,8 @@ from datamorph_gateway.workflows.endings import (
     failure_entries,
     has_ended,
 )
+from datamorph_gateway.workflows.idempotency_store import Held, Ledger, outcome_of, replay
 from datamorph_gateway.workflows.leases import AtCapacity, Lapsed, RunLeases
-from datamorph_gateway.workflows.ledger import Held, Ledger, outcome_of, replay
 
 log = logging.getLogger(__name__)
 

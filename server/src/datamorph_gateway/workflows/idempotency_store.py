@@ -1,9 +1,9 @@
-"""Idempotency keys that hold across gateway restarts and replicas: a table in PostgreSQL.
+"""The idempotency store: keys that hold across gateway restarts and replicas, in PostgreSQL.
 
 The runner remembers keys in memory, which covers repeats that reach the same process. A
 Lambda retrying StartWorkflow through a load balancer may reach another replica, or a
-restarted one; the ledger makes the key hold there too, so one key still means at most
-one run. One row per key, in the gateway's schema:
+restarted one; this ledger of keys (``IDEMPOTENCY_STORE=postgres``) makes the key hold
+there too, so one key still means at most one run. One row per key, in the gateway's schema:
 
 - ``claim`` inserts the key with the run id about to start (``ON CONFLICT DO NOTHING``,
   so of two replicas claiming at once exactly one wins) or returns the row that holds it;
@@ -47,19 +47,14 @@ CREATE TABLE IF NOT EXISTS datamorph_gateway.idempotency_keys (
 CREATE INDEX IF NOT EXISTS idempotency_keys_unfinished
     ON datamorph_gateway.idempotency_keys (claimed_at) WHERE finished_at IS NULL
 """
-_EXPIRE = """
-DELETE FROM datamorph_gateway.idempotency_keys
- WHERE key = %(key)s
-   AND (finished_at < now() - make_interval(secs => %(ttl)s)
+# A row that has expired: ``ttl`` after its run finished, or after it became stale.
+_EXPIRED = """(finished_at < now() - make_interval(secs => %(ttl)s)
         OR (finished_at IS NULL
-            AND claimed_at < now() - make_interval(secs => %(ttl)s + %(abandon)s)))
-"""
-_PURGE = """
-DELETE FROM datamorph_gateway.idempotency_keys
- WHERE finished_at < now() - make_interval(secs => %(ttl)s)
-    OR (finished_at IS NULL
-        AND claimed_at < now() - make_interval(secs => %(ttl)s + %(abandon)s))
-"""
+            AND claimed_at < now() - make_interval(secs => %(ttl)s + %(abandon)s)))"""
+# The row of a run that has not finished, for its key.
+_UNFINISHED_RUN = "key = %(key)s AND run_id = %(run_id)s AND finished_at IS NULL"
+_EXPIRE = f"DELETE FROM datamorph_gateway.idempotency_keys WHERE key = %(key)s AND {_EXPIRED}"
+_PURGE = f"DELETE FROM datamorph_gateway.idempotency_keys WHERE {_EXPIRED}"
 _CLAIM = """
 INSERT INTO datamorph_gateway.idempotency_keys (key, fingerprint, run_id)
 VALUES (%(key)s, %(fingerprint)s, %(run_id)s)
@@ -76,6 +71,11 @@ _READ = """
 SELECT fingerprint, run_id, extract(epoch FROM now() - claimed_at)::float8, outcome::text
   FROM datamorph_gateway.idempotency_keys WHERE key = %(key)s
 """
+_FINISH = f"""
+UPDATE datamorph_gateway.idempotency_keys SET finished_at = now(), outcome = %(outcome)s::json
+ WHERE {_UNFINISHED_RUN}
+"""
+_RELEASE = f"DELETE FROM datamorph_gateway.idempotency_keys WHERE {_UNFINISHED_RUN}"
 
 
 @dataclass(frozen=True)
@@ -189,11 +189,7 @@ class Ledger:
     def finish(self, key: str, run_id: str, outcome: dict[str, Any]) -> bool:
         """Record the run's outcome; False when one was recorded already (it stands)."""
         with self._tables.transaction() as conn, conn.cursor() as cur:
-            cur.execute(
-                "UPDATE datamorph_gateway.idempotency_keys SET finished_at = now(),"
-                " outcome = %s::json WHERE key = %s AND run_id = %s AND finished_at IS NULL",
-                (json.dumps(outcome), key, run_id),
-            )
+            cur.execute(_FINISH, {"key": key, "run_id": run_id, "outcome": json.dumps(outcome)})
             return bool(cur.rowcount)
 
     def stale(self, limit: int = 100) -> list[tuple[str, str, dt.datetime]]:
@@ -206,11 +202,7 @@ class Ledger:
 
     def release(self, key: str, run_id: str) -> None:
         with self._tables.transaction() as conn, conn.cursor() as cur:
-            cur.execute(
-                "DELETE FROM datamorph_gateway.idempotency_keys"
-                " WHERE key = %s AND run_id = %s AND finished_at IS NULL",
-                (key, run_id),
-            )
+            cur.execute(_RELEASE, {"key": key, "run_id": run_id})
 
 
 def _held(row: tuple[Any, ...]) -> Held:
