@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import botocore.exceptions
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
-from botocore.config import Config
 
+from datamorph_gateway import aws
 from datamorph_gateway.config import Settings
 from datamorph_gateway.errors import FailedPrecondition, GatewayError, Unavailable
 from datamorph_gateway.logstore.base import LogStore, RunLog, json_safe, normalize_entry
@@ -66,16 +66,8 @@ class DynamoDBLogStore(LogStore):
         cls, settings: Settings, *, session: boto3.session.Session | None = None
     ) -> DynamoDBLogStore:
         """A store with its own client: bounded timeouts, standard retries; reads are idempotent."""
-        session = session or boto3.session.Session()
-        client = session.client(
-            "dynamodb",
-            region_name=settings.aws_region,
-            endpoint_url=settings.dynamodb_endpoint_url or settings.aws_endpoint_url or None,
-            config=Config(
-                connect_timeout=settings.aws_timeout_s,
-                read_timeout=settings.aws_timeout_s,
-                retries={"max_attempts": 3, "mode": "standard"},
-            ),
+        client: DynamoDBClient = aws.client(
+            settings, "dynamodb", settings.dynamodb_endpoint_url, session=session, max_attempts=3
         )
         return cls(
             client,
@@ -137,7 +129,7 @@ class DynamoDBLogStore(LogStore):
     def _error(self, exc: Exception) -> GatewayError:
         """DynamoDB's failure as a request error; the AWS message goes to the log only."""
         if isinstance(exc, botocore.exceptions.ClientError):
-            code = str(exc.response.get("Error", {}).get("Code", "ClientError"))
+            code = aws.error_code(exc)
             log.warning("DynamoDB table %s: %s", self._table, str(exc))
             if code in _MISCONFIGURED:
                 return FailedPrecondition(

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 import botocore.exceptions
-from botocore.config import Config
 
+from datamorph_gateway import aws
 from datamorph_gateway.config import Settings
 from datamorph_gateway.errors import (
     FailedPrecondition,
@@ -68,20 +68,18 @@ class LambdaOrchestrator:
     def from_settings(
         cls, settings: Settings, *, session: boto3.session.Session | None = None
     ) -> LambdaOrchestrator:
-        session = session or boto3.session.Session()
-        client = session.client(
+        client: LambdaClient = aws.client(
+            settings,
             "lambda",
-            region_name=settings.aws_region,
-            endpoint_url=settings.lambda_endpoint_url or settings.aws_endpoint_url or None,
-            config=Config(
-                retries={"max_attempts": 0, "mode": "standard"},
-                read_timeout=settings.orchestrator_read_timeout_s,
-                connect_timeout=settings.orchestrator_connect_timeout_s,
-                # One pooled connection per concurrent workflow.
-                max_pool_connections=settings.workflow_max_concurrent,
-                # Idle for up to 15 minutes: ask the kernel to keep NATs from dropping it.
-                tcp_keepalive=True,
-            ),
+            settings.lambda_endpoint_url,
+            session=session,
+            max_attempts=0,
+            read_timeout_s=settings.orchestrator_read_timeout_s,
+            connect_timeout_s=settings.orchestrator_connect_timeout_s,
+            # One pooled connection per concurrent workflow.
+            max_pool_connections=settings.workflow_max_concurrent,
+            # Idle for up to 15 minutes: ask the kernel to keep NATs from dropping it.
+            tcp_keepalive=True,
         )
         return cls(
             client,
@@ -120,7 +118,7 @@ class LambdaOrchestrator:
 
     def _client_error(self, exc: botocore.exceptions.ClientError, run_id: str) -> GatewayError:
         """Lambda refused the invoke: the function did not run. AWS's text goes to the log only."""
-        code = str(exc.response.get("Error", {}).get("Code", "ClientError"))
+        code = aws.error_code(exc)
         log.warning("run %s: invoking %s failed: %s", run_id, self.function_name, str(exc))
         metadata = {"run_id": run_id, "aws_error_code": code}
         if code in _MISCONFIGURED:
