@@ -29,7 +29,8 @@ With ``RunLeases`` (``RUN_LEASE_S`` > 0, the default) every run holds a lease wh
 it is invoked, taken before its run id is handed out. A run whose gateway stopped is
 ended by another: its log gets error and end entries, its key the outcome ABORTED
 (``RUN_ABANDONED``), which repeats replay at once. A failed run's log is made to end
-too (``endings``): a run id in an answer always leads to a log that GetLogs finds.
+too (``endings``): a run id in an answer always leads to a log that GetLogs finds
+(``run_logs``). Ending abandoned runs: ``abandoned``.
 """
 
 from __future__ import annotations
@@ -51,14 +52,13 @@ from datamorph_gateway.errors import (
     Aborted,
     Cancelled,
     DeadlineExceeded,
-    FailedPrecondition,
     GatewayError,
     InvalidArgument,
-    NotFound,
     ResourceExhausted,
     Unavailable,
 )
-from datamorph_gateway.logstore import LogEvent, LogStore, RunLog, utc_timestamp
+from datamorph_gateway.logstore import LogEvent, LogStore, RunLog
+from datamorph_gateway.workflows.abandoned import AbandonedRuns
 from datamorph_gateway.workflows.base import (
     Orchestrator,
     OrchestratorResult,
@@ -66,21 +66,14 @@ from datamorph_gateway.workflows.base import (
     WorkflowError,
     WorkflowTimeout,
 )
-from datamorph_gateway.workflows.endings import (
-    ABANDONED,
-    abandoned_entries,
-    abandoned_error,
-    ended_as_abandoned,
-    failure_entries,
-    has_ended,
-)
+from datamorph_gateway.workflows.endings import ABANDONED, failure_entries, has_ended
 from datamorph_gateway.workflows.idempotency_store import Held, Ledger, outcome_of, replay
-from datamorph_gateway.workflows.leases import AtCapacity, Lapsed, RunLeases
+from datamorph_gateway.workflows.leases import AtCapacity, RunLeases
+from datamorph_gateway.workflows.run_logs import RunLogs
 
 log = logging.getLogger(__name__)
 
 STOP_CHECK_S = 0.5
-ADOPT_EVERY_S = 60.0
 
 
 def new_run_id(now: dt.datetime | None = None) -> str:
@@ -179,9 +172,10 @@ class WorkflowRunner:
         self._keys: OrderedDict[str, _Run] = OrderedDict()
         self._threads: set[threading.Thread] = set()
         self._closed = False
-        self._adopted_at: float | None = None
+        self._logs = RunLogs(log_store, leases, is_running=self.is_running)
         if leases is not None:
-            leases.start(self._end_abandoned, before=self._adopt_stale if ledger else None)
+            abandoned = AbandonedRuns(log_store, leases, ledger)
+            leases.start(abandoned.end, before=abandoned.adopt_stale if ledger else None)
 
     # -- StartWorkflow --------------------------------------------------------------
 
@@ -320,7 +314,7 @@ class WorkflowRunner:
                         f"run {run_id} (started by another gateway) is still running after the "
                         "request's deadline; its logs show its progress",
                         run_id=run_id,
-                        run_log=self._logs_so_far(run_id),
+                        run_log=self._logs.so_far(run_id),
                     )
                 wait_s = min(wait_s, left)
             self._pause(wait_s, run_id, should_stop)
@@ -372,7 +366,7 @@ class WorkflowRunner:
                     f"run {run.run_id} is still running after the request's deadline; "
                     "its logs show its progress",
                     run_id=run.run_id,
-                    run_log=self._logs_so_far(run.run_id),
+                    run_log=self._logs.so_far(run.run_id),
                 )
             wait_s = remaining
             if should_stop is not None:
@@ -459,7 +453,7 @@ class WorkflowRunner:
             run.error = WorkflowTimeout(
                 f"{exc}; run {run.run_id} may still be running",
                 run_id=run.run_id,
-                run_log=self._logs_so_far(run.run_id),
+                run_log=self._logs.so_far(run.run_id),
             )
             outcome = "timeout"
         except GatewayError as exc:
@@ -526,65 +520,6 @@ class WorkflowRunner:
         except Exception as exc:
             log.warning("run %s: could not write its failure to its log: %s", run_id, exc)
 
-    # -- abandoned runs (on the lease reaper's thread) ----------------------------------------
-
-    def _end_abandoned(self, lapsed: Lapsed) -> None:
-        """End a run whose gateway stopped: error and end entries, then the key's outcome.
-
-        Raises when the log cannot be written for now, so the lease lapses again and the
-        run is ended later; a log store that refuses for good (misconfigured) is logged and
-        passed over, since the key must not wait for ever.
-        """
-        assert self._leases is not None
-        key = lapsed.idempotency_key if self._ledger is not None else None
-        if key is not None:
-            assert self._ledger is not None
-            held = self._ledger.get(key)
-            outcome = held.outcome if held is not None and held.run_id == lapsed.run_id else None
-            if outcome is not None and outcome.get("error", {}).get("reason") != ABANDONED:
-                log.info("run %s: finished before its gateway stopped", lapsed.run_id)
-                return
-        try:
-            if not ended_as_abandoned(self.log_store.get(lapsed.run_id)):
-                for entry in abandoned_entries(
-                    lapsed, lease_s=self._leases.lease_s, ended_by=self._leases.holder
-                ):
-                    self.log_store.append(lapsed.run_id, entry)
-        except FailedPrecondition as exc:
-            log.error("run %s: abandoned, but its log cannot be written: %s", lapsed.run_id, exc)
-        if key is not None:
-            assert self._ledger is not None
-            self._ledger.finish(key, lapsed.run_id, outcome_of(None, abandoned_error(lapsed)))
-        log.warning(
-            "run %s ended as abandoned: its gateway %s was last heard from at %s",
-            lapsed.run_id,
-            lapsed.gateway or "(kept no lease)",
-            utc_timestamp(lapsed.renewed_at),
-        )
-
-    def _adopt_stale(self) -> None:
-        """Keys whose run never finished nor held a lease get a lapsed one, to be ended.
-
-        At most every ``ADOPT_EVERY_S``: they are stale only after ``abandon_after_s``
-        (ORCHESTRATOR_READ_TIMEOUT_S + 60 s), so looking more often gains little.
-        """
-        assert self._ledger is not None
-        assert self._leases is not None
-        now = time.monotonic()
-        if self._adopted_at is not None and now - self._adopted_at < ADOPT_EVERY_S:
-            return
-        self._adopted_at = now
-        for key, run_id, claimed_at in self._ledger.stale():
-            self._leases.adopt(run_id, key, claimed_at)
-
-    def _logs_so_far(self, run_id: str) -> RunLog | None:
-        """For a timeout's details; a log store that fails too must not hide the timeout."""
-        try:
-            return self.log_store.get(run_id)
-        except Exception:
-            log.warning("run %s: could not read its logs for a timeout", run_id, exc_info=True)
-            return None
-
     def _forget_expired(self) -> None:
         """Drop keys of runs finished over the TTL ago, then the oldest finished over the cap."""
         now = time.monotonic()
@@ -605,41 +540,8 @@ class WorkflowRunner:
     # -- logs -------------------------------------------------------------------------
 
     def get_logs(self, run_id: str) -> RunLog:
-        """GetLogs: InvalidArgument for a bad id, NotFound for a run with no log.
-
-        A run that holds a lease (it is running somewhere) but has no entries yet has an
-        empty log: its id went out, so it must not be "not found".
-        """
-        try:
-            return self.log_store.require(run_id)
-        except NotFound:
-            started = self._lease_started(run_id)
-            if started is None:
-                raise
-            stamp = utc_timestamp(started)
-            return RunLog(run_id, [], stamp, stamp)
-
-    def _lease_started(self, run_id: str) -> dt.datetime | None:
-        if self._leases is None:
-            return None
-        try:
-            return self._leases.started_at(run_id)
-        except GatewayError as exc:
-            log.warning("run %s: could not read its lease: %s", run_id, exc.message)
-            return None
-
-    def _leased(self, run_id: str) -> bool:
-        """For following a run another gateway runs; one that cannot tell keeps following."""
-        assert self._leases is not None
-        try:
-            return self._leases.is_held(run_id)
-        except GatewayError:
-            return True
-
-    def is_running(self, run_id: str) -> bool:
-        """Whether this gateway is running the run now."""
-        with self._lock:
-            return run_id in self._running
+        """GetLogs: see ``RunLogs.get``."""
+        return self._logs.get(run_id)
 
     def watch(
         self,
@@ -649,22 +551,13 @@ class WorkflowRunner:
         start: int = 0,
         should_stop: Callable[[], bool] | None = None,
     ) -> Iterator[LogEvent]:
-        """WatchLogs: the run's entries as they are written, until the run ends.
+        """WatchLogs: see ``RunLogs.watch``."""
+        return self._logs.watch(run_id, timeout_s, start, should_stop)
 
-        For a run this gateway is running, until its invocation returns; for
-        one that holds a lease (another gateway runs it), until the lease goes:
-        the invocation returned, or the run was ended as abandoned. A run with
-        no entries yet is waited for. Otherwise, until its newest entry is a
-        success, error or end entry. See ``LogStore.follow``.
-        """
-        running: Callable[[], bool] | None = None
-        if self.is_running(run_id):
-            running = lambda: self.is_running(run_id)  # noqa: E731
-        elif self._lease_started(run_id) is not None:
-            running = lambda: self._leased(run_id)  # noqa: E731
-        return self.log_store.follow(
-            run_id, timeout_s=timeout_s, start=start, running=running, should_stop=should_stop
-        )
+    def is_running(self, run_id: str) -> bool:
+        """Whether this gateway is running the run now."""
+        with self._lock:
+            return run_id in self._running
 
     # -- lifecycle --------------------------------------------------------------------
 
