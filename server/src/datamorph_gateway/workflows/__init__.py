@@ -29,7 +29,8 @@ from datamorph_gateway.workflows.handler_orchestrator import (
 )
 from datamorph_gateway.workflows.idempotency_store import Ledger
 from datamorph_gateway.workflows.leases import Lapsed, RunLeases
-from datamorph_gateway.workflows.runner import WorkflowRequest, WorkflowRunner, new_run_id
+from datamorph_gateway.workflows.runner import WorkflowRunner
+from datamorph_gateway.workflows.runs import WorkflowRequest, new_run_id
 
 __all__ = [
     "DEV_HANDLER",

@@ -35,22 +35,15 @@ too (``endings``): a run id in an answer always leads to a log that GetLogs find
 
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
-import json
 import logging
-import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Iterator
 
 from datamorph_gateway.config import Settings
 from datamorph_gateway.errors import (
     Aborted,
-    Cancelled,
     DeadlineExceeded,
     GatewayError,
     InvalidArgument,
@@ -70,82 +63,16 @@ from datamorph_gateway.workflows.endings import ABANDONED, failure_entries, has_
 from datamorph_gateway.workflows.idempotency_store import Held, Ledger, outcome_of, replay
 from datamorph_gateway.workflows.leases import AtCapacity, RunLeases
 from datamorph_gateway.workflows.run_logs import RunLogs
+from datamorph_gateway.workflows.runs import (
+    Run,
+    WorkflowRequest,
+    new_run_id,
+    pause,
+    time_left,
+    wait_for,
+)
 
 log = logging.getLogger(__name__)
-
-STOP_CHECK_S = 0.5
-
-
-def new_run_id(now: dt.datetime | None = None) -> str:
-    """``YYYYMMDD_HHMMSS_`` (UTC) and 8 random lowercase hex digits."""
-    moment = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
-    return moment.strftime("%Y%m%d_%H%M%S_") + secrets.token_hex(4)
-
-
-@dataclass(frozen=True)
-class WorkflowRequest:
-    """StartWorkflow's fields, checked (``validation``): the runner takes them as they are."""
-
-    prompt: str
-    source_tables: Sequence[str] = ()
-    target_table: str = ""
-    idempotency_key: str = ""
-
-    def event(self, run_id: str) -> dict[str, Any]:
-        """What the orchestrator gets; ``prompt`` twice, as DataMorph's reads ``user_prompt``."""
-        return {
-            "user_prompt": self.prompt,
-            "prompt": self.prompt,
-            "source_tables": list(self.source_tables),
-            "target_table": self.target_table,
-            "run_id": run_id,
-        }
-
-    def fingerprint(self) -> str:
-        text = json.dumps([self.prompt, list(self.source_tables), self.target_table])
-        return hashlib.sha256(text.encode()).hexdigest()
-
-
-class _Run:
-    """One admitted run; every caller with its key waits on ``done``."""
-
-    def __init__(self, run_id: str, fingerprint: str, key: str = "") -> None:
-        self.run_id = run_id
-        self.fingerprint = fingerprint
-        self.key = key
-        self.event: dict[str, Any] = {}  # what the orchestrator gets, until it gets it
-        self.ready = threading.Event()  # launched, or refused before it started
-        self.launched = False
-        self.done = threading.Event()
-        self.finished_at: float | None = None
-        self.result: OrchestratorResult | None = None
-        self.error: BaseException | None = None
-
-    def outcome(self) -> OrchestratorResult:
-        if self.error is not None:
-            raise _fresh(self.error)
-        assert self.result is not None
-        return self.result
-
-
-def _left(deadline: float | None) -> float | None:
-    return None if deadline is None else deadline - time.monotonic()
-
-
-def _cancelled(run_id: str) -> WorkflowError:
-    return WorkflowError(
-        f"the request was cancelled; run {run_id} goes on",
-        kind=Cancelled,
-        reason="CANCELLED",
-        metadata={"run_id": run_id},
-    )
-
-
-def _fresh(error: BaseException) -> BaseException:
-    """A copy to raise, so that each caller's traceback stays off the remembered error."""
-    clone = type(error).__new__(type(error), *error.args)
-    clone.__dict__.update(error.__dict__)
-    return clone
 
 
 class WorkflowRunner:
@@ -167,9 +94,9 @@ class WorkflowRunner:
         self._leases = leases
         self._max = settings.workflow_max_concurrent
         self._lock = threading.Lock()
-        self._running: dict[str, _Run] = {}
+        self._running: dict[str, Run] = {}
         self._waiting = 0
-        self._keys: OrderedDict[str, _Run] = OrderedDict()
+        self._keys: OrderedDict[str, Run] = OrderedDict()
         self._threads: set[threading.Thread] = set()
         self._closed = False
         self._logs = RunLogs(log_store, leases, is_running=self.is_running)
@@ -222,7 +149,7 @@ class WorkflowRunner:
                 run.ready.wait()
             if on_run_id is not None and run.launched:
                 on_run_id(run.run_id)
-            self._wait(run, timeout_s, should_stop)
+            wait_for(run, timeout_s, should_stop, self._logs.so_far)
             return run.outcome()
         finally:
             with self._lock:
@@ -253,7 +180,7 @@ class WorkflowRunner:
                 raise
             if on_run_id is not None:
                 on_run_id(run.run_id)
-            self._wait(run, _left(deadline), should_stop)
+            wait_for(run, time_left(deadline), should_stop, self._logs.so_far)
             return run.outcome()
         if held.fingerprint != fingerprint:
             raise InvalidArgument.field(
@@ -284,7 +211,7 @@ class WorkflowRunner:
                 local.ready.wait()
                 if on_run_id is not None and local.launched and not announced:
                     on_run_id(run_id)
-                self._wait(local, _left(deadline), should_stop)
+                wait_for(local, time_left(deadline), should_stop, self._logs.so_far)
                 return local.outcome()
             if not announced and (held.outcome is not None or self._has_started(run_id)):
                 announced = True
@@ -302,7 +229,7 @@ class WorkflowRunner:
                     metadata={"run_id": run_id},
                 )
             wait_s = self._settings.log_poll_interval_s
-            left = _left(deadline)
+            left = time_left(deadline)
             if left is not None:
                 if left <= 0:
                     if not announced:
@@ -317,7 +244,7 @@ class WorkflowRunner:
                         run_log=self._logs.so_far(run_id),
                     )
                 wait_s = min(wait_s, left)
-            self._pause(wait_s, run_id, should_stop)
+            pause(wait_s, run_id, should_stop)
             current = self._ledger.get(key)
             if current is None or current.run_id != run_id:  # expired or released meanwhile
                 raise WorkflowError(
@@ -341,40 +268,12 @@ class WorkflowRunner:
             log.warning("run %s: could not read its lease: %s", run_id, exc.message)
             return False
 
-    def _pause(self, seconds: float, run_id: str, should_stop: Callable[[], bool] | None) -> None:
-        end = time.monotonic() + seconds
-        while (left := end - time.monotonic()) > 0:
-            time.sleep(min(left, STOP_CHECK_S))
-            if should_stop is not None and should_stop():
-                raise _cancelled(run_id)
-
     def _release(self, key: str, run_id: str) -> None:
         assert self._ledger is not None
         try:
             self._ledger.release(key, run_id)
         except GatewayError as exc:  # it expires as an abandoned claim instead
             log.warning("could not release idempotency key of run %s: %s", run_id, exc.message)
-
-    def _wait(
-        self, run: _Run, timeout_s: float | None, should_stop: Callable[[], bool] | None
-    ) -> None:
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while True:
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                raise WorkflowTimeout(
-                    f"run {run.run_id} is still running after the request's deadline; "
-                    "its logs show its progress",
-                    run_id=run.run_id,
-                    run_log=self._logs.so_far(run.run_id),
-                )
-            wait_s = remaining
-            if should_stop is not None:
-                wait_s = STOP_CHECK_S if remaining is None else min(remaining, STOP_CHECK_S)
-            if run.done.wait(wait_s):
-                return
-            if should_stop is not None and should_stop():
-                raise _cancelled(run.run_id)
 
     def _exhausted(self, what: str, limit: int) -> ResourceExhausted:
         return ResourceExhausted(
@@ -383,19 +282,19 @@ class WorkflowRunner:
             metadata={"limit": str(limit)},
         )
 
-    def _admit(self, request: WorkflowRequest, run_id: str = "") -> _Run:
+    def _admit(self, request: WorkflowRequest, run_id: str = "") -> Run:
         """Take a slot (and the key, in memory); called with the lock held. ``_launch`` next."""
         if self._closed:
             raise Unavailable("the gateway is shutting down", reason="SHUTTING_DOWN")
         run_id = run_id or new_run_id()
-        run = _Run(run_id, request.fingerprint(), request.idempotency_key)
+        run = Run(run_id, request.fingerprint(), request.idempotency_key)
         run.event = request.event(run_id)
         self._running[run_id] = run
         if request.idempotency_key:
             self._keys[request.idempotency_key] = run
         return run
 
-    def _launch(self, run: _Run) -> None:
+    def _launch(self, run: Run) -> None:
         """Take the run's lease, then start its thread; without a lease, the run is refused.
 
         Called without the lock: the lease is a database statement. Callers that joined
@@ -440,7 +339,7 @@ class WorkflowRunner:
         finally:
             run.ready.set()
 
-    def _run(self, run: _Run) -> None:
+    def _run(self, run: Run) -> None:
         """The workflow thread: one invocation, its outcome kept for every waiter."""
         event, run.event = run.event, {}
         started = time.monotonic()
@@ -488,7 +387,7 @@ class WorkflowRunner:
             self.log_store.wake(run.run_id)
         log.info("run %s finished: %s in %.1f s", run.run_id, outcome, time.monotonic() - started)
 
-    def _record(self, run: _Run) -> bool | None:
+    def _record(self, run: Run) -> bool | None:
         """The outcome in the ledger, for repeats that reach other gateways; False when
         another outcome was recorded first (the run was ended as abandoned)."""
         if self._ledger is None or not run.key:
@@ -508,7 +407,7 @@ class WorkflowRunner:
             )
         return recorded
 
-    def _log_failure(self, run: _Run, error: BaseException) -> None:
+    def _log_failure(self, run: Run, error: BaseException) -> None:
         """A failed run's answer carries its run id: its log must exist and end."""
         run_id = run.run_id
         if isinstance(error, GatewayError):
