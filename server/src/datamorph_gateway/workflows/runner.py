@@ -1,4 +1,4 @@
-"""StartWorkflow's engine: run ids, at-most-once invocation, idempotency keys, a concurrency bound.
+"""StartWorkflow's engine: run ids, at-most-once invocation, a concurrency bound, the run thread.
 
 Each admitted workflow runs on a thread of its own (at most
 ``workflow_max_concurrent`` at once), so the RPC thread that asked can stop
@@ -13,24 +13,19 @@ never holds every RPC thread. With leases the running workflows are counted on
 every gateway process and replica together (their leases, under a lock in the
 database); without, in this process.
 
-Idempotency keys are remembered in this process's memory, for
-``idempotency_ttl_s`` after the run ends and at most ``idempotency_max_keys``
-of them (oldest finished first out). A repeat with the same key gets the
-first run's answer or error, waiting for it if the run is still going, and
-never starts another; a repeat with the same key but a different request is
-INVALID_ARGUMENT. A key is only taken once its run is admitted, so a request
-refused by a limit or by validation can be retried with the same key. With a
-``Ledger`` (``IDEMPOTENCY_STORE=postgres``, the default) a key this process has
-not seen is claimed in the database first, so it also holds across restarts and
-replicas: a repeat that reaches another gateway waits for the run by polling
-the ledger, then replays its recorded answer or error.
+A repeat with the same idempotency key gets the first run's answer or error,
+waiting for it if the run is still going (``runs``), and never starts another;
+a repeat with the same key but a different request is INVALID_ARGUMENT. A key
+is only taken once its run is admitted, so a request refused by a limit or by
+validation can be retried with the same key. Keys are remembered in this
+process and, with ``IDEMPOTENCY_STORE=postgres`` (the default), claimed in the
+idempotency store first, so that they hold across restarts and replicas
+(``idempotency``).
 
 With ``RunLeases`` (``RUN_LEASE_S`` > 0, the default) every run holds a lease while
 it is invoked, taken before its run id is handed out. A run whose gateway stopped is
-ended by another: its log gets error and end entries, its key the outcome ABORTED
-(``RUN_ABANDONED``), which repeats replay at once. A failed run's log is made to end
-too (``endings``): a run id in an answer always leads to a log that GetLogs finds
-(``run_logs``). Ending abandoned runs: ``abandoned``.
+ended by another (``abandoned``). A failed run's log is made to end too (``endings``):
+a run id in an answer always leads to a log that GetLogs finds (``run_logs``).
 """
 
 from __future__ import annotations
@@ -38,39 +33,24 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 
 from datamorph_gateway.config import Settings
-from datamorph_gateway.errors import (
-    Aborted,
-    DeadlineExceeded,
-    GatewayError,
-    InvalidArgument,
-    ResourceExhausted,
-    Unavailable,
-)
+from datamorph_gateway.errors import DeadlineExceeded, GatewayError, ResourceExhausted, Unavailable
 from datamorph_gateway.logstore import LogEvent, LogStore, RunLog
 from datamorph_gateway.workflows.abandoned import AbandonedRuns
 from datamorph_gateway.workflows.base import (
     Orchestrator,
     OrchestratorResult,
     OrchestratorTimeout,
-    WorkflowError,
     WorkflowTimeout,
 )
-from datamorph_gateway.workflows.endings import ABANDONED, failure_entries, has_ended
-from datamorph_gateway.workflows.idempotency_store import Held, Ledger, outcome_of, replay
+from datamorph_gateway.workflows.endings import failure_entries, has_ended
+from datamorph_gateway.workflows.idempotency import KeyMemory, SharedKeys, key_reused
+from datamorph_gateway.workflows.idempotency_store import Ledger
 from datamorph_gateway.workflows.leases import AtCapacity, RunLeases
 from datamorph_gateway.workflows.run_logs import RunLogs
-from datamorph_gateway.workflows.runs import (
-    Run,
-    WorkflowRequest,
-    new_run_id,
-    pause,
-    time_left,
-    wait_for,
-)
+from datamorph_gateway.workflows.runs import Run, WorkflowRequest, new_run_id, time_left, wait_for
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +76,21 @@ class WorkflowRunner:
         self._lock = threading.Lock()
         self._running: dict[str, Run] = {}
         self._waiting = 0
-        self._keys: OrderedDict[str, Run] = OrderedDict()
+        self._keys = KeyMemory(
+            ttl_s=settings.idempotency_ttl_s, max_keys=settings.idempotency_max_keys
+        )
         self._threads: set[threading.Thread] = set()
         self._closed = False
         self._logs = RunLogs(log_store, leases, is_running=self.is_running)
+        self._shared: SharedKeys | None = None
+        if ledger is not None:
+            self._shared = SharedKeys(
+                ledger,
+                leases,
+                poll_interval_s=settings.log_poll_interval_s,
+                local_run=self._local_run,
+                logs_so_far=self._logs.so_far,
+            )
         if leases is not None:
             abandoned = AbandonedRuns(log_store, leases, ledger)
             leases.start(abandoned.end, before=abandoned.adopt_stale if ledger else None)
@@ -126,23 +117,21 @@ class WorkflowRunner:
             raise DeadlineExceeded("the request's deadline passed before the workflow could start")
         key = request.idempotency_key
         with self._lock:
-            self._forget_expired()
+            self._keys.expire()
             run = self._keys.get(key) if key else None
             if run is not None and run.fingerprint != request.fingerprint():
-                raise InvalidArgument.field(
-                    "idempotency_key", "was already used for a different request"
-                )
+                raise key_reused()
             if self._waiting >= 2 * self._max:
                 raise self._exhausted("StartWorkflow calls are already waiting", 2 * self._max)
-            admitted = run is None and not (key and self._ledger is not None)
+            admitted = run is None and not (key and self._shared is not None)
             if admitted:
                 if len(self._running) >= self._max:
                     raise self._exhausted("workflows are already running", self._max)
                 run = self._admit(request)
             self._waiting += 1
         try:
-            if run is None:  # a key this process has not seen: the ledger decides
-                return self._through_ledger(request, timeout_s, on_run_id, should_stop)
+            if run is None:  # a key this process has not seen: the idempotency store decides
+                return self._through_store(request, timeout_s, on_run_id, should_stop)
             if admitted:
                 self._launch(run)
             else:  # joined: the call that admitted it launches it
@@ -155,19 +144,19 @@ class WorkflowRunner:
             with self._lock:
                 self._waiting -= 1
 
-    def _through_ledger(
+    def _through_store(
         self,
         request: WorkflowRequest,
         timeout_s: float | None,
         on_run_id: Callable[[str], None] | None,
         should_stop: Callable[[], bool] | None,
     ) -> OrchestratorResult:
-        """Claim the key in the shared ledger and run, or follow the run that holds it."""
-        assert self._ledger is not None
+        """Claim the key in the idempotency store and run, or follow the run that holds it."""
+        assert self._shared is not None
         key, fingerprint = request.idempotency_key, request.fingerprint()
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         run_id = new_run_id()
-        held = self._ledger.claim(key, fingerprint, run_id)
+        held = self._shared.claim(key, fingerprint, run_id)
         if held is None:  # ours: start it here
             try:
                 with self._lock:
@@ -176,104 +165,19 @@ class WorkflowRunner:
                     run = self._admit(request, run_id)
                 self._launch(run)
             except BaseException:
-                self._release(key, run_id)
+                self._shared.release(key, run_id)
                 raise
             if on_run_id is not None:
                 on_run_id(run.run_id)
             wait_for(run, time_left(deadline), should_stop, self._logs.so_far)
             return run.outcome()
         if held.fingerprint != fingerprint:
-            raise InvalidArgument.field(
-                "idempotency_key", "was already used for a different request"
-            )
-        return self._follow(key, held, deadline, should_stop, on_run_id)
+            raise key_reused()
+        return self._shared.follow(key, held, deadline, should_stop, on_run_id)
 
-    def _follow(
-        self,
-        key: str,
-        held: Held,
-        deadline: float | None,
-        should_stop: Callable[[], bool] | None,
-        on_run_id: Callable[[str], None] | None,
-    ) -> OrchestratorResult:
-        """Wait for a run that another gateway (or an earlier life of this one) started.
-
-        Its run id goes to ``on_run_id`` only once the run is seen to have started (it
-        holds a lease, or finished): a key's holder may still be refused before it starts.
-        """
-        assert self._ledger is not None
-        run_id = held.run_id
-        announced = False
-        while True:
-            with self._lock:
-                local = self._running.get(run_id)
-            if local is not None:  # it is ours after all (claimed a moment ago)
-                local.ready.wait()
-                if on_run_id is not None and local.launched and not announced:
-                    on_run_id(run_id)
-                wait_for(local, time_left(deadline), should_stop, self._logs.so_far)
-                return local.outcome()
-            if not announced and (held.outcome is not None or self._has_started(run_id)):
-                announced = True
-                if on_run_id is not None:
-                    on_run_id(run_id)
-            if held.outcome is not None:
-                return replay(held.outcome)
-            if self._leases is None and held.claimed_s_ago > self._ledger.abandon_after_s:
-                # Without leases, nothing ends the run: a repeat stops waiting for it.
-                raise WorkflowError(
-                    f"run {run_id} never finished: the gateway running it stopped; its logs "
-                    "show how far it got, and this idempotency key will not start another run",
-                    kind=Aborted,
-                    reason=ABANDONED,
-                    metadata={"run_id": run_id},
-                )
-            wait_s = self._settings.log_poll_interval_s
-            left = time_left(deadline)
-            if left is not None:
-                if left <= 0:
-                    if not announced:
-                        raise DeadlineExceeded(
-                            "the run holding this idempotency key (claimed by another gateway) "
-                            "had not started by the request's deadline; send the request again"
-                        )
-                    raise WorkflowTimeout(
-                        f"run {run_id} (started by another gateway) is still running after the "
-                        "request's deadline; its logs show its progress",
-                        run_id=run_id,
-                        run_log=self._logs.so_far(run_id),
-                    )
-                wait_s = min(wait_s, left)
-            pause(wait_s, run_id, should_stop)
-            current = self._ledger.get(key)
-            if current is None or current.run_id != run_id:  # expired or released meanwhile
-                raise WorkflowError(
-                    f"{f'run {run_id}' if announced else 'the run that held it'} no longer "
-                    "holds this idempotency key; send the request again",
-                    kind=Aborted,
-                    reason="KEY_RELEASED",
-                    # A run released before it started has no log: its id leads nowhere.
-                    metadata={"run_id": run_id} if announced else {},
-                )
-            held = current
-
-    def _has_started(self, run_id: str) -> bool:
-        """Whether a run another gateway holds the key for has started (holds a lease).
-        Without leases there is no telling: taken as started, as before leases."""
-        if self._leases is None:
-            return True
-        try:
-            return self._leases.is_held(run_id)
-        except GatewayError as exc:
-            log.warning("run %s: could not read its lease: %s", run_id, exc.message)
-            return False
-
-    def _release(self, key: str, run_id: str) -> None:
-        assert self._ledger is not None
-        try:
-            self._ledger.release(key, run_id)
-        except GatewayError as exc:  # it expires as an abandoned claim instead
-            log.warning("could not release idempotency key of run %s: %s", run_id, exc.message)
+    def _local_run(self, run_id: str) -> Run | None:
+        with self._lock:
+            return self._running.get(run_id)
 
     def _exhausted(self, what: str, limit: int) -> ResourceExhausted:
         return ResourceExhausted(
@@ -290,8 +194,7 @@ class WorkflowRunner:
         run = Run(run_id, request.fingerprint(), request.idempotency_key)
         run.event = request.event(run_id)
         self._running[run_id] = run
-        if request.idempotency_key:
-            self._keys[request.idempotency_key] = run
+        self._keys.remember(run)
         return run
 
     def _launch(self, run: Run) -> None:
@@ -331,13 +234,14 @@ class WorkflowRunner:
             with self._lock:
                 run.finished_at = time.monotonic()
                 self._running.pop(run.run_id, None)
-                if run.key and self._keys.get(run.key) is run:
-                    del self._keys[run.key]  # refused before it started: the key is free
+                self._keys.forget(run)  # refused before it started: the key is free
             run.error = exc
             run.done.set()
             raise
         finally:
             run.ready.set()
+
+    # -- the workflow thread ----------------------------------------------------------
 
     def _run(self, run: Run) -> None:
         """The workflow thread: one invocation, its outcome kept for every waiter."""
@@ -372,40 +276,20 @@ class WorkflowRunner:
                 run.error.__context__ = None
                 run.error.__cause__ = None
                 self._log_failure(run, run.error)
-            recorded = self._record(run)
+            recorded = self._shared.record(run) if self._shared is not None else None
             if self._leases is not None:  # after the log and the key: the run is over
                 self._leases.release(run.run_id)
             with self._lock:
                 run.finished_at = time.monotonic()
                 self._running.pop(run.run_id, None)
                 self._threads.discard(threading.current_thread())
-                if recorded is False and self._keys.get(run.key) is run:
+                if recorded is False:
                     # Ended as abandoned meanwhile (this gateway lost its lease): repeats
-                    # answer what the ledger says, as on every other gateway.
-                    del self._keys[run.key]
+                    # answer what the idempotency store says, as on every other gateway.
+                    self._keys.forget(run)
             run.done.set()
             self.log_store.wake(run.run_id)
         log.info("run %s finished: %s in %.1f s", run.run_id, outcome, time.monotonic() - started)
-
-    def _record(self, run: Run) -> bool | None:
-        """The outcome in the ledger, for repeats that reach other gateways; False when
-        another outcome was recorded first (the run was ended as abandoned)."""
-        if self._ledger is None or not run.key:
-            return None
-        try:
-            recorded = self._ledger.finish(run.key, run.run_id, outcome_of(run.result, run.error))
-        except Exception:
-            log.warning(
-                "run %s: could not record its outcome for its key", run.run_id, exc_info=True
-            )
-            return None
-        if not recorded:
-            log.warning(
-                "run %s finished after it was ended as abandoned; its key keeps answering "
-                "RUN_ABANDONED",
-                run.run_id,
-            )
-        return recorded
 
     def _log_failure(self, run: Run, error: BaseException) -> None:
         """A failed run's answer carries its run id: its log must exist and end."""
@@ -418,23 +302,6 @@ class WorkflowRunner:
                     self.log_store.append(run_id, entry)
         except Exception as exc:
             log.warning("run %s: could not write its failure to its log: %s", run_id, exc)
-
-    def _forget_expired(self) -> None:
-        """Drop keys of runs finished over the TTL ago, then the oldest finished over the cap."""
-        now = time.monotonic()
-        ttl = self._settings.idempotency_ttl_s
-        expired = [
-            k
-            for k, r in self._keys.items()
-            if r.finished_at is not None and now - r.finished_at > ttl
-        ]
-        for key in expired:
-            del self._keys[key]
-        excess = len(self._keys) + 1 - self._settings.idempotency_max_keys  # room for one more
-        if excess > 0:
-            finished = [k for k, r in self._keys.items() if r.finished_at is not None]
-            for key in finished[:excess]:
-                del self._keys[key]
 
     # -- logs -------------------------------------------------------------------------
 
