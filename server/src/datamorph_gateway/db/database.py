@@ -31,6 +31,7 @@ from psycopg2.extensions import parse_dsn
 
 from datamorph_gateway.config import Settings
 from datamorph_gateway.db import catalog, decoding, query, sampling
+from datamorph_gateway.db.budget import ConnectionBudget
 from datamorph_gateway.db.cancel import CancelScope
 from datamorph_gateway.db.connect import (
     DatabaseLogin,
@@ -42,7 +43,7 @@ from datamorph_gateway.db.connect import (
 from datamorph_gateway.db.decoding import ColumnType, TypeCatalog, decode_rows
 from datamorph_gateway.db.health import HealthProbe
 from datamorph_gateway.db.names import TableName
-from datamorph_gateway.db.pool import Connection, ConnectionBudget, ConnectionPool
+from datamorph_gateway.db.pool import Connection, ConnectionPool
 from datamorph_gateway.db.privileges import RoleGuard
 from datamorph_gateway.db.sqltext import Script, Statement
 from datamorph_gateway.db.statements import Budget, PreparingConnection

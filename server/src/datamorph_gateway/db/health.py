@@ -21,7 +21,7 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions as ext
 
-from datamorph_gateway.db.pool import alive
+from datamorph_gateway.db.connections import alive, first_line
 from datamorph_gateway.errors import DeadlineExceeded, Unavailable
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ class HealthProbe:
                 self._ping(deadline, fresh=True)
         except psycopg2.Error as exc:
             self._drop()
-            reason = _first_line(exc)
+            reason = first_line(exc)
             news, self._failing = reason != self._failing, reason
             log.log(logging.WARNING if news else logging.DEBUG, "health check failed: %s", reason)
             raise Unavailable("the database is unavailable", reason="DATABASE_UNAVAILABLE") from exc
@@ -112,8 +112,3 @@ class HealthProbe:
                 conn.close()
             except psycopg2.Error:
                 log.debug("error closing the health check connection", exc_info=True)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
