@@ -26,13 +26,14 @@ import psycopg2
 
 from datamorph_gateway.config import Settings
 from datamorph_gateway.db import catalog, query, sampling
+from datamorph_gateway.db.bounded import Limits
 from datamorph_gateway.db.cancel import CancelScope
 from datamorph_gateway.db.connect import DatabaseLogin
 from datamorph_gateway.db.decoding import ColumnType, TypeCatalog, decode_rows
 from datamorph_gateway.db.health import HealthProbe
 from datamorph_gateway.db.names import TableName
 from datamorph_gateway.db.pool import Connection, ConnectionPool
-from datamorph_gateway.db.roles import RolePools
+from datamorph_gateway.db.roles import PasswordSource, RolePools
 from datamorph_gateway.db.sqltext import Script, Statement
 from datamorph_gateway.db.statements import Budget
 from datamorph_gateway.errors import GatewayError, Unavailable, from_database_error
@@ -58,8 +59,7 @@ class Database:
         settings: Settings,
         dsn: str,
         *,
-        login_passwords: Callable[[DatabaseLogin, str, int], Callable[[], str] | None]
-        | None = None,
+        login_passwords: PasswordSource | None = None,
     ) -> None:
         self.types = TypeCatalog()
         self.relations = catalog.RelationCache(settings.relation_cache_ttl_s)
@@ -214,7 +214,7 @@ class Database:
         with self._transaction(
             timeout_s, read_only=read_only, reset_session=True, scope=scope, login=login
         ) as conn:
-            limits = query.Limits(max_rows, self._max_result_bytes)
+            limits = Limits(max_rows, self._max_result_bytes)
             return query.run(conn, self.types, script=script, params=params, limits=limits)
 
     def stream(
@@ -245,7 +245,7 @@ class Database:
                     self.types,
                     statement=statement,
                     params=params,
-                    batch=query.Limits(batch_rows, self._max_result_bytes),
+                    batch=Limits(batch_rows, self._max_result_bytes),
                 ),
             )
             try:

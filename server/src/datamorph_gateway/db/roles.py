@@ -38,6 +38,10 @@ from datamorph_gateway.errors import ConfigError, FailedPrecondition
 
 log = logging.getLogger(__name__)
 
+# Where a principal's own database user gets its password (dblogins.LoginPasswords):
+# (login, host, port) -> a callable asked at each connect, or None for the DSN's own.
+PasswordSource = Callable[[DatabaseLogin, str, int], Callable[[], str] | None]
+
 
 class RolePools:
     """The serving role's pool, the read-only role's and each principal's, on one budget."""
@@ -47,8 +51,7 @@ class RolePools:
         settings: Settings,
         dsn: str,
         *,
-        login_passwords: Callable[[DatabaseLogin, str, int], Callable[[], str] | None]
-        | None = None,
+        login_passwords: PasswordSource | None = None,
     ) -> None:
         self.dsns = RoleDsns(settings, dsn)
         self.guard = RoleGuard(allow_privileged=settings.db_allow_privileged)
