@@ -65,7 +65,7 @@ class Database:
         self.relations = catalog.RelationCache(settings.relation_cache_ttl_s)
         self._allow_system = settings.allow_system_schemas
         self._max_result_bytes = settings.max_result_bytes
-        self.roles = RolePools(settings, dsn, login_passwords=login_passwords)
+        self.roles = RolePools(settings, dsn, login_passwords)
         self.budget = self.roles.budget
         self.pool = self.roles.serving
         self.reader_pool = self.roles.reader

@@ -32,13 +32,19 @@ _ROWS_VERBS = frozenset({"INSERT", "UPDATE", "DELETE", "MERGE", "COPY", "SELECT"
 
 
 @dataclass(frozen=True)
-class QueryResult:
-    """What the last statement produced, rows already JSON-ready."""
+class Rows:
+    """Rows already JSON-ready, with their result's column names, types and object keys."""
 
     names: list[str]
     columns: list[ColumnType]
     keys: list[str]
     rows: Sequence[Sequence[Any]]
+
+
+@dataclass(frozen=True)
+class QueryResult(Rows):
+    """What the last statement produced."""
+
     rows_affected: int
     command: str
     truncated: bool
@@ -92,13 +98,8 @@ def run(
 
 
 @dataclass(frozen=True)
-class Batch:
+class Batch(Rows):
     """One batch of a streamed result, with the result's columns."""
-
-    names: list[str]
-    columns: list[ColumnType]
-    keys: list[str]
-    rows: Sequence[Sequence[Any]]
 
 
 def stream(

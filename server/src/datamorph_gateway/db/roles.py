@@ -47,11 +47,7 @@ class RolePools:
     """The serving role's pool, the read-only role's and each principal's, on one budget."""
 
     def __init__(
-        self,
-        settings: Settings,
-        dsn: str,
-        *,
-        login_passwords: PasswordSource | None = None,
+        self, settings: Settings, dsn: str, login_passwords: PasswordSource | None
     ) -> None:
         self.dsns = RoleDsns(settings, dsn)
         self.guard = RoleGuard(allow_privileged=settings.db_allow_privileged)
