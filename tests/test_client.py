@@ -23,8 +23,9 @@ from datamorph_client import (
     RunLogs,
 )
 from datamorph_client.errors import from_rpc_error
-from datamorph_gateway.errors import ResourceExhausted, to_status
+from datamorph_gateway.errors import ResourceExhausted
 from datamorph_gateway.logstore.base import RunLog
+from datamorph_gateway.status import to_status
 from datamorph_gateway.workflows.base import WorkflowTimeout
 
 EXAMPLE = Path(__file__).parents[1] / "clients" / "python" / "examples" / "lambda_handler.py"
