@@ -32,8 +32,8 @@ from psycopg2 import sql
 from bench.loadstats import LoadResult, summarize
 from datamorph_gateway.db import catalog, decoding, sampling
 from datamorph_gateway.db.budget import Budget, execute
+from datamorph_gateway.db.connections import discard_session
 from datamorph_gateway.db.names import parse_table_name
-from datamorph_gateway.db.pool import discard_session
 from datamorph_gateway.db.prepared import PreparingConnection
 
 Connection = psycopg2.extensions.connection

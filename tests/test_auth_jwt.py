@@ -29,7 +29,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from datamorph_gateway.auth.credentials import AuthError, Verified
-from datamorph_gateway.auth.jwt import KEYS_MAX_AGE_S, REFETCH_INTERVAL_S, JwtVerifier
+from datamorph_gateway.auth.jwks import KEYS_MAX_AGE_S, REFETCH_INTERVAL_S
+from datamorph_gateway.auth.jwt import JwtVerifier
 
 pytestmark = pytest.mark.timeout(60)
 

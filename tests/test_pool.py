@@ -12,8 +12,9 @@ from typing import Any
 import psycopg2
 import pytest
 
+from datamorph_gateway.db.connection_budget import ConnectionBudget
 from datamorph_gateway.db.health import HealthProbe
-from datamorph_gateway.db.pool import ConnectionBudget, ConnectionPool
+from datamorph_gateway.db.pool import ConnectionPool
 from datamorph_gateway.errors import ResourceExhausted, Unavailable
 
 # Long enough that a test finishing well inside it shows nobody waited for it.

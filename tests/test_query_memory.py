@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from datamorph_client import GatewayClient
-from datamorph_gateway.db.query import Limits, read_batch, read_bounded, row_bytes
+from datamorph_gateway.db.bounded import Limits, read_batch, read_bounded, row_bytes
 
 T = TypeVar("T")
 MB = 1024 * 1024

@@ -84,7 +84,7 @@ class Gateway:
         self.database = Database(settings, dsn, login_passwords=LoginPasswords(settings))
         try:
             # A refused login or a superuser stops the start here, with the server's reason.
-            self.database.verify_roles()
+            self.database.roles.verify()
             self.workflows = create_runner(settings, self.database.pool)
         except BaseException:
             self.database.close()

@@ -10,9 +10,9 @@ from __future__ import annotations
 __all__ = ["first_line", "tail"]
 
 
-def first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException | None) -> str:
     """The first line of ``exc``'s message, or its class name when it has none."""
-    text = str(exc).strip()
+    text = str(exc).strip() if exc is not None else ""
     return text.splitlines()[0] if text else type(exc).__name__
 
 

@@ -21,7 +21,7 @@ from datamorph_gateway.auth.policy import Principal
 from datamorph_gateway.config import Settings
 from datamorph_gateway.db import sqltext
 from datamorph_gateway.db.names import InvalidTableName, TableName, parse_table_name
-from datamorph_gateway.db.query import MAX_SAFE_INTEGER
+from datamorph_gateway.db.params import MAX_SAFE_INTEGER
 from datamorph_gateway.db.sqlpolicy import Refusal, SqlPolicy, first_write
 from datamorph_gateway.errors import (
     FieldViolation,

@@ -21,7 +21,7 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions as ext
 
-from datamorph_gateway.db.pool import alive
+from datamorph_gateway.db.connections import alive
 from datamorph_gateway.errors import DeadlineExceeded, Unavailable
 from datamorph_gateway.excerpts import first_line
 

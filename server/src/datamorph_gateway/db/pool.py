@@ -14,18 +14,13 @@ bookkeeping tables); every other borrower (caller SQL) holds at most
 So slow caller SQL can fill its share and its queue while reads are still
 served, and the threads serving RPCs are not all parked waiting behind it.
 
-Several pools (the serving role's, the read-only role's, one per principal with a
-database user of its own) share one ``ConnectionBudget``, so ``DB_POOL_MAX`` still caps
-every connection of the process, and caller SQL in all of them together still leaves the
-reserved share to reads: a pool that needs a connection when the budget is spent closes
-an idle one of another pool, or waits for one.
+This module keeps the books (who holds what, who waits); ``budget`` caps the pools of
+the process together, and ``connections`` opens, tests and resets one connection.
 """
 
 from __future__ import annotations
 
 import logging
-import random
-import select
 import threading
 import time
 from collections import deque
@@ -36,73 +31,14 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions as ext
 
-from datamorph_gateway.db.prepared import PreparingConnection
+from datamorph_gateway.db.connection_budget import ConnectionBudget
+from datamorph_gateway.db.connections import ConnectHook, Connector, alive, discard_session
 from datamorph_gateway.errors import ResourceExhausted, Unavailable
 
 log = logging.getLogger(__name__)
-# Jitter from a generator of our own: the module-level one is the application's (and
-# property tests notice when a background thread draws from it).
-_jitter = random.Random()  # noqa: S311
 
 Connection = ext.connection
-ConnectHook = Callable[[Connection], None]
 _BUDGET_POLL_S = 0.02  # how often a pool waiting on the shared budget looks again
-
-
-class ConnectionBudget:
-    """Connections open in all pools of the process, and those lent to caller SQL.
-
-    ``limit`` caps the open ones; caller SQL (a pool's shared share) may hold at most
-    ``limit - reserved`` of them at once across pools, so ``reserved`` are always left to
-    reads. Pools call it while holding their own lock; it takes another pool's lock only
-    without blocking (to close one of its idle connections), so no two pools wait on
-    each other.
-    """
-
-    def __init__(self, limit: int, reserved: int = 0) -> None:
-        if not 0 <= reserved < limit:
-            raise ValueError("reserved must be at least 0 and less than limit")
-        self.limit = limit
-        self.caller_limit = limit - reserved
-        self._open = 0
-        self._caller_busy = 0
-        self._lock = threading.Lock()
-        self._pools: list[ConnectionPool] = []
-
-    def register(self, pool: ConnectionPool) -> None:
-        with self._lock:
-            self._pools.append(pool)
-
-    def stats(self) -> dict[str, int]:
-        with self._lock:
-            return {"open": self._open, "limit": self.limit, "caller_busy": self._caller_busy}
-
-    def caller_room(self) -> bool:
-        with self._lock:
-            return self._caller_busy < self.caller_limit
-
-    def lend_to_caller(self, count: int) -> None:
-        with self._lock:
-            self._caller_busy += count
-
-    def open_one(self, requester: ConnectionPool) -> bool:
-        """Count one more open connection, closing another pool's idle one if need be."""
-        with self._lock:
-            if self._open < self.limit:
-                self._open += 1
-                return True
-            others = [pool for pool in self._pools if pool is not requester]
-        for pool in others:
-            if pool.close_one_idle():
-                with self._lock:
-                    if self._open < self.limit:
-                        self._open += 1
-                        return True
-        return False
-
-    def closed_one(self) -> None:
-        with self._lock:
-            self._open -= 1
 
 
 class ConnectionPool:
@@ -124,7 +60,6 @@ class ConnectionPool:
         budget: ConnectionBudget | None = None,
         password: Callable[[], str] | None = None,
     ) -> None:
-        self._dsn = dsn
         self.min_size = min_size
         self.max_size = max_size
         if not 0 <= reserved < max_size:
@@ -132,22 +67,23 @@ class ConnectionPool:
         self.reserved = reserved
         self.shared_max = max_size - reserved
         self._acquire_timeout_s = acquire_timeout_s
-        self._connect_timeout_s = connect_timeout_s
-        self._connect_attempts = connect_attempts
-        self._backoff_s = backoff_s
-        self._connect_kwargs = dict(connect_kwargs or {})
-        self._on_connect = on_connect
+        self._connector = Connector(
+            dsn,
+            timeout_s=connect_timeout_s,
+            attempts=connect_attempts,
+            backoff_s=backoff_s,
+            connect_kwargs=connect_kwargs,
+            on_connect=on_connect,
+            password=password,
+        )
         # A pool of its own unless it shares one with others (then it registers there).
         self._budget = budget or ConnectionBudget(max_size, reserved)
         self._budget.register(self)
-        # Called at each connect (a password that changes, such as an RDS IAM token).
-        self._password = password
         self._idle: deque[Connection] = deque()
         self._open = 0
         self._shared_busy = 0  # lent from the shared share, or being opened for it
         self._shared_waiting = 0
         self._closed = False
-        self._unreachable = False  # the last connect failed: the next failure is not news
         self._cond = threading.Condition()
 
     # -- lifecycle ---------------------------------------------------------
@@ -162,21 +98,20 @@ class ConnectionPool:
         conns = []
         try:
             for _ in range(self.min_size):
-                conns.append(self._acquire(time.monotonic() + self._connect_timeout_s))
+                conns.append(self._acquire(time.monotonic() + self._connector.timeout_s))
         except Unavailable:
-            pass  # _connect said why, in one line
+            pass  # the connector said why, in one line
         for conn in conns:
             self._release(conn, broken=False)
 
     @property
     def unreachable(self) -> bool:
         """The last connect failed (or the database was found down): the next may too."""
-        return self._unreachable
+        return self._connector.unreachable
 
     def assume_unreachable(self) -> None:
         """The database was found down elsewhere (and said so): a failure here is not news."""
-        with self._cond:
-            self._unreachable = True
+        self._connector.assume_unreachable()
 
     def close(self) -> None:
         """Close every idle connection; busy ones are closed when released."""
@@ -271,7 +206,7 @@ class ConnectionPool:
                 if waiting:
                     self._shared_waiting -= 1
         try:
-            return self._connect(deadline)
+            return self._connector.connect(deadline)
         except BaseException:
             with self._cond:
                 self._open -= 1
@@ -318,63 +253,6 @@ class ConnectionPool:
             reason="POOL_EXHAUSTED",
         )
 
-    def _connect(self, deadline: float) -> Connection:
-        """Connect, retrying with exponential backoff and jitter until attempts or time run out."""
-        last: Exception | None = None
-        attempt = 0
-        for attempt in range(self._connect_attempts):
-            if attempt:
-                delay = self._backoff_s * (2 ** (attempt - 1)) * (0.5 + _jitter.random())
-                if time.monotonic() + delay >= deadline:
-                    break
-                time.sleep(delay)
-            remaining = max(deadline - time.monotonic(), 0.0)
-            timeout = max(2, int(min(self._connect_timeout_s, remaining) + 0.999))
-            try:
-                kwargs = {**self._connect_kwargs, "connect_timeout": timeout}
-                if self._password is not None:
-                    kwargs["password"] = self._password()
-                conn: Connection = psycopg2.connect(self._dsn, **kwargs)
-            except psycopg2.OperationalError as exc:
-                last = exc
-                log.debug(
-                    "database connect attempt %d/%d failed: %s",
-                    attempt + 1,
-                    self._connect_attempts,
-                    _first_line(exc),
-                )
-                continue
-            self._now_reachable()
-            # psycopg2 keeps the last 50 notices of a connection, across transactions: 50
-            # RAISE NOTICEs of 8 MB each would stay in memory for as long as the pool keeps
-            # the connection. Nothing reads them, so none is kept.
-            conn.notices = deque(maxlen=0)  # type: ignore[assignment]  # any .append() will do
-            try:
-                if self._on_connect is not None:
-                    self._on_connect(conn)
-                if conn.status != ext.STATUS_READY:
-                    conn.rollback()
-            except BaseException:
-                conn.close()
-                raise
-            return conn
-        with self._cond:
-            first, self._unreachable = not self._unreachable, True
-        # A WARNING when the database goes away, not one per request (or attempt) after.
-        log.log(
-            logging.WARNING if first else logging.DEBUG,
-            "database unavailable after %d connect attempts: %s",
-            attempt + 1,
-            _first_line(last),
-        )
-        raise Unavailable("the database is unavailable", reason="DATABASE_UNAVAILABLE")
-
-    def _now_reachable(self) -> None:
-        with self._cond:
-            back, self._unreachable = self._unreachable, False
-        if back:
-            log.info("database reachable again")
-
     def _release(
         self, conn: Connection, *, broken: bool, reset_session: bool = False, shared: bool = False
     ) -> None:
@@ -404,41 +282,3 @@ class ConnectionPool:
             conn.close()
         except psycopg2.Error:
             log.debug("error closing a discarded connection", exc_info=True)
-
-
-def discard_session(conn: Connection) -> None:
-    """``DISCARD ALL``: back to the session the connection started with.
-
-    It cannot run inside a transaction, hence autocommit; it also drops the
-    gateway's own prepared statements, which the connection must then forget.
-    """
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute("DISCARD ALL")
-    finally:
-        if not conn.closed:
-            conn.autocommit = False
-        if isinstance(conn, PreparingConnection):
-            conn.forget_prepared()
-
-
-def alive(conn: Connection) -> bool:
-    """A cheap liveness test for an idle connection, with no round trip.
-
-    An idle connection has nothing to read unless the server sent something
-    on its own: in practice the FATAL message and EOF of a terminated
-    session (restart, failover, idle timeout). Readable means dead.
-    """
-    if conn.closed:
-        return False
-    try:
-        readable, _, _ = select.select([conn.fileno()], [], [], 0)
-    except (OSError, ValueError, psycopg2.InterfaceError):
-        return False
-    return not readable
-
-
-def _first_line(exc: BaseException | None) -> str:
-    text = str(exc).strip() if exc is not None else ""
-    return text.splitlines()[0] if text else type(exc).__name__

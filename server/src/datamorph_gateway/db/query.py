@@ -4,41 +4,47 @@ Each statement runs on its own, in the way that keeps its rows off the gateway
 unless the answer needs them (``sqltext.Mode``): queries through a server-side
 cursor, rows a cursor cannot carry (RETURNING, data-modifying WITH) under an
 outer ``LIMIT``, a caller's FETCH capped. So no statement's result is ever
-buffered whole, whatever it returns. Placeholders ``$1, $2, ...`` take JSON
-values that psycopg2 quotes client-side; callers never build SQL strings.
+buffered whole, whatever it returns, and the rows an answer keeps are read in
+bounded steps (``bounded``). Placeholders ``$1, $2, ...`` take JSON values that
+psycopg2 quotes client-side (``params``); callers never build SQL strings.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pglast import ast, parse_sql
 from pglast.parser import DeparseError, ParseError
 from pglast.stream import RawStream
-from psycopg2.extensions import ISQLQuote, adapt
-from psycopg2.extras import Json
 
 from datamorph_gateway.db import sqltext
+from datamorph_gateway.db.bounded import Limits, read_batch, read_bounded
 from datamorph_gateway.db.decoding import ColumnType, TypeCatalog, decode_rows
+from datamorph_gateway.db.params import bind_args
 from datamorph_gateway.db.pool import Connection
-from datamorph_gateway.db.sqltext import Mode, Script, Statement, fetch_text, param_name
+from datamorph_gateway.db.sqltext import Mode, Script, Statement, fetch_text
 from datamorph_gateway.errors import InvalidArgument
 
 _ROWS_VERBS = frozenset({"INSERT", "UPDATE", "DELETE", "MERGE", "COPY", "SELECT", "FETCH", "MOVE"})
-MAX_SAFE_INTEGER = 2**53 - 1
 
 
 @dataclass(frozen=True)
-class QueryResult:
-    """What the last statement produced, rows already JSON-ready."""
+class Rows:
+    """Rows already JSON-ready, with their result's column names, types and object keys."""
 
     names: list[str]
     columns: list[ColumnType]
     keys: list[str]
     rows: Sequence[Sequence[Any]]
+
+
+@dataclass(frozen=True)
+class QueryResult(Rows):
+    """What the last statement produced."""
+
     rows_affected: int
     command: str
     truncated: bool
@@ -64,62 +70,6 @@ def unique_keys(names: Sequence[str]) -> list[str]:
         seen.add(name)
         keys.append(key)
     return keys
-
-
-def to_param(value: Any) -> Any:
-    """A JSON value as psycopg2 should send it.
-
-    Integral numbers go as integers (JSON has one number type, and ``LIMIT 5.0``
-    is an error); arrays of scalars as PostgreSQL arrays; objects, and arrays
-    that hold objects, as json.
-    """
-    if isinstance(value, float) and value.is_integer() and abs(value) <= MAX_SAFE_INTEGER:
-        value = int(value)
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
-        return Negative(value)
-    if isinstance(value, dict):
-        return Json(value)
-    if isinstance(value, list):
-        if _has_object(value):
-            return Json(value)
-        return [to_param(v) for v in value]
-    return value
-
-
-class Negative:
-    """A negative number, sent in parentheses: ``(-32768)``.
-
-    psycopg2 pastes parameters into the statement's text, and a bare minus sign binds
-    looser than a cast and can join the operator before it: ``$1::smallint`` with -32768
-    would be ``-32768::smallint``, that is ``-(32768::smallint)`` (out of range), and
-    ``5-$1`` with -3 would be ``5--3``, a comment.
-    """
-
-    def __init__(self, value: int | float) -> None:
-        self._value = value
-
-    def __conform__(self, protocol: object) -> Negative | None:
-        return self if protocol is ISQLQuote else None
-
-    def getquoted(self) -> bytes:
-        quoted: bytes = adapt(self._value).getquoted()
-        return b"(" + quoted + b")"
-
-    def __repr__(self) -> str:
-        return f"Negative({self._value!r})"
-
-
-def _has_object(values: list[Any]) -> bool:
-    return any(isinstance(v, dict) or (isinstance(v, list) and _has_object(v)) for v in values)
-
-
-@dataclass(frozen=True)
-class Limits:
-    """How much of a result an answer may carry."""
-
-    max_rows: int
-    max_bytes: int
-    """About how many bytes of values (``row_bytes``); see ``read_bounded``."""
 
 
 def run(
@@ -148,13 +98,8 @@ def run(
 
 
 @dataclass(frozen=True)
-class Batch:
+class Batch(Rows):
     """One batch of a streamed result, with the result's columns."""
-
-    names: list[str]
-    columns: list[ColumnType]
-    keys: list[str]
-    rows: Sequence[Sequence[Any]]
 
 
 def stream(
@@ -188,13 +133,6 @@ def stream(
             ended = ended or more_ended
             if not rows:
                 return
-
-
-def bind_args(params: Sequence[Any] | None) -> dict[str, Any] | None:
-    """psycopg2's arguments for the bound statements; None when no values are given."""
-    if not params:
-        return None
-    return {param_name(i): to_param(v) for i, v in enumerate(params, 1)}
 
 
 # Names the gateway gives its own cursors and wrappers inside a caller's transaction.
@@ -294,78 +232,8 @@ def _returning_fetch(
         return _result(conn, types, cur.description or (), rows, truncated, "FETCH", 0)
 
 
-# The first step of a bounded read: enough for most answers in one round trip, small
-# enough that wide rows cannot overshoot the byte budget by much.
-_FIRST_STEP_ROWS = 16
-
-
-def read_bounded(
-    fetch: Callable[[int], list[tuple[Any, ...]]], limits: Limits
-) -> tuple[list[tuple[Any, ...]], bool]:
-    """Rows from ``fetch(n)`` up to ``max_rows`` and about ``max_bytes``; and whether more exist.
-
-    When a limit stops the read, one more row is read to tell whether any was left out.
-    """
-    rows, left, ended = read_batch(fetch, limits.max_rows + 1, limits.max_bytes)
-    if len(rows) > limits.max_rows:
-        return rows[: limits.max_rows], True
-    if left or not ended:
-        return rows, bool(left) or bool(fetch(1))
-    return rows, False
-
-
-def read_batch(
-    fetch: Callable[[int], list[tuple[Any, ...]]],
-    max_rows: int,
-    max_bytes: int,
-    carry: Sequence[tuple[Any, ...]] = (),
-) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], bool]:
-    """One batch: at most ``max_rows`` rows and ``max_bytes`` (at least one row, however wide).
-
-    Returns the batch, the rows read past it (the next batch starts with them, as
-    ``carry``), and whether the result has ended. Steps after the first are sized by the
-    rows' average size so far, so narrow rows still come in one or two round trips, and
-    wide ones are read past the budget by one step at most.
-    """
-    rows = list(carry)
-    size = sum(row_bytes(row) for row in rows)
-    ended = False
-    step = min(max_rows, _FIRST_STEP_ROWS)
-    while len(rows) < max_rows and size < max_bytes:
-        got = fetch(step)
-        rows.extend(got)
-        size += sum(row_bytes(row) for row in got)
-        if len(got) < step:
-            ended = True
-            break
-        average = max(size // len(rows), 1)
-        step = max(1, min(max_rows - len(rows), (max_bytes - size) // average + 1))
-    keep = min(len(rows), max_rows)
-    if size > max_bytes:
-        keep, total = 0, 0
-        while keep < min(len(rows), max_rows):
-            total += row_bytes(rows[keep])
-            if total > max_bytes and keep:
-                break
-            keep += 1
-    return rows[:keep], rows[keep:], ended
-
-
 def _nothing(count: int) -> list[tuple[Any, ...]]:
     return []
-
-
-def row_bytes(row: Sequence[Any]) -> int:
-    """About what a row weighs: its strings' and byte strings' lengths, 8 for anything else."""
-    total = 0
-    for value in row:
-        if isinstance(value, (str, bytes, memoryview)):
-            total += len(value)
-        elif isinstance(value, (list, dict)):
-            total += 8 * (len(value) + 1)
-        else:
-            total += 8
-    return total
 
 
 def _wrapped(statement: Statement, with_values: bool, outer: str) -> str:

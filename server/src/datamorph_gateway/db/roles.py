@@ -1,0 +1,210 @@
+"""The roles the gateway connects as: a pool for each, and each checked before it serves.
+
+Two pools when ``DB_READONLY_USER`` is set: caller SQL with ``read_only`` and streams run
+as that role (SELECT only: the database itself refuses a write), everything else as the
+serving role. A principal with a database user of its own (``DatabaseLogin``) gets a pool
+of its own, opened on its first call, for all of its SQL. Every pool shares one
+``ConnectionBudget`` (``DB_POOL_MAX`` connections in all), and every role is checked
+before it serves (``privileges``): all of them at start-up (``verify``), and each new
+pooled connection again. The watchdog role (``DB_WATCHDOG_USER``) ends a backend that
+ignores cancels (``terminate``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+import psycopg2
+import psycopg2.extensions as ext
+from psycopg2.extensions import parse_dsn
+
+from datamorph_gateway.config import Settings
+from datamorph_gateway.db import decoding
+from datamorph_gateway.db.connect import (
+    DatabaseLogin,
+    RoleDsns,
+    catalog_only,
+    describe_login,
+    refusal,
+)
+from datamorph_gateway.db.connection_budget import ConnectionBudget
+from datamorph_gateway.db.pool import ConnectionPool
+from datamorph_gateway.db.prepared import PreparingConnection
+from datamorph_gateway.db.privileges import RoleGuard
+from datamorph_gateway.errors import ConfigError, FailedPrecondition
+from datamorph_gateway.excerpts import first_line
+
+log = logging.getLogger(__name__)
+
+# Where a principal's own database user gets its password (dblogins.LoginPasswords):
+# (login, host, port) -> a callable asked at each connect, or None for the DSN's own.
+PasswordSource = Callable[[DatabaseLogin, str, int], Callable[[], str] | None]
+
+
+class RolePools:
+    """The serving role's pool, the read-only role's and each principal's, on one budget."""
+
+    def __init__(
+        self, settings: Settings, dsn: str, login_passwords: PasswordSource | None
+    ) -> None:
+        self.dsns = RoleDsns(settings, dsn)
+        self.guard = RoleGuard(allow_privileged=settings.db_allow_privileged)
+        self._settings = settings
+        self._login_passwords = login_passwords
+        self._logins: dict[DatabaseLogin, ConnectionPool] = {}
+        self._logins_lock = threading.Lock()
+        self.budget = ConnectionBudget(settings.db_pool_max, settings.pool_reserved_reads())
+        self.serving = self._pool(self.dsns.serving, "serving role")
+        # Read-only caller SQL: a pool of its own, opened on first use, as large as the main one.
+        self.reader = (
+            None
+            if self.dsns.reader is None
+            else self._pool(self.dsns.reader, "read-only role", min_size=0, reserved=0)
+        )
+
+    def _pool(
+        self,
+        dsn: str,
+        purpose: str,
+        *,
+        min_size: int | None = None,
+        reserved: int | None = None,
+        password: Callable[[], str] | None = None,
+    ) -> ConnectionPool:
+        settings = self._settings
+        base_options = parse_dsn(dsn).get("options", "")
+
+        def on_connect(conn: ext.connection) -> None:
+            self.guard.check(conn, purpose)
+            decoding.install(conn)
+
+        return ConnectionPool(
+            dsn,
+            min_size=settings.db_pool_min if min_size is None else min_size,
+            max_size=settings.db_pool_max,
+            reserved=settings.pool_reserved_reads() if reserved is None else reserved,
+            acquire_timeout_s=settings.db_pool_timeout_s,
+            connect_timeout_s=settings.db_connect_timeout_s,
+            connect_attempts=settings.db_connect_attempts,
+            backoff_s=settings.db_connect_backoff_s,
+            connect_kwargs={
+                # Notices and warnings are not sent at all: nothing reads them, and psycopg2
+                # holds every one a statement raises until it ends (30 of 8 MB: 240 MB).
+                "options": decoding.startup_options(base_options) + " -c client_min_messages=error",
+                "application_name": settings.db_application_name,
+                "connection_factory": (
+                    PreparingConnection if settings.db_prepared_statements else ext.connection
+                ),
+            },
+            on_connect=on_connect,
+            budget=self.budget,
+            password=password,
+        )
+
+    def login(self, login: DatabaseLogin) -> ConnectionPool:
+        """The pool of a principal's own database user, opened on its first call."""
+        with self._logins_lock:
+            pool = self._logins.get(login)
+            if pool is None:
+                host, port = self.dsns.address()
+                password = (
+                    None
+                    if self._login_passwords is None
+                    else self._login_passwords(login, host, port)
+                )
+                pool = self._pool(
+                    self.dsns.login(login),
+                    f"database user {login.user!r}",
+                    min_size=0,
+                    reserved=0,
+                    password=password,
+                )
+                self._logins[login] = pool
+            return pool
+
+    def verify(self) -> None:
+        """Check every role the gateway will use, now.
+
+        This is the gateway's one connect attempt at start-up. A role the database refuses
+        for good (wrong password, unknown role or database, unknown host: ``refusal``) or
+        one too privileged is a ConfigError, whose one line gives the server's reason.
+        A database that cannot be reached yet is not an error (the gateway starts and
+        answers UNAVAILABLE until it is up): one warning, the pools are told (so they try
+        nothing more at start-up and do not say it again), and each new pooled connection
+        is checked anyway.
+        """
+        settings = self._settings
+        roles = [("serving role", self.dsns.serving)]
+        if self.dsns.reader is not None:
+            roles.append(("read-only role", self.dsns.reader))
+        if self.dsns.watchdog is not None:
+            roles.append(("watchdog role", self.dsns.watchdog))
+        for purpose, dsn in roles:
+            try:
+                conn = psycopg2.connect(
+                    catalog_only(dsn),
+                    connect_timeout=max(2, int(settings.db_connect_timeout_s)),
+                    application_name=f"{settings.db_application_name} check",
+                )
+            except psycopg2.OperationalError as exc:
+                reason = refusal(exc)
+                if reason is not None:
+                    raise ConfigError(
+                        f"cannot connect to the database as the {purpose} "
+                        f"({describe_login(dsn)}): {reason}"
+                    ) from None
+                log.warning(
+                    "the database is not reachable at start-up (%s): the gateway answers "
+                    "UNAVAILABLE until it is, and checks each role when it connects",
+                    first_line(exc),
+                )
+                for pool in (self.serving, self.reader):
+                    if pool is not None:
+                        pool.assume_unreachable()
+                break  # the other roles would only say the same
+            try:
+                self.guard.check(conn, purpose)
+            except FailedPrecondition as exc:
+                raise ConfigError(exc.message) from None
+            finally:
+                conn.close()
+        if self.dsns.reader is None:
+            log.info(
+                "DB_READONLY_USER is not set: read_only requests run as the serving role in a "
+                "read-only transaction, which is not a security boundary (docs/security.md)"
+            )
+        if self.dsns.unverified_remote:
+            log.warning(
+                "the connection to the database at %s is not verified (sslmode=%s): set "
+                "DB_SSLMODE=verify-full and DB_SSLROOTCERT (docs/security.md)",
+                self.dsns.host,
+                self.dsns.sslmode,
+            )
+
+    def terminate(self, pid: int) -> None:
+        """End a backend that ignores cancels, from a connection of its own.
+
+        As DB_WATCHDOG_USER when set (the embedded cluster revokes the signal functions
+        from everyone else), otherwise as the serving role, which may end its own backends.
+        """
+        conn = psycopg2.connect(
+            catalog_only(self.dsns.watchdog or self.dsns.serving),
+            connect_timeout=5,
+            application_name=f"{self._settings.db_application_name} watchdog",
+        )
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute("SELECT pg_catalog.pg_terminate_backend(%s)", (pid,))
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self.serving.close()
+        if self.reader is not None:
+            self.reader.close()
+        with self._logins_lock:
+            for pool in self._logins.values():
+                pool.close()

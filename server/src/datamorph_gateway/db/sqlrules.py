@@ -1,0 +1,239 @@
+"""The lists the SQL policy checks against, and the readers of parse-tree nodes it shares.
+
+``sqlpolicy`` walks caller SQL's tree and decides; this module holds what it looks for:
+the functions refused by name or by prefix, the settings a caller may not change, the
+statement kinds refused outright, and the name each refused node is given in the answer.
+docs/security.md lists the same, for operators.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from datamorph_gateway.db.sqltext import walk
+
+DENIED_FUNCTIONS: frozenset[str] = frozenset(
+    {
+        # server files
+        "pg_read_file",
+        "pg_read_binary_file",
+        "pg_ls_dir",
+        "pg_stat_file",
+        "pg_ls_logdir",
+        "pg_ls_waldir",
+        "pg_ls_tmpdir",
+        "pg_ls_archive_statusdir",
+        "pg_ls_logicalsnapdir",
+        "pg_ls_logicalmapdir",
+        "pg_ls_replslotdir",
+        "pg_file_write",
+        "pg_file_rename",
+        "pg_file_unlink",
+        "pg_logdir_ls",
+        "lo_import",
+        "lo_export",
+        # other sessions and the server itself
+        "pg_terminate_backend",
+        "pg_cancel_backend",
+        "pg_reload_conf",
+        "pg_rotate_logfile",
+        "pg_promote",
+        # session state that DISCARD ALL keeps: the next caller's random() sequence
+        "setseed",
+        "pg_notify",
+        # other servers
+        "dblink",
+        "dblink_exec",
+        "dblink_connect",
+        "dblink_connect_u",
+        "dblink_open",
+        "dblink_fetch",
+        "dblink_send_query",
+        "dblink_get_result",
+        # SQL given as a string, which no check on the text can follow when it is built
+        "query_to_xml",
+        "query_to_xml_and_xmlschema",
+        "query_to_xmlschema",
+        "cursor_to_xml",
+        "cursor_to_xmlschema",
+        "ts_stat",
+        # lasting server state a caller must not leave behind (even read-only)
+        "pg_switch_wal",
+        "pg_create_restore_point",
+        "pg_backup_start",
+        "pg_backup_stop",
+        "pg_log_backend_memory_contexts",
+        "pg_import_system_collations",
+        "pg_logical_emit_message",
+        "pg_wal_replay_pause",
+        "pg_wal_replay_resume",
+    }
+)
+# Families refused by prefix: other servers, replication slots and origins, statistics.
+DENIED_PREFIXES = (
+    "dblink",
+    "pg_create_physical_replication_slot",
+    "pg_create_logical_replication_slot",
+    "pg_drop_replication_slot",
+    "pg_copy_physical_replication_slot",
+    "pg_copy_logical_replication_slot",
+    "pg_replication_slot_advance",
+    "pg_replication_origin_",
+    "pg_logical_slot_",
+    "pg_stat_reset",
+)
+# The languages whose bodies the policy reads; a function in any other cannot be inspected.
+INSPECTED_LANGUAGES = frozenset({"sql", "plpgsql"})
+
+# Settings a caller may not change: the limits the gateway enforces and who it is.
+PROTECTED_SETTINGS: frozenset[str] = frozenset(
+    {
+        "statement_timeout",
+        "lock_timeout",
+        "idle_in_transaction_session_timeout",
+        "idle_session_timeout",
+        "transaction_timeout",
+        "transaction_read_only",
+        "default_transaction_read_only",
+        "session_authorization",
+        "role",
+        "client_min_messages",
+    }
+)
+
+# PL/pgSQL's own transaction control, in a DO block or a procedure's body.
+PLPGSQL_TRANSACTION = {"PLpgSQL_stmt_commit": "COMMIT", "PLpgSQL_stmt_rollback": "ROLLBACK"}
+
+# Statements that write a table, as an answer names them.
+WRITES = {
+    "UpdateStmt": "UPDATE",
+    "InsertStmt": "INSERT INTO",
+    "DeleteStmt": "DELETE FROM",
+    "MergeStmt": "MERGE INTO",
+}
+
+# Statements refused wherever they appear, as an answer names them.
+REFUSED_STATEMENTS = {
+    "ListenStmt": "LISTEN",
+    "UnlistenStmt": "UNLISTEN",
+    "NotifyStmt": "NOTIFY",
+    "LoadStmt": "LOAD",
+    "AlterSystemStmt": "ALTER SYSTEM",
+    # Roles and databases are the DBA's (deploy/sql/roles.sql): a role may change its own
+    # password, which would lock the gateway's next connections out, and role or database
+    # settings would reach every later session.
+    "CreateRoleStmt": "CREATE ROLE",
+    "AlterRoleStmt": "ALTER ROLE",
+    "AlterRoleSetStmt": "ALTER ROLE ... SET",
+    "DropRoleStmt": "DROP ROLE",
+    "GrantRoleStmt": "GRANT or REVOKE of a role",
+    "CreatedbStmt": "CREATE DATABASE",
+    "AlterDatabaseStmt": "ALTER DATABASE",
+    "AlterDatabaseSetStmt": "ALTER DATABASE ... SET",
+    "AlterDatabaseRefreshCollStmt": "ALTER DATABASE",
+    "DropdbStmt": "DROP DATABASE",
+    "AlterDefaultPrivilegesStmt": "ALTER DEFAULT PRIVILEGES",
+}
+
+_TRANSACTION_KINDS = {
+    "TRANS_STMT_BEGIN": "BEGIN",
+    "TRANS_STMT_START": "START TRANSACTION",
+    "TRANS_STMT_COMMIT": "COMMIT",
+    "TRANS_STMT_ROLLBACK": "ROLLBACK",
+    "TRANS_STMT_SAVEPOINT": "SAVEPOINT",
+    "TRANS_STMT_RELEASE": "RELEASE SAVEPOINT",
+    "TRANS_STMT_ROLLBACK_TO": "ROLLBACK TO SAVEPOINT",
+    "TRANS_STMT_PREPARE": "PREPARE TRANSACTION",
+    "TRANS_STMT_COMMIT_PREPARED": "COMMIT PREPARED",
+    "TRANS_STMT_ROLLBACK_PREPARED": "ROLLBACK PREPARED",
+}
+
+
+def transaction_kind(node: dict[str, Any]) -> str:
+    kind = _TRANSACTION_KINDS.get(str(node.get("kind", "")), "transaction control")
+    return f"{kind} (transaction control)"
+
+
+def set_kind(node: dict[str, Any]) -> str | None:
+    kind = str(node.get("kind", ""))
+    name = str(node.get("name", "")).lower()
+    verb = "RESET" if kind.startswith("VAR_RESET") else "SET"
+    if kind == "VAR_RESET_ALL":
+        return "RESET ALL"
+    if kind == "VAR_SET_MULTI":
+        # SET TRANSACTION / SET SESSION CHARACTERISTICS AS TRANSACTION ...
+        for option in def_elems(node.get("args", ())):
+            if option in PROTECTED_SETTINGS:
+                return f"SET {name.upper()} ({option})"
+        return None
+    if name == "role":
+        return f"{verb} ROLE"
+    if name == "session_authorization":
+        return f"{verb} SESSION AUTHORIZATION"
+    if name in PROTECTED_SETTINGS:
+        return f"{verb} {name}"
+    return None
+
+
+def relname(node: dict[str, Any]) -> str:
+    """The (unqualified, as parsed) name of the table a write statement targets."""
+    return str(node.get("relation", {}).get("relname", ""))
+
+
+def is_catalog(relation: dict[str, Any]) -> bool:
+    """A system catalog or view: ``pg_*`` unqualified (pg_catalog comes first on any
+    search_path) or in ``pg_catalog``."""
+    schema = str(relation.get("schemaname", "")).lower()
+    name = str(relation.get("relname", "")).lower()
+    return schema == "pg_catalog" or (not schema and name.startswith("pg_"))
+
+
+def reads_settings(node: dict[str, Any]) -> bool:
+    return any(
+        kind == "RangeVar" and str(fields.get("relname", "")).lower() == "pg_settings"
+        for kind, fields in walk(node)
+    )
+
+
+def copy_server_side(node: dict[str, Any]) -> bool:
+    return bool(node.get("is_program") or node.get("filename"))
+
+
+def def_elems(items: Iterable[Any]) -> dict[str, Any]:
+    """``DefElem`` options as a dict: name -> string value, list of strings, or None."""
+    out: dict[str, Any] = {}
+    for item in items:
+        elem = item.get("DefElem") if isinstance(item, dict) else None
+        if not elem:
+            continue
+        arg = elem.get("arg")
+        value: Any = None
+        if isinstance(arg, dict):
+            if "String" in arg:
+                value = arg["String"].get("sval", "")
+            elif "List" in arg:
+                value = [i.get("String", {}).get("sval", "") for i in arg["List"].get("items", ())]
+                if len(value) == 1:
+                    value = value[0]
+        out[str(elem.get("defname", ""))] = value
+    return out
+
+
+def string_constant(node: Any) -> str | None:
+    """The text of a string literal argument (also through a cast), else None."""
+    if not isinstance(node, dict):
+        return None
+    if "TypeCast" in node:
+        return string_constant(node["TypeCast"].get("arg"))
+    const = node.get("A_Const")
+    if const and "sval" in const:
+        return str(const["sval"].get("sval", ""))
+    return None
+
+
+def dollar_quote(body: str) -> str:
+    tag = "dmgw"
+    while f"${tag}$" in body:
+        tag += "_"
+    return f"${tag}${body}${tag}$"
