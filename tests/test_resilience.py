@@ -125,9 +125,8 @@ def test_a_database_restart_under_load_costs_few_calls(tmp_path: Path) -> None:
     callers, run_s = 8, 6.0
     with EmbeddedPostgres(tmp_path / "pg") as pg:
         made = roles.provision(pg.dsn, "dmgw_restart_load", tmp_path / "pgpass")
-        settings = gateway_settings(
-            made.app_dsn, db_connect_attempts=3, db_connect_backoff_s=0.05, db_pool_max=8
-        )
+        # The default connect attempts and backoff (a call waits about 0.7 s for the server).
+        settings = gateway_settings(made.app_dsn, db_pool_max=8)
         gateway = Gateway(settings)
         gateway.start()
         stop_at = time.monotonic() + run_s
