@@ -17,7 +17,7 @@ import pytest
 from datamorph.gateway.v1 import gateway_pb2 as pb
 from datamorph.gateway.v1 import gateway_pb2_grpc as pb_grpc
 
-from .fixtures.envoy import Rest
+from ..fixtures.envoy import Rest
 
 RUN_ID = re.compile(r"^\d{8}_\d{6}_[0-9a-f]{8}$")
 

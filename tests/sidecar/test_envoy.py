@@ -31,7 +31,7 @@ from datamorph_gateway.config import Settings
 from datamorph_gateway.logging_setup import RequestIdFilter
 from datamorph_gateway.sidecar import SidecarOptions
 
-from .fixtures.envoy import TEST_BODY_LIMIT, EnvoyFactory, Response, Rest, Sidecar
+from ..fixtures.envoy import TEST_BODY_LIMIT, EnvoyFactory, Response, Rest, Sidecar
 
 # The contract's gRPC code → HTTP status table, plus UNIMPLEMENTED as Envoy maps it.
 HTTP_STATUS = {3: 400, 4: 504, 5: 404, 6: 409, 7: 403, 8: 429, 9: 400, 10: 409, 12: 501}
@@ -268,8 +268,8 @@ def limited(
     seeded_database: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Gateway, Sidecar]]:
     """A gateway with one connection and short timeouts, behind its own Envoy."""
-    from .fixtures.envoy import running_envoy
-    from .fixtures.gateway import gateway_settings
+    from ..fixtures.envoy import running_envoy
+    from ..fixtures.gateway import gateway_settings
 
     settings = gateway_settings(
         seeded_database,
@@ -335,8 +335,8 @@ def _wait_until_sleeping(dsn: str) -> None:
 @pytest.fixture(scope="module")
 def unhealthy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sidecar]:
     """A gateway whose database is unreachable, behind its own Envoy."""
-    from .fixtures.envoy import running_envoy
-    from .fixtures.gateway import gateway_settings
+    from ..fixtures.envoy import running_envoy
+    from ..fixtures.gateway import gateway_settings
 
     gateway = Gateway(
         gateway_settings(

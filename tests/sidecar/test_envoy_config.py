@@ -33,7 +33,7 @@ from datamorph_gateway.sidecar.process import validate
 from datamorph_gateway.sidecar.render import EXAMPLE_OPTIONS, example_config, render
 from datamorph_gateway.sidecar.yamltext import to_yaml
 
-from .fixtures.envoy import DESCRIPTOR_SET, REPO
+from ..fixtures.envoy import DESCRIPTOR_SET, REPO
 
 EXAMPLE = REPO / "envoy" / "envoy.yaml"
 

@@ -12,7 +12,7 @@ import pytest
 from datamorph_gateway.db.budget import Budget
 from datamorph_gateway.db.prepared import Prepared, PreparingConnection
 
-from .fixtures.tracing import Tracing, traced_connection
+from ..fixtures.tracing import Tracing, traced_connection
 
 ADD = Prepared("SELECT %s::int + %s::int AS total", ("int", "int"))
 

@@ -56,7 +56,7 @@ from datamorph_client.aws_iam import (
 from datamorph_gateway.auth.aws_iam import IamVerifier, subject_for
 from datamorph_gateway.auth.credentials import AuthError, Verified
 
-from .fixtures.aws import REGION
+from ..fixtures.aws import REGION
 
 GATEWAY = "gw-test-1"
 ACCOUNT = "123456789012"

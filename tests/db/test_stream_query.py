@@ -11,7 +11,7 @@ from google.protobuf import json_format
 
 from datamorph.gateway.v1 import gateway_pb2 as pb
 
-from .fixtures.envoy import Rest
+from ..fixtures.envoy import Rest
 
 
 def rows_of(responses: list[pb.StreamQueryResponse]) -> list[dict]:  # type: ignore[type-arg]

@@ -17,8 +17,8 @@ from datamorph_client import GatewayClient, GatewayError
 from datamorph_gateway.config import load_settings
 from datamorph_gateway.errors import ConfigError
 
-from .fixtures.envoy import Rest
-from .fixtures.gateway import GatewayFactory
+from ..fixtures.envoy import Rest
+from ..fixtures.gateway import GatewayFactory
 
 TRAP_SETUP = """
 CREATE SCHEMA IF NOT EXISTS datamorph_gateway;

@@ -28,7 +28,7 @@ from datamorph_gateway.logstore.base import RunLog
 from datamorph_gateway.status import to_status
 from datamorph_gateway.workflows.base import WorkflowTimeout
 
-EXAMPLE = Path(__file__).parents[1] / "clients" / "python" / "examples" / "lambda_handler.py"
+EXAMPLE = Path(__file__).parents[2] / "clients" / "python" / "examples" / "lambda_handler.py"
 
 
 def test_health_reports_healthy(client: GatewayClient) -> None:

@@ -23,7 +23,7 @@ from datamorph.gateway.v1 import gateway_pb2_grpc as pb_grpc
 from datamorph_gateway.app import Gateway
 from datamorph_gateway.sidecar.process import admin_connection
 
-from .fixtures.envoy import EnvoyFactory, Response, Rest, Sidecar
+from ..fixtures.envoy import EnvoyFactory, Response, Rest, Sidecar
 
 ALLOWED = "https://app.example.com"
 QUERY = json.dumps({"query": "SELECT 1 AS one"}).encode()

@@ -17,7 +17,7 @@ from datamorph_gateway.db.catalog import Relation, RelationCache
 from datamorph_gateway.db.names import parse_table_name
 from datamorph_gateway.errors import NotFound
 
-from .fixtures.tracing import Tracing, traced_connection
+from ..fixtures.tracing import Tracing, traced_connection
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from psycopg2.extensions import make_dsn, parse_dsn
 from datamorph_gateway.pg.demo import CUSTOMER_COUNT, ORDER_COUNT, ORDER_STATUSES, seed_demo
 from datamorph_gateway.pg.server import EmbeddedPostgres, EmbeddedPostgresError
 
-from .fixtures.databases import throwaway_database
+from ..fixtures.databases import throwaway_database
 
 # Pinned on purpose: the demo data must be identical on every machine and server version.
 # Change these only together with a deliberate change to the generator in pg/demo.py.

@@ -28,10 +28,10 @@ from datamorph_gateway.db.connect import RoleDsns
 from datamorph_gateway.db.privileges import PRIVILEGED_ROLES
 from datamorph_gateway.errors import ConfigError
 
-from .fixtures import roles
-from .fixtures.certs import make_pki
-from .fixtures.gateway import GatewayFactory, gateway_settings
-from .fixtures.roles import roles_for
+from ..fixtures import roles
+from ..fixtures.certs import make_pki
+from ..fixtures.gateway import GatewayFactory, gateway_settings
+from ..fixtures.roles import roles_for
 
 
 def _grant(server_url: str, granted: str, role: str) -> None:

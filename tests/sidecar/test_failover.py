@@ -26,11 +26,11 @@ import pytest
 
 from datamorph_gateway.sidecar import SidecarOptions
 
-from .fixtures.envoy import Response, Sidecar, running_envoy
-from .fixtures.gateway import SIDECAR_SECRET
-from .fixtures.handlers import HANDLER, prompt
-from .fixtures.load import Load
-from .fixtures.process import Restartable, gateway_env
+from ..fixtures.envoy import Response, Sidecar, running_envoy
+from ..fixtures.gateway import SIDECAR_SECRET
+from ..fixtures.handlers import HANDLER, prompt
+from ..fixtures.load import Load
+from ..fixtures.process import Restartable, gateway_env
 
 HEALTH_CHECK_INTERVAL_S = 0.5
 # Long enough for Envoy to see NOT_SERVING (a check every interval) before calls are refused.

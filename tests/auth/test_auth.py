@@ -27,9 +27,9 @@ from datamorph_gateway.auth.keys import key_hash, new_key
 from datamorph_gateway.auth.policy import load_policy, parse_policy
 from datamorph_gateway.errors import ConfigError
 
-from .fixtures.certs import CLIENT_URI, make_pki
-from .fixtures.envoy import EnvoyFactory
-from .fixtures.gateway import GatewayFactory, gateway_settings
+from ..fixtures.certs import CLIENT_URI, make_pki
+from ..fixtures.envoy import EnvoyFactory
+from ..fixtures.gateway import GatewayFactory, gateway_settings
 
 ADMIN_KEY = new_key()
 READER_KEY = new_key()

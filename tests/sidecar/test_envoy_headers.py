@@ -15,7 +15,7 @@ from datamorph.gateway.v1 import gateway_pb2_grpc as pb_grpc
 from datamorph_gateway.app import MAX_METADATA_BYTES
 from datamorph_gateway.sidecar.render import MAX_REQUEST_HEADERS_KB
 
-from .fixtures.envoy import Rest, Sidecar
+from ..fixtures.envoy import Rest, Sidecar
 
 BODY = {"table_names": ["customers"], "limit": 1}
 

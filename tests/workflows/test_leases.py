@@ -34,10 +34,10 @@ from datamorph_gateway.workflows import (
 )
 from datamorph_gateway.workflows.leases import AtCapacity
 
-from .fixtures.databases import throwaway_database
-from .fixtures.gateway import GatewayFactory
-from .fixtures.handlers import HANDLER, prompt
-from .fixtures.process import gateway_env, start, stop
+from ..fixtures.databases import throwaway_database
+from ..fixtures.gateway import GatewayFactory
+from ..fixtures.handlers import HANDLER, prompt
+from ..fixtures.process import gateway_env, start, stop
 
 LEASE_S = 2.0
 # Past RUN_LEASE_S: writing the entries, and a poll of whoever is waiting for them.
