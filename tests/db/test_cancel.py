@@ -88,7 +88,7 @@ def backend_pid(stub: pb_grpc.DataMorphGatewayStub) -> int:
 
 # -- (a) the limit holds whatever the session says ---------------------------------
 
-# The parser refuses every SET of statement_timeout it can see (tests/test_sql_policy.py);
+# The parser refuses every SET of statement_timeout it can see (tests/db/test_sqlpolicy.py);
 # these lift it where no check on the text can: functions the database already has (made
 # here outside the gateway), and a dynamic EXECUTE whose text is built at run time.
 LIFTERS = """

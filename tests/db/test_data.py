@@ -55,7 +55,7 @@ def test_views_and_materialized_views_can_be_sampled(client: GatewayClient) -> N
 
 
 def test_values_follow_the_contract_encoding(stub) -> None:  # type: ignore[no-untyped-def]
-    """The JSON values on the wire; tests/test_client_values.py has what the client makes."""
+    """The JSON values on the wire; tests/client/test_values.py has what the client makes."""
     response = stub.GetData(pb.GetDataRequest(table_names=["typed"], limit=10))
     data = json_format.MessageToDict(response, preserving_proto_field_name=True)["data"]
     rows = {r["id"]: r for r in data["typed"]}
