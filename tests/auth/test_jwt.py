@@ -740,7 +740,7 @@ def test_a_silent_endpoint_times_out(keys: Keys, clock: Clock) -> None:
         {"jwks_url": "https:///jwks"},
     ],
 )
-def test_bad_sources_are_refused_at_construction(sources: dict[str, str]) -> None:
+def test_bad_sources_are_refused_at_construction(sources: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match="jwks"):
         JwtVerifier(issuer=ISSUER, audience=AUDIENCE, **sources)
 

@@ -195,7 +195,7 @@ def test_a_spread_target_lists_ipv4_addresses_and_asks_for_round_robin() -> None
             spread_target([wrong, "127.0.0.1:6"])
 
 
-class _Counter(grpc.GenericRpcHandler):
+class _Counter(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc has no stubs
     """Answers every unary call with empty bytes and counts them, per server."""
 
     def __init__(self, name: str, seen: collections.Counter[str]) -> None:

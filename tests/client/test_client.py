@@ -23,10 +23,13 @@ from datamorph_client import (
     RunLogs,
 )
 from datamorph_client.errors import from_rpc_error
+from datamorph_gateway.app import Gateway
 from datamorph_gateway.errors import ResourceExhausted
 from datamorph_gateway.logstore.base import RunLog
 from datamorph_gateway.status import to_status
 from datamorph_gateway.workflows.base import WorkflowTimeout
+
+from ..fixtures.gateway import GatewayFactory
 
 EXAMPLE = Path(__file__).parents[2] / "clients" / "python" / "examples" / "lambda_handler.py"
 
@@ -40,7 +43,7 @@ def test_health_reports_healthy(client: GatewayClient) -> None:
     assert report.version
 
 
-def test_unhealthy_report_is_returned_not_raised(make_gateway) -> None:  # type: ignore[no-untyped-def]
+def test_unhealthy_report_is_returned_not_raised(make_gateway: GatewayFactory) -> None:
     gateway = make_gateway(
         database_url="postgresql://postgres@127.0.0.1:1/nowhere",
         db_pool_min=0,
@@ -58,7 +61,7 @@ def test_unhealthy_report_is_returned_not_raised(make_gateway) -> None:  # type:
         assert err.value.http_status == 503
 
 
-def test_metadata_hook_and_api_key_are_sent(gateway) -> None:  # type: ignore[no-untyped-def]
+def test_metadata_hook_and_api_key_are_sent(gateway: Gateway) -> None:
     sent: list[list[tuple[str, str]]] = []
 
     def hook() -> list[tuple[str, str]]:
@@ -74,7 +77,7 @@ def test_metadata_hook_and_api_key_are_sent(gateway) -> None:  # type: ignore[no
     assert sent
 
 
-def test_tls_channel_to_a_plaintext_server_fails_cleanly(gateway) -> None:  # type: ignore[no-untyped-def]
+def test_tls_channel_to_a_plaintext_server_fails_cleanly(gateway: Gateway) -> None:
     with (
         GatewayClient(gateway.address, tls=True, timeout_s=2) as c,
         pytest.raises(GatewayError) as err,
@@ -83,7 +86,7 @@ def test_tls_channel_to_a_plaintext_server_fails_cleanly(gateway) -> None:  # ty
     assert err.value.code == grpc.StatusCode.UNAVAILABLE
 
 
-def test_example_lambda_handler(gateway, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+def test_example_lambda_handler(gateway: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GATEWAY_ADDRESS", gateway.address)
     spec = importlib.util.spec_from_file_location("example_lambda_handler", EXAMPLE)
     assert spec is not None
@@ -181,7 +184,7 @@ def test_an_error_without_a_run_has_no_run_id(client: GatewayClient) -> None:
     assert str(err.value).startswith("NOT_FOUND: ")
 
 
-class _Failed(grpc.RpcError):
+class _Failed(grpc.RpcError):  # type: ignore[misc]  # grpc has no stubs
     """Stands in for grpc's failed call, carrying a status the gateway's own code made:
     these details (a run's log, a retry delay) need a timing no test can arrange reliably."""
 
@@ -189,7 +192,7 @@ class _Failed(grpc.RpcError):
         self._status = status
 
     def code(self) -> grpc.StatusCode:
-        return self._status.code  # type: ignore[no-any-return]
+        return self._status.code
 
     def details(self) -> str:
         return self._status.details  # type: ignore[no-any-return]

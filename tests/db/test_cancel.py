@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import grpc
 import psycopg2
@@ -26,6 +27,9 @@ from datamorph_gateway.app import Gateway
 from datamorph_gateway.db.cancel import CancelScope
 from datamorph_gateway.db.sqltext import parse
 from datamorph_gateway.errors import Cancelled, DeadlineExceeded
+
+from ..fixtures.envoy import EnvoyFactory
+from ..fixtures.gateway import GatewayFactory
 
 # A statement that would sleep far past every limit below once its timeout is lifted.
 LONG_S = 30
@@ -69,7 +73,7 @@ def busy(gateway: Gateway) -> int:
     return stats["open"] - stats["idle"]
 
 
-def start(make_gateway, **overrides) -> tuple[Gateway, str]:  # type: ignore[no-untyped-def]
+def start(make_gateway: GatewayFactory, **overrides: Any) -> tuple[Gateway, str]:
     app = f"gw-cancel-{uuid.uuid4().hex[:8]}"
     return make_gateway(db_application_name=app, **overrides), app
 
@@ -117,8 +121,8 @@ def lifters(admin: psycopg2.extensions.connection) -> None:
     ],
     ids=["function-then-sleep", "dynamic-execute", "function-with-sleep", "function-setting"],
 )
-def test_a_lifted_statement_timeout_does_not_lift_the_limit(  # type: ignore[no-untyped-def]
-    make_gateway, admin, lifters, query: str
+def test_a_lifted_statement_timeout_does_not_lift_the_limit(
+    make_gateway: GatewayFactory, admin: psycopg2.extensions.connection, lifters: None, query: str
 ) -> None:
     gateway, app = start(make_gateway, statement_timeout_s=1.0)
     with grpc.insecure_channel(gateway.address) as channel:
@@ -132,7 +136,9 @@ def test_a_lifted_statement_timeout_does_not_lift_the_limit(  # type: ignore[no-
         assert backend_pid(stub) > 0  # and the pool serves the next call
 
 
-def test_a_stream_cannot_lift_its_limit_either(make_gateway, admin, lifters) -> None:  # type: ignore[no-untyped-def]
+def test_a_stream_cannot_lift_its_limit_either(
+    make_gateway: GatewayFactory, admin: psycopg2.extensions.connection, lifters: None
+) -> None:
     gateway, app = start(make_gateway, stream_timeout_s=1.0)
     query = (
         "SELECT dmgw_lift_timeout() AS s,"
@@ -151,8 +157,8 @@ def test_a_stream_cannot_lift_its_limit_either(make_gateway, admin, lifters) -> 
 # -- (b) a caller that gives up takes its query with it ----------------------------
 
 
-def test_a_cancelled_call_cancels_its_query_and_the_connection_is_not_reused(  # type: ignore[no-untyped-def]
-    make_gateway, admin
+def test_a_cancelled_call_cancels_its_query_and_the_connection_is_not_reused(
+    make_gateway: GatewayFactory, admin: psycopg2.extensions.connection
 ) -> None:
     gateway, app = start(make_gateway, db_pool_max=1)
     with grpc.insecure_channel(gateway.address) as channel:
@@ -172,8 +178,8 @@ def test_a_cancelled_call_cancels_its_query_and_the_connection_is_not_reused(  #
             assert backend_pid(stub) == after
 
 
-def test_a_short_client_deadline_holds_even_with_the_timeout_lifted(  # type: ignore[no-untyped-def]
-    make_gateway, admin, lifters
+def test_a_short_client_deadline_holds_even_with_the_timeout_lifted(
+    make_gateway: GatewayFactory, admin: psycopg2.extensions.connection, lifters: None
 ) -> None:
     gateway, app = start(make_gateway, db_pool_max=1)
     with grpc.insecure_channel(gateway.address) as channel:
@@ -199,7 +205,9 @@ SLOW_AFTER_TWO = (
 )
 
 
-def test_a_stream_cancelled_while_computing_its_next_batch(make_gateway, admin) -> None:  # type: ignore[no-untyped-def]
+def test_a_stream_cancelled_while_computing_its_next_batch(
+    make_gateway: GatewayFactory, admin: psycopg2.extensions.connection
+) -> None:
     gateway, app = start(make_gateway, db_pool_max=1)
     with grpc.insecure_channel(gateway.address) as channel:
         stub = pb_grpc.DataMorphGatewayStub(channel)
@@ -212,7 +220,9 @@ def test_a_stream_cancelled_while_computing_its_next_batch(make_gateway, admin) 
         assert backend_pid(stub) > 0
 
 
-def test_a_stream_cancelled_while_blocked_on_sending(make_gateway, admin) -> None:  # type: ignore[no-untyped-def]
+def test_a_stream_cancelled_while_blocked_on_sending(
+    make_gateway: GatewayFactory, admin: psycopg2.extensions.connection
+) -> None:
     """The client reads nothing, so the server's sends stall on flow control."""
     gateway, app = start(make_gateway, db_pool_max=1)
     with grpc.insecure_channel(gateway.address) as channel:
@@ -230,7 +240,9 @@ def test_a_stream_cancelled_while_blocked_on_sending(make_gateway, admin) -> Non
         assert backend_pid(stub) > 0
 
 
-def test_a_rest_client_that_hangs_up_mid_stream(make_gateway, make_envoy, admin) -> None:  # type: ignore[no-untyped-def]
+def test_a_rest_client_that_hangs_up_mid_stream(
+    make_gateway: GatewayFactory, make_envoy: EnvoyFactory, admin: psycopg2.extensions.connection
+) -> None:
     gateway, app = start(make_gateway, db_pool_max=1)
     sidecar = make_envoy(gateway.address)
     body = json.dumps({"query": SLOW_AFTER_TWO, "batch_rows": 1}).encode()
@@ -255,8 +267,8 @@ def test_a_rest_client_that_hangs_up_mid_stream(make_gateway, make_envoy, admin)
 # -- (d) the scope itself: races with the pool ------------------------------------------
 
 
-def test_cancels_racing_with_short_queries_never_reach_another_call(  # type: ignore[no-untyped-def]
-    make_gateway,
+def test_cancels_racing_with_short_queries_never_reach_another_call(
+    make_gateway: GatewayFactory,
 ) -> None:
     """Cancel scopes fired at random moments around short queries, on a one-connection pool.
 
@@ -297,7 +309,7 @@ def test_cancels_racing_with_short_queries_never_reach_another_call(  # type: ig
     assert busy(gateway) == 0
 
 
-def test_a_scope_past_its_deadline_refuses_to_start_sql(make_gateway) -> None:  # type: ignore[no-untyped-def]
+def test_a_scope_past_its_deadline_refuses_to_start_sql(make_gateway: GatewayFactory) -> None:
     gateway, _ = start(make_gateway)
     with CancelScope(0.01) as scope:
         time.sleep(0.1)
@@ -322,8 +334,8 @@ END $$;
 """
 
 
-def test_a_query_that_swallows_cancels_is_ended_and_commits_nothing(  # type: ignore[no-untyped-def]
-    make_gateway, admin
+def test_a_query_that_swallows_cancels_is_ended_and_commits_nothing(
+    make_gateway: GatewayFactory, admin: psycopg2.extensions.connection
 ) -> None:
     """A handler for query_canceled (in a function the checks cannot see) once ran 12 s
     against a 2 s limit and committed; now its backend is terminated and nothing commits."""

@@ -10,9 +10,12 @@ import pytest
 from google.protobuf import json_format
 
 from datamorph.gateway.v1 import gateway_pb2 as pb
+from datamorph.gateway.v1 import gateway_pb2_grpc as pb_grpc
 from datamorph_client import GatewayClient, GatewayError
 from datamorph_gateway.db import catalog, sampling
 from datamorph_gateway.db.names import parse_table_name
+
+from ..fixtures.gateway import GatewayFactory
 
 
 def test_default_limit_is_ten_rows_per_table(client: GatewayClient) -> None:
@@ -21,7 +24,7 @@ def test_default_limit_is_ten_rows_per_table(client: GatewayClient) -> None:
     assert len(samples["orders"].rows) == 10
 
 
-def test_rows_are_plain_objects_keyed_by_column(stub) -> None:  # type: ignore[no-untyped-def]
+def test_rows_are_plain_objects_keyed_by_column(stub: pb_grpc.DataMorphGatewayStub) -> None:
     response = stub.GetData(pb.GetDataRequest(table_names=["customers"], limit=3))
     body = json_format.MessageToDict(response, preserving_proto_field_name=True)
     assert body["status"] == "success"
@@ -54,7 +57,7 @@ def test_views_and_materialized_views_can_be_sampled(client: GatewayClient) -> N
     assert len(samples["order_totals"].rows) == 4
 
 
-def test_values_follow_the_contract_encoding(stub) -> None:  # type: ignore[no-untyped-def]
+def test_values_follow_the_contract_encoding(stub: pb_grpc.DataMorphGatewayStub) -> None:
     """The JSON values on the wire; tests/client/test_values.py has what the client makes."""
     response = stub.GetData(pb.GetDataRequest(table_names=["typed"], limit=10))
     data = json_format.MessageToDict(response, preserving_proto_field_name=True)["data"]
@@ -132,7 +135,7 @@ def test_reads_are_bounded_by_the_deadline(client: GatewayClient) -> None:
     assert client.get_data(["tiny"])["tiny"].rows
 
 
-def test_reads_leave_no_session_state(make_gateway) -> None:  # type: ignore[no-untyped-def]
+def test_reads_leave_no_session_state(make_gateway: GatewayFactory) -> None:
     gateway = make_gateway(db_pool_max=1)
     with GatewayClient(gateway.address) as c:
         c.get_data(["tiny"], timeout_s=5)

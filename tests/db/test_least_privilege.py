@@ -15,6 +15,7 @@ import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 import pytest
@@ -154,7 +155,9 @@ def test_a_read_only_write_is_refused_by_the_reader_role_itself(
                 conn.rollback()
                 cur.execute("BEGIN READ WRITE")
             cur.execute("SELECT count(*) FROM customers")
-            assert cur.fetchone()[0] > 0
+            row = cur.fetchone()
+            assert row is not None
+            assert row[0] > 0
     finally:
         conn.close()
     count = unchecked.execute_query("SELECT count(*) AS n FROM customers", read_only=True).rows
@@ -302,7 +305,7 @@ def test_a_reader_that_is_privileged_is_refused_too(
     ],
 )
 def test_remote_databases_default_to_verify_full(
-    dsn: str, overrides: dict[str, str], sslmode: str | None
+    dsn: str, overrides: dict[str, Any], sslmode: str | None
 ) -> None:
     dsns = RoleDsns(dataclasses.replace(Settings(), **overrides), dsn)
     assert parse_dsn(dsns.serving).get("sslmode") == sslmode
@@ -580,7 +583,9 @@ def test_the_watchdog_runs_none_of_the_callers_functions(
             )
         with victim.cursor() as cur:
             cur.execute("SELECT pg_backend_pid()")
-            (pid,) = cur.fetchone()
+            row = cur.fetchone()
+            assert row is not None
+            (pid,) = row
         gateway.database._terminate(pid)
         with conn.cursor() as cur:
             cur.execute("SELECT count(*) FROM public.wd_trap")

@@ -126,8 +126,10 @@ def test_names_are_hashable_values() -> None:
 
 
 def test_round_trip_property() -> None:
-    hypothesis = pytest.importorskip("hypothesis")
-    st = hypothesis.strategies
+    pytest.importorskip("hypothesis")
+    import hypothesis  # typed, unlike what importorskip returns
+    from hypothesis import strategies as st
+
     characters = st.characters(exclude_characters="\x00", codec="utf-8")
     identifier = st.text(characters, min_size=1).filter(lambda s: len(s.encode("utf-8")) <= 63)
 
@@ -142,8 +144,9 @@ def test_round_trip_property() -> None:
 
 
 def test_unquoted_identifiers_fold_property() -> None:
-    hypothesis = pytest.importorskip("hypothesis")
-    st = hypothesis.strategies
+    pytest.importorskip("hypothesis")
+    import hypothesis  # typed, unlike what importorskip returns
+    from hypothesis import strategies as st
 
     @hypothesis.settings(max_examples=300, database=None, deadline=None)
     @hypothesis.given(st.from_regex(r"[A-Za-z_][A-Za-z0-9_$]{0,62}", fullmatch=True))

@@ -35,14 +35,16 @@ def make_pool(database_url: str) -> Iterator[Callable[..., ConnectionPool]]:
         pool.close()
 
 
-def wait_for(predicate, timeout_s: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+def wait_for(predicate: Callable[[], object], timeout_s: float = 10.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
         assert time.monotonic() < deadline, "condition not reached in time"
         time.sleep(0.01)
 
 
-def test_caller_sql_holds_only_its_share_and_reads_use_the_rest(make_pool) -> None:  # type: ignore[no-untyped-def]
+def test_caller_sql_holds_only_its_share_and_reads_use_the_rest(
+    make_pool: Callable[..., ConnectionPool],
+) -> None:
     pool = make_pool(max_size=3, reserved=1)
     with ExitStack() as held:
         held.enter_context(pool.connection())
@@ -63,7 +65,7 @@ def test_caller_sql_holds_only_its_share_and_reads_use_the_rest(make_pool) -> No
     assert (stats["open"], stats["idle"], stats["busy"], stats["shared_busy"]) == (3, 3, 0, 0)
 
 
-def test_reads_can_hold_every_connection(make_pool) -> None:  # type: ignore[no-untyped-def]
+def test_reads_can_hold_every_connection(make_pool: Callable[..., ConnectionPool]) -> None:
     pool = make_pool(max_size=2, reserved=1)
     with pool.connection(reserved=True), pool.connection(reserved=True):
         assert pool.stats()["busy"] == 2
@@ -73,7 +75,9 @@ def test_reads_can_hold_every_connection(make_pool) -> None:  # type: ignore[no-
             pass
 
 
-def test_queue_of_caller_sql_is_bounded_and_answers_at_once(make_pool) -> None:  # type: ignore[no-untyped-def]
+def test_queue_of_caller_sql_is_bounded_and_answers_at_once(
+    make_pool: Callable[..., ConnectionPool],
+) -> None:
     pool = make_pool(max_size=2, reserved=1)  # caller SQL: one connection, one waiter
     got: list[str] = []
     with pool.connection():
@@ -94,7 +98,9 @@ def test_queue_of_caller_sql_is_bounded_and_answers_at_once(make_pool) -> None: 
     assert pool.stats()["shared_waiting"] == 0
 
 
-def test_a_freed_read_connection_wakes_a_waiting_read_not_only_caller_sql(make_pool) -> None:  # type: ignore[no-untyped-def]
+def test_a_freed_read_connection_wakes_a_waiting_read_not_only_caller_sql(
+    make_pool: Callable[..., ConnectionPool],
+) -> None:
     pool = make_pool(max_size=2, reserved=1)
     order: list[str] = []
     with pool.connection():  # caller SQL's whole share
@@ -120,7 +126,9 @@ def test_a_freed_read_connection_wakes_a_waiting_read_not_only_caller_sql(make_p
     assert order == ["read", "caller sql"]
 
 
-def test_accounting_survives_errors_in_the_block_and_in_connect(make_pool) -> None:  # type: ignore[no-untyped-def]
+def test_accounting_survives_errors_in_the_block_and_in_connect(
+    make_pool: Callable[..., ConnectionPool],
+) -> None:
     pool = make_pool(max_size=2, reserved=1)
     with pytest.raises(ZeroDivisionError), pool.connection():
         1 / 0  # noqa: B018
@@ -153,7 +161,7 @@ def test_accounting_survives_errors_in_the_block_and_in_connect(make_pool) -> No
     assert (stats["open"], stats["busy"], stats["shared_busy"]) == (0, 0, 0)
 
 
-def test_shares_hold_under_concurrent_borrowers(make_pool) -> None:  # type: ignore[no-untyped-def]
+def test_shares_hold_under_concurrent_borrowers(make_pool: Callable[..., ConnectionPool]) -> None:
     pool = make_pool(max_size=4, reserved=1)
     lock = threading.Lock()
     now = {"shared": 0, "all": 0}
@@ -210,7 +218,9 @@ def backends(database_url: str, application_name: str) -> int:
                 "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
                 (application_name,),
             )
-            return int(cur.fetchone()[0])
+            row = cur.fetchone()
+            assert row is not None
+            return int(row[0])
     finally:
         conn.close()
 
@@ -260,7 +270,9 @@ def test_health_probe_reports_an_unreachable_database(database_url: str) -> None
 # -- several pools, one budget ----------------------------------------------------------------
 
 
-def test_pools_sharing_a_budget_never_open_more_than_it(make_pool) -> None:  # type: ignore[no-untyped-def]
+def test_pools_sharing_a_budget_never_open_more_than_it(
+    make_pool: Callable[..., ConnectionPool],
+) -> None:
     budget = ConnectionBudget(3, reserved=1)
     first = make_pool(max_size=3, reserved=1, budget=budget)
     second = make_pool(max_size=3, budget=budget)
@@ -289,7 +301,9 @@ def test_pools_sharing_a_budget_never_open_more_than_it(make_pool) -> None:  # t
     assert budget.stats() == {"open": 3, "limit": 3, "caller_busy": 0}
 
 
-def test_a_pool_waiting_on_the_budget_gets_a_connection_freed_in_another(make_pool) -> None:  # type: ignore[no-untyped-def]
+def test_a_pool_waiting_on_the_budget_gets_a_connection_freed_in_another(
+    make_pool: Callable[..., ConnectionPool],
+) -> None:
     budget = ConnectionBudget(1)
     first = make_pool(max_size=1, budget=budget)
     second = make_pool(max_size=1, budget=budget)

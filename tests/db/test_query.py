@@ -12,6 +12,8 @@ import pytest
 from datamorph_client import GatewayClient, GatewayError
 from datamorph_gateway.db.query import command_verb, unique_keys
 
+from ..fixtures.gateway import GatewayFactory
+
 
 def scratch_table(client: GatewayClient) -> str:
     name = f"scratch_{uuid.uuid4().hex[:8]}"
@@ -24,7 +26,9 @@ def count(database_url: str, table: str) -> int:
     try:
         with conn.cursor() as cur:
             cur.execute(f"SELECT count(*) FROM {table}")
-            return int(cur.fetchone()[0])
+            row = cur.fetchone()
+            assert row is not None
+            return int(row[0])
     finally:
         conn.close()
 
@@ -218,7 +222,7 @@ def test_data_modifying_with_and_select_into_fall_back_from_the_cursor(
     assert count(seeded_database, target) == 1
 
 
-def test_session_state_does_not_leak_between_requests(make_gateway) -> None:  # type: ignore[no-untyped-def]
+def test_session_state_does_not_leak_between_requests(make_gateway: GatewayFactory) -> None:
     gateway = make_gateway(db_pool_max=1)
     with GatewayClient(gateway.address) as c:
         c.execute_query("SET DateStyle = 'German'; CREATE TEMP TABLE leftover (a int)")
@@ -235,7 +239,9 @@ def test_deadline_becomes_the_statement_timeout(client: GatewayClient) -> None:
     assert client.execute_query("SELECT 1 AS ok").rows == [{"ok": 1}]
 
 
-def test_server_statement_timeout_caps_requests_without_deadline(make_gateway) -> None:  # type: ignore[no-untyped-def]
+def test_server_statement_timeout_caps_requests_without_deadline(
+    make_gateway: GatewayFactory,
+) -> None:
     gateway = make_gateway(statement_timeout_s=0.3)
     with GatewayClient(gateway.address, timeout_s=30) as c, pytest.raises(GatewayError) as err:
         c.execute_query("SELECT pg_sleep(5)")
@@ -254,7 +260,7 @@ def test_unique_keys() -> None:
     assert unique_keys(["?column?", "?column?"]) == ["?column?", "?column?_2"]
 
 
-def test_a_failed_query_leaves_no_session_state(make_gateway) -> None:  # type: ignore[no-untyped-def]
+def test_a_failed_query_leaves_no_session_state(make_gateway: GatewayFactory) -> None:
     """A rolled-back transaction keeps PREPAREs and session advisory locks: reset them too."""
     gateway = make_gateway(db_pool_max=1)
     key = 424242

@@ -18,6 +18,8 @@ import pytest
 from datamorph_client import GatewayClient
 from datamorph_gateway.db.query import Limits, read_batch, read_bounded, row_bytes
 
+from ..fixtures.gateway import GatewayFactory
+
 T = TypeVar("T")
 MB = 1024 * 1024
 
@@ -160,7 +162,7 @@ def test_wide_rows_stop_at_the_byte_budget(client: GatewayClient) -> None:
     assert growth < 200 * MB, f"grew by {growth / MB:.0f} MB"
 
 
-def test_the_byte_budget_applies_to_every_kind_of_result(make_gateway) -> None:  # type: ignore[no-untyped-def]
+def test_the_byte_budget_applies_to_every_kind_of_result(make_gateway: GatewayFactory) -> None:
     gateway = make_gateway(max_result_bytes=1000)
     table = f"bytes_{uuid.uuid4().hex[:8]}"
     with GatewayClient(gateway.address) as c:
@@ -198,7 +200,9 @@ def test_the_byte_budget_applies_to_every_kind_of_result(make_gateway) -> None: 
         assert (exact.row_count, exact.truncated) == (50, False)
 
 
-def test_stream_batches_stop_at_the_byte_budget_and_lose_no_row(make_gateway) -> None:  # type: ignore[no-untyped-def]
+def test_stream_batches_stop_at_the_byte_budget_and_lose_no_row(
+    make_gateway: GatewayFactory,
+) -> None:
     gateway = make_gateway(max_result_bytes=1000)
     with GatewayClient(gateway.address) as c:
         batches = list(

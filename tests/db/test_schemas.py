@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import grpc
 import psycopg2
 import psycopg2.extensions
 import pytest
 from google.protobuf import json_format
+from psycopg2.sql import Composable
 
 from datamorph.gateway.v1 import gateway_pb2 as pb
+from datamorph.gateway.v1 import gateway_pb2_grpc as pb_grpc
 from datamorph_client import ColumnSchema, ForeignKey, GatewayClient, GatewayError
 from datamorph_gateway.db import catalog
 from datamorph_gateway.db.names import TableName, parse_table_name
 from datamorph_gateway.db.prepared import PreparingConnection
 
 
-def as_json(message: object) -> dict:
+def as_json(message: object) -> dict[str, Any]:
     return json_format.MessageToDict(
         message,  # type: ignore[arg-type]
         preserving_proto_field_name=True,
@@ -46,7 +51,7 @@ def test_demo_tables_have_columns_keys_and_foreign_keys(client: GatewayClient) -
     )
 
 
-def test_column_fields_match_information_schema(stub) -> None:  # type: ignore[no-untyped-def]
+def test_column_fields_match_information_schema(stub: pb_grpc.DataMorphGatewayStub) -> None:
     name = '"Mixed Schema"."Order Items"'
     response = stub.GetSchemas(pb.GetSchemasRequest(table_names=[name]))
     table = response.schemas[name]
@@ -141,7 +146,7 @@ def test_names_resolve_as_postgresql_resolves_them(
     assert (described.schema, described.name, described.table_type) == (schema, table, kind)
 
 
-def test_keys_of_the_answer_are_the_names_as_sent(stub) -> None:  # type: ignore[no-untyped-def]
+def test_keys_of_the_answer_are_the_names_as_sent(stub: pb_grpc.DataMorphGatewayStub) -> None:
     response = stub.GetSchemas(pb.GetSchemasRequest(table_names=["Orders", "sales.orders"]))
     assert set(response.schemas) == {"Orders", "sales.orders"}
     assert response.status == "success"
@@ -170,9 +175,13 @@ def test_many_tables_cost_a_constant_number_of_queries(
     calls: list[str] = []
 
     class Tracing(psycopg2.extensions.cursor):
-        def execute(self, query, vars=None):  # type: ignore[no-untyped-def]
+        def execute(
+            self,
+            query: str | bytes | Composable,
+            vars: Sequence[Any] | Mapping[str, Any] | None = None,
+        ) -> None:
             calls.append(str(query))
-            return super().execute(query, vars)
+            super().execute(query, vars)
 
     names = ["customers", "orders", "sales.orders", "regions", "shops"] * 10
     conn = psycopg2.connect(seeded_database, cursor_factory=Tracing, connection_factory=factory)

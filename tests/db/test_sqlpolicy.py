@@ -18,6 +18,8 @@ from datamorph_client import GatewayClient, GatewayError
 from datamorph_gateway.db.sqlpolicy import SqlPolicy
 from datamorph_gateway.db.sqltext import parse
 
+from ..fixtures.gateway import GatewayFactory
+
 S = grpc.StatusCode
 
 
@@ -281,7 +283,7 @@ def test_syntax_errors_answer_like_the_server(client: GatewayClient) -> None:
     assert err.value.message == 'syntax error at or near "SELEC" at character 11'
 
 
-def test_configured_functions_extend_the_list(make_gateway) -> None:  # type: ignore[no-untyped-def]
+def test_configured_functions_extend_the_list(make_gateway: GatewayFactory) -> None:
     gateway = make_gateway(sql_denied_functions="pg_sleep, Txid_Current")
     with GatewayClient(gateway.address) as c:
         assert "pg_sleep()" in refused(c, "SELECT pg_sleep(0)").message
@@ -311,9 +313,11 @@ _CALLER_CODES = {
 }
 
 
-def test_random_statement_texts_never_answer_a_server_error(make_gateway) -> None:  # type: ignore[no-untyped-def]
-    hypothesis = pytest.importorskip("hypothesis")
-    st = hypothesis.strategies
+def test_random_statement_texts_never_answer_a_server_error(make_gateway: GatewayFactory) -> None:
+    pytest.importorskip("hypothesis")
+    import hypothesis  # typed, unlike what importorskip returns
+    from hypothesis import strategies as st
+
     words = st.sampled_from(
         [
             "SELECT", "select", "FROM", "WHERE", "WITH", "AS", "VALUES", "TABLE", "customers",

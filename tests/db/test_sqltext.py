@@ -259,8 +259,10 @@ class _Echo(dict[str, str]):
 
 def test_fragments_property() -> None:
     """SQL assembled from fragments whose placeholders we know."""
-    hypothesis = pytest.importorskip("hypothesis")
-    st = hypothesis.strategies
+    pytest.importorskip("hypothesis")
+    import hypothesis  # typed, unlike what importorskip returns
+    from hypothesis import strategies as st
+
     text = st.text(st.characters(exclude_characters="\x00", codec="utf-8"), max_size=20)
     tag = st.from_regex(r"([A-Za-z_][A-Za-z_0-9]{0,5})?", fullmatch=True)
 
@@ -308,8 +310,10 @@ def test_fragments_property() -> None:
 
 def test_arbitrary_text_property() -> None:
     """Any text: psycopg2-style formatting works and gives the text back, placeholders aside."""
-    hypothesis = pytest.importorskip("hypothesis")
-    st = hypothesis.strategies
+    pytest.importorskip("hypothesis")
+    import hypothesis  # typed, unlike what importorskip returns
+    from hypothesis import strategies as st
+
     sqlish = st.text(st.sampled_from(list("$1209aEeUu&'\"-/*\n\r %;()\\.x_é")), max_size=60)
 
     @hypothesis.settings(max_examples=2000, database=None, deadline=None)

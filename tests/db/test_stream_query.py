@@ -10,20 +10,23 @@ import pytest
 from google.protobuf import json_format
 
 from datamorph.gateway.v1 import gateway_pb2 as pb
+from datamorph.gateway.v1 import gateway_pb2_grpc as pb_grpc
 
 from ..fixtures.envoy import Rest
+from ..fixtures.gateway import GatewayFactory
 
 
 def rows_of(responses: list[pb.StreamQueryResponse]) -> list[dict]:  # type: ignore[type-arg]
     return [json_format.MessageToDict(r) for resp in responses for r in resp.rows]
 
 
-def test_rows_arrive_in_batches_with_columns_first(stub) -> None:  # type: ignore[no-untyped-def]
+def test_rows_arrive_in_batches_with_columns_first(stub: pb_grpc.DataMorphGatewayStub) -> None:
     responses = list(
         stub.StreamQuery(
             pb.StreamQueryRequest(
                 query="SELECT g AS n, g::text AS s FROM generate_series(1, $1) g ORDER BY g",
-                params=[json_format.ParseDict(25, pb.StreamQueryRequest().params.add())],
+                # A Value parses any JSON value; the stubs only know objects.
+                params=[json_format.ParseDict(25, pb.StreamQueryRequest().params.add())],  # type: ignore[arg-type]
                 batch_rows=10,
             )
         )
@@ -36,14 +39,16 @@ def test_rows_arrive_in_batches_with_columns_first(stub) -> None:  # type: ignor
     assert [row["n"] for row in rows_of(responses)] == list(range(1, 26))
 
 
-def test_an_exact_multiple_and_an_empty_result_end_with_done(stub) -> None:  # type: ignore[no-untyped-def]
+def test_an_exact_multiple_and_an_empty_result_end_with_done(
+    stub: pb_grpc.DataMorphGatewayStub,
+) -> None:
     exact = list(stub.StreamQuery(pb.StreamQueryRequest(query="SELECT 1 AS a", batch_rows=1)))
     assert [(len(r.rows), r.done) for r in exact] == [(1, True)]
     empty = list(stub.StreamQuery(pb.StreamQueryRequest(query="SELECT 1 AS a WHERE false")))
     assert [(len(r.rows), r.done, len(r.columns)) for r in empty] == [(0, True, 1)]
 
 
-def test_large_result_is_not_capped(stub) -> None:  # type: ignore[no-untyped-def]
+def test_large_result_is_not_capped(stub: pb_grpc.DataMorphGatewayStub) -> None:
     total = 0
     for response in stub.StreamQuery(
         pb.StreamQueryRequest(query="SELECT g FROM generate_series(1, 50000) g", batch_rows=5000)
@@ -52,8 +57,8 @@ def test_large_result_is_not_capped(stub) -> None:  # type: ignore[no-untyped-de
     assert total == 50000  # five times the ExecuteQuery row cap
 
 
-def test_cancelling_the_stream_frees_the_connection(  # type: ignore[no-untyped-def]
-    make_gateway, seeded_database: str
+def test_cancelling_the_stream_frees_the_connection(
+    make_gateway: GatewayFactory, seeded_database: str
 ) -> None:
     from datamorph.gateway.v1 import gateway_pb2_grpc as pb_grpc
 
@@ -77,7 +82,9 @@ def test_cancelling_the_stream_frees_the_connection(  # type: ignore[no-untyped-
                 "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'gw-stream-cancel'"
                 " AND state = 'idle in transaction'"
             )
-            assert cur.fetchone()[0] == 0
+            row = cur.fetchone()
+            assert row is not None
+            assert row[0] == 0
     finally:
         conn.close()
 
@@ -90,14 +97,16 @@ def test_cancelling_the_stream_frees_the_connection(  # type: ignore[no-untyped-
         ("", "query"),
     ],
 )
-def test_only_single_queries_stream(stub, query: str, field: str) -> None:  # type: ignore[no-untyped-def]
+def test_only_single_queries_stream(
+    stub: pb_grpc.DataMorphGatewayStub, query: str, field: str
+) -> None:
     with pytest.raises(grpc.RpcError) as err:
         list(stub.StreamQuery(pb.StreamQueryRequest(query=query)))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert err.value.details().startswith(f"{field}:")
 
 
-def test_writes_inside_a_query_are_refused(stub) -> None:  # type: ignore[no-untyped-def]
+def test_writes_inside_a_query_are_refused(stub: pb_grpc.DataMorphGatewayStub) -> None:
     with pytest.raises(grpc.RpcError) as err:
         list(
             stub.StreamQuery(
@@ -113,7 +122,7 @@ def test_writes_inside_a_query_are_refused(stub) -> None:  # type: ignore[no-unt
 
 
 @pytest.mark.parametrize("batch_rows", [0, -1, 10_001])
-def test_batch_rows_out_of_range(stub, batch_rows: int) -> None:  # type: ignore[no-untyped-def]
+def test_batch_rows_out_of_range(stub: pb_grpc.DataMorphGatewayStub, batch_rows: int) -> None:
     with pytest.raises(grpc.RpcError) as err:
         list(stub.StreamQuery(pb.StreamQueryRequest(query="SELECT 1", batch_rows=batch_rows)))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -8,6 +8,9 @@ name was never sampled.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import grpc
 import psycopg2
 import pytest
@@ -30,7 +33,7 @@ CREATE OR REPLACE VIEW datamorph_gateway.zz_trap AS SELECT n FROM public.zz_trap
 """
 
 
-def run(dsn: str, statement: str) -> list[tuple[object, ...]]:
+def run(dsn: str, statement: str) -> list[tuple[Any, ...]]:
     conn = psycopg2.connect(dsn)
     conn.autocommit = True
     try:
@@ -49,10 +52,10 @@ def trap(seeded_database: str) -> str:
 
 
 def hits(dsn: str) -> int:
-    return int(run(dsn, "SELECT count(*) FROM public.zz_trap_hits")[0][0])  # type: ignore[call-overload]
+    return int(run(dsn, "SELECT count(*) FROM public.zz_trap_hits")[0][0])
 
 
-def refused(call, names: list[str]) -> GatewayError:  # type: ignore[no-untyped-def]
+def refused(call: Callable[..., Any], names: list[str]) -> GatewayError:
     with pytest.raises(GatewayError) as err:
         call(names)
     assert err.value.code == grpc.StatusCode.PERMISSION_DENIED, err.value

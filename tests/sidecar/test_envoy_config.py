@@ -141,7 +141,7 @@ def _retries_by_route() -> dict[str, set[str]]:
     """What Envoy retries on each route: its own policy, else the virtual host's (Envoy
     does not merge the two); a route that never reaches a gateway has none."""
     host = _virtual_host(SidecarOptions())
-    retries = {}
+    retries: dict[str, set[str]] = {}
     for route in host["routes"]:
         match = route["match"]
         name = match.get("path", match.get("prefix", "")).removeprefix(SERVICE_PATH)
@@ -327,7 +327,7 @@ def test_bad_upstreams_are_refused(upstreams: tuple[tuple[str, int], ...], messa
         {"gateways": -1},
     ],
 )
-def test_bad_options_are_refused(change: dict[str, int]) -> None:
+def test_bad_options_are_refused(change: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match="must be"):
         SidecarOptions(**change)
 

@@ -17,7 +17,8 @@ import pytest
 from datamorph.gateway.v1 import gateway_pb2 as pb
 from datamorph.gateway.v1 import gateway_pb2_grpc as pb_grpc
 
-from ..fixtures.envoy import Rest
+from ..fixtures.envoy import EnvoyFactory, Rest
+from ..fixtures.gateway import GatewayFactory
 
 RUN_ID = re.compile(r"^\d{8}_\d{6}_[0-9a-f]{8}$")
 
@@ -147,8 +148,8 @@ def test_unknown_run_is_404(rest: Rest) -> None:
     assert "run_id" in too_long.json()["message"]
 
 
-def test_concurrent_workflows_beyond_the_limit_are_429_while_reads_go_on(  # type: ignore[no-untyped-def]
-    make_gateway, make_envoy, seeded_database: str
+def test_concurrent_workflows_beyond_the_limit_are_429_while_reads_go_on(
+    make_gateway: GatewayFactory, make_envoy: EnvoyFactory, seeded_database: str
 ) -> None:
     gateway = make_gateway(workflow_max_concurrent=1, grpc_max_workers=8)
     table = target()
