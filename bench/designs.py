@@ -83,7 +83,7 @@ async def _serve_aio(design: str, dsn: str, port: int) -> None:
         async def behavior(request: bytes, context: Any) -> bytes:
             return await asyncio.get_running_loop().run_in_executor(pool, call)
     else:
-        import asyncpg  # type: ignore[import-untyped]
+        import asyncpg
 
         connections = await asyncpg.create_pool(min_size=8, max_size=16, **_asyncpg_args(dsn))
 

@@ -32,7 +32,8 @@ pytest_plugins = ["tests.fixtures.gateway", "tests.fixtures.aws", "tests.fixture
 def _with_dbname(dsn: str, dbname: str) -> str:
     params = parse_dsn(dsn)
     params["dbname"] = dbname
-    return make_dsn(**params)
+    named: str = make_dsn(**params)
+    return named
 
 
 @pytest.fixture(scope="session")

@@ -53,7 +53,7 @@ class Context:
     ],
 )
 def test_caller_key(peer: str, forwarded_for: str | None, key: str) -> None:
-    assert caller_key(Context(peer), forwarded_for) == key  # type: ignore[arg-type]
+    assert caller_key(Context(peer), forwarded_for) == key
 
 
 SECRET = "per-start-secret"
@@ -90,8 +90,8 @@ def test_forwarded_for_is_believed_only_from_our_sidecar(
     peer: str, metadata: Sequence[tuple[str, str]], forwarded_for: str | None
 ) -> None:
     identities = ClientIdentities(None, SECRET)
-    assert identities.forwarded_for(Context(peer, metadata)) == forwarded_for  # type: ignore[arg-type]
-    assert ClientIdentities(None, "").forwarded_for(Context(peer, metadata)) is None  # type: ignore[arg-type]
+    assert identities.forwarded_for(Context(peer, metadata)) == forwarded_for
+    assert ClientIdentities(None, "").forwarded_for(Context(peer, metadata)) is None
 
 
 def test_one_caller_is_refused_past_its_limit_and_others_are_not() -> None:

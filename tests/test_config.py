@@ -180,3 +180,26 @@ def test_gateway_processes_is_a_count_or_auto() -> None:
         load_settings({"RESTART_MAX": "0"})
     with pytest.raises(ConfigError, match=r"^RESTART_WINDOW_S must be positive"):
         load_settings({"RESTART_WINDOW_S": "0"})
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"WORKFLOW_MAX_CONCURRENT": "16"}, "WORKFLOW_MAX_CONCURRENT must be less than half"),
+        ({"WORKFLOW_MAX_CONCURRENT": "0"}, "WORKFLOW_MAX_CONCURRENT must be positive"),
+        ({"LOG_STORE": "s3"}, "LOG_STORE must be one of"),
+        ({"ORCHESTRATOR_FUNCTION": "f", "ORCHESTRATOR_HANDLER": "m:f"}, "not both"),
+        ({"LAMBDA_ENDPOINT_URL": "localhost:4566"}, "LAMBDA_ENDPOINT_URL must be an http"),
+        ({"ORCHESTRATOR_READ_TIMEOUT_S": "-1"}, "ORCHESTRATOR_READ_TIMEOUT_S must be positive"),
+    ],
+)
+def test_workflow_settings_are_checked(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(environ)
+
+
+def test_workflow_settings_defaults() -> None:
+    s = load_settings({})
+    assert (s.orchestrator_read_timeout_s, s.orchestrator_connect_timeout_s) == (950.0, 10.0)
+    assert (s.workflow_max_concurrent, s.log_store) == (8, "auto")
+    assert load_settings({"WORKFLOW_MAX_CONCURRENT": "3"}).workflow_max_concurrent == 3

@@ -130,7 +130,7 @@ def _wait_until_up(process: subprocess.Popen[bytes]) -> Launched:
 
 def _children(process: subprocess.Popen[bytes], data_dir: Path) -> list[psutil.Process]:
     """The launcher's children (gateway, Envoy) and the postmaster pg_ctl detached."""
-    found = psutil.Process(process.pid).children(recursive=True)
+    found: list[psutil.Process] = psutil.Process(process.pid).children(recursive=True)
     pid_file = data_dir / "postgres" / "postmaster.pid"
     found.append(psutil.Process(int(pid_file.read_text().split("\n", 1)[0])))
     return found
@@ -893,7 +893,7 @@ def _time_wait_on_a_port(*, reuse: bool) -> int:
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", 0))
         listener.listen()
-        port = listener.getsockname()[1]
+        port: int = listener.getsockname()[1]
         with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
             accepted, _ = listener.accept()
             accepted.close()

@@ -6,6 +6,7 @@ import ipaddress
 import logging
 import re
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -120,7 +121,7 @@ def test_no_literal_reaches_the_audit_line(sql: str, logged: str) -> None:
     assert mask_constants(sql) == logged
 
 
-def test_log_lines_carry_time_level_place_and_request_id(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_log_lines_carry_time_level_place_and_request_id(tmp_path: Path) -> None:
     log_file = tmp_path / "gateway.log"
     root = logging.getLogger()
     saved = (root.handlers[:], root.level)

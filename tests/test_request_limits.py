@@ -8,11 +8,14 @@ grpc-message trailer or a decoding failure used to surface as 502/503 or 500.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import Any
 
 import grpc
 import pytest
 from google.protobuf import struct_pb2
 from google.protobuf.internal import encoder
+from google.protobuf.message import Message
 
 from datamorph.gateway.v1 import gateway_pb2 as pb
 from datamorph.gateway.v1 import gateway_pb2_grpc as pb_grpc
@@ -20,13 +23,13 @@ from datamorph_client import GatewayClient, GatewayError
 from datamorph_client.errors import from_rpc_error
 from datamorph_gateway.errors import ECHO_MAX_CHARS
 
-from .fixtures.envoy import Rest
+from .fixtures.envoy import Response, Rest
 
 LONG = "a" * 100_000
 EXECUTE_QUERY = "/datamorph.gateway.v1.DataMorphGateway/ExecuteQuery"
 
 
-def as_doubles(params: list[object]) -> list[struct_pb2.Value]:
+def as_doubles(params: list[Any]) -> list[struct_pb2.Value]:
     """Parameters as any JSON client sends them: every number a double.
 
     (The Python client sends integers beyond 2^53 as strings, so these go through the stub.)
@@ -36,7 +39,7 @@ def as_doubles(params: list[object]) -> list[struct_pb2.Value]:
     return list(values.values)
 
 
-def raw_call(method, request):  # type: ignore[no-untyped-def]
+def raw_call(method: Callable[..., Any], request: Message) -> Any:
     """A stub call whose failure is a decoded GatewayError, as the client would raise it."""
     try:
         return method(request, timeout=20)
@@ -44,14 +47,14 @@ def raw_call(method, request):  # type: ignore[no-untyped-def]
         raise from_rpc_error(exc) from None
 
 
-def invalid(call, *args, **kwargs) -> GatewayError:  # type: ignore[no-untyped-def]
+def invalid(call: Callable[..., Any], *args: Any, **kwargs: Any) -> GatewayError:
     with pytest.raises(GatewayError) as err:
         call(*args, **kwargs)
     assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT, err.value
     return err.value
 
 
-def rest_error(response, status: int, code: int) -> dict:  # type: ignore[no-untyped-def,type-arg]
+def rest_error(response: Response, status: int, code: int) -> dict[str, Any]:
     assert response.status == status, (response.status, response.body[:500])
     body = response.json()
     assert body["code"] == code, body
@@ -113,7 +116,8 @@ def test_a_long_run_id_is_a_small_answer(rest: Rest) -> None:
 
 
 def _field(tag: int, payload: bytes) -> bytes:
-    return bytes([tag]) + encoder._VarintBytes(len(payload)) + payload  # type: ignore[attr-defined]
+    length: bytes = encoder._VarintBytes(len(payload))  # type: ignore[attr-defined]
+    return bytes([tag]) + length + payload
 
 
 def _deep_params_request(depth: int) -> bytes:

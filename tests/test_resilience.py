@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,10 +18,10 @@ from datamorph_gateway.app import Gateway
 from datamorph_gateway.pg.server import EmbeddedPostgres
 
 from .fixtures import roles
-from .fixtures.gateway import gateway_settings
+from .fixtures.gateway import GatewayFactory, gateway_settings
 
 
-def wait_for(predicate, timeout_s: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+def wait_for(predicate: Callable[[], object], timeout_s: float = 10.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
         if time.monotonic() > deadline:
@@ -34,7 +35,9 @@ def health_status(address: str) -> int:
         return int(stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status)
 
 
-def test_sessions_killed_under_the_pool_are_replaced(make_gateway, database_admin_url: str) -> None:  # type: ignore[no-untyped-def]
+def test_sessions_killed_under_the_pool_are_replaced(
+    make_gateway: GatewayFactory, database_admin_url: str
+) -> None:
     gateway = make_gateway(db_pool_max=4, db_application_name="gw-kill-test")
     with GatewayClient(gateway.address) as c:
         for _ in range(4):
@@ -46,7 +49,9 @@ def test_sessions_killed_under_the_pool_are_replaced(make_gateway, database_admi
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
                 " WHERE application_name = 'gw-kill-test'"
             )
-            assert cur.fetchone()[0] >= 1
+            row = cur.fetchone()
+            assert row is not None
+            assert row[0] >= 1
         admin.close()
         # Every request succeeds: dead idle connections are detected and replaced.
         for _ in range(6):
@@ -99,7 +104,7 @@ def test_database_restart_and_outage(tmp_path: Path) -> None:
             gateway.stop(0)
 
 
-def test_pool_exhaustion_is_resource_exhausted(make_gateway) -> None:  # type: ignore[no-untyped-def]
+def test_pool_exhaustion_is_resource_exhausted(make_gateway: GatewayFactory) -> None:
     import threading
 
     gateway = make_gateway(db_pool_max=1, db_pool_timeout_s=0.3)

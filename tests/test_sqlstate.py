@@ -33,7 +33,9 @@ S = grpc.StatusCode
         ("P0001", S.FAILED_PRECONDITION),
     ],
 )
-def test_raised_sqlstate_maps_to_code(client: GatewayClient, sqlstate: str, code: S) -> None:
+def test_raised_sqlstate_maps_to_code(
+    client: GatewayClient, sqlstate: str, code: grpc.StatusCode
+) -> None:
     query = (
         "DO $$ BEGIN RAISE EXCEPTION 'raised on purpose' "
         f"USING ERRCODE = '{sqlstate}', HINT = 'a hint'; END $$"

@@ -9,6 +9,7 @@ else must still answer while they sleep.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -23,7 +24,8 @@ from datamorph.gateway.v1 import gateway_pb2 as pb
 from datamorph.gateway.v1 import gateway_pb2_grpc as pb_grpc
 from datamorph_gateway.identity import SIDECAR_HEADER
 
-from .fixtures.gateway import SIDECAR_SECRET
+from .fixtures.envoy import EnvoyFactory
+from .fixtures.gateway import SIDECAR_SECRET, GatewayFactory
 
 SLEEP_S = 4.0
 # "At once": far below SLEEP_S, so nothing answered by waiting for a sleeper, and generous
@@ -51,7 +53,7 @@ def forwarded(address: str) -> tuple[tuple[str, str], ...]:
 
 
 def retry_info(error: grpc.RpcError) -> error_details_pb2.RetryInfo:
-    for key, value in error.trailing_metadata() or ():  # type: ignore[attr-defined]
+    for key, value in error.trailing_metadata() or ():
         if key == "grpc-status-details-bin":
             for detail in status_pb2.Status.FromString(value).details:
                 info = error_details_pb2.RetryInfo()
@@ -60,8 +62,8 @@ def retry_info(error: grpc.RpcError) -> error_details_pb2.RetryInfo:
     raise AssertionError("no RetryInfo in the status")
 
 
-def test_slow_queries_do_not_starve_health_reads_or_other_callers(  # type: ignore[no-untyped-def]
-    make_gateway, make_envoy
+def test_slow_queries_do_not_starve_health_reads_or_other_callers(
+    make_gateway: GatewayFactory, make_envoy: EnvoyFactory
 ) -> None:
     gateway = make_gateway(db_pool_max=8, max_concurrent_queries_per_caller=3)
     sidecar = make_envoy(gateway.address)
@@ -139,7 +141,7 @@ def test_slow_queries_do_not_starve_health_reads_or_other_callers(  # type: igno
         with pytest.raises(grpc.RpcError) as err:
             stub.ExecuteQuery(request, metadata=forwarded("192.0.2.10"), timeout=30)
         assert time.monotonic() - start < PROMPT_S
-        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert retry_info(err.value).retry_delay.seconds == 1
 
         # All of that happened while the sleepers slept.
@@ -156,7 +158,9 @@ def test_slow_queries_do_not_starve_health_reads_or_other_callers(  # type: igno
     assert (stats["busy"], stats["shared_busy"], stats["shared_waiting"]) == (0, 0, 0)
 
 
-def test_forty_sleepers_as_in_the_report(make_gateway, make_envoy) -> None:  # type: ignore[no-untyped-def]
+def test_forty_sleepers_as_in_the_report(
+    make_gateway: GatewayFactory, make_envoy: EnvoyFactory
+) -> None:
     """The attack as reported: 40 concurrent sleepers through REST, default pool and limits.
 
     Sixteen connections, four kept for reads, eight queries per caller: the sleepers
@@ -183,7 +187,7 @@ def test_forty_sleepers_as_in_the_report(make_gateway, make_envoy) -> None:  # t
         ("/get/data", {"table_names": ["customers"]}),
         ("/get/schemas", {"table_names": ["orders"]}),
     ):
-        response, elapsed = timed(lambda path=path, body=body: rest.post(path, body))
+        response, elapsed = timed(functools.partial(rest.post, path, body))
         assert response.status == 200, response
         assert elapsed < PROMPT_S
     assert time.monotonic() - started < SLEEP_S - 1

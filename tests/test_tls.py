@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -40,7 +41,7 @@ def pki(tmp_path: Path) -> Pki:
     return make_pki(tmp_path / "pki")
 
 
-def _tls(pki: Pki, *, mtls: bool = False) -> dict[str, str]:
+def _tls(pki: Pki, *, mtls: bool = False) -> dict[str, Any]:
     values = {"tls_cert_file": str(pki.server.cert), "tls_key_file": str(pki.server.key)}
     if mtls:
         values["tls_client_ca_file"] = str(pki.ca.file)

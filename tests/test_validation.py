@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import grpc
 import pytest
 
 from datamorph.gateway.v1 import gateway_pb2 as pb
+from datamorph.gateway.v1 import gateway_pb2_grpc as pb_grpc
 from datamorph_client import GatewayClient, GatewayError
 from datamorph_gateway.config import Settings
 from datamorph_gateway.errors import InvalidArgument
 from datamorph_gateway.validation import Validator
 from datamorph_gateway.workflows import WorkflowRequest
 
+from .fixtures.gateway import GatewayFactory
 
-def invalid(call, *args, **kwargs) -> GatewayError:  # type: ignore[no-untyped-def]
+
+def invalid(call: Callable[..., Any], *args: Any, **kwargs: Any) -> GatewayError:
     with pytest.raises(GatewayError) as err:
         call(*args, **kwargs)
     assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT, err.value
@@ -75,7 +81,7 @@ def test_empty_query(client: GatewayClient, query: str) -> None:
     assert err.violations[0].field == "query"
 
 
-def test_oversized_query(make_gateway) -> None:  # type: ignore[no-untyped-def]
+def test_oversized_query(make_gateway: GatewayFactory) -> None:
     gateway = make_gateway(max_query_bytes=1000)
     with GatewayClient(gateway.address) as c:
         err = invalid(c.execute_query, "SELECT '" + "x" * 1000 + "'")
@@ -89,7 +95,7 @@ def test_nul_in_query_or_params(client: GatewayClient) -> None:
     assert err.violations[0].field == "params[0]"
 
 
-def test_bad_request_detail_is_present_on_the_wire(stub) -> None:  # type: ignore[no-untyped-def]
+def test_bad_request_detail_is_present_on_the_wire(stub: pb_grpc.DataMorphGatewayStub) -> None:
     with pytest.raises(grpc.RpcError) as err:
         stub.GetData(pb.GetDataRequest(table_names=["customers"], limit=0))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
