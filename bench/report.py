@@ -697,7 +697,7 @@ def write(results: dict[str, Any], results_path: Path, docs_path: Path) -> None:
         "",
         "```sh",
         "make bench                      # installs bench/requirements.txt and wrk, then runs:",
-        "python -m bench                 # the full suite, about 16 minutes on 2 cores",
+        "python -m bench                 # the full suite, about 20 minutes on 2 cores",
         "python -m bench --quick         # a smoke test, about 4 minutes",
         "python -m bench --with-1e7      # also a 10^7-row table (about 1 more minute)",
         "python -m bench --only auth     # only the auth comparison, policy off vs on (~7 min)",
