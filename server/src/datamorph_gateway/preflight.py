@@ -120,16 +120,38 @@ def _only_time_wait(port: int) -> bool:
     return bool(holders) and all(c.status == psutil.CONN_TIME_WAIT for c in holders)
 
 
+# The most connections the launcher gives its embedded PostgreSQL by itself (at about 10 kB
+# of shared memory a slot, and a process only for a connection actually open).
+EMBEDDED_MAX_CONNECTIONS = 1000
+
+
+def connections_needed(settings: Settings, processes: int) -> int:
+    """How many connections ``processes`` gateway processes may open at most."""
+    return processes * (settings.db_pool_max + _CONNECTIONS_BESIDES_POOL)
+
+
+def max_connections_for(settings: Settings, processes: int, reserved: int) -> int | None:
+    """The embedded PostgreSQL's ``max_connections`` that fits the stack, or None when the
+    stack needs more than ``EMBEDDED_MAX_CONNECTIONS`` (``check_connections`` says so)."""
+    wanted = connections_needed(settings, processes) + reserved
+    return wanted if wanted <= EMBEDDED_MAX_CONNECTIONS else None
+
+
 def check_connections(
     settings: Settings, processes: int, max_connections: int, reserved: int
 ) -> None:
     """Fail before starting a gateway when they would need more connections than the
-    embedded PostgreSQL lets them have; say what would fit."""
+    embedded PostgreSQL lets them have, even sized by the launcher; say what would fit.
+
+    ``max_connections`` is the running server's: the launcher has already raised it as far
+    as it does by itself (``max_connections_for``), or the cluster's own value is larger.
+    """
     per_process = settings.db_pool_max + _CONNECTIONS_BESIDES_POOL
-    needed = processes * per_process
-    allowed = max_connections - reserved
-    if needed <= allowed:
+    needed = connections_needed(settings, processes)
+    if needed <= max_connections - reserved:
         return
+    # What would fit once the launcher sizes the cluster (or with the cluster's own value).
+    allowed = max(max_connections, EMBEDDED_MAX_CONNECTIONS) - reserved
     fits = []
     if allowed // processes - _CONNECTIONS_BESIDES_POOL >= 1:
         fits.append(f"DB_POOL_MAX to {allowed // processes - _CONNECTIONS_BESIDES_POOL}")
@@ -140,9 +162,10 @@ def check_connections(
     raise LaunchError(
         f"{processes} gateway processes (GATEWAY_PROCESSES) may open {needed} database "
         f"connections (DB_POOL_MAX {settings.db_pool_max} + {_CONNECTIONS_BESIDES_POOL} "
-        f"each), but the embedded PostgreSQL allows them {allowed} (max_connections "
-        f"{max_connections}, {reserved} of them kept for superusers): {lower}raise "
-        f"max_connections to at least {needed + reserved} in {conf}",
+        f"each), more than the embedded PostgreSQL can give them: {allowed} (max_connections "
+        f"{allowed + reserved}, the most `make run` sets by itself, {reserved} of them kept "
+        f"for superusers): {lower}raise max_connections to at least {needed + reserved} in "
+        f"{conf}",
         code=2,
     )
 

@@ -94,6 +94,9 @@ class EmbeddedPostgres:
         self._port = port
         self._auto_port = port == 0
         self._pid: int | None = None
+        # Set by whoever runs the stack before a (re)start: max_connections for the starts
+        # that follow, on the command line, so that nothing is written to the cluster.
+        self.max_connections: int | None = None
 
     @property
     def data_dir(self) -> Path:
@@ -230,6 +233,8 @@ class EmbeddedPostgres:
         options = ["-p", str(self._port), "-k", "", "-c", f"listen_addresses={self._host}"]
         for setting in _FORCED_SETTINGS:
             options += ["-c", setting]
+        if self.max_connections is not None:
+            options += ["-c", f"max_connections={self.max_connections}"]
         log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         deadline = time.monotonic() + _START_TIMEOUT_S
         result = run(
