@@ -36,7 +36,6 @@ import contextlib
 import dataclasses
 import http.client
 import json
-import logging
 import os
 import secrets
 import signal
@@ -56,11 +55,10 @@ from datamorph_gateway.config_secret import load_secret
 from datamorph_gateway.datadir import DataDirLock, hold_data_dir
 from datamorph_gateway.errors import ConfigError
 from datamorph_gateway.preflight import (
-    check_connections,
     check_ports,
     check_settings,
+    fit_connections,
     gateway_ports,
-    max_connections_for,
     wait_for_database,
 )
 from datamorph_gateway.sidecar import SidecarOptions, envoy_binary
@@ -68,8 +66,6 @@ from datamorph_gateway.sidecar.options import cleartext_warning, options_from_se
 from datamorph_gateway.supervisor import CrashLoop, RestartPolicy, Supervisor
 
 __all__ = ["LaunchError", "main"]
-
-log = logging.getLogger(__name__)
 
 _HEALTHY_TIMEOUT_S = 60.0
 _POLL_S = 0.1
@@ -222,22 +218,7 @@ def _run(settings: Settings, stop: threading.Event, stack: contextlib.ExitStack)
 
         embedded = start_embedded_database(settings)
         stack.callback(embedded.stop)
-        max_connections, reserved = embedded.connection_slots()
-        wanted = max_connections_for(settings, len(ports), reserved)
-        if wanted is not None and wanted > max_connections:
-            # The cluster is the launcher's own: sized for this stack, for this start only.
-            log.info(
-                "starting the embedded PostgreSQL again with max_connections %d (was %d) for "
-                "%d gateway processes of up to %d connections each",
-                wanted,
-                max_connections,
-                len(ports),
-                settings.db_pool_max + 2,
-            )
-            embedded.server.max_connections = wanted
-            embedded.server.restart()
-            max_connections, reserved = embedded.connection_slots()
-        check_connections(settings, len(ports), max_connections, reserved)
+        fit_connections(embedded, settings, len(ports))
         env["DATABASE_URL"] = embedded.dsn
         env["DB_READONLY_USER"] = embedded.reader_user
         env["DB_WATCHDOG_USER"] = embedded.watchdog_user

