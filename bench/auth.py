@@ -59,7 +59,7 @@ from datamorph_gateway.auth.authenticator import (
     Authenticator,
 )
 from datamorph_gateway.auth.keys import key_hash, new_key
-from datamorph_gateway.config import Settings
+from datamorph_gateway.config import AuthSettings, AwsSettings
 from datamorph_gateway.identity import ClientIdentities
 
 if TYPE_CHECKING:
@@ -158,8 +158,9 @@ def in_process_us(
     """Microseconds one ``Authenticator.authorize("GetData", ...)`` takes, per variant
     (median of `rounds` runs of `calls` calls; the JWT is verified once beforehand)."""
     identities = ClientIdentities(None)
-    off = Authenticator(Settings(), identities)
-    on = Authenticator(Settings(auth_policy_file=str(credentials.policy_file)), identities)
+    policy = AuthSettings(auth_policy_file=str(credentials.policy_file))
+    off = Authenticator(AuthSettings(), AwsSettings(), identities)
+    on = Authenticator(policy, AwsSettings(), identities)
     out = {}
     for variant in VARIANTS:
         authenticator = off if variant == OFF else on

@@ -72,14 +72,15 @@ def test_datamorph_format(
         }
     )
     settings = load_settings({**env, "CONFIG_SECRET_ID": name}, secret_loader=loader)
-    assert (settings.rds_endpoint, settings.rds_port, settings.rds_dbname) == (
+    db = settings.database
+    assert (db.rds_endpoint, db.rds_port, db.rds_dbname) == (
         "db.example.internal",
         6543,
         "warehouse",
     )
-    assert (settings.rds_username, settings.rds_password) == ("etl", PASSWORD)
-    assert (settings.dynamodb_table, settings.dynamodb_partition_key) == ("dm_logs", "id")
-    assert settings.orchestrator_function == "datamorph-orchestrator"
+    assert (db.rds_username, db.rds_password) == ("etl", PASSWORD)
+    assert (settings.aws.dynamodb_table, settings.aws.dynamodb_partition_key) == ("dm_logs", "id")
+    assert settings.workflows.orchestrator_function == "datamorph-orchestrator"
     assert PASSWORD not in repr(settings)
 
 
@@ -97,7 +98,7 @@ def test_rds_managed_format(
         }
     )
     settings = load_settings({**env, "CONFIG_SECRET_ID": name}, secret_loader=loader)
-    assert settings.database_dsn() == (
+    assert settings.database.database_dsn() == (
         "postgresql://admin:s3cr3t-p%40ss%2Fword@rds.example.internal:5432/app"
     )
 
@@ -109,7 +110,10 @@ def test_environment_wins_over_the_secret(
     settings = load_settings(
         {**env, "CONFIG_SECRET_ID": name, "DYNAMODB_TABLE": "from_env"}, secret_loader=loader
     )
-    assert (settings.rds_endpoint, settings.dynamodb_table) == ("from-secret", "from_env")
+    assert (settings.database.rds_endpoint, settings.aws.dynamodb_table) == (
+        "from-secret",
+        "from_env",
+    )
 
 
 def test_binary_secret(
@@ -117,7 +121,7 @@ def test_binary_secret(
 ) -> None:
     name = make_secret(binary=json.dumps({"RDS_ENDPOINT": "bin.example"}).encode())
     settings = load_settings({**env, "CONFIG_SECRET_ID": name}, secret_loader=loader)
-    assert settings.rds_endpoint == "bin.example"
+    assert settings.database.rds_endpoint == "bin.example"
 
 
 def test_missing_secret_is_one_clear_error(env: dict[str, str], loader: Callable[..., Any]) -> None:
@@ -165,4 +169,4 @@ def test_no_secret_named_means_no_call(loader: Callable[..., Any]) -> None:
     def refuse(settings: object) -> dict[str, str]:
         raise AssertionError("the loader must not be called")
 
-    assert load_settings({}, secret_loader=refuse).rds_endpoint == ""
+    assert load_settings({}, secret_loader=refuse).database.rds_endpoint == ""

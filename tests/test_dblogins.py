@@ -24,7 +24,7 @@ from psycopg2 import sql
 
 from datamorph_client import GatewayClient, GatewayError
 from datamorph_gateway.auth.keys import key_hash, new_key
-from datamorph_gateway.config import Settings
+from datamorph_gateway.config import AwsSettings
 from datamorph_gateway.db.connect import DatabaseLogin
 from datamorph_gateway.dblogins import IAM_TOKEN_TTL_S, LoginPasswords
 
@@ -133,11 +133,11 @@ def test_a_principal_with_a_database_user_sees_what_postgresql_grants_it(
         assert [r["v"] for batch in streamed for r in batch.rows] == [1, 2]
     # The serving role is unaffected.
     with GatewayClient(gateway.address, timeout_s=15, api_key=ADMIN) as c:
-        made = roles_for(gateway.settings.database_url)
+        made = roles_for(gateway.settings.database.database_url)
         assert made is not None
         assert c.execute_query("SELECT current_user::text AS me").rows == [{"me": made.app}]
     # Its pool is one more under the process's budget: DB_POOL_MAX still caps it all.
-    assert gateway.database.budget.stats()["open"] <= gateway.settings.db_pool_max
+    assert gateway.database.budget.stats()["open"] <= gateway.settings.database.db_pool_max
 
 
 def test_a_missing_secret_answers_unavailable_without_its_value(
@@ -190,7 +190,7 @@ def test_a_privileged_database_user_is_refused(
 def test_rds_iam_tokens_are_made_and_renewed(aws_env: str) -> None:
     """No RDS here to accept a token: this checks the token botocore signs, and its renewal."""
     now = [1000.0]
-    passwords = LoginPasswords(Settings(aws_region="eu-west-1"), clock=lambda: now[0])
+    passwords = LoginPasswords(AwsSettings(aws_region="eu-west-1"), clock=lambda: now[0])
     made: list[str] = []
     sign = passwords._iam_token
 

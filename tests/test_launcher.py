@@ -33,7 +33,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from datamorph.gateway.v1 import gateway_pb2 as pb
 from datamorph.gateway.v1 import gateway_pb2_grpc as pb_grpc
 from datamorph_client import GatewayClient, GatewayError
-from datamorph_gateway.config import Settings
+from datamorph_gateway.config import ServerSettings, Settings
 from datamorph_gateway.pg.server import EmbeddedPostgres
 from datamorph_gateway.sidecar.cluster import GATEWAY_CLUSTER
 from datamorph_gateway.sidecar.process import admin_connection
@@ -45,7 +45,7 @@ from .fixtures.roles import PasswordLogin, password_login
 START_TIMEOUT_S = 120
 _ADDRESS = re.compile(r"^\s+(REST|gRPC|admin)\s+(?:https?://)?(\S+):(\d+)\s")
 _ADMIN_SOCKET = re.compile(r"^\s+admin\s+unix:(/\S+)\s")
-_SETTING_KEYS = {f.name.upper() for f in dataclasses.fields(Settings)}
+_SETTING_KEYS = {name.upper() for name in Settings().flat()}
 
 
 @dataclasses.dataclass
@@ -586,15 +586,18 @@ def test_gateway_processes_auto_is_one_per_usable_cpu_each_on_its_port(tmp_path:
     from datamorph_gateway.preflight import check_ports, gateway_ports
 
     cpus = len(os.sched_getaffinity(0))
-    assert gateway_ports(Settings(gateway_processes="auto")) == [50051 + i for i in range(cpus)]
-    assert gateway_ports(Settings(gateway_processes="3", grpc_port=0)) == [0, 0, 0]
+    auto = ServerSettings(gateway_processes="auto")
+    assert gateway_ports(auto) == [50051 + i for i in range(cpus)]
+    assert gateway_ports(ServerSettings(gateway_processes="3", grpc_port=0)) == [0, 0, 0]
 
-    beyond = Settings(gateway_processes="2", grpc_port=65535, rest_port=0, data_dir=str(tmp_path))
+    beyond = Settings.from_flat(
+        gateway_processes="2", grpc_port=65535, rest_port=0, data_dir=str(tmp_path)
+    )
     with pytest.raises(LaunchError, match=r"need GRPC_PORT to GRPC_PORT\+1, beyond 65535"):
         check_ports(beyond)
     # The second process's port is in use, the first one's is free.
     with _listening_above_a_free_port() as port:
-        second = Settings(gateway_processes="2", grpc_port=port - 1, rest_port=0)
+        second = Settings.from_flat(gateway_processes="2", grpc_port=port - 1, rest_port=0)
         with pytest.raises(LaunchError, match=rf"{port} \(GRPC_PORT\+1\): already in use"):
             check_ports(second)
 
@@ -937,7 +940,7 @@ def test_a_port_held_only_by_a_closed_connection_is_not_in_use(tmp_path: Path) -
     from datamorph_gateway.preflight import check_ports
 
     def check(port: int) -> None:
-        check_ports(Settings(rest_port=port, grpc_port=0, data_dir=str(tmp_path)))
+        check_ports(Settings.from_flat(rest_port=port, grpc_port=0, data_dir=str(tmp_path)))
 
     # Left by a server (SO_REUSEADDR): free, as the servers bind it.
     check(_time_wait_on_a_port(reuse=True))

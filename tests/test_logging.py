@@ -15,7 +15,7 @@ from datamorph.gateway.v1 import gateway_pb2_grpc as pb_grpc
 from datamorph_client import GatewayClient, GatewayError
 from datamorph_gateway import logging_setup
 from datamorph_gateway.audit import mask_constants
-from datamorph_gateway.config import Settings
+from datamorph_gateway.config import LoggingSettings
 
 from .fixtures.envoy import Rest
 
@@ -126,7 +126,7 @@ def test_log_lines_carry_time_level_place_and_request_id(tmp_path: Path) -> None
     root = logging.getLogger()
     saved = (root.handlers[:], root.level)
     try:
-        logging_setup.configure(Settings(log_file=str(log_file)))
+        logging_setup.configure(LoggingSettings(log_file=str(log_file)))
         logging.getLogger("datamorph_gateway.test").info("hello")
         for handler in root.handlers:
             handler.flush()

@@ -8,7 +8,6 @@ it, directly and through a real Envoy. Everything else is the real gateway.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 import subprocess
@@ -81,8 +80,8 @@ def test_tls_keys_are_checked(pki: Pki, tmp_path: Path) -> None:
             "TLS_CLIENT_CA_FILE": str(pki.ca.file),
         }
     )
-    assert settings.tls_client_ca_file == str(pki.ca.file)
-    assert "secret-value" not in repr(dataclasses.replace(settings, sidecar_secret="secret-value"))
+    assert settings.tls.tls_client_ca_file == str(pki.ca.file)
+    assert "secret-value" not in repr(settings.with_flat(sidecar_secret="secret-value"))
 
 
 def test_xfcc_parsing() -> None:
@@ -309,7 +308,7 @@ def test_envoy_rotation_without_restart(
 def test_settings_reach_the_sidecar(pki: Pki) -> None:
     from datamorph_gateway.sidecar.options import options_from_settings
 
-    settings = dataclasses.replace(Settings(), **_tls(pki, mtls=True), sidecar_secret="s")
+    settings = Settings.from_flat(**_tls(pki, mtls=True), sidecar_secret="s")
     options = options_from_settings(settings, upstreams=[("127.0.0.1", 1)], access_log_path="")
     assert options.upstream_tls
     assert options.upstream_client_certificate

@@ -11,7 +11,7 @@ import pytest
 from datamorph.gateway.v1 import gateway_pb2 as pb
 from datamorph.gateway.v1 import gateway_pb2_grpc as pb_grpc
 from datamorph_client import GatewayClient, GatewayError
-from datamorph_gateway.config import Settings
+from datamorph_gateway.config import LimitsSettings
 from datamorph_gateway.errors import InvalidArgument
 from datamorph_gateway.validation import Validator
 from datamorph_gateway.workflows import WorkflowRequest
@@ -112,7 +112,7 @@ def test_bad_workflow_requests_name_their_field() -> None:
         (pb.StartWorkflowRequest(prompt="p", idempotency_key="k" * 300), "idempotency_key"),
         (pb.StartWorkflowRequest(prompt="p", idempotency_key="a\nb"), "idempotency_key"),
     ]
-    check = Validator(Settings(max_query_bytes=1000))
+    check = Validator(LimitsSettings(max_query_bytes=1000))
     for request, field in cases:
         with pytest.raises(InvalidArgument) as err:
             check.start_workflow(request)

@@ -169,7 +169,7 @@ def test_the_policy_can_come_as_json_from_the_config_secret() -> None:
     from datamorph_gateway.config import load_settings
 
     settings = load_settings({"AUTH_POLICY": json.dumps(policy())})
-    parsed = load_policy(text=settings.auth_policy)
+    parsed = load_policy(text=settings.auth.auth_policy)
     assert [p.name for p in parsed.principals] == ["admin", "etl-reader", "limited"]
 
 

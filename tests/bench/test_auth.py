@@ -18,7 +18,7 @@ from bench.grpc_load import metadata_item
 from bench.rest_load import run_wrk
 from datamorph_gateway.auth.authenticator import Authenticator
 from datamorph_gateway.auth.policy import load_policy
-from datamorph_gateway.config import Settings
+from datamorph_gateway.config import AuthSettings, AwsSettings
 from datamorph_gateway.errors import Unauthenticated
 from datamorph_gateway.identity import ClientIdentities
 
@@ -35,7 +35,9 @@ def test_the_policy_holds_the_keys_hash_and_both_credentials_name_its_principal(
     assert credentials.api_key not in text
     assert load_policy(path=str(credentials.policy_file)).principals[0].allow == {"*"}
     authenticator = Authenticator(
-        Settings(auth_policy_file=str(credentials.policy_file)), ClientIdentities(None)
+        AuthSettings(auth_policy_file=str(credentials.policy_file)),
+        AwsSettings(),
+        ClientIdentities(None),
     )
     for variant in ("api_key", "jwt"):
         context: Any = auth.StandInContext(credentials.headers(variant))

@@ -24,7 +24,7 @@ from psycopg2.extensions import make_dsn, parse_dsn
 
 from datamorph_client import GatewayClient, GatewayError
 from datamorph_gateway.app import Gateway
-from datamorph_gateway.config import Settings
+from datamorph_gateway.config import DatabaseSettings
 from datamorph_gateway.db.connect import RoleDsns
 from datamorph_gateway.db.privileges import PRIVILEGED_ROLES
 from datamorph_gateway.errors import ConfigError
@@ -307,13 +307,12 @@ def test_a_reader_that_is_privileged_is_refused_too(
 def test_remote_databases_default_to_verify_full(
     dsn: str, overrides: dict[str, Any], sslmode: str | None
 ) -> None:
-    dsns = RoleDsns(dataclasses.replace(Settings(), **overrides), dsn)
+    dsns = RoleDsns(dataclasses.replace(DatabaseSettings(), **overrides), dsn)
     assert parse_dsn(dsns.serving).get("sslmode") == sslmode
 
 
 def test_reader_and_watchdog_dsns_change_only_the_login() -> None:
-    settings = dataclasses.replace(
-        Settings(),
+    settings = DatabaseSettings(
         db_readonly_user="reader",
         db_readonly_password="r-secret",
         db_watchdog_user="watchdog",
@@ -334,7 +333,7 @@ def test_reader_and_watchdog_dsns_change_only_the_login() -> None:
     watchdog = parse_dsn(dsns.watchdog or "")
     assert watchdog["user"] == "watchdog"
     assert "password" not in watchdog  # never the app's password for another login
-    assert RoleDsns(Settings(), "postgresql://app@h/d").reader is None
+    assert RoleDsns(DatabaseSettings(), "postgresql://app@h/d").reader is None
 
 
 def test_db_sslmode_is_validated() -> None:

@@ -164,7 +164,7 @@ def test_allow_system_schemas_reads_them(make_gateway: GatewayFactory, trap: str
 
 
 def test_allow_system_schemas_is_a_boolean_key() -> None:
-    assert load_settings({}).allow_system_schemas is False
-    assert load_settings({"ALLOW_SYSTEM_SCHEMAS": "true"}).allow_system_schemas is True
+    assert load_settings({}).database.allow_system_schemas is False
+    assert load_settings({"ALLOW_SYSTEM_SCHEMAS": "true"}).database.allow_system_schemas is True
     with pytest.raises(ConfigError, match="ALLOW_SYSTEM_SCHEMAS"):
         load_settings({"ALLOW_SYSTEM_SCHEMAS": "sometimes"})

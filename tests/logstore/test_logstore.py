@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import threading
 import time
@@ -14,7 +13,7 @@ import boto3
 import psycopg2
 import pytest
 
-from datamorph_gateway.config import Settings, load_settings
+from datamorph_gateway.config import Settings, WorkflowSettings, load_settings
 from datamorph_gateway.db.pool import ConnectionPool
 from datamorph_gateway.errors import ConfigError, FailedPrecondition, InvalidArgument, NotFound
 from datamorph_gateway.logstore import (
@@ -49,7 +48,7 @@ def pg_store(pool: ConnectionPool) -> PostgresLogStore:
 
 @pytest.fixture
 def dynamo_settings(moto_url: str, dynamodb_table: str) -> Settings:
-    return Settings(
+    return Settings.from_flat(
         dynamodb_endpoint_url=moto_url,
         dynamodb_table=dynamodb_table,
         log_poll_interval_s=0.05,
@@ -61,7 +60,9 @@ def dynamo_settings(moto_url: str, dynamodb_table: str) -> Settings:
 def dynamo_store(
     dynamo_settings: Settings, aws_session: boto3.session.Session
 ) -> Iterator[DynamoDBLogStore]:
-    store = DynamoDBLogStore.from_settings(dynamo_settings, session=aws_session)
+    store = DynamoDBLogStore.from_settings(
+        dynamo_settings.workflows, dynamo_settings.aws, session=aws_session
+    )
     yield store
     store.close()
 
@@ -239,8 +240,8 @@ def test_dynamodb_append_interleaves_with_datamorph_writes(
 def test_dynamodb_missing_table_is_a_configuration_problem(
     dynamo_settings: Settings, aws_session: boto3.session.Session
 ) -> None:
-    settings = dataclasses.replace(dynamo_settings, dynamodb_table="no_such_table")
-    store = DynamoDBLogStore.from_settings(settings, session=aws_session)
+    settings = dynamo_settings.with_flat(dynamodb_table="no_such_table")
+    store = DynamoDBLogStore.from_settings(settings.workflows, settings.aws, session=aws_session)
     try:
         with pytest.raises(FailedPrecondition, match=r"'no_such_table'.*DYNAMODB_TABLE") as err:
             store.get(run_id())
@@ -441,19 +442,22 @@ def test_follow_a_running_run_waits_for_its_first_entry_and_its_end(
 
 
 def test_log_store_kind_follows_the_orchestrator() -> None:
-    assert log_store_kind(Settings()) == "postgres"
-    assert log_store_kind(Settings(orchestrator_function="datamorph-orchestrator")) == "dynamodb"
-    assert log_store_kind(Settings(orchestrator_function="f", log_store="postgres")) == "postgres"
-    assert log_store_kind(Settings(log_store="dynamodb")) == "dynamodb"
+    kind = log_store_kind
+    assert kind(WorkflowSettings()) == "postgres"
+    assert kind(WorkflowSettings(orchestrator_function="datamorph-orchestrator")) == "dynamodb"
+    assert kind(WorkflowSettings(orchestrator_function="f", log_store="postgres")) == "postgres"
+    assert kind(WorkflowSettings(log_store="dynamodb")) == "dynamodb"
 
 
 def test_create_log_store_builds_the_configured_adapter(
     pool: ConnectionPool, dynamo_settings: Settings, aws_session: boto3.session.Session
 ) -> None:
-    pg = create_log_store(Settings(), pool)
+    defaults = Settings()
+    pg = create_log_store(defaults.workflows, defaults.aws, defaults.limits, pool)
     assert isinstance(pg, PostgresLogStore)
+    settings = dynamo_settings.with_flat(log_store="dynamodb")
     dynamo = create_log_store(
-        dataclasses.replace(dynamo_settings, log_store="dynamodb"), pool, session=aws_session
+        settings.workflows, settings.aws, settings.limits, pool, session=aws_session
     )
     try:
         assert isinstance(dynamo, DynamoDBLogStore)
@@ -494,6 +498,6 @@ def test_postgres_retention_deletes_runs_not_updated_for_the_period(
 
 
 def test_log_retention_is_a_setting() -> None:
-    assert Settings().log_retention_days == 0
+    assert Settings().workflows.log_retention_days == 0
     with pytest.raises(ConfigError, match="LOG_RETENTION_DAYS"):
         load_settings(environ={"LOG_RETENTION_DAYS": "-1"})

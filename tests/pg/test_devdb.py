@@ -6,7 +6,6 @@ owned by the bootstrap superuser) moved to that on its first start, with nothing
 
 from __future__ import annotations
 
-import dataclasses
 import stat
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import psycopg2
 import pytest
 from psycopg2.extensions import make_dsn, parse_dsn
 
-from datamorph_gateway.config import Settings
+from datamorph_gateway.config import EmbeddedSettings
 from datamorph_gateway.pg.devdb import (
     APP_ROLE,
     EMBEDDED_DBNAME,
@@ -51,7 +50,7 @@ def _refused_without_password(dsn: str, role: str) -> None:
 
 
 def test_a_fresh_data_dir_serves_as_datamorph_app_with_scram(tmp_path: Path) -> None:
-    settings = dataclasses.replace(Settings(), data_dir=str(tmp_path / "data"))
+    settings = EmbeddedSettings(data_dir=str(tmp_path / "data"))
     embedded = start_embedded_database(settings)
     try:
         dsn = embedded.dsn
@@ -146,7 +145,7 @@ def test_a_data_dir_from_an_earlier_version_is_migrated_with_nothing_lost(
     hba.write_text(hba.read_text().replace("scram-sha-256", "trust"))
     (data_dir / PGPASS_NAME).unlink()
 
-    settings = dataclasses.replace(Settings(), data_dir=str(data_dir))
+    settings = EmbeddedSettings(data_dir=str(data_dir))
     embedded = start_embedded_database(settings)
     try:
         dsn = embedded.dsn

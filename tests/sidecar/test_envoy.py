@@ -488,8 +488,14 @@ def test_json_nested_too_deep_for_the_transcoder_is_an_error_not_an_empty_200(re
 
 def test_default_limits_match_the_gateways_grpc_message_limits() -> None:
     defaults = SidecarOptions()
-    assert defaults.max_request_bytes == Settings().envoy_max_request_bytes == MAX_RECEIVE_BYTES
-    assert defaults.max_response_bytes == Settings().envoy_max_response_bytes == MAX_SEND_BYTES
+    assert (
+        defaults.max_request_bytes
+        == Settings().sidecar.envoy_max_request_bytes
+        == MAX_RECEIVE_BYTES
+    )
+    assert (
+        defaults.max_response_bytes == Settings().sidecar.envoy_max_response_bytes == MAX_SEND_BYTES
+    )
 
 
 # -- timeouts and retries -------------------------------------------------------------------

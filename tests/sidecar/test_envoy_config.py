@@ -118,7 +118,10 @@ def test_start_workflow_outlasts_the_orchestrator() -> None:
     manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
     routes = manager["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
     [start] = [r for r in routes if r["match"].get("path", "").endswith("/StartWorkflow")]
-    assert float(start["route"]["timeout"].rstrip("s")) > Settings().orchestrator_read_timeout_s
+    assert (
+        float(start["route"]["timeout"].rstrip("s"))
+        > Settings().workflows.orchestrator_read_timeout_s
+    )
     assert start["route"]["idle_timeout"] == start["route"]["timeout"]
 
 
@@ -536,7 +539,7 @@ def test_unsafe_envoy_settings_are_refused(settings: dict[str, str], message: st
 
 
 def test_cors_origins_reach_envoy_only_when_set() -> None:
-    assert Settings().cors_origins() == ()
+    assert Settings().sidecar.cors_origins() == ()
     config = render(SidecarOptions(), [])
     assert "envoy.filters.http.cors" not in json.dumps(config)
     settings = load_settings({"CORS_ALLOWED_ORIGINS": "https://a.example, http://localhost:3000"})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import uuid
 from collections.abc import Callable, Iterator
@@ -12,7 +11,7 @@ import boto3
 import grpc
 import pytest
 
-from datamorph_gateway.config import Settings
+from datamorph_gateway.config import DatabaseSettings, LimitsSettings, Settings
 from datamorph_gateway.db.database import Database
 from datamorph_gateway.errors import FailedPrecondition, ResourceExhausted, Unavailable
 from datamorph_gateway.status import status_code
@@ -37,7 +36,7 @@ def answer(body: Any, status: int = 200) -> bytes:
 
 @pytest.fixture
 def lambda_settings(lambda_stand_in: LambdaStandIn, moto_url: str, dynamodb_table: str) -> Settings:
-    return Settings(
+    return Settings.from_flat(
         orchestrator_function=FUNCTION,
         lambda_endpoint_url=lambda_stand_in.url,
         dynamodb_endpoint_url=moto_url,
@@ -51,7 +50,7 @@ def lambda_settings(lambda_stand_in: LambdaStandIn, moto_url: str, dynamodb_tabl
 @pytest.fixture
 def unused_pool(database_url: str) -> Iterator[Database]:
     """The gateway's pool: in Lambda mode only the idempotency ledger uses it."""
-    db = Database(Settings(), database_url)
+    db = Database(DatabaseSettings(), LimitsSettings(), database_url)
     yield db
     db.close()
 
@@ -63,8 +62,10 @@ def make_lambda_runner(
     runners: list[WorkflowRunner] = []
 
     def make(**overrides: Any) -> WorkflowRunner:
-        settings = dataclasses.replace(lambda_settings, **overrides)
-        runner = create_runner(settings, unused_pool.pool, session=aws_session)
+        settings = lambda_settings.with_flat(**overrides)
+        runner = create_runner(
+            settings.workflows, settings.aws, settings.limits, unused_pool.pool, session=aws_session
+        )
         runners.append(runner)
         return runner
 

@@ -27,9 +27,9 @@ from ..fixtures.workflows import RUN_ID
 @pytest.fixture
 def dev_runner(seeded_database: str) -> Iterator[WorkflowRunner]:
     """The embedded default: dev orchestrator, logs in PostgreSQL, the gateway's own pool."""
-    settings = Settings(database_url=seeded_database)
-    db = Database(settings, seeded_database)
-    runner = create_runner(settings, db.pool)
+    settings = Settings.from_flat(database_url=seeded_database)
+    db = Database(settings.database, settings.limits, seeded_database)
+    runner = create_runner(settings.workflows, settings.aws, settings.limits, db.pool)
     yield runner
     runner.close()
     db.close()

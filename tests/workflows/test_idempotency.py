@@ -12,7 +12,7 @@ import grpc
 import psycopg2
 import pytest
 
-from datamorph_gateway.config import Settings
+from datamorph_gateway.config import DatabaseSettings, LimitsSettings, Settings
 from datamorph_gateway.db.database import Database
 from datamorph_gateway.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from datamorph_gateway.logstore import PostgresLogStore
@@ -27,7 +27,9 @@ from datamorph_gateway.workflows import (
 )
 from datamorph_gateway.workflows.idempotency_store import Ledger
 
-SETTINGS = Settings(log_poll_interval_s=0.05, workflow_max_concurrent=1, grpc_max_workers=8)
+SETTINGS = Settings.from_flat(
+    log_poll_interval_s=0.05, workflow_max_concurrent=1, grpc_max_workers=8
+)
 
 
 class Handler:
@@ -59,12 +61,12 @@ def replicas(database_url: str) -> Iterator[Callable[[Handler], WorkflowRunner]]
     made: list[tuple[WorkflowRunner, Database]] = []
 
     def make(handler: Handler) -> WorkflowRunner:
-        db = Database(SETTINGS, database_url)
+        db = Database(SETTINGS.database, SETTINGS.limits, database_url)
         ledger = Ledger(db.pool, ttl_s=3600, abandon_after_s=30, timeout_s=5)
         ledger.ensure_schema()
         store = PostgresLogStore(db.pool, poll_interval_s=0.05)
         orchestrator = LocalOrchestrator(handler, name="tests.handler", pool=db.pool)
-        runner = WorkflowRunner(SETTINGS, orchestrator, store, ledger)
+        runner = WorkflowRunner(SETTINGS.workflows, orchestrator, store, ledger)
         made.append((runner, db))
         return runner
 
@@ -186,10 +188,11 @@ def test_an_abandoned_run_is_reported_never_run_again(
 
 
 def test_the_store_is_a_setting(database_url: str) -> None:
-    db = Database(Settings(), database_url)
+    db = Database(DatabaseSettings(), LimitsSettings(), database_url)
     try:
         for store, shared in (("postgres", True), ("memory", False)):
-            runner = create_runner(Settings(idempotency_store=store), db.pool)
+            settings = Settings.from_flat(idempotency_store=store)
+            runner = create_runner(settings.workflows, settings.aws, settings.limits, db.pool)
             try:
                 assert (runner._ledger is not None) is shared
             finally:
@@ -213,7 +216,7 @@ def test_expired_keys_are_purged_at_start_up(
                     " now() - %s::interval, now() - %s::interval, '{}')",
                     (key, age, age),
                 )
-        db = Database(SETTINGS, database_url)
+        db = Database(SETTINGS.database, SETTINGS.limits, database_url)
         try:
             Ledger(db.pool, ttl_s=3600, abandon_after_s=30, timeout_s=5).ensure_schema()
         finally:

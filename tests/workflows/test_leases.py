@@ -20,7 +20,12 @@ import pytest
 from psycopg2.extensions import make_dsn, parse_dsn
 
 from datamorph_client import GatewayClient, GatewayError
-from datamorph_gateway.config import Settings, load_settings
+from datamorph_gateway.config import (
+    DatabaseSettings,
+    LimitsSettings,
+    Settings,
+    load_settings,
+)
 from datamorph_gateway.db.database import Database
 from datamorph_gateway.errors import ConfigError, DeadlineExceeded, ResourceExhausted
 from datamorph_gateway.status import status_code
@@ -248,7 +253,7 @@ def quiet_database_url(database_url: str, database_admin_url: str) -> Iterator[s
 @pytest.fixture
 def leases(quiet_database_url: str) -> Iterator[Callable[[], RunLeases]]:
     """Leases on one database as separate gateways hold them (no threads: driven by hand)."""
-    db = Database(Settings(), quiet_database_url)
+    db = Database(DatabaseSettings(), LimitsSettings(), quiet_database_url)
 
     def make() -> RunLeases:
         made = RunLeases(db.pool, lease_s=1.0, timeout_s=5)
@@ -293,11 +298,13 @@ def test_a_finished_runs_lease_is_deleted(leases: Callable[[], RunLeases]) -> No
 def test_a_key_claimed_without_a_lease_is_ended_as_abandoned(database_url: str) -> None:
     """A key whose run never finished nor held a lease (claimed by a gateway from before
     leases) gets a lapsed lease once it is older than the old bound, and is ended."""
-    settings = Settings(run_lease_s=1.0, orchestrator_read_timeout_s=1, log_poll_interval_s=0.05)
-    db = Database(settings, database_url)
+    settings = Settings.from_flat(
+        run_lease_s=1.0, orchestrator_read_timeout_s=1, log_poll_interval_s=0.05
+    )
+    db = Database(settings.database, settings.limits, database_url)
     runner: WorkflowRunner | None = None
     try:
-        runner = create_runner(settings, db.pool)
+        runner = create_runner(settings.workflows, settings.aws, settings.limits, db.pool)
         key, run_id = f"key-{uuid.uuid4().hex}", f"20250101_000000_{uuid.uuid4().hex[:8]}"
         request = WorkflowRequest("SELECT 1", idempotency_key=key)
         fetch(
@@ -325,9 +332,9 @@ def test_a_key_claimed_without_a_lease_is_ended_as_abandoned(database_url: str) 
 def test_a_repeat_names_no_run_before_it_started(database_url: str) -> None:
     """A key held by a run that has not started (no lease yet; it may still be refused and
     give its key back) is not announced: neither a deadline nor KEY_RELEASED names it."""
-    settings = Settings(run_lease_s=1.0, log_poll_interval_s=0.05)
-    db = Database(settings, database_url)
-    runner = create_runner(settings, db.pool)
+    settings = Settings.from_flat(run_lease_s=1.0, log_poll_interval_s=0.05)
+    db = Database(settings.database, settings.limits, database_url)
+    runner = create_runner(settings.workflows, settings.aws, settings.limits, db.pool)
     announced: list[str] = []
     try:
         key, run_id = f"key-{uuid.uuid4().hex}", f"20250101_000000_{uuid.uuid4().hex[:8]}"
@@ -364,10 +371,11 @@ def test_a_repeat_names_no_run_before_it_started(database_url: str) -> None:
 
 
 def test_no_leases_with_run_lease_s_zero(database_url: str) -> None:
-    db = Database(Settings(), database_url)
+    db = Database(DatabaseSettings(), LimitsSettings(), database_url)
     try:
         for lease_s, leased in ((0.0, False), (5.0, True)):
-            runner = create_runner(Settings(run_lease_s=lease_s), db.pool)
+            settings = Settings.from_flat(run_lease_s=lease_s)
+            runner = create_runner(settings.workflows, settings.aws, settings.limits, db.pool)
             try:
                 assert (runner._leases is not None) is leased
             finally:
@@ -380,8 +388,8 @@ def test_no_leases_with_run_lease_s_zero(database_url: str) -> None:
 def test_run_lease_s_is_zero_or_at_least_a_second(value: str) -> None:
     with pytest.raises(ConfigError, match="RUN_LEASE_S must be 0"):
         load_settings({"RUN_LEASE_S": value})
-    assert load_settings({}).run_lease_s == 30.0
-    assert load_settings({"RUN_LEASE_S": "0"}).run_lease_s == 0.0
+    assert load_settings({}).workflows.run_lease_s == 30.0
+    assert load_settings({"RUN_LEASE_S": "0"}).workflows.run_lease_s == 0.0
 
 
 # -- WORKFLOW_MAX_CONCURRENT across gateways ------------------------------------------------
@@ -410,15 +418,18 @@ def test_workflow_max_concurrent_holds_across_gateways(
 ) -> None:
     """Two gateways on one database, WORKFLOW_MAX_CONCURRENT=1: a run on one refuses a run
     on the other (RESOURCE_EXHAUSTED) until it ends."""
-    settings = Settings(
+    settings = Settings.from_flat(
         run_lease_s=2.0,
         workflow_max_concurrent=1,
         grpc_max_workers=8,
         orchestrator_handler=HANDLER,
         log_poll_interval_s=0.05,
     )
-    databases = [Database(settings, quiet_database_url) for _ in range(2)]
-    runners = [create_runner(settings, db.pool) for db in databases]
+    databases = [Database(settings.database, settings.limits, quiet_database_url) for _ in range(2)]
+    runners = [
+        create_runner(settings.workflows, settings.aws, settings.limits, db.pool)
+        for db in databases
+    ]
     fetch(quiet_database_url, "DELETE FROM datamorph_gateway.run_leases RETURNING run_id")
     release = tmp_path / "release"
     try:

@@ -11,7 +11,12 @@ from typing import Any
 import grpc
 import pytest
 
-from datamorph_gateway.config import Settings
+from datamorph_gateway.config import (
+    AwsSettings,
+    DatabaseSettings,
+    LimitsSettings,
+    WorkflowSettings,
+)
 from datamorph_gateway.db.database import Database
 from datamorph_gateway.errors import ConfigError
 from datamorph_gateway.logstore import PostgresLogStore
@@ -121,27 +126,31 @@ def test_handler_specs() -> None:
 
 
 def test_orchestrator_choice(database_url: str) -> None:
-    db = Database(Settings(), database_url)
+    db = Database(DatabaseSettings(), LimitsSettings(), database_url)
     store = PostgresLogStore(db.pool)
     try:
-        dev = create_orchestrator(Settings(), store, db.pool)
+        dev = create_orchestrator(WorkflowSettings(), AwsSettings(), store, db.pool)
         assert isinstance(dev, LocalOrchestrator)
         assert dev.name == DEV_HANDLER
         mine = create_orchestrator(
-            Settings(orchestrator_handler="tests.workflows.test_local_orchestrator:echo_handler"),
+            WorkflowSettings(
+                orchestrator_handler="tests.workflows.test_local_orchestrator:echo_handler"
+            ),
+            AwsSettings(),
             store,
             db.pool,
         )
         assert isinstance(mine, LocalOrchestrator)
         assert mine.name == "tests.workflows.test_local_orchestrator:echo_handler"
+        nope = WorkflowSettings(orchestrator_handler="nope:x")
         with pytest.raises(ConfigError, match="ORCHESTRATOR_HANDLER"):
-            create_orchestrator(Settings(orchestrator_handler="nope:x"), store, db.pool)
+            create_orchestrator(nope, AwsSettings(), store, db.pool)
     finally:
         db.close()
 
 
 def test_a_handlers_session_changes_do_not_reach_other_requests(database_url: str) -> None:
-    db = Database(Settings(db_pool_min=0, db_pool_max=1), database_url)
+    db = Database(DatabaseSettings(db_pool_min=0, db_pool_max=1), LimitsSettings(), database_url)
 
     def handler(event: dict[str, Any], context: LocalContext) -> dict[str, Any]:
         with context.connection() as conn, conn.cursor() as cur:

@@ -12,7 +12,7 @@ from typing import Any
 import grpc
 import pytest
 
-from datamorph_gateway.config import Settings
+from datamorph_gateway.config import DatabaseSettings, LimitsSettings, WorkflowSettings
 from datamorph_gateway.db.database import Database
 from datamorph_gateway.errors import (
     DeadlineExceeded,
@@ -72,7 +72,7 @@ class Gate:
 
 @pytest.fixture
 def log_store(database_url: str) -> Iterator[LogStore]:
-    db = Database(Settings(), database_url)
+    db = Database(DatabaseSettings(), LimitsSettings(), database_url)
     store = PostgresLogStore(db.pool, poll_interval_s=0.05)
     store.ensure_schema()
     yield store
@@ -84,7 +84,7 @@ def make_runner(log_store: LogStore) -> Iterator[Callable[..., WorkflowRunner]]:
     runners: list[tuple[WorkflowRunner, Gate]] = []
 
     def make(gate: Gate, **overrides: Any) -> WorkflowRunner:
-        settings = dataclasses.replace(Settings(workflow_max_concurrent=2), **overrides)
+        settings = dataclasses.replace(WorkflowSettings(workflow_max_concurrent=2), **overrides)
         orchestrator = LocalOrchestrator(gate, name="gate", log_store=log_store)
         runner = WorkflowRunner(settings, orchestrator, log_store)
         runners.append((runner, gate))

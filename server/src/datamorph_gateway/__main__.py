@@ -43,12 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"datamorph-gateway: configuration error: {exc}", file=sys.stderr)
         return 2
-    logging_setup.configure(settings)
+    logging_setup.configure(settings.logging)
 
     with contextlib.ExitStack() as owned:
-        if settings.database_dsn() is None:
+        if settings.database.database_dsn() is None:
             try:
-                owned.enter_context(hold_data_dir(settings.data_dir))
+                owned.enter_context(hold_data_dir(settings.embedded.data_dir))
             except DataDirInUse as exc:
                 print(f"datamorph-gateway: {exc}", file=sys.stderr)
                 return 1
@@ -57,17 +57,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def _serve(settings: Settings) -> int:
     embedded: EmbeddedDatabase | None = None
-    if settings.database_dsn() is None:
+    if settings.database.database_dsn() is None:
         # Imported here: a configured database needs none of the embedded machinery.
         from datamorph_gateway.pg.devdb import start_embedded_database
 
-        embedded = start_embedded_database(settings)
-        settings = dataclasses.replace(
-            settings,
+        embedded = start_embedded_database(settings.embedded)
+        database = dataclasses.replace(
+            settings.database,
             database_url=embedded.dsn,
             db_readonly_user=embedded.reader_user,
             db_watchdog_user=embedded.watchdog_user,
         )
+        settings = dataclasses.replace(settings, database=database)
     try:
         try:
             gateway = Gateway(settings)

@@ -50,15 +50,16 @@ class Gateway:
 
     def __init__(self, settings: Settings, dsn: str | None = None) -> None:
         self.settings = settings
-        dsn = dsn or settings.database_dsn()
+        server = settings.server
+        dsn = dsn or settings.database.database_dsn()
         if dsn is None:
             raise ConfigError("no database configured: set DATABASE_URL or RDS_ENDPOINT")
         # No policy and an address other machines can reach: refuse before anything opens.
-        check_exposure(settings, {"GRPC_HOST": settings.grpc_host})
-        self.tls = server_tls(settings)  # unreadable or mismatched files fail here
+        check_exposure(settings.auth, {"GRPC_HOST": server.grpc_host})
+        self.tls = server_tls(settings.tls)  # unreadable or mismatched files fail here
         # Bind first: a port in use must fail before anything is opened.
         self.server = grpc.server(
-            ThreadPoolExecutor(settings.grpc_max_workers, thread_name_prefix="rpc"),
+            ThreadPoolExecutor(server.grpc_max_workers, thread_name_prefix="rpc"),
             options=[
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
@@ -68,7 +69,7 @@ class Gateway:
             ],
             interceptors=[DecodeErrors()],
         )
-        address = f"{settings.grpc_host}:{settings.grpc_port}"
+        address = f"{server.grpc_host}:{server.grpc_port}"
         try:
             if self.tls is None:
                 self.port = self.server.add_insecure_port(address)
@@ -79,20 +80,28 @@ class Gateway:
         if self.port == 0:
             self.server.stop(None)
             raise PortInUseError(f"cannot listen on {address}: address in use or not available")
-        self.address = f"{settings.grpc_host}:{self.port}"
+        self.address = f"{server.grpc_host}:{self.port}"
 
-        self.database = Database(settings, dsn, login_passwords=LoginPasswords(settings))
+        self.database = Database(
+            settings.database,
+            settings.limits,
+            dsn,
+            login_passwords=LoginPasswords(settings.aws),
+        )
         try:
             # A refused login or a superuser stops the start here, with the server's reason.
             self.database.roles.verify()
-            self.workflows = create_runner(settings, self.database.pool)
+            self.workflows = create_runner(
+                settings.workflows, settings.aws, settings.limits, self.database.pool
+            )
         except BaseException:
             self.database.close()
             self.server.stop(None)
             raise
-        self.identities = ClientIdentities(self.tls, settings.sidecar_secret)
+        self.identities = ClientIdentities(self.tls, settings.sidecar.sidecar_secret)
         try:
-            self.auth = Authenticator(settings, self.identities)  # a bad policy stops here
+            # A bad policy stops here.
+            self.auth = Authenticator(settings.auth, settings.aws, self.identities)
         except BaseException:
             self.database.close()
             self.server.stop(None)
@@ -142,10 +151,10 @@ class Gateway:
         if drain_s > 0:
             log.info("draining for %.1f s before refusing calls", drain_s)
             time.sleep(drain_s)
-        grace = self.settings.grace_period_s if grace_s is None else grace_s
+        grace = self.settings.server.grace_period_s if grace_s is None else grace_s
         self.server.stop(grace).wait()
         if self._poller.is_alive():
-            self._poller.join(timeout=self.settings.health_check_timeout_s + 1)
+            self._poller.join(timeout=self.settings.limits.health_check_timeout_s + 1)
         self.workflows.close(timeout_s=grace)
         self.database.close()
 
@@ -163,7 +172,7 @@ class Gateway:
             self.health.set(name, status)
 
     def _poll_health(self) -> None:
-        while not self._stopping.wait(self.settings.health_poll_interval_s):
+        while not self._stopping.wait(self.settings.limits.health_poll_interval_s):
             try:
                 self._update_health()
             except Exception:

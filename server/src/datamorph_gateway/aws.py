@@ -14,13 +14,13 @@ import boto3
 import botocore.exceptions
 from botocore.config import Config
 
-from datamorph_gateway.config import Settings
+from datamorph_gateway.config import AwsSettings
 
 __all__ = ["client", "error_code"]
 
 
 def client(
-    settings: Settings,
+    settings: AwsSettings,
     service: str,
     endpoint_url: str = "",
     *,

@@ -1,5 +1,8 @@
 """The rules a ``Settings`` must satisfy, checked once when ``load_settings`` builds it.
 
+Most rules concern one section (``_validate_tls`` gets the TLS section); a rule that
+relates keys of two sections (WORKFLOW_MAX_CONCURRENT and GRPC_MAX_WORKERS) reads the root.
+
 A value that breaks one stops the start with a ``ConfigError`` that names the key and what
 it must be, before anything listens or connects. The address rules are shared with the
 modules that apply them at run time (``is_loopback``, ``ORIGIN``).
@@ -16,6 +19,12 @@ from datamorph_gateway.errors import ConfigError
 
 if TYPE_CHECKING:
     from datamorph_gateway.config import Settings
+    from datamorph_gateway.config_sections import (
+        DatabaseSettings,
+        ServerSettings,
+        SidecarSettings,
+        TlsSettings,
+    )
 
 # Leases are renewed every RUN_LEASE_S / 4: shorter than this, renewals would crowd the database.
 MIN_RUN_LEASE_S = 1.0
@@ -51,46 +60,48 @@ def validate(s: Settings) -> None:
         "log_watch_max_s",
         "aws_timeout_s",
     )
+    values = s.flat()
     for name in positive:
-        if getattr(s, name) <= 0:
+        if values[name] <= 0:
             raise ConfigError(f"{name.upper()} must be positive")
-    if s.log_retention_days < 0:
+    wf, db, limits = s.workflows, s.database, s.limits
+    if wf.log_retention_days < 0:
         raise ConfigError("LOG_RETENTION_DAYS must not be negative (0 keeps every run)")
-    if s.idempotency_store not in ("postgres", "memory"):
+    if wf.idempotency_store not in ("postgres", "memory"):
         raise ConfigError("IDEMPOTENCY_STORE must be postgres or memory")
-    if s.run_lease_s != 0 and not s.run_lease_s >= MIN_RUN_LEASE_S:
+    if wf.run_lease_s != 0 and not wf.run_lease_s >= MIN_RUN_LEASE_S:
         raise ConfigError(
             f"RUN_LEASE_S must be 0 (no leases) or at least {MIN_RUN_LEASE_S:g} seconds"
         )
-    if s.relation_cache_ttl_s < 0:
+    if db.relation_cache_ttl_s < 0:
         raise ConfigError("RELATION_CACHE_TTL_S must not be negative (0 turns the cache off)")
-    if not 0 <= s.grpc_port <= 65535:
+    if not 0 <= s.server.grpc_port <= 65535:
         raise ConfigError("GRPC_PORT must be between 0 and 65535")
-    _validate_envoy(s)
-    if not 0 <= s.db_pool_min <= s.db_pool_max:
+    _validate_envoy(s.sidecar)
+    if not 0 <= db.db_pool_min <= db.db_pool_max:
         raise ConfigError("DB_POOL_MIN must be between 0 and DB_POOL_MAX")
-    if s.db_pool_reserved_reads < -1 or s.pool_reserved_reads() >= s.db_pool_max:
+    if db.db_pool_reserved_reads < -1 or db.pool_reserved_reads() >= db.db_pool_max:
         raise ConfigError(
             "DB_POOL_RESERVED_READS must be between 0 and DB_POOL_MAX - 1 (or -1 for a quarter "
             "of DB_POOL_MAX): caller SQL needs at least one connection"
         )
-    if s.stream_batch_rows > s.max_stream_batch_rows:
+    if limits.stream_batch_rows > limits.max_stream_batch_rows:
         raise ConfigError("STREAM_BATCH_ROWS must not exceed MAX_STREAM_BATCH_ROWS")
-    if s.default_sample_limit > s.max_sample_limit:
+    if limits.default_sample_limit > limits.max_sample_limit:
         raise ConfigError("DEFAULT_SAMPLE_LIMIT must not exceed MAX_SAMPLE_LIMIT")
-    if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+    if s.logging.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise ConfigError("LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
     _validate_workflows(s)
-    _validate_tls(s)
-    _validate_database_roles(s)
-    if s.drain_s < 0 and s.drain_s != -1:
+    _validate_tls(s.tls)
+    _validate_database_roles(db)
+    if s.server.drain_s < 0 and s.server.drain_s != -1:
         raise ConfigError("DRAIN_S must be 0 or more (or -1 for two health-check intervals)")
-    if s.envoy_health_check_interval_s <= 0:
+    if s.sidecar.envoy_health_check_interval_s <= 0:
         raise ConfigError("ENVOY_HEALTH_CHECK_INTERVAL_S must be positive")
-    _validate_launcher(s)
+    _validate_launcher(s.server)
 
 
-def _validate_launcher(s: Settings) -> None:
+def _validate_launcher(s: ServerSettings) -> None:
     text = s.gateway_processes.strip()
     if text.lower() != "auto" and not (text.isascii() and text.isdigit() and int(text) > 0):
         raise ConfigError(
@@ -106,7 +117,7 @@ def _validate_launcher(s: Settings) -> None:
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 
-def _validate_database_roles(s: Settings) -> None:
+def _validate_database_roles(s: DatabaseSettings) -> None:
     if s.db_sslmode and s.db_sslmode not in SSLMODES:
         raise ConfigError(f"DB_SSLMODE must be one of {', '.join(SSLMODES)} (or empty)")
     if s.db_readonly_password and not s.db_readonly_user:
@@ -115,7 +126,7 @@ def _validate_database_roles(s: Settings) -> None:
         raise ConfigError("DB_WATCHDOG_PASSWORD is set but DB_WATCHDOG_USER is not")
 
 
-def _validate_tls(s: Settings) -> None:
+def _validate_tls(s: TlsSettings) -> None:
     if bool(s.tls_cert_file) != bool(s.tls_key_file):
         raise ConfigError("TLS_CERT_FILE and TLS_KEY_FILE must be set together (or neither)")
     if s.tls_client_ca_file and not s.tls_cert_file:
@@ -130,7 +141,7 @@ def _validate_tls(s: Settings) -> None:
             raise ConfigError(f"{name.upper()} {path} is not readable: {exc.strerror}") from None
 
 
-def _validate_envoy(s: Settings) -> None:
+def _validate_envoy(s: SidecarSettings) -> None:
     if not -1 <= s.envoy_admin_port <= 65535:
         raise ConfigError(
             "ENVOY_ADMIN_PORT must be between 0 and 65535, or -1 (the default: Envoy's admin "
@@ -164,14 +175,15 @@ def is_loopback(host: str) -> bool:
 
 
 def _validate_workflows(s: Settings) -> None:
-    if 2 * s.workflow_max_concurrent >= s.grpc_max_workers:
+    wf = s.workflows
+    if 2 * wf.workflow_max_concurrent >= s.server.grpc_max_workers:
         raise ConfigError(
             "WORKFLOW_MAX_CONCURRENT must be less than half of GRPC_MAX_WORKERS: up to twice "
             "as many StartWorkflow calls may wait, and other RPCs need threads too"
         )
-    if s.log_store not in ("auto", "postgres", "dynamodb"):
+    if wf.log_store not in ("auto", "postgres", "dynamodb"):
         raise ConfigError("LOG_STORE must be one of auto, postgres, dynamodb")
-    if s.orchestrator_function and s.orchestrator_handler:
+    if wf.orchestrator_function and wf.orchestrator_handler:
         raise ConfigError(
             "set ORCHESTRATOR_FUNCTION (an AWS Lambda) or ORCHESTRATOR_HANDLER "
             "(a local module:function), not both"
@@ -182,6 +194,6 @@ def _validate_workflows(s: Settings) -> None:
         "dynamodb_endpoint_url",
         "secretsmanager_endpoint_url",
     ):
-        value = getattr(s, name)
+        value = getattr(s.aws, name)
         if value and not value.startswith(("http://", "https://")):
             raise ConfigError(f"{name.upper()} must be an http:// or https:// URL")

@@ -19,7 +19,7 @@ import boto3
 import botocore.exceptions
 
 from datamorph_gateway import aws
-from datamorph_gateway.config import Settings
+from datamorph_gateway.config import AwsSettings
 from datamorph_gateway.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ _HINTS = {
 
 
 def load_secret(
-    settings: Settings, *, session: boto3.session.Session | None = None
+    settings: AwsSettings, *, session: boto3.session.Session | None = None
 ) -> dict[str, Any]:
     """The secret named by ``settings.config_secret_id``, as a dict of configuration keys."""
     secret_id = settings.config_secret_id

@@ -29,7 +29,7 @@ import boto3
 import botocore.exceptions
 
 from datamorph_gateway import aws
-from datamorph_gateway.config import Settings
+from datamorph_gateway.config import AwsSettings
 from datamorph_gateway.db.connect import DatabaseLogin
 from datamorph_gateway.errors import Unavailable
 
@@ -66,7 +66,7 @@ class LoginPasswords:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: AwsSettings,
         *,
         session: boto3.session.Session | None = None,
         clock: Callable[[], float] = time.monotonic,

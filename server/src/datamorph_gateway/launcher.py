@@ -50,7 +50,7 @@ from types import FrameType
 from datamorph_gateway import __version__, logging_setup
 from datamorph_gateway.auth.authenticator import check_exposure
 from datamorph_gateway.children import PROG, EnvoyChild, GatewayProcess, LaunchError
-from datamorph_gateway.config import Settings, load_settings
+from datamorph_gateway.config import Settings, TlsSettings, load_settings
 from datamorph_gateway.config_secret import load_secret
 from datamorph_gateway.datadir import DataDirLock, hold_data_dir
 from datamorph_gateway.errors import ConfigError
@@ -83,7 +83,7 @@ def _client_host(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host  # noqa: S104
 
 
-def _probe_tls(settings: Settings) -> ssl.SSLContext | None:
+def _probe_tls(settings: TlsSettings) -> ssl.SSLContext | None:
     """How the launcher speaks to its own Envoy: trusting the certificate it serves and,
     under mTLS, presenting that same certificate (as Envoy does to the gateway)."""
     if not settings.tls_cert_file:
@@ -201,22 +201,23 @@ def _run(settings: Settings, stop: threading.Event, stack: contextlib.ExitStack)
     check_settings(settings)
     # Before the ports: a second stack on this directory is told so, not "port in use"; and
     # what a killed launcher left running on them is stopped first.
-    lock = stack.enter_context(hold_data_dir(settings.data_dir))
+    lock = stack.enter_context(hold_data_dir(settings.embedded.data_dir))
     check_ports(settings)
     env = dict(os.environ)  # the child reads its settings as we did, plus what we decided
-    env["GRPC_HOST"] = settings.grpc_host
+    env["GRPC_HOST"] = settings.server.grpc_host
     # A new secret at every start: how the gateway knows that a call came through its Envoy.
-    settings = dataclasses.replace(settings, sidecar_secret=secrets.token_urlsafe(32))
-    env["SIDECAR_SECRET"] = settings.sidecar_secret
-    ports = gateway_ports(settings)
+    sidecar = dataclasses.replace(settings.sidecar, sidecar_secret=secrets.token_urlsafe(32))
+    settings = dataclasses.replace(settings, sidecar=sidecar)
+    env["SIDECAR_SECRET"] = sidecar.sidecar_secret
+    ports = gateway_ports(settings.server)
     database = ""
-    configured = settings.database_dsn()
+    configured = settings.database.database_dsn()
     if configured is not None:
-        wait_for_database(settings, configured, stop)
+        wait_for_database(settings.database, configured, stop)
     else:
         from datamorph_gateway.pg.devdb import start_embedded_database
 
-        embedded = start_embedded_database(settings)
+        embedded = start_embedded_database(settings.embedded)
         stack.callback(embedded.stop)
         fit_connections(embedded, settings, len(ports))
         env["DATABASE_URL"] = embedded.dsn
@@ -228,9 +229,9 @@ def _run(settings: Settings, stop: threading.Event, stack: contextlib.ExitStack)
 
     # The gateways are behind their own Envoy, which the launcher stops first: there is no
     # traffic to move away, so no drain unless one was asked for.
-    drain_s = settings.drain_period_s() if settings.drain_s >= 0 else 0.0
+    drain_s = settings.drain_period_s() if settings.server.drain_s >= 0 else 0.0
     env["DRAIN_S"] = str(drain_s)
-    grace_s = settings.grace_period_s + drain_s
+    grace_s = settings.server.grace_period_s + drain_s
     gateways = [
         GatewayProcess(f"gateway {i}" if len(ports) > 1 else "the gateway", env, port, grace_s)
         for i, port in enumerate(ports)
@@ -238,7 +239,7 @@ def _run(settings: Settings, stop: threading.Event, stack: contextlib.ExitStack)
     stack.callback(_stop_together, gateways)
     _start_gateways(gateways, stop, lock)
 
-    run_dir = Path(settings.data_dir).resolve() / "envoy"
+    run_dir = Path(settings.embedded.data_dir).resolve() / "envoy"
     # Owner only: the admin socket in it is reachable by nobody else, even before Envoy
     # chmods it to 0600.
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -251,8 +252,8 @@ def _run(settings: Settings, stop: threading.Event, stack: contextlib.ExitStack)
     envoy = EnvoyChild(
         run_dir,
         options,
-        Path(settings.envoy_descriptor_file),
-        envoy_binary(settings.envoy_binary),
+        Path(sidecar.envoy_descriptor_file),
+        envoy_binary(sidecar.envoy_binary),
     )
     stack.callback(envoy.stop)
     rest_host, rest_port = envoy.start()
@@ -264,14 +265,15 @@ def _run(settings: Settings, stop: threading.Event, stack: contextlib.ExitStack)
         if code is not None:
             raise LaunchError(f"Envoy exited at start-up with code {code} (see above)")
 
-    _wait_healthy(rest_host, rest_port, stop, _probe_tls(settings), alive)
+    _wait_healthy(rest_host, rest_port, stop, _probe_tls(settings.tls), alive)
 
     rest_options = dataclasses.replace(options, listen_host=rest_host, listen_port=rest_port)
     addresses = [gateway.address for gateway in gateways]
     banner = _banner(rest_options, addresses, envoy.admin_address, database, run_dir)
     print("\n".join(banner), flush=True)
 
-    policy = RestartPolicy(max_exits=settings.restart_max, window_s=settings.restart_window_s)
+    server = settings.server
+    policy = RestartPolicy(max_exits=server.restart_max, window_s=server.restart_window_s)
     supervisor = Supervisor([*gateways, envoy], policy, lock)
     while not stop.wait(_POLL_S):
         if _HANGUP.is_set():
@@ -331,11 +333,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: configuration error: {exc}", file=sys.stderr)
         return 2
     try:
-        check_exposure(settings, {"GRPC_HOST": settings.grpc_host, "REST_HOST": settings.rest_host})
+        hosts = {"GRPC_HOST": settings.server.grpc_host, "REST_HOST": settings.sidecar.rest_host}
+        check_exposure(settings.auth, hosts)
     except ConfigError as exc:
         print(f"{PROG}: configuration error: {exc}", file=sys.stderr)
         return 2
-    logging_setup.configure(settings)
+    logging_setup.configure(settings.logging)
 
     stop = threading.Event()
 

@@ -10,7 +10,7 @@ import logging
 import logging.handlers
 import sys
 
-from datamorph_gateway.config import Settings
+from datamorph_gateway.config import LoggingSettings
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s %(funcName)s:%(lineno)d [%(request_id)s] %(message)s"
 
@@ -25,7 +25,7 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
-def configure(settings: Settings) -> None:
+def configure(settings: LoggingSettings) -> None:
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if settings.log_file:
         handlers.append(

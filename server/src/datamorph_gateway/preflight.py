@@ -19,7 +19,7 @@ import psutil
 import psycopg2
 
 from datamorph_gateway.children import LaunchError
-from datamorph_gateway.config import Settings
+from datamorph_gateway.config import DatabaseSettings, ServerSettings, Settings
 from datamorph_gateway.db.connect import RoleDsns, catalog_only, describe_login, refusal
 from datamorph_gateway.excerpts import first_line
 from datamorph_gateway.sidecar.options import options_from_settings
@@ -49,19 +49,22 @@ _CONNECTIONS_BESIDES_POOL = 2
 
 def check_settings(settings: Settings) -> None:
     """Fail before starting anything on a setting that cannot work."""
-    if settings.envoy_start_timeout_s <= settings.orchestrator_read_timeout_s:
+    start_timeout_s = settings.sidecar.envoy_start_timeout_s
+    read_timeout_s = settings.workflows.orchestrator_read_timeout_s
+    if start_timeout_s <= read_timeout_s:
         raise LaunchError(
-            f"ENVOY_START_TIMEOUT_S ({settings.envoy_start_timeout_s:g}) must exceed "
-            f"ORCHESTRATOR_READ_TIMEOUT_S ({settings.orchestrator_read_timeout_s:g}), or Envoy "
+            f"ENVOY_START_TIMEOUT_S ({start_timeout_s:g}) must exceed "
+            f"ORCHESTRATOR_READ_TIMEOUT_S ({read_timeout_s:g}), or Envoy "
             "ends StartWorkflow calls before the orchestrator answers"
         )
+    upstreams = [(settings.server.grpc_host, 0)]
     try:
-        options_from_settings(settings, upstreams=[(settings.grpc_host, 0)], access_log_path="")
+        options_from_settings(settings, upstreams=upstreams, access_log_path="")
     except ValueError as exc:
         raise LaunchError(f"invalid REST_*, ENVOY_*, CORS_* or DATA_DIR setting: {exc}") from None
 
 
-def gateway_ports(settings: Settings) -> list[int]:
+def gateway_ports(settings: ServerSettings) -> list[int]:
     """Process i's port: GRPC_PORT + i, or 0 for each (a free one) when GRPC_PORT is 0."""
     first = settings.grpc_port
     return [first + i if first else 0 for i in range(settings.gateway_process_count())]
@@ -69,19 +72,20 @@ def gateway_ports(settings: Settings) -> list[int]:
 
 def check_ports(settings: Settings) -> None:
     """Fail before starting anything on a port out of range, named twice, or taken."""
-    grpc_ports = gateway_ports(settings)
+    server, sidecar = settings.server, settings.sidecar
+    grpc_ports = gateway_ports(server)
     if grpc_ports[-1] > 65535:
         raise LaunchError(
             f"GATEWAY_PROCESSES={len(grpc_ports)} processes need GRPC_PORT to "
             f"GRPC_PORT+{len(grpc_ports) - 1}, beyond 65535: lower GRPC_PORT (or set it to 0)"
         )
-    ports = [("REST_PORT", settings.rest_host, settings.rest_port)]
+    ports = [("REST_PORT", sidecar.rest_host, sidecar.rest_port)]
     ports += [
-        (f"GRPC_PORT+{i}" if i else "GRPC_PORT", settings.grpc_host, port)
+        (f"GRPC_PORT+{i}" if i else "GRPC_PORT", server.grpc_host, port)
         for i, port in enumerate(grpc_ports)
     ]
-    if settings.envoy_admin_port >= 0:  # else a Unix socket
-        ports.append(("ENVOY_ADMIN_PORT", settings.envoy_admin_host, settings.envoy_admin_port))
+    if sidecar.envoy_admin_port >= 0:  # else a Unix socket
+        ports.append(("ENVOY_ADMIN_PORT", sidecar.envoy_admin_host, sidecar.envoy_admin_port))
     seen: dict[int, str] = {}
     for key, host, port in ports:
         if not 0 <= port <= 65535:
@@ -132,7 +136,7 @@ def _only_time_wait(port: int) -> bool:
 EMBEDDED_MAX_CONNECTIONS = 1000
 
 
-def connections_needed(settings: Settings, processes: int) -> int:
+def connections_needed(settings: DatabaseSettings, processes: int) -> int:
     """How many connections ``processes`` gateway processes may open at most."""
     return processes * (settings.db_pool_max + _CONNECTIONS_BESIDES_POOL)
 
@@ -146,7 +150,7 @@ def fit_connections(embedded: EmbeddedDatabase, settings: Settings, processes: i
     cluster), up to ``EMBEDDED_MAX_CONNECTIONS``. A larger value of the cluster's own stays.
     """
     max_connections, reserved = embedded.connection_slots()
-    wanted = connections_needed(settings, processes) + reserved
+    wanted = connections_needed(settings.database, processes) + reserved
     if max_connections < wanted <= EMBEDDED_MAX_CONNECTIONS:
         log.info(
             "starting the embedded PostgreSQL again with max_connections %d (was %d) for "
@@ -154,7 +158,7 @@ def fit_connections(embedded: EmbeddedDatabase, settings: Settings, processes: i
             wanted,
             max_connections,
             processes,
-            settings.db_pool_max + _CONNECTIONS_BESIDES_POOL,
+            settings.database.db_pool_max + _CONNECTIONS_BESIDES_POOL,
         )
         embedded.server.max_connections = wanted
         embedded.server.restart()
@@ -171,8 +175,9 @@ def check_connections(
     ``max_connections`` is the running server's: ``fit_connections`` has already raised it
     as far as the launcher does by itself, or the cluster's own value is larger.
     """
-    per_process = settings.db_pool_max + _CONNECTIONS_BESIDES_POOL
-    needed = connections_needed(settings, processes)
+    pool_max = settings.database.db_pool_max
+    per_process = pool_max + _CONNECTIONS_BESIDES_POOL
+    needed = connections_needed(settings.database, processes)
     if needed <= max_connections - reserved:
         return
     # What would fit once the launcher sizes the cluster (or with the cluster's own value).
@@ -183,10 +188,10 @@ def check_connections(
     if allowed // per_process >= 1:
         fits.append(f"GATEWAY_PROCESSES to {allowed // per_process}")
     lower = f"lower {' or '.join(fits)}, or " if fits else ""
-    conf = Path(settings.data_dir).resolve() / "postgres" / "postgresql.conf"
+    conf = Path(settings.embedded.data_dir).resolve() / "postgres" / "postgresql.conf"
     raise LaunchError(
         f"{processes} gateway processes (GATEWAY_PROCESSES) may open {needed} database "
-        f"connections (DB_POOL_MAX {settings.db_pool_max} + {_CONNECTIONS_BESIDES_POOL} "
+        f"connections (DB_POOL_MAX {pool_max} + {_CONNECTIONS_BESIDES_POOL} "
         f"each), more than the embedded PostgreSQL can give them: {allowed} (max_connections "
         f"{allowed + reserved}, the most `make run` sets by itself, {reserved} of them kept "
         f"for superusers): {lower}raise max_connections to at least {needed + reserved} in "
@@ -195,7 +200,7 @@ def check_connections(
     )
 
 
-def wait_for_database(settings: Settings, dsn: str, stop: threading.Event) -> None:
+def wait_for_database(settings: DatabaseSettings, dsn: str, stop: threading.Event) -> None:
     """A configured database must answer within ``_DATABASE_WAIT_S``, or the start stops with
     libpq's own reason (an unreachable host, a refused connection, a TLS failure).
 

@@ -96,14 +96,17 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
         identities: ClientIdentities | None = None,
         authenticator: Authenticator | None = None,
     ) -> None:
-        self._settings = settings
+        # The root settings: the servicer reads the limits and LOG_WATCH_MAX_S, and builds the
+        # Validator (limits) and, unless given one, the Authenticator (auth, aws).
         self._db = database
         self._workflows = workflows
         # The caller's verified client certificate (mTLS), for the auth policy to name.
         self.identities = identities or ClientIdentities(None)
-        self.auth = authenticator or Authenticator(settings, self.identities)
-        self._check = Validator(settings)
-        self._callers = CallerLimits(settings.max_concurrent_queries_per_caller)
+        self.auth = authenticator or Authenticator(settings.auth, settings.aws, self.identities)
+        self._limits = settings.limits
+        self._log_watch_max_s = settings.workflows.log_watch_max_s
+        self._check = Validator(settings.limits)
+        self._callers = CallerLimits(settings.limits.max_concurrent_queries_per_caller)
         self.draining = False  # set by Gateway.stop: Health answers "draining"
 
     def authorize(self, rpc: str, context: grpc.ServicerContext) -> Principal:
@@ -124,7 +127,7 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
     ) -> pb.GetSchemasResponse:
         originals = list(request.table_names)
         names = self._check.get_schemas(request)
-        with cancel_scope(context, self._settings.statement_timeout_s) as scope:
+        with cancel_scope(context, self._limits.statement_timeout_s) as scope:
             tables = self._db.get_schemas(
                 names, originals, scope.timeout_s, scope=scope, login=_login()
             )
@@ -161,7 +164,7 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
     ) -> pb.GetDataResponse:
         originals = list(request.table_names)
         names, limit = self._check.get_data(request)
-        with cancel_scope(context, self._settings.statement_timeout_s) as scope:
+        with cancel_scope(context, self._limits.statement_timeout_s) as scope:
             samples = self._db.get_data(
                 names, originals, limit, scope.timeout_s, scope=scope, login=_login()
             )
@@ -185,7 +188,7 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
         checked = self._check.execute_query(request, principal_var.get())
         params = [from_value(v) for v in request.params]
         with (
-            cancel_scope(context, self._settings.statement_timeout_s) as scope,
+            cancel_scope(context, self._limits.statement_timeout_s) as scope,
             audited(
                 context,
                 forwarded_for=self.identities.forwarded_for(context),
@@ -214,7 +217,7 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
         checked = self._check.stream_query(request)
         params = [from_value(v) for v in request.params]
         with (
-            cancel_scope(context, self._settings.stream_timeout_s) as scope,
+            cancel_scope(context, self._limits.stream_timeout_s) as scope,
             audited(
                 context,
                 forwarded_for=self.identities.forwarded_for(context),
@@ -305,7 +308,7 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
         self._check.watch_logs(request)
         events = self._workflows.watch(
             request.run_id,
-            timeout_s=time_budget_s(context, self._settings.log_watch_max_s),
+            timeout_s=time_budget_s(context, self._log_watch_max_s),
             start=request.start_index,
             should_stop=lambda: not context.is_active(),
         )
@@ -331,7 +334,7 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
         start = time.perf_counter()
         check = response.checks["database"]
         try:
-            self._db.check(self._settings.health_check_timeout_s)
+            self._db.check(self._limits.health_check_timeout_s)
             check.status = "healthy"
         except GatewayError as exc:
             check.status = "unhealthy"

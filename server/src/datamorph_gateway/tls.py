@@ -18,7 +18,7 @@ from pathlib import Path
 
 import grpc
 
-from datamorph_gateway.config import Settings
+from datamorph_gateway.config import TlsSettings
 from datamorph_gateway.errors import ConfigError
 
 __all__ = ["ServerTls", "server_tls"]
@@ -87,7 +87,7 @@ class ServerTls:
         return config
 
 
-def server_tls(settings: Settings) -> ServerTls | None:
+def server_tls(settings: TlsSettings) -> ServerTls | None:
     """The gRPC port's TLS, or None when TLS_CERT_FILE is not set (plaintext)."""
     if not settings.tls_cert_file:
         return None

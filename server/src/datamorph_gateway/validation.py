@@ -18,7 +18,7 @@ from google.protobuf import struct_pb2
 
 from datamorph.gateway.v1 import gateway_pb2 as pb
 from datamorph_gateway.auth.policy import Principal
-from datamorph_gateway.config import Settings
+from datamorph_gateway.config import LimitsSettings
 from datamorph_gateway.db import sqltext
 from datamorph_gateway.db.names import InvalidTableName, TableName, parse_table_name
 from datamorph_gateway.db.params import MAX_SAFE_INTEGER
@@ -58,7 +58,7 @@ class CheckedStream:
 class Validator:
     """The checks, with the limits of the settings and the SQL policy they name."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: LimitsSettings) -> None:
         self._settings = settings
         self.policy = SqlPolicy(settings.sql_denied_functions.split(","))
 

@@ -48,7 +48,7 @@ from datamorph_gateway.auth.policy import (
     Principal,
     load_policy,
 )
-from datamorph_gateway.config import Settings, is_loopback
+from datamorph_gateway.config import AuthSettings, AwsSettings, is_loopback
 from datamorph_gateway.errors import (
     ConfigError,
     PermissionDenied,
@@ -92,7 +92,7 @@ class _State:
     iam: _Verifier | None
 
 
-def check_exposure(settings: Settings, hosts: dict[str, str]) -> None:
+def check_exposure(settings: AuthSettings, hosts: dict[str, str]) -> None:
     """Refuse to serve without a policy on a non-loopback address (unless told to).
 
     ``hosts`` maps each listener's setting name to the address it binds.
@@ -114,12 +114,14 @@ class Authenticator:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: AuthSettings,
+        aws: AwsSettings,
         identities: ClientIdentities,
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._settings = settings
+        self._aws = aws
         self._identities = identities
         self._clock = clock
         self._lock = threading.Lock()
@@ -169,9 +171,9 @@ class Authenticator:
 
         return IamVerifier(
             gateway_id=policy.aws_iam.gateway_id,
-            sts_endpoint_url=self._settings.sts_endpoint_url or self._settings.aws_endpoint_url,
-            region=self._settings.aws_region,
-            timeout_s=self._settings.aws_timeout_s,
+            sts_endpoint_url=self._aws.sts_endpoint_url or self._aws.aws_endpoint_url,
+            region=self._aws.aws_region,
+            timeout_s=self._aws.aws_timeout_s,
         )
 
     def reload(self) -> bool:

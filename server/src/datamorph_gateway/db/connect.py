@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from psycopg2.extensions import make_dsn, parse_dsn
 
-from datamorph_gateway.config import Settings, is_loopback
+from datamorph_gateway.config import DatabaseSettings, is_loopback
 
 __all__ = ["DatabaseLogin", "RoleDsns", "catalog_only", "describe_login", "is_local", "refusal"]
 
@@ -87,7 +87,7 @@ def is_local(params: dict[str, str]) -> bool:
 class RoleDsns:
     """The serving DSN and, when configured, the reader's and the watchdog's."""
 
-    def __init__(self, settings: Settings, dsn: str) -> None:
+    def __init__(self, settings: DatabaseSettings, dsn: str) -> None:
         params = parse_dsn(dsn)
         if settings.db_sslmode:
             params["sslmode"] = settings.db_sslmode

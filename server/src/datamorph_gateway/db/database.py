@@ -24,7 +24,7 @@ from typing import Any, TypeVar, cast
 
 import psycopg2
 
-from datamorph_gateway.config import Settings
+from datamorph_gateway.config import DatabaseSettings, LimitsSettings
 from datamorph_gateway.db import catalog, query, sampling
 from datamorph_gateway.db.bounded import Limits
 from datamorph_gateway.db.budget import Budget
@@ -56,7 +56,8 @@ class Database:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: DatabaseSettings,
+        limits: LimitsSettings,
         dsn: str,
         *,
         login_passwords: PasswordSource | None = None,
@@ -64,7 +65,7 @@ class Database:
         self.types = TypeCatalog()
         self.relations = catalog.RelationCache(settings.relation_cache_ttl_s)
         self._allow_system = settings.allow_system_schemas
-        self._max_result_bytes = settings.max_result_bytes
+        self._max_result_bytes = limits.max_result_bytes
         self.roles = RolePools(settings, dsn, login_passwords)
         self.budget = self.roles.budget
         self.pool = self.roles.serving

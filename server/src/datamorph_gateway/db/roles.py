@@ -20,7 +20,7 @@ import psycopg2
 import psycopg2.extensions as ext
 from psycopg2.extensions import parse_dsn
 
-from datamorph_gateway.config import Settings
+from datamorph_gateway.config import DatabaseSettings
 from datamorph_gateway.db import decoding
 from datamorph_gateway.db.connect import (
     DatabaseLogin,
@@ -47,7 +47,7 @@ class RolePools:
     """The serving role's pool, the read-only role's and each principal's, on one budget."""
 
     def __init__(
-        self, settings: Settings, dsn: str, login_passwords: PasswordSource | None
+        self, settings: DatabaseSettings, dsn: str, login_passwords: PasswordSource | None
     ) -> None:
         self.dsns = RoleDsns(settings, dsn)
         self.guard = RoleGuard(allow_privileged=settings.db_allow_privileged)

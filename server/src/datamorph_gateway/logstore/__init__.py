@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import boto3
 
-from datamorph_gateway.config import Settings
+from datamorph_gateway.config import AwsSettings, LimitsSettings, WorkflowSettings
 from datamorph_gateway.db.pool import ConnectionPool
 from datamorph_gateway.logstore.base import (
     LOG_TYPES,
@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 
-def log_store_kind(settings: Settings) -> str:
+def log_store_kind(settings: WorkflowSettings) -> str:
     """``postgres`` or ``dynamodb``: LOG_STORE, with ``auto`` resolved."""
     if settings.log_store != "auto":
         return settings.log_store
@@ -53,14 +53,19 @@ def log_store_kind(settings: Settings) -> str:
 
 
 def create_log_store(
-    settings: Settings, pool: ConnectionPool, *, session: boto3.session.Session | None = None
+    settings: WorkflowSettings,
+    aws: AwsSettings,
+    limits: LimitsSettings,
+    pool: ConnectionPool,
+    *,
+    session: boto3.session.Session | None = None,
 ) -> LogStore:
     """The configured store, ready to use (PostgreSQL tables created if missing)."""
     if log_store_kind(settings) == "dynamodb":
-        return DynamoDBLogStore.from_settings(settings, session=session)
+        return DynamoDBLogStore.from_settings(settings, aws, session=session)
     store = PostgresLogStore(
         pool,
-        timeout_s=settings.statement_timeout_s,
+        timeout_s=limits.statement_timeout_s,
         poll_interval_s=settings.log_poll_interval_s,
         retention_s=settings.log_retention_days * 86400,
     )

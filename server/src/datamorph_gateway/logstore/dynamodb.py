@@ -21,7 +21,7 @@ import botocore.exceptions
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from datamorph_gateway import aws
-from datamorph_gateway.config import Settings
+from datamorph_gateway.config import AwsSettings, WorkflowSettings
 from datamorph_gateway.errors import FailedPrecondition, GatewayError, Unavailable
 from datamorph_gateway.logstore.base import LogStore, RunLog, json_safe, normalize_entry
 
@@ -63,16 +63,24 @@ class DynamoDBLogStore(LogStore):
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, *, session: boto3.session.Session | None = None
+        cls,
+        settings: WorkflowSettings,
+        aws_settings: AwsSettings,
+        *,
+        session: boto3.session.Session | None = None,
     ) -> DynamoDBLogStore:
         """A store with its own client: bounded timeouts, standard retries; reads are idempotent."""
         client: DynamoDBClient = aws.client(
-            settings, "dynamodb", settings.dynamodb_endpoint_url, session=session, max_attempts=3
+            aws_settings,
+            "dynamodb",
+            aws_settings.dynamodb_endpoint_url,
+            session=session,
+            max_attempts=3,
         )
         return cls(
             client,
-            table=settings.dynamodb_table,
-            partition_key=settings.dynamodb_partition_key,
+            table=aws_settings.dynamodb_table,
+            partition_key=aws_settings.dynamodb_partition_key,
             poll_interval_s=settings.log_poll_interval_s,
         )
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import psycopg2
 from psycopg2 import sql
 
-from datamorph_gateway.config import Settings
+from datamorph_gateway.config import EmbeddedSettings
 from datamorph_gateway.db.connect import catalog_only
 from datamorph_gateway.pg.demo import seed_demo
 from datamorph_gateway.pg.server import SUPERUSER, EmbeddedPostgres
@@ -226,7 +226,7 @@ def prepare_database(pg: EmbeddedPostgres, dbname: str) -> str:
     return pg.dsn_for(APP_ROLE, dbname)
 
 
-def start_embedded_database(settings: Settings) -> EmbeddedDatabase:
+def start_embedded_database(settings: EmbeddedSettings) -> EmbeddedDatabase:
     """Start the embedded PostgreSQL, set up its roles, create and seed the demo database.
 
     The caller holds DATA_DIR's lock (``datadir.hold_data_dir``): a server running on it

@@ -9,7 +9,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from datamorph_gateway.config import ORIGIN, Settings, is_loopback
+from datamorph_gateway.config import (
+    ORIGIN,
+    EmbeddedSettings,
+    Settings,
+    SidecarSettings,
+    is_loopback,
+)
 
 __all__ = [
     "ADMIN_SOCKET",
@@ -162,38 +168,44 @@ _POSITIVE = (
 def options_from_settings(
     settings: Settings, *, upstreams: Sequence[tuple[str, int]], access_log_path: str
 ) -> SidecarOptions:
-    """The sidecar in front of the gateways at `upstreams`, as the settings configure it."""
+    """The sidecar in front of the gateways at `upstreams`, as the settings configure it.
+
+    It takes the root settings: a sidecar's options come from its own section and from five
+    others (TLS, DATA_DIR, the gateway's workers, the stream and log-watch limits Envoy's
+    routes outlast).
+    """
+    sidecar, tls = settings.sidecar, settings.tls
     return SidecarOptions(
-        listen_host=settings.rest_host,
-        listen_port=settings.rest_port,
-        admin_host=settings.envoy_admin_host,
-        admin_port=max(settings.envoy_admin_port, 0),
-        admin_socket=admin_socket_path(settings),
-        cors_allowed_origins=settings.cors_origins(),
+        listen_host=sidecar.rest_host,
+        listen_port=sidecar.rest_port,
+        admin_host=sidecar.envoy_admin_host,
+        admin_port=max(sidecar.envoy_admin_port, 0),
+        admin_socket=admin_socket_path(sidecar, settings.embedded),
+        cors_allowed_origins=sidecar.cors_origins(),
         upstreams=tuple(upstreams),
-        max_request_bytes=settings.envoy_max_request_bytes,
-        max_response_bytes=settings.envoy_max_response_bytes,
-        route_timeout_s=settings.envoy_route_timeout_s,
-        start_timeout_s=settings.envoy_start_timeout_s,
-        watch_timeout_s=settings.log_watch_max_s + 60,
-        stream_timeout_s=settings.stream_timeout_s + 60,
+        max_request_bytes=sidecar.envoy_max_request_bytes,
+        max_response_bytes=sidecar.envoy_max_response_bytes,
+        route_timeout_s=sidecar.envoy_route_timeout_s,
+        start_timeout_s=sidecar.envoy_start_timeout_s,
+        watch_timeout_s=settings.workflows.log_watch_max_s + 60,
+        stream_timeout_s=settings.limits.stream_timeout_s + 60,
         access_log_path=access_log_path,
-        tls_cert_file=settings.tls_cert_file,
-        tls_key_file=settings.tls_key_file,
-        tls_client_ca_file=settings.tls_client_ca_file,
-        upstream_tls=bool(settings.tls_cert_file),
-        upstream_client_certificate=bool(settings.tls_client_ca_file),
-        sidecar_secret=settings.sidecar_secret,
-        health_check_interval_s=settings.envoy_health_check_interval_s,
-        gateway_max_workers=settings.grpc_max_workers,
+        tls_cert_file=tls.tls_cert_file,
+        tls_key_file=tls.tls_key_file,
+        tls_client_ca_file=tls.tls_client_ca_file,
+        upstream_tls=bool(tls.tls_cert_file),
+        upstream_client_certificate=bool(tls.tls_client_ca_file),
+        sidecar_secret=sidecar.sidecar_secret,
+        health_check_interval_s=sidecar.envoy_health_check_interval_s,
+        gateway_max_workers=settings.server.grpc_max_workers,
     )
 
 
-def admin_socket_path(settings: Settings) -> str:
+def admin_socket_path(sidecar: SidecarSettings, embedded: EmbeddedSettings) -> str:
     """Where the admin API listens: a Unix socket in DATA_DIR unless ENVOY_ADMIN_PORT is set."""
-    if settings.envoy_admin_port >= 0:
+    if sidecar.envoy_admin_port >= 0:
         return ""
-    return str(Path(settings.data_dir).resolve() / "envoy" / ADMIN_SOCKET)
+    return str(Path(embedded.data_dir).resolve() / "envoy" / ADMIN_SOCKET)
 
 
 def cleartext_warning(options: SidecarOptions) -> str:

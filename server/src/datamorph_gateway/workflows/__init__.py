@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import boto3
 
-from datamorph_gateway.config import Settings
+from datamorph_gateway.config import AwsSettings, LimitsSettings, WorkflowSettings
 from datamorph_gateway.db.pool import ConnectionPool
 from datamorph_gateway.logstore import LogStore, create_log_store
 from datamorph_gateway.workflows.aws_lambda import LambdaOrchestrator
@@ -54,7 +54,8 @@ __all__ = [
 
 
 def create_orchestrator(
-    settings: Settings,
+    settings: WorkflowSettings,
+    aws: AwsSettings,
     log_store: LogStore,
     pool: ConnectionPool,
     *,
@@ -62,24 +63,31 @@ def create_orchestrator(
 ) -> Orchestrator:
     """The configured orchestrator; a bad ORCHESTRATOR_HANDLER is a ConfigError now."""
     if settings.orchestrator_function:
-        return LambdaOrchestrator.from_settings(settings, session=session)
+        return LambdaOrchestrator.from_settings(settings, aws, session=session)
     return LocalOrchestrator.from_spec(
         settings.orchestrator_handler or DEV_HANDLER, log_store=log_store, pool=pool
     )
 
 
 def create_runner(
-    settings: Settings, pool: ConnectionPool, *, session: boto3.session.Session | None = None
+    settings: WorkflowSettings,
+    aws: AwsSettings,
+    limits: LimitsSettings,
+    pool: ConnectionPool,
+    *,
+    session: boto3.session.Session | None = None,
 ) -> WorkflowRunner:
     """Everything StartWorkflow, GetLogs and WatchLogs need, built from the settings.
 
+    ``aws`` serves the Lambda orchestrator and the DynamoDB log store; ``limits`` gives
+    STATEMENT_TIMEOUT_S to the gateway's own tables (logs, idempotency keys, leases).
     ``pool`` is the gateway's database pool (the PostgreSQL log store and the
     local orchestrators use it); ``session`` carries AWS credentials (boto3's
     default chain when None). Close the runner to release it all.
     """
-    log_store = create_log_store(settings, pool, session=session)
+    log_store = create_log_store(settings, aws, limits, pool, session=session)
     try:
-        orchestrator = create_orchestrator(settings, log_store, pool, session=session)
+        orchestrator = create_orchestrator(settings, aws, log_store, pool, session=session)
         ledger = None
         if settings.idempotency_store == "postgres":
             ledger = Ledger(
@@ -88,13 +96,13 @@ def create_runner(
                 # Runs without a lease: the longest a run may take, and a minute for its
                 # gateway to record it.
                 abandon_after_s=settings.orchestrator_read_timeout_s + 60,
-                timeout_s=settings.statement_timeout_s,
+                timeout_s=limits.statement_timeout_s,
             )
             ledger.ensure_schema()
         leases = None
         if settings.run_lease_s > 0:
             leases = RunLeases(
-                pool, lease_s=settings.run_lease_s, timeout_s=settings.statement_timeout_s
+                pool, lease_s=settings.run_lease_s, timeout_s=limits.statement_timeout_s
             )
             leases.ensure_schema()
     except BaseException:

@@ -20,7 +20,7 @@ import boto3
 import botocore.exceptions
 
 from datamorph_gateway import aws
-from datamorph_gateway.config import Settings
+from datamorph_gateway.config import AwsSettings, WorkflowSettings
 from datamorph_gateway.errors import (
     FailedPrecondition,
     GatewayError,
@@ -66,12 +66,16 @@ class LambdaOrchestrator:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, *, session: boto3.session.Session | None = None
+        cls,
+        settings: WorkflowSettings,
+        aws_settings: AwsSettings,
+        *,
+        session: boto3.session.Session | None = None,
     ) -> LambdaOrchestrator:
         client: LambdaClient = aws.client(
-            settings,
+            aws_settings,
             "lambda",
-            settings.lambda_endpoint_url,
+            aws_settings.lambda_endpoint_url,
             session=session,
             max_attempts=0,
             read_timeout_s=settings.orchestrator_read_timeout_s,

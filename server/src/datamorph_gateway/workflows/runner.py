@@ -35,7 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
-from datamorph_gateway.config import Settings
+from datamorph_gateway.config import WorkflowSettings
 from datamorph_gateway.errors import DeadlineExceeded, GatewayError, ResourceExhausted, Unavailable
 from datamorph_gateway.logstore import LogEvent, LogStore, RunLog
 from datamorph_gateway.workflows.abandoned import AbandonedRuns
@@ -60,7 +60,7 @@ class WorkflowRunner:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: WorkflowSettings,
         orchestrator: Orchestrator,
         log_store: LogStore,
         ledger: Ledger | None = None,
