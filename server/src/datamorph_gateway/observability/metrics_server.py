@@ -22,9 +22,19 @@ if TYPE_CHECKING:
 
     from prometheus_client.registry import Collector
 
-__all__ = ["MetricsServer", "prepare_directory", "process_exited", "start_metrics_server"]
+__all__ = [
+    "MetricsPortInUse",
+    "MetricsServer",
+    "prepare_directory",
+    "process_exited",
+    "start_metrics_server",
+]
 
 _JOIN_S = 5.0
+
+
+class MetricsPortInUse(OSError):
+    """The metrics address could not be bound (in use, or not this host's)."""
 
 
 class MetricsServer:
@@ -47,7 +57,7 @@ def start_metrics_server(host: str, port: int, multiprocess_dir: str | None) -> 
 
     With ``multiprocess_dir`` it answers the sum over every process's files there; without,
     this process's registry (``metrics.init`` must have run with ``prometheus=True``).
-    Raises OSError when the port is taken.
+    Raises MetricsPortInUse when the address cannot be bound.
     """
     from prometheus_client import start_http_server
 
@@ -62,7 +72,10 @@ def start_metrics_server(host: str, port: int, multiprocess_dir: str | None) -> 
         if own is None:
             raise RuntimeError("metrics.init(prometheus=True) must run before the server starts")
         source = own
-    httpd, thread = start_http_server(port, addr=host, registry=source)
+    try:
+        httpd, thread = start_http_server(port, addr=host, registry=source)
+    except OSError as exc:
+        raise MetricsPortInUse(f"cannot serve metrics on {host}:{port}: {exc.strerror}") from exc
     return MetricsServer(httpd, thread)
 
 
