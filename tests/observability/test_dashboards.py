@@ -15,7 +15,7 @@ import pytest
 import yaml
 from prometheus_client.registry import CollectorRegistry
 
-from datamorph_gateway.observability import metrics, metrics_server
+from datamorph_gateway.observability import definitions, metrics_server
 
 from ..fixtures.envoy import Rest, Sidecar
 from ..fixtures.observability import scrape, touch_every_metric
@@ -138,12 +138,12 @@ def scraped(prometheus: CollectorRegistry) -> Iterator[set[str]]:
 
 def test_every_gateway_metric_they_name_is_defined_and_exported(scraped: set[str]) -> None:
     named = {n for n in every_name() if n.startswith("datamorph_")}
-    defined = {sample for d in metrics.DEFINITIONS for sample in d.samples()}
+    defined = {sample for d in definitions.DEFINITIONS for sample in d.samples()}
     assert named - defined == set()
     assert named - scraped == set()
     # And the dashboard shows every metric there is.
     shown = set().union(*(metric_names(e) for e in dashboard_exprs()))
-    for definition in metrics.DEFINITIONS:
+    for definition in definitions.DEFINITIONS:
         assert shown & set(definition.samples()), definition.name
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.registry import CollectorRegistry
 
-from datamorph_gateway.observability import metrics, metrics_server
+from datamorph_gateway.observability import definitions, metrics, metrics_server
 
 from ..fixtures.observability import Samples, scrape, touch_every_metric, value
 
@@ -27,11 +27,11 @@ def test_every_defined_metric_is_exported_once_touched(
 ) -> None:
     touch_every_metric()
     exported = {name for name, _ in scrape(served.port)}
-    for definition in metrics.DEFINITIONS:
+    for definition in definitions.DEFINITIONS:
         for sample in definition.samples():
             assert sample in exported, sample
     assert {name for name in exported if name.startswith("datamorph_")} == {
-        s for d in metrics.DEFINITIONS for s in d.samples()
+        s for d in definitions.DEFINITIONS for s in d.samples()
     }
     assert value(scrape(served.port), "datamorph_build_info", version="9.9.9") == 1
 
@@ -57,7 +57,7 @@ def test_rpcs_are_counted_by_method_and_code_and_timed(
 def test_labels_stay_bounded(served: metrics_server.MetricsServer) -> None:
     metrics.rpc_finished("Get Data; DROP TABLE x", "OK", 0.001)
     metrics.rpc_finished("GetData", "NOT_A_CODE", 0.001)
-    for n in range(metrics.MAX_LABEL_VALUES + 10):
+    for n in range(definitions.MAX_LABEL_VALUES + 10):
         metrics.auth_failure(f"reason_{n}")
     metrics.db_error("42P01")
     metrics.db_error(None)
@@ -66,7 +66,7 @@ def test_labels_stay_bounded(served: metrics_server.MetricsServer) -> None:
     assert value(got, "datamorph_rpc_requests_total", method="other", code="OK") == 1
     assert value(got, "datamorph_rpc_requests_total", method="GetData", code="UNKNOWN") == 1
     reasons = _label_values(got, "datamorph_auth_failures_total", "reason")
-    assert len(reasons) == metrics.MAX_LABEL_VALUES + 1
+    assert len(reasons) == definitions.MAX_LABEL_VALUES + 1
     assert value(got, "datamorph_auth_failures_total", reason="other") == 10
     assert value(got, "datamorph_db_errors_total", sqlstate_class="42") == 1
     assert value(got, "datamorph_db_errors_total", sqlstate_class="none") == 2

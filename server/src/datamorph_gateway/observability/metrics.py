@@ -1,9 +1,9 @@
-"""The gateway's Prometheus metrics: every definition, and the calls that record them.
+"""The gateway's Prometheus metrics: the calls that record them, and ``init``.
 
-``DEFINITIONS`` names every metric once (the dashboard and alert tests import it). The
-layers record through the functions below (``rpc_finished``, ``pool_wait``, ...), which
-cost one dict look-up and the increments when on, and nothing when off: the label children
-of a (method, code) pair are bound once, on its first call, into one cached function.
+``definitions`` names every metric once. The layers record through the functions below
+(``rpc_finished``, ``pool_wait``, ...), which cost one dict look-up and the increments when
+on, and nothing when off: the label children of a (method, code) pair are bound once, on
+its first call, into one cached function.
 
 A process calls ``init`` once at start, before it records. In single-process mode the
 metrics live in a registry of their own. With ``multiprocess_dir`` (the launcher's N
@@ -22,21 +22,26 @@ SQL text or run id.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
+
+from datamorph_gateway.observability.definitions import (
+    DEFINITIONS,
+    GRPC_CODES,
+    MAX_LABEL_VALUES,
+    OUTCOMES,
+    Listener,
+    MetricDef,
+)
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
 __all__ = [
-    "DEFINITIONS",
-    "GRPC_CODES",
-    "METRIC_NAMES",
-    "MetricDef",
     "PoolGauge",
     "auth_failure",
     "db_error",
@@ -54,84 +59,7 @@ __all__ = [
     "workflow_started",
 ]
 
-Kind = Literal["counter", "gauge", "histogram"]
 Finished = Literal["success", "error", "timeout"]
-
-# 0.5 ms to 60 s (the longest a call may take); the pool's wait up to its 10 s timeout.
-RPC_BUCKETS_S: tuple[float, ...] = (
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
-)  # fmt: skip
-POOL_WAIT_BUCKETS_S: tuple[float, ...] = (
-    0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
-)  # fmt: skip
-MAX_LABEL_VALUES = 64
-OUTCOMES = ("success", "error", "timeout", "abandoned", "refused")
-GRPC_CODES = (
-    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
-    "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-    "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
-    "UNAUTHENTICATED",
-)  # fmt: skip
-
-
-@dataclass(frozen=True)
-class MetricDef:
-    """One metric as exposed: ``name`` is the family (counters end in ``_total``)."""
-
-    name: str
-    kind: Kind
-    help: str
-    labels: tuple[str, ...] = ()
-    multiprocess_mode: str = ""  # gauges: how processes' values are combined
-    buckets: tuple[float, ...] = ()
-
-    def samples(self) -> tuple[str, ...]:
-        """The sample names a scrape shows for it."""
-        if self.kind == "histogram":
-            return tuple(self.name + s for s in ("_bucket", "_sum", "_count"))
-        return (self.name,)
-
-
-DEFINITIONS: tuple[MetricDef, ...] = (
-    MetricDef("datamorph_rpc_requests_total", "counter", "RPCs answered, by method and status "
-              "code.", ("method", "code")),
-    MetricDef("datamorph_rpc_duration_seconds", "histogram", "Time from a call's arrival to "
-              "its answer, by method.", ("method",), buckets=RPC_BUCKETS_S),
-    MetricDef("datamorph_db_pool_connections", "gauge", "Database connections of the pools, "
-              "lent (in_use) or waiting to be (idle).", ("state",), "livesum"),
-    MetricDef("datamorph_db_pool_max_connections", "gauge", "The pools' limit on open "
-              "connections.", (), "livesum"),
-    MetricDef("datamorph_db_pool_wait_seconds", "histogram", "Time a call waited for a pooled "
-              "connection.", buckets=POOL_WAIT_BUCKETS_S),
-    MetricDef("datamorph_db_errors_total", "counter", "Database errors, by SQLSTATE class "
-              "(none: the connection failed without one).", ("sqlstate_class",)),
-    MetricDef("datamorph_workflows_running", "gauge", "Workflows this gateway is running.",
-              (), "livesum"),
-    MetricDef("datamorph_workflows_total", "counter", "Workflows ended or refused, by outcome.",
-              ("outcome",)),
-    MetricDef("datamorph_stream_rows_total", "counter", "Rows sent in streamed answers, by "
-              "method.", ("method",)),
-    MetricDef("datamorph_result_truncated_total", "counter", "Answers cut short at the row or "
-              "byte limit."),
-    MetricDef("datamorph_auth_failures_total", "counter", "Calls whose credentials were "
-              "refused, by reason.", ("reason",)),
-    MetricDef("datamorph_rate_limited_total", "counter", "Calls refused by a principal's rate "
-              "limit."),
-    MetricDef("datamorph_build_info", "gauge", "Always 1; the gateway's version as a label.",
-              ("version",), "livemax"),
-)  # fmt: skip
-METRIC_NAMES: tuple[str, ...] = tuple(d.name for d in DEFINITIONS)
-
-
-class Listener(Protocol):
-    """Another sink for the same events (``emf.EmfAggregator``)."""
-
-    def rpc_finished(self, method: str, code: str, seconds: float) -> None: ...
-    def pool_wait(self, seconds: float) -> None: ...
-    def pool_connections(self, in_use: int, idle: int) -> None: ...
-    def db_error(self, sqlstate_class: str) -> None: ...
-    def workflow_started(self) -> None: ...
-    def workflow_ended(self, outcome: str) -> None: ...
 
 
 class _State:
@@ -240,35 +168,24 @@ def rpc_finished(method: str, code: str, seconds: float) -> None:
 
 
 def _bind_rpc(method: str, code: str) -> Callable[[float], None]:
-    state, listener = _state, _listener
     code_label = code if code in GRPC_CODES else "UNKNOWN"
-    if state is None:
-        if listener is None:
-            record = _ignore
-        else:
+    steps: list[Callable[[float], None]] = []
+    if _state is not None:
+        label = _bounded(_state.seen.setdefault("method", set()), method)
+        count = _state.metrics["datamorph_rpc_requests_total"].labels(label, code_label).inc
+        steps += [
+            lambda _: count(),
+            _state.metrics["datamorph_rpc_duration_seconds"].labels(label).observe,
+        ]
+    if _listener is not None:
+        steps.append(functools.partial(_listener.rpc_finished, method, code_label))
 
-            def record(seconds: float) -> None:
-                listener.rpc_finished(method, code_label, seconds)
+    def record(seconds: float) -> None:
+        for step in steps:
+            step(seconds)
 
-    else:
-        label = _bounded(state.seen.setdefault("method", set()), method)
-        count = state.metrics["datamorph_rpc_requests_total"].labels(label, code_label).inc
-        observe = state.metrics["datamorph_rpc_duration_seconds"].labels(label).observe
-        if listener is None:
-
-            def record(seconds: float) -> None:
-                count()
-                observe(seconds)
-
-        else:
-
-            def record(seconds: float) -> None:
-                count()
-                observe(seconds)
-                listener.rpc_finished(method, code_label, seconds)
-
-    _rpc_bound[(method, code)] = record
-    return record
+    _rpc_bound[(method, code)] = record if steps else _ignore
+    return _rpc_bound[(method, code)]
 
 
 def _ignore(seconds: float) -> None:
