@@ -94,6 +94,9 @@ def test_pool_gauges_add_up_every_pool_of_the_process(
     assert value(got, "datamorph_db_pool_connections", state="in_use") == 0
     assert value(got, "datamorph_db_pool_connections", state="idle") == 1
     assert value(got, "datamorph_db_pool_max_connections") == 4
+    serving.report(0, 1)  # a connection that was lent comes back to the closed pool
+    serving.close()
+    assert value(scrape(served.port), "datamorph_db_pool_connections", state="idle") == 1
     reader.close()
 
 

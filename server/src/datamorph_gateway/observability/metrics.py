@@ -246,19 +246,22 @@ class PoolGauge:
         self._in_use = 0
         self._idle = 0
         self._max = max_size
+        self._closed = False
         _add_pool(0, 0, max_size)
 
     def report(self, in_use: int, idle: int) -> None:
         """The pool's counts now (its lock held, so that reports keep their order)."""
         d_in_use, d_idle = in_use - self._in_use, idle - self._idle
-        if d_in_use or d_idle:
+        if (d_in_use or d_idle) and not self._closed:
             self._in_use, self._idle = in_use, idle
             _add_pool(d_in_use, d_idle, 0)
 
     def close(self) -> None:
-        """The pool is gone: its connections and its limit leave the totals."""
-        _add_pool(-self._in_use, -self._idle, -self._max)
-        self._in_use = self._idle = self._max = 0
+        """The pool is gone: its share leaves the totals, and later reports are ignored
+        (a closed pool still closes the connections that come back)."""
+        if not self._closed:
+            self._closed = True
+            _add_pool(-self._in_use, -self._idle, -self._max)
 
 
 def pool_gauge(max_size: int) -> PoolGauge:
