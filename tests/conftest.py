@@ -26,7 +26,12 @@ from datamorph_gateway.pg.server import EmbeddedPostgres
 from .fixtures import roles
 from .fixtures.databases import throwaway_database
 
-pytest_plugins = ["tests.fixtures.gateway", "tests.fixtures.aws", "tests.fixtures.envoy"]
+pytest_plugins = [
+    "tests.fixtures.gateway",
+    "tests.fixtures.aws",
+    "tests.fixtures.envoy",
+    "tests.fixtures.observability",
+]
 
 
 def _with_dbname(dsn: str, dbname: str) -> str:

@@ -20,6 +20,7 @@ import grpc
 from datamorph.gateway.v1 import gateway_pb2 as pb
 from datamorph.gateway.v1 import gateway_pb2_grpc as pb_grpc
 from datamorph_client import _convert
+from datamorph_client._tracecontext import trace_metadata
 from datamorph_client.errors import GatewayError, from_rpc_error
 from datamorph_client.models import (
     Column,
@@ -163,6 +164,7 @@ class GatewayClient:
             metadata.append((AWS_IAM_HEADER, self._iam()))
         if self._hook is not None:
             metadata.extend(self._hook())
+        metadata.extend(trace_metadata())
         return metadata
 
     def _options(self, timeout_s: float | None, fallback_s: float | None = None) -> dict[str, Any]:
