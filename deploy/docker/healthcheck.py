@@ -43,9 +43,7 @@ def _channel(address: str, tls_name: str) -> grpc.Channel:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--alive", action="store_true", help="NOT_SERVING passes too")
-    parser.add_argument(
-        "--address", default=f"127.0.0.1:{os.environ.get('GRPC_PORT', '50051')}"
-    )
+    parser.add_argument("--address", default=f"127.0.0.1:{os.environ.get('GRPC_PORT', '50051')}")
     parser.add_argument("--service", default="", help="health service name (default: the server)")
     parser.add_argument("--timeout-s", type=float, default=2.0)
     parser.add_argument(

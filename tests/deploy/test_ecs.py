@@ -20,7 +20,9 @@ FARGATE_SIZES: dict[str, set[int]] = {
     "4096": set(range(8192, 30721, 1024)),
 }
 SAMPLE = {"AWS_ACCOUNT_ID": "123456789012", "AWS_REGION": "eu-west-1"}
-SECRET_ARN = re.compile(r"^arn:aws:secretsmanager:[a-z0-9-]+:\d{12}:secret:[\w/+=.@-]+(:[\w-]*:[\w-]*:[\w-]*)?$")
+SECRET_ARN = re.compile(
+    r"^arn:aws:secretsmanager:[a-z0-9-]+:\d{12}:secret:[\w/+=.@-]+(:[\w-]*:[\w-]*:[\w-]*)?$"
+)
 
 
 def task() -> dict[str, Any]:
@@ -44,8 +46,9 @@ def test_the_task_has_what_fargate_requires() -> None:
     assert sum(c.get("cpu", 0) for c in containers().values()) <= int(definition["cpu"])
     assert sum(c["memory"] for c in containers().values()) <= int(definition["memory"])
     for name, c in containers().items():
-        assert c["name"] and c["image"], name
-        assert ":" in c["image"] and not c["image"].endswith(":latest"), name
+        assert c["name"], name
+        assert ":" in c["image"], name
+        assert not c["image"].endswith(":latest"), name
         for mapping in c.get("portMappings", []):
             assert mapping.get("hostPort", mapping["containerPort"]) == mapping["containerPort"]
         assert c.get("stopTimeout", 30) <= 120, name  # Fargate's ceiling
@@ -72,8 +75,10 @@ def test_envoy_starts_after_a_healthy_gateway() -> None:
 def test_the_health_check_is_the_images_script_in_liveness_mode() -> None:
     check = containers()["gateway"]["healthCheck"]
     assert check["command"][0] in {"CMD", "CMD-SHELL"}
-    assert 5 <= check["interval"] <= 300 and 2 <= check["timeout"] <= 60
-    assert 1 <= check["retries"] <= 10 and 0 <= check["startPeriod"] <= 300
+    assert 5 <= check["interval"] <= 300
+    assert 2 <= check["timeout"] <= 60
+    assert 1 <= check["retries"] <= 10
+    assert 0 <= check["startPeriod"] <= 300
     _, stages = dockerfile_stages()
     image_check = exec_form(stages[-1].one("HEALTHCHECK").split(" CMD ", 1)[1])
     # The same script; --alive: ECS replaces an unhealthy task, and a database outage
@@ -84,7 +89,8 @@ def test_the_health_check_is_the_images_script_in_liveness_mode() -> None:
 def test_secrets_come_from_secrets_manager_never_from_values() -> None:
     gateway = containers()["gateway"]
     for secret in gateway["secrets"]:
-        assert secret["name"] and SECRET_ARN.match(secret["valueFrom"]), secret
+        assert secret["name"], secret
+        assert SECRET_ARN.match(secret["valueFrom"]), secret
     names = {variable["name"] for variable in gateway["environment"]}
     assert not {n for n in names if "PASSWORD" in n or n == "AUTH_POLICY"}
     assert {"RDS_PASSWORD", "DB_READONLY_PASSWORD", "DB_WATCHDOG_PASSWORD"} <= {

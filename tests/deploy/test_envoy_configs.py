@@ -42,7 +42,9 @@ def _compose_files() -> tuple[str, bytes]:
     return (directory / "envoy.yaml").read_text(), (directory / "transcoder.binpb").read_bytes()
 
 
-@pytest.mark.parametrize("files", [_kubernetes_files, _compose_files], ids=["kubernetes", "compose"])
+@pytest.mark.parametrize(
+    "files", [_kubernetes_files, _compose_files], ids=["kubernetes", "compose"]
+)
 def test_envoy_validates_the_config(files: object, tmp_path: Path) -> None:
     assert callable(files)
     config, descriptor = files()

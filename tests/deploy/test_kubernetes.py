@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import kubernetes_validate
+import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
@@ -86,10 +86,11 @@ def test_the_pod_runs_restricted() -> None:
         assert security["allowPrivilegeEscalation"] is False, c["name"]
         assert security["readOnlyRootFilesystem"] is True, c["name"]
         assert security["capabilities"] == {"drop": ["ALL"]}, c["name"]
-        assert c["resources"]["requests"] and c["resources"]["limits"], c["name"]
+        assert c["resources"]["requests"], c["name"]
+        assert c["resources"]["limits"], c["name"]
     writable = {v["name"] for v in spec["volumes"] if "emptyDir" in v}
     mounted = {m["mountPath"]: m["name"] for m in container("gateway")["volumeMounts"]}
-    assert mounted["/tmp"] in writable
+    assert mounted["/tmp"] in writable  # noqa: S108 (the container's /tmp, an emptyDir)  # noqa: S108 (the container's /tmp, an emptyDir)
     envoy_mounts = {m["mountPath"]: m["name"] for m in container("envoy")["volumeMounts"]}
     assert envoy_mounts["/run/envoy"] in writable  # the admin socket's directory
 
