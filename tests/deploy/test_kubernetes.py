@@ -80,6 +80,10 @@ def test_the_pod_runs_restricted() -> None:
     assert spec["securityContext"]["runAsNonRoot"] is True
     assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert spec["automountServiceAccountToken"] is False
+    # The auth policy's Secret volume (mode 0440) is readable by the gateway's group.
+    assert (
+        spec["securityContext"]["fsGroup"] == container("gateway")["securityContext"]["runAsGroup"]
+    )
     for c in spec["containers"]:
         security = c["securityContext"]
         assert security["runAsUser"] > 0, c["name"]
