@@ -18,7 +18,7 @@ PROTOS := proto/datamorph/gateway/v1/gateway.proto
 GOOGLEAPIS := third_party/googleapis
 LINT_PATHS := server/src clients/python/src/datamorph_client tests
 
-.PHONY: help install tools run serve test test-external lint fmt typecheck proto proto-check clean
+.PHONY: help install tools run serve test test-external lint fmt typecheck proto proto-check deploy-config clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -58,6 +58,9 @@ proto-check: proto ## Fail when the committed generated code is not what `make p
 	  git status --porcelain -- $(GEN_PKG) $(DESCRIPTOR); \
 	  echo "generated code is stale: run 'make proto' and commit the result"; exit 1; fi
 	@echo "generated code is fresh"
+
+deploy-config: $(STAMP) ## Regenerate the Envoy configs under deploy/ (the k8s ConfigMap, compose's) from the renderer
+	$(PY) deploy/render_envoy.py
 
 lint: $(STAMP) $(BUF) ## ruff (lint + format check), mypy, buf lint and buf format
 	$(BIN)/ruff check .
