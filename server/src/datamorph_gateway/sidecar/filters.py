@@ -18,6 +18,7 @@ __all__ = [
     "CORS_ALLOW_HEADERS",
     "CORS_FILTER",
     "LUA_FILTER",
+    "PRINT_OPTIONS",
     "TRANSCODER_FILTER",
     "cors_policy",
     "http_filters",
@@ -33,6 +34,17 @@ _MATCH_INPUT = "type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatch
 # Headers a browser may send cross-origin (beyond the CORS-safelisted ones): the JSON
 # content type, the credentials the gateway reads and the request id.
 CORS_ALLOW_HEADERS = "content-type, authorization, x-api-key, x-request-id"
+
+
+# How the transcoder prints answers (the contract's JSON conventions); openapi.py describes
+# the wire from the same options.
+PRINT_OPTIONS = {
+    "preserve_proto_field_names": True,
+    "always_print_primitive_fields": True,
+    # Server streams (StreamQuery, WatchLogs) as one JSON object per line, sent as each
+    # arrives.
+    "stream_newline_delimited": True,
+}
 
 
 def cors_policy(origins: Sequence[str]) -> dict[str, Any]:
@@ -101,12 +113,7 @@ def http_filters(options: SidecarOptions) -> list[dict[str, Any]]:
         "filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
         proto_descriptor=options.descriptor_path,
         services=[SERVICE],
-        print_options={
-            "preserve_proto_field_names": True,
-            "always_print_primitive_fields": True,
-            # Server streams (WatchLogs) as one JSON object per line, sent as each arrives.
-            "stream_newline_delimited": True,
-        },
+        print_options=PRINT_OPTIONS,
         convert_grpc_status=True,
         request_validation_options={
             "reject_unknown_method": True,
