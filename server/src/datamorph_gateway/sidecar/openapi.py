@@ -103,7 +103,7 @@ _WELL_KNOWN: dict[str, dict[str, Any]] = {
 
 _STATUS_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "description": "google.rpc.Status: the gRPC status of a failed call, with `\"status\": "
+    "description": 'google.rpc.Status: the gRPC status of a failed call, with `"status": '
     '"error"` for callers written for the Flask gateway, which read `status` on every answer. '
     "Envoy's own answers (no such route, a wrong method, a body over the limit, the gateway "
     "unreachable) have the same shape, with empty `details`.",
@@ -416,7 +416,7 @@ def _operation(
         operation["parameters"] = parameters
     if body:
         if body != "*":
-            raise ValueError(f"{method.name}: only body: \"*\" is supported, got {body!r}")
+            raise ValueError(f'{method.name}: only body: "*" is supported, got {body!r}')
         operation["requestBody"] = {
             "required": True,
             "content": {"application/json": {"schema": _ref(method.input_type)}},
@@ -449,9 +449,7 @@ def _operation(
     return operation
 
 
-def openapi_document(
-    descriptor_set: Path | bytes, service: str = SERVICE
-) -> dict[str, Any]:
+def openapi_document(descriptor_set: Path | bytes, service: str = SERVICE) -> dict[str, Any]:
     """The OpenAPI 3.1 document of `service`'s REST routes."""
     data = descriptor_set if isinstance(descriptor_set, bytes) else descriptor_set.read_bytes()
     files = descriptor_pb2.FileDescriptorSet.FromString(data)
@@ -494,9 +492,9 @@ def openapi_document(
                 "do not edit. JSON field names are the proto names (snake_case), fields "
                 "without presence are always printed, enums are printed as their names, "
                 "and 64-bit integers as decimal strings (the proto3 JSON mapping). Every "
-                "success body has `\"status\": \"success\"` (Health: healthy or "
+                'success body has `"status": "success"` (Health: healthy or '
                 "unhealthy); every error body is a google.rpc.Status with "
-                "`\"status\": \"error\"`. Values from PostgreSQL are encoded as "
+                '`"status": "error"`. Values from PostgreSQL are encoded as '
                 "shared/CONTRACT.md's value table says (docs/api.md).",
             )
             if text
