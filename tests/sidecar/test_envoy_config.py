@@ -29,8 +29,8 @@ from datamorph_gateway.sidecar import (
 )
 from datamorph_gateway.sidecar.__main__ import main as sidecar_main
 from datamorph_gateway.sidecar.descriptor import HttpRoute, http_routes, transcoder_descriptor
-from datamorph_gateway.sidecar.process import validate
 from datamorph_gateway.sidecar.openapi import openapi_json
+from datamorph_gateway.sidecar.process import validate
 from datamorph_gateway.sidecar.render import EXAMPLE_OPTIONS, example_config, render
 from datamorph_gateway.sidecar.yamltext import to_yaml
 

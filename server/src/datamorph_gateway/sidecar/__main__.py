@@ -16,6 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from datamorph_gateway.sidecar.openapi import openapi_yaml
 from datamorph_gateway.sidecar.options import SidecarOptions, cleartext_warning
 from datamorph_gateway.sidecar.render import EXAMPLE_OPTIONS, example_config, write_config
 
@@ -106,7 +107,17 @@ def main(argv: list[str] | None = None) -> int:
         help="a file holding the gateway's SIDECAR_SECRET, sent as x-datamorph-sidecar",
     )
     parser.add_argument("--example", action="store_true", help="print envoy/envoy.yaml and exit")
+    parser.add_argument(
+        "--openapi",
+        type=Path,
+        metavar="FILE",
+        help="write the REST API's OpenAPI document (YAML) to FILE and exit (make proto)",
+    )
     args = parser.parse_args(argv)
+
+    if args.openapi is not None:
+        args.openapi.write_text(openapi_yaml(args.descriptor_source), encoding="utf-8")
+        return 0
 
     if args.example:
         sys.stdout.write(example_config(args.descriptor_source))

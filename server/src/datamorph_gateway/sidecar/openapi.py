@@ -10,18 +10,16 @@ their names, 64-bit integers as strings, the well-known types as their JSON form
 
 Every error answer is a ``google.rpc.Status`` with ``"status": "error"`` (the transcoder's
 and Envoy's own, see replies.py); server streams are newline-delimited JSON, one message per
-line. `make proto` writes docs/openapi.yaml (``python -m datamorph_gateway.sidecar.openapi``);
+line. `make proto` writes docs/openapi.yaml (``python -m datamorph_gateway.sidecar --openapi``);
 render.write_config writes the same document as ``openapi.json`` next to Envoy's config,
 which serves it at ``GET /openapi.json``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
-import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -156,7 +154,8 @@ _SECURITY_SCHEMES: dict[str, Any] = {
     },
 }
 # Any one of them; none while the gateway runs without a policy (loopback only).
-_SECURITY = [{name: []} for name in _SECURITY_SCHEMES] + [{}]
+_NO_CREDENTIALS: dict[str, list[str]] = {}
+_SECURITY = [*({name: []} for name in _SECURITY_SCHEMES), _NO_CREDENTIALS]
 
 
 class _Comments:
@@ -252,7 +251,9 @@ class _Builder:
             }
         raise ValueError(f"field {field.name}: unsupported type {kind}")
 
-    def _value(self, field: descriptor_pb2.FieldDescriptorProto) -> dict[str, Any]:
+    def _value(
+        self, field: descriptor_pb2.FieldDescriptorProto, *, output: bool = True
+    ) -> dict[str, Any]:
         """The schema of one value of `field` (an element, for a repeated field)."""
         if field.type == _F.TYPE_ENUM:
             self._enum(field.type_name)
@@ -260,7 +261,7 @@ class _Builder:
         if field.type in (_F.TYPE_MESSAGE, _F.TYPE_GROUP):
             if field.type_name in _WELL_KNOWN:
                 return dict(_WELL_KNOWN[field.type_name])
-            self.message(field.type_name)
+            self.message(field.type_name, output=output)
             return _ref(field.type_name)
         return self._scalar(field)
 
@@ -287,8 +288,12 @@ class _Builder:
             "description": "\n".join(line for line in lines if line),
         }
 
-    def message(self, full_name: str) -> None:
-        """Add the schema of message `full_name` (and of every type it uses)."""
+    def message(self, full_name: str, *, output: bool) -> None:
+        """Add the schema of message `full_name` (and of every type it uses).
+
+        In an answer (`output`), fields without presence are always printed, so required;
+        in a request nothing is required on the wire (the gateway checks what it needs).
+        """
         key = full_name.lstrip(".")
         if key in self.schemas:
             return
@@ -302,12 +307,12 @@ class _Builder:
             if entry is not None:
                 schema: dict[str, Any] = {
                     "type": "object",
-                    "additionalProperties": self._value(entry.field[1]),
+                    "additionalProperties": self._value(entry.field[1], output=output),
                 }
             elif field.label == _F.LABEL_REPEATED:
-                schema = {"type": "array", "items": self._value(field)}
+                schema = {"type": "array", "items": self._value(field, output=output)}
             else:
-                schema = self._value(field)
+                schema = self._value(field, output=output)
             description = comments(*path, 2, i)
             if description:
                 if "$ref" in schema:
@@ -319,7 +324,7 @@ class _Builder:
                 or field.proto3_optional
                 or (field.type == _F.TYPE_MESSAGE and field.label != _F.LABEL_REPEATED)
             )
-            if self.always_print and not has_presence:
+            if output and self.always_print and not has_presence:
                 required.append(name)
         schema = {"type": "object", "properties": properties}
         if required:
@@ -350,9 +355,9 @@ def _bindings(method: descriptor_pb2.MethodDescriptorProto) -> Iterator[tuple[st
             yield verb, getattr(binding, verb), binding.body
 
 
-def _errors(builder: _Builder, verb: str) -> dict[str, Any]:
+def _errors(verb: str) -> dict[str, Any]:
     responses: dict[str, Any] = {}
-    for status, meaning in ERROR_STATUSES.items():
+    for status in ERROR_STATUSES:
         if status in _POST_ONLY and verb != "post":
             continue
         responses[str(status)] = {"$ref": f"#/components/responses/Error{status}"}
@@ -384,8 +389,8 @@ def _operation(
     body: str,
 ) -> dict[str, Any]:
     request, request_comments, request_path = builder.types.messages[method.input_type]
-    builder.message(method.input_type)
-    builder.message(method.output_type)
+    builder.message(method.input_type, output=False)
+    builder.message(method.output_type, output=True)
     bound = set(_path_fields(template))
     parameters: list[dict[str, Any]] = []
     for i, field in enumerate(request.field):
@@ -399,7 +404,7 @@ def _operation(
             "name": builder._json_name(field),
             "in": location,
             "required": location == "path",
-            "schema": builder._value(field),
+            "schema": builder._value(field, output=False),
         }
         text = request_comments(*request_path, 2, i)
         if text:
@@ -435,7 +440,7 @@ def _operation(
         }
     else:
         ok = {"description": "Success.", "content": {"application/json": {"schema": output}}}
-    operation["responses"] = {"200": ok, **_errors(builder, verb)}
+    operation["responses"] = {"200": ok, **_errors(verb)}
     if method.name == "Health":
         # Open to everyone; the unhealthy answer is the HealthResponse itself (the Lua
         # filter in health.py lifts it out of the status details).
@@ -532,26 +537,10 @@ def openapi_yaml(descriptor_set: Path | bytes) -> str:
     """The document as YAML, as docs/openapi.yaml holds it."""
     header = (
         "# Generated by `make proto` from proto/datamorph/gateway/v1/gateway.proto "
-        "(python -m datamorph_gateway.sidecar.openapi).\n# Do not edit: Envoy serves the same "
+        "(python -m datamorph_gateway.sidecar --openapi).\n# Do not edit: Envoy serves the same "
         "document at GET /openapi.json.\n"
     )
     body: str = yaml.safe_dump(
         openapi_document(descriptor_set), sort_keys=False, allow_unicode=True, width=100
     )
     return header + body
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m datamorph_gateway.sidecar.openapi",
-        description="Write the REST API's OpenAPI 3.1 document (YAML) from a descriptor set.",
-    )
-    parser.add_argument("descriptor_set", type=Path, help="e.g. envoy/gateway.binpb")
-    parser.add_argument("output", type=Path, help="e.g. docs/openapi.yaml")
-    args = parser.parse_args(argv)
-    args.output.write_text(openapi_yaml(args.descriptor_set), encoding="utf-8")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -19,6 +19,7 @@ from datamorph_gateway.sidecar.cluster import gateway_cluster, max_requests
 from datamorph_gateway.sidecar.descriptor import HttpRoute, http_routes, transcoder_descriptor
 from datamorph_gateway.sidecar.filters import CORS_FILTER, cors_policy, http_filters
 from datamorph_gateway.sidecar.fragments import address, extension, typed
+from datamorph_gateway.sidecar.openapi import OPENAPI_FILE, openapi_json
 from datamorph_gateway.sidecar.options import (
     CONFIG_FILE,
     DESCRIPTOR_FILE,
@@ -26,7 +27,6 @@ from datamorph_gateway.sidecar.options import (
     cleartext_warning,
 )
 from datamorph_gateway.sidecar.replies import local_reply_config
-from datamorph_gateway.sidecar.openapi import OPENAPI_FILE, openapi_json
 from datamorph_gateway.sidecar.routes import OPENAPI_PATH, RETRY_UNSENT, retry_policy, rpc_routes
 from datamorph_gateway.sidecar.tls import sds_secrets, tls_context
 from datamorph_gateway.sidecar.yamltext import to_yaml

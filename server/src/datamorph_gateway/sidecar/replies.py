@@ -3,8 +3,9 @@
 When Envoy answers by itself (no such route, malformed JSON, a body over the limit, the
 gateway unreachable) its body is plain text. REST callers get instead what the gateway's
 errors look like through the transcoder, ``{"status": "error", "code", "message",
-"details"}`` with the google.rpc code matching the HTTP status. gRPC callers are left alone: Envoy turns a local
-reply to them into grpc-status and grpc-message, which a JSON body would garble.
+"details"}`` with the google.rpc code matching the HTTP status. gRPC callers are left
+alone: Envoy turns a local reply to them into grpc-status and grpc-message, which a JSON
+body would garble.
 
 The transcoder answers 404 both for an unknown path and for a known path with the wrong
 method; the second becomes 405 with an ``Allow`` header, found by matching the REST paths

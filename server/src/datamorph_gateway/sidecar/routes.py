@@ -22,8 +22,8 @@ OPENAPI_PATH = "/openapi.json"  # openapi.OPENAPI_PATH
 
 __all__ = [
     "ACCEPTED_POST_TYPES",
-    "OPENAPI_PATH",
     "NUM_RETRIES",
+    "OPENAPI_PATH",
     "READ_RPCS",
     "RETRY_READ",
     "RETRY_UNSENT",
