@@ -55,7 +55,8 @@ def error_of(response: Response, status: int, code: int) -> dict[str, Any]:
     """Assert a google.rpc.Status JSON body with `code` under HTTP `status`; return it."""
     assert response.status == status, (response.status, response.body)
     body = response.json()
-    assert set(body) == {"code", "message", "details"}, body
+    assert set(body) == {"status", "code", "message", "details"}, body
+    assert body["status"] == "error", body
     assert body["code"] == code, body
     assert isinstance(body["message"], str), body
     assert body["message"], body

@@ -32,7 +32,8 @@ QUERY = json.dumps({"query": "SELECT 1 AS one"}).encode()
 def _refused_as_not_json(response: Response, named: str) -> None:
     assert response.status == 415, (response.status, response.body)
     body = response.json()
-    assert set(body) == {"code", "message", "details"}, body
+    assert set(body) == {"status", "code", "message", "details"}, body
+    assert body["status"] == "error", body
     assert body["code"] == 3
     assert "application/json" in body["message"]
     assert named in body["message"], body

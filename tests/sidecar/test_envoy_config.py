@@ -29,6 +29,7 @@ from datamorph_gateway.sidecar import (
 )
 from datamorph_gateway.sidecar.__main__ import main as sidecar_main
 from datamorph_gateway.sidecar.descriptor import HttpRoute, http_routes, transcoder_descriptor
+from datamorph_gateway.sidecar.openapi import openapi_json
 from datamorph_gateway.sidecar.process import validate
 from datamorph_gateway.sidecar.render import EXAMPLE_OPTIONS, example_config, render
 from datamorph_gateway.sidecar.yamltext import to_yaml
@@ -50,8 +51,12 @@ def test_envoy_accepts_the_example(tmp_path: Path) -> None:
     descriptor.write_bytes(transcoder_descriptor(DESCRIPTOR_SET))
     text = EXAMPLE.read_text(encoding="utf-8")
     assert EXAMPLE_OPTIONS.descriptor_path in text
+    document = tmp_path / "openapi.json"
+    document.write_bytes(openapi_json(DESCRIPTOR_SET))
+    assert "/etc/envoy/openapi.json" in text
     config = tmp_path / "envoy.yaml"
-    config.write_text(text.replace(EXAMPLE_OPTIONS.descriptor_path, str(descriptor)))
+    text = text.replace(EXAMPLE_OPTIONS.descriptor_path, str(descriptor))
+    config.write_text(text.replace("/etc/envoy/openapi.json", str(document)))
     validate(config)
 
 
@@ -273,6 +278,7 @@ def test_a_breakers_refusal_is_worded_for_rest_and_grpc_callers() -> None:
     )
     assert grpc_mapper["body"] == {"inline_string": message}
     assert rest_mapper["body_format_override"]["json_format"] == {
+        "status": "error",
         "code": 14,
         "message": message,
         "details": [],

@@ -183,6 +183,29 @@ def test_dev_only_runs_one_query(dev_runner: WorkflowRunner, prompt: str, what: 
     assert err.value.reason == "NOT_A_QUERY"
 
 
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "Join customers and orders and compute the total per customer",  # prose
+        "Select the best customers for me",  # prose that starts like SQL
+        "DELETE FROM orders",
+        "SELECT 1; SELECT 2",
+        "WITH d AS (DELETE FROM orders WHERE false RETURNING id) SELECT id FROM d",
+        "SELECT FROM customers",  # no columns
+        "SELECT 1\x00",
+    ],
+)
+def test_every_refused_prompt_says_what_is_accepted_and_how_to_configure_more(
+    dev_runner: WorkflowRunner, prompt: str
+) -> None:
+    target = f"dev_{uuid.uuid4().hex[:8]}"
+    with pytest.raises(GatewayError) as err:
+        dev_runner.start(WorkflowRequest(prompt, target_table=target))
+    assert "materializes a single SQL query (SELECT, WITH, VALUES or TABLE)" in err.value.message
+    assert "set ORCHESTRATOR_FUNCTION to a DataMorph orchestrator Lambda" in err.value.message
+    assert "ORCHESTRATOR_HANDLER" in err.value.message
+
+
 def test_dev_refuses_a_query_that_modifies_data(
     dev_runner: WorkflowRunner, seeded_database: str
 ) -> None:

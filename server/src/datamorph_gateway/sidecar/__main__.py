@@ -3,7 +3,8 @@
     python -m datamorph_gateway.sidecar --out-dir /etc/envoy --listen 0.0.0.0:8080 \
         --upstream 127.0.0.1:50051
 
-writes ``envoy.yaml`` and the ``transcoder.binpb`` it reads; run Envoy with
+writes ``envoy.yaml``, the ``transcoder.binpb`` it reads and the ``openapi.json`` it serves at
+``GET /openapi.json``; run Envoy with
 ``envoy -c /etc/envoy/envoy.yaml``. ``--example`` prints the configuration committed as
 envoy/envoy.yaml instead. The listener defaults to loopback; a listener other machines can
 reach in clear gets a WARNING, on stderr and at the top of the file.
@@ -15,6 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from datamorph_gateway.sidecar.openapi import openapi_yaml
 from datamorph_gateway.sidecar.options import SidecarOptions, cleartext_warning
 from datamorph_gateway.sidecar.render import EXAMPLE_OPTIONS, example_config, write_config
 
@@ -37,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m datamorph_gateway.sidecar", description=__doc__
     )
     parser.add_argument(
-        "--out-dir", type=Path, help="where to write envoy.yaml and transcoder.binpb"
+        "--out-dir", type=Path, help="where to write envoy.yaml, transcoder.binpb and openapi.json"
     )
     parser.add_argument(
         "--descriptor-source",
@@ -105,7 +107,17 @@ def main(argv: list[str] | None = None) -> int:
         help="a file holding the gateway's SIDECAR_SECRET, sent as x-datamorph-sidecar",
     )
     parser.add_argument("--example", action="store_true", help="print envoy/envoy.yaml and exit")
+    parser.add_argument(
+        "--openapi",
+        type=Path,
+        metavar="FILE",
+        help="write the REST API's OpenAPI document (YAML) to FILE and exit (make proto)",
+    )
     args = parser.parse_args(argv)
+
+    if args.openapi is not None:
+        args.openapi.write_text(openapi_yaml(args.descriptor_source), encoding="utf-8")
+        return 0
 
     if args.example:
         sys.stdout.write(example_config(args.descriptor_source))
@@ -148,7 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     warning = cleartext_warning(options)
     if warning:
         print(f"WARNING: {warning}", file=sys.stderr)
-    print(f"wrote {config} and {config.with_name('transcoder.binpb')}")
+    print(
+        f"wrote {config}, {config.with_name('transcoder.binpb')} and "
+        f"{config.with_name('openapi.json')}"
+    )
     return 0
 
 

@@ -90,6 +90,10 @@ class SidecarOptions:
     upstream_client_certificate: bool = False
     # Where the SDS files are (write_config sets it to the directory it writes to).
     sds_dir: str = "/etc/envoy"
+    # The OpenAPI document Envoy serves at GET /openapi.json (write_config writes it next to
+    # the config and sets both), and its size; "" serves none.
+    openapi_file: str = ""
+    openapi_bytes: int = 0
     # Added to every request sent to the gateway (x-datamorph-sidecar), replacing a caller's
     # copy, so the gateway knows its own sidecar. "" for none (then callers' copies are removed).
     sidecar_secret: str = dataclasses.field(default="", repr=False)

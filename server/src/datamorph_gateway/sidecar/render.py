@@ -19,6 +19,7 @@ from datamorph_gateway.sidecar.cluster import gateway_cluster, max_requests
 from datamorph_gateway.sidecar.descriptor import HttpRoute, http_routes, transcoder_descriptor
 from datamorph_gateway.sidecar.filters import CORS_FILTER, cors_policy, http_filters
 from datamorph_gateway.sidecar.fragments import address, extension, typed
+from datamorph_gateway.sidecar.openapi import OPENAPI_FILE, openapi_json
 from datamorph_gateway.sidecar.options import (
     CONFIG_FILE,
     DESCRIPTOR_FILE,
@@ -26,7 +27,7 @@ from datamorph_gateway.sidecar.options import (
     cleartext_warning,
 )
 from datamorph_gateway.sidecar.replies import local_reply_config
-from datamorph_gateway.sidecar.routes import RETRY_UNSENT, retry_policy, rpc_routes
+from datamorph_gateway.sidecar.routes import OPENAPI_PATH, RETRY_UNSENT, retry_policy, rpc_routes
 from datamorph_gateway.sidecar.tls import sds_secrets, tls_context
 from datamorph_gateway.sidecar.yamltext import to_yaml
 
@@ -46,6 +47,8 @@ LISTENER = "datamorph"
 # everything less must reach the gateway, whose metadata limit (app.MAX_METADATA_BYTES) is
 # above it, so that a large header is never the gateway's RESOURCE_EXHAUSTED (429).
 MAX_REQUEST_HEADERS_KB = 60
+_DIRECT_RESPONSE_DEFAULT_BYTES = 4096
+_ROUND = 64 * 1024
 
 
 def render(options: SidecarOptions, routes: Sequence[HttpRoute]) -> dict[str, Any]:
@@ -135,7 +138,7 @@ def _connection_manager(options: SidecarOptions, routes: Sequence[HttpRoute]) ->
         "request_headers_timeout": "10s",
         "max_request_headers_kb": MAX_REQUEST_HEADERS_KB,
         "local_reply_config": local_reply_config(
-            routes,
+            [*routes, HttpRoute("GET", OPENAPI_PATH, "")] if options.openapi_file else routes,
             max_request_bytes=options.max_request_bytes,
             max_response_bytes=options.max_response_bytes,
             max_request_headers_kb=MAX_REQUEST_HEADERS_KB,
@@ -145,6 +148,16 @@ def _connection_manager(options: SidecarOptions, routes: Sequence[HttpRoute]) ->
             "name": LISTENER,
             "virtual_hosts": [_virtual_host(options)],
             **_sidecar_header(options),
+            # Envoy refuses a direct response body over this (default 4 KiB): openapi.json,
+            # rounded up so that the config changes only when the document grows a lot.
+            **(
+                {
+                    "max_direct_response_body_size_bytes": -(-options.openapi_bytes // _ROUND)
+                    * _ROUND
+                }
+                if options.openapi_bytes > _DIRECT_RESPONSE_DEFAULT_BYTES
+                else {}
+            ),
         },
         "http_filters": http_filters(options),
     }
@@ -189,10 +202,14 @@ def write_config(
     directory.mkdir(parents=True, exist_ok=True)
     descriptor = directory / DESCRIPTOR_FILE
     descriptor.write_bytes(transcoder_descriptor(descriptor_source))
+    document = openapi_json(descriptor_source)
+    (directory / OPENAPI_FILE).write_bytes(document)
     options = dataclasses.replace(
         options,
         descriptor_path=descriptor_path or str(descriptor.resolve()),
         sds_dir=str(directory.resolve()),
+        openapi_file=str((directory / OPENAPI_FILE).resolve()),
+        openapi_bytes=len(document),
     )
     for name, secret in sds_secrets(options).items():
         (directory / f"{name}.yaml").write_text(to_yaml({"resources": [secret]}), encoding="utf-8")
@@ -222,4 +239,9 @@ _EXAMPLE_HEADER = """\
 
 def example_config(descriptor_source: Path) -> str:
     """The text of envoy/envoy.yaml."""
-    return config_text(EXAMPLE_OPTIONS, http_routes(descriptor_source), _EXAMPLE_HEADER)
+    options = dataclasses.replace(
+        EXAMPLE_OPTIONS,
+        openapi_file=f"/etc/envoy/{OPENAPI_FILE}",
+        openapi_bytes=len(openapi_json(descriptor_source)),
+    )
+    return config_text(options, http_routes(descriptor_source), _EXAMPLE_HEADER)

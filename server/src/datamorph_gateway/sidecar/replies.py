@@ -2,9 +2,10 @@
 
 When Envoy answers by itself (no such route, malformed JSON, a body over the limit, the
 gateway unreachable) its body is plain text. REST callers get instead what the gateway's
-errors look like through the transcoder, ``{"code", "message", "details"}`` with the
-google.rpc code matching the HTTP status. gRPC callers are left alone: Envoy turns a local
-reply to them into grpc-status and grpc-message, which a JSON body would garble.
+errors look like through the transcoder, ``{"status": "error", "code", "message",
+"details"}`` with the google.rpc code matching the HTTP status. gRPC callers are left
+alone: Envoy turns a local reply to them into grpc-status and grpc-message, which a JSON
+body would garble.
 
 The transcoder answers 404 both for an unknown path and for a known path with the wrong
 method; the second becomes 405 with an ``Allow`` header, found by matching the REST paths
@@ -19,7 +20,7 @@ from typing import Any
 
 from datamorph_gateway.sidecar.descriptor import HttpRoute
 
-__all__ = ["local_reply_config"]
+__all__ = ["ERROR_STATUS_LUA", "local_reply_config"]
 
 # HTTP status of a local reply → the google.rpc.Code of its body: the inverse of the
 # contract's gRPC → HTTP table; 405 as grpc-gateway answers it.
@@ -87,7 +88,7 @@ def _overflow_message(max_requests: int) -> str:
 
 
 def _body(code: int, message: str) -> dict[str, Any]:
-    return {"json_format": {"code": code, "message": message, "details": []}}
+    return {"json_format": {"status": "error", "code": code, "message": message, "details": []}}
 
 
 def _wrong_method(routes: Sequence[HttpRoute]) -> list[dict[str, Any]]:
@@ -221,3 +222,33 @@ def local_reply_config(
         }
     )
     return {"mappers": mappers}
+
+
+# The transcoder prints a failed call's google.rpc.Status (convert_grpc_status) itself, as
+# a response, not a local reply: local_reply_config cannot reach it, and the JSON printer
+# only knows Status's three fields. So a Lua filter adds ``"status": "error"`` (callers
+# written for the Flask gateway read ``status`` on every answer). It runs on error answers
+# only: filters.py wraps it in a matcher on the response's :status that skips it for 1xx-3xx,
+# so a successful call never enters Lua (and it has no request hook, so requests never do).
+# Envoy's own answers already carry the field (``_body``); json_format prints keys sorted,
+# so theirs ends with it, and the filter leaves a body that does alone.
+ERROR_STATUS_LUA = r"""-- REST errors: add "status": "error" to the google.rpc.Status JSON body.
+local MARK = '"status":"error"'
+
+function envoy_on_response(response_handle)
+  local content_type = response_handle:headers():get("content-type") or ""
+  if content_type:sub(1, 16) ~= "application/json" then return end
+  -- body() suspends the script until the body is in; objects taken before it are dead after.
+  local body = response_handle:body(true)
+  if body == nil then return end
+  local text = body:getBytes(0, body:length())
+  if text:sub(1, 1) ~= "{" or text:find(MARK .. "}%s*$") ~= nil then return end
+  if text:sub(1, #MARK + 1) == "{" .. MARK then return end
+  local rest = text:sub(2)
+  if rest:match("^%s*}") then
+    body:setBytes("{" .. MARK .. rest)
+  else
+    body:setBytes("{" .. MARK .. "," .. rest)
+  end
+end
+"""

@@ -9,13 +9,21 @@ from typing import Any
 
 from datamorph_gateway.sidecar.cluster import GATEWAY_CLUSTER
 from datamorph_gateway.sidecar.descriptor import SERVICE
-from datamorph_gateway.sidecar.filters import BUFFER_FILTER, LUA_FILTER, TRANSCODER_FILTER
+from datamorph_gateway.sidecar.filters import (
+    BUFFER_FILTER,
+    ERROR_STATUS_FILTER,
+    LUA_FILTER,
+    TRANSCODER_FILTER,
+)
 from datamorph_gateway.sidecar.fragments import duration
 from datamorph_gateway.sidecar.options import SidecarOptions
+
+OPENAPI_PATH = "/openapi.json"  # openapi.OPENAPI_PATH
 
 __all__ = [
     "ACCEPTED_POST_TYPES",
     "NUM_RETRIES",
+    "OPENAPI_PATH",
     "READ_RPCS",
     "RETRY_READ",
     "RETRY_UNSENT",
@@ -101,9 +109,35 @@ def rpc_routes(options: SidecarOptions) -> list[dict[str, Any]]:
     health = {
         "match": {"path": "/health"},
         "route": _rpc_route("Health", options.route_timeout_s)["route"],
-        "typed_per_filter_config": {LUA_FILTER: {"@type": _ROUTE_FILTER_CONFIG, "config": {}}},
+        "typed_per_filter_config": {
+            LUA_FILTER: {"@type": _ROUTE_FILTER_CONFIG, "config": {}},
+            # Its 503 is the HealthResponse ("status": "unhealthy"), not an error body.
+            ERROR_STATUS_FILTER: _OFF,
+        },
     }
-    return [_not_json(), start, watch, stream, health, *short, others]
+    openapi = [_openapi(options.openapi_file)] if options.openapi_file else []
+    return [_not_json(), *openapi, start, watch, stream, health, *short, others]
+
+
+_OFF = {"@type": _ROUTE_FILTER_CONFIG, "disabled": True}
+
+
+def _openapi(path: str) -> dict[str, Any]:
+    """GET /openapi.json: Envoy answers with the file openapi.py wrote, without a gateway."""
+    return {
+        "match": {
+            "path": OPENAPI_PATH,
+            "headers": [{"name": ":method", "string_match": {"exact": "GET"}}],
+        },
+        "direct_response": {"status": 200, "body": {"filename": path}},
+        "response_headers_to_add": [
+            {
+                "header": {"key": "content-type", "value": "application/json"},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            }
+        ],
+        "typed_per_filter_config": {TRANSCODER_FILTER: _OFF, BUFFER_FILTER: _OFF},
+    }
 
 
 # What a POST may carry: JSON (any parameters, such as a charset) or gRPC (application/grpc,
@@ -125,7 +159,7 @@ def _not_json() -> dict[str, Any]:
         "invert_match": True,
         "treat_missing_header_as_empty": True,
     }
-    off = {"@type": _ROUTE_FILTER_CONFIG, "disabled": True}
+    off = _OFF
     return {
         "match": {
             "prefix": "/",

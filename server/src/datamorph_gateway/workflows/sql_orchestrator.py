@@ -49,11 +49,15 @@ _STATEMENT_KEYWORDS = QUERY_KEYWORDS | frozenset(
         "COMMENT", "DECLARE", "FETCH", "PREPARE", "EXECUTE", "LISTEN", "NOTIFY",
     }
 )  # fmt: skip
-_NEEDS_ORCHESTRATOR = (
-    "natural-language prompts need an orchestrator: set ORCHESTRATOR_FUNCTION to a DataMorph "
-    "orchestrator Lambda, or ORCHESTRATOR_HANDLER to a local module:function; the built-in "
-    "development orchestrator only materializes a single SQL query (SELECT or WITH)"
+# What every refused prompt's message ends with: what the built-in orchestrator accepts, and
+# how to configure a real one.
+_ACCEPTS = (
+    "the built-in development orchestrator only materializes a single SQL query (SELECT, "
+    "WITH, VALUES or TABLE) into a new target_table; for anything else set "
+    "ORCHESTRATOR_FUNCTION to a DataMorph orchestrator Lambda, or ORCHESTRATOR_HANDLER to a "
+    "local module:function"
 )
+_NEEDS_ORCHESTRATOR = f"natural-language prompts need an orchestrator: {_ACCEPTS}"
 _SYNTAX_ERROR = "42601"
 
 
@@ -150,7 +154,7 @@ def _end(context: LocalContext, started: float, status: str) -> None:
 def _check_prompt(prompt: str) -> None:
     """Refuse, before anything is logged, a prompt that is not one query."""
     if "\x00" in prompt:
-        raise InvalidArgument.field("prompt", "must not contain NUL characters")
+        raise InvalidArgument.field("prompt", f"must not contain NUL characters; {_ACCEPTS}")
     keyword = sqltext.first_word(prompt)
     try:
         script = sqltext.parse(prompt)
@@ -167,11 +171,7 @@ def _check_prompt(prompt: str) -> None:
         raise FailedPrecondition(_NEEDS_ORCHESTRATOR, reason="ORCHESTRATOR_NOT_CONFIGURED")
     count = len(script.statements) if script is not None else 1
     what = f"{count} statements" if count > 1 else f"a {keyword} statement"
-    raise FailedPrecondition(
-        f"the built-in development orchestrator materializes a single query "
-        f"(SELECT, WITH, VALUES or TABLE); the prompt is {what}",
-        reason="NOT_A_QUERY",
-    )
+    raise FailedPrecondition(f"the prompt is {what}; {_ACCEPTS}", reason="NOT_A_QUERY")
 
 
 def _target(text: str) -> TableName:
@@ -243,7 +243,7 @@ def _refuse_data_changes(conn: Connection, prompt: str) -> None:
     if _modifies(plan):
         raise FailedPrecondition(
             "the prompt's query modifies data (INSERT, UPDATE, DELETE or MERGE in a WITH); "
-            "the development orchestrator only materializes queries",
+            + _ACCEPTS,
             reason="NOT_A_QUERY",
         )
 
@@ -282,7 +282,8 @@ def _check_table(
         columns = [{"name": str(name), "type": str(kind)} for name, kind in cur.fetchall()]
     if not columns:
         raise FailedPrecondition(
-            "the query returns no columns; a table needs at least one", reason="VALIDATION_FAILED"
+            f"the query returns no columns; a table needs at least one; {_ACCEPTS}",
+            reason="VALIDATION_FAILED",
         )
     if rows != created:
         raise WorkflowError(
