@@ -37,6 +37,7 @@ WORKFLOW_TIMEOUT_S = 960.0
 the orchestrator's 950 s."""
 
 _ROW_FORMATS = {"object": pb.ROW_FORMAT_OBJECT, "array": pb.ROW_FORMAT_ARRAY}
+_SERVICE = pb.DESCRIPTOR.services_by_name["DataMorphGateway"].full_name
 
 
 def _read(path: str | None) -> bytes | None:
@@ -112,6 +113,14 @@ class ClientBase:
             channel = self._open(address, credentials, options)
         self._channel = channel
         self._stub = pb_grpc.DataMorphGatewayStub(channel)
+        # StartWorkflow called as a server stream of one message: a unary call's initial
+        # metadata (the run id) reaches the caller only with its answer, a stream's at once.
+        # The gateway sees the same call either way.
+        self._begin_workflow = channel.unary_stream(
+            f"/{_SERVICE}/StartWorkflow",
+            request_serializer=pb.StartWorkflowRequest.SerializeToString,
+            response_deserializer=pb.StartWorkflowResponse.FromString,
+        )
 
     def _open(
         self,

@@ -227,7 +227,7 @@ class AsyncGatewayClient(ClientBase):
         ``await result()`` for what ``start_workflow`` would answer."""
         request = _requests.start_workflow(prompt, source_tables, target_table, idempotency_key)
         options = self._options(timeout_s, WORKFLOW_TIMEOUT_S)
-        return AsyncWorkflowCall(self._stub.StartWorkflow(request, **options))
+        return AsyncWorkflowCall(self._begin_workflow(request, **options))
 
     async def get_logs(self, run_id: str, *, timeout_s: float | None = None) -> RunLogs:
         """The entries a run has written so far."""

@@ -14,14 +14,13 @@ from typing import Any
 
 import grpc
 
+from datamorph.gateway.v1 import gateway_pb2 as pb
 from datamorph_client import _convert
 from datamorph_client._base import RUN_ID_HEADER
 from datamorph_client.errors import GatewayError, from_rpc_error
 from datamorph_client.models import WorkflowResult
 
 __all__ = ["AsyncWorkflowCall", "WorkflowCall"]
-
-_CANCELLED = "the call was cancelled: the run goes on, and its log with it"
 
 
 def _run_id(metadata: Iterable[tuple[str, Any]] | None) -> str | None:
@@ -31,33 +30,36 @@ def _run_id(metadata: Iterable[tuple[str, Any]] | None) -> str | None:
     return None
 
 
+def _answer(responses: list[pb.StartWorkflowResponse]) -> WorkflowResult:
+    if len(responses) != 1:
+        raise GatewayError(grpc.StatusCode.INTERNAL, "StartWorkflow did not answer one message")
+    return _convert.workflow_result(responses[0])
+
+
 class WorkflowCall:
     """A StartWorkflow call of ``GatewayClient.begin_workflow``, under way."""
 
-    def __init__(self, future: Any) -> None:
-        self._future = future
+    def __init__(self, call: Any) -> None:
+        self._call = call
 
     def run_id(self) -> str | None:
         """The run's id, once the gateway has sent it; None if the call ended without one
         (it failed before the run started: ``result()`` raises why)."""
-        return _run_id(self._future.initial_metadata())
+        return _run_id(self._call.initial_metadata())
 
     def result(self) -> WorkflowResult:
         """Wait for the run to finish: its answer, or ``GatewayError``."""
         try:
-            response = self._future.result()
-        except grpc.FutureCancelledError:
-            raise GatewayError(grpc.StatusCode.CANCELLED, _CANCELLED) from None
+            return _answer(list(self._call))
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from None
-        return _convert.workflow_result(response)
 
     def done(self) -> bool:
-        return bool(self._future.done())
+        return bool(self._call.done())
 
     def cancel(self) -> None:
-        """Stop waiting for the answer; the run itself goes on."""
-        self._future.cancel()
+        """Stop waiting for the answer (``result()`` raises CANCELLED); the run goes on."""
+        self._call.cancel()
 
 
 class AsyncWorkflowCall:
@@ -69,27 +71,22 @@ class AsyncWorkflowCall:
     async def run_id(self) -> str | None:
         """The run's id, once the gateway has sent it; None if the call ended without one
         (it failed before the run started: ``result()`` raises why)."""
-        try:
-            metadata = await self._call.initial_metadata()
-        except (grpc.RpcError, asyncio.CancelledError):
-            return None
-        return _run_id(metadata)
+        return _run_id(await self._call.initial_metadata())
 
     async def result(self) -> WorkflowResult:
         """Wait for the run to finish: its answer, or ``GatewayError``."""
         try:
-            response = await self._call
+            return _answer([response async for response in self._call])
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from None
         except asyncio.CancelledError:
             if not self._call.cancelled():
-                raise  # the caller's own task was cancelled
-            raise GatewayError(grpc.StatusCode.CANCELLED, _CANCELLED) from None
-        return _convert.workflow_result(response)
+                raise  # the caller's task was cancelled, not the call
+            raise GatewayError(grpc.StatusCode.CANCELLED, "the call was cancelled") from None
 
     def done(self) -> bool:
         return bool(self._call.done())
 
     def cancel(self) -> None:
-        """Stop waiting for the answer; the run itself goes on."""
+        """Stop waiting for the answer (``result()`` raises CANCELLED); the run goes on."""
         self._call.cancel()

@@ -250,7 +250,7 @@ class GatewayClient(ClientBase):
         runs (``watch_logs``), ``result()`` for what ``start_workflow`` would answer."""
         request = _requests.start_workflow(prompt, source_tables, target_table, idempotency_key)
         options = self._options(timeout_s, WORKFLOW_TIMEOUT_S)
-        return WorkflowCall(self._stub.StartWorkflow.future(request, **options))
+        return WorkflowCall(self._begin_workflow(request, **options))
 
     def get_logs(self, run_id: str, *, timeout_s: float | None = None) -> RunLogs:
         """The entries a run has written so far."""

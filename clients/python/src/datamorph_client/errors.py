@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from enum import Enum
 from typing import Any
 
 import grpc
@@ -60,7 +61,7 @@ class GatewayError(Exception):
 
     def __init__(
         self,
-        code: grpc.StatusCode,
+        code: Enum,
         message: str,
         *,
         reason: str = "",
@@ -70,7 +71,8 @@ class GatewayError(Exception):
         details: Sequence[ErrorDetail] = (),
     ) -> None:
         super().__init__(f"{code.name}: {message}")
-        self.code = code
+        self.code: Enum = code
+        """A ``grpc.StatusCode`` (typed as the ``Enum`` it is: grpc ships no type stubs)."""
         self.message: str = message
         self.reason: str = reason
         self.metadata: dict[str, str] = dict(metadata or {})
@@ -80,8 +82,8 @@ class GatewayError(Exception):
 
     @property
     def code_name(self) -> str:
-        """The code's name, ``NOT_FOUND``: ``code`` typed as ``str`` (grpc has no stubs)."""
-        return str(self.code.name)
+        """The code's name: ``NOT_FOUND``, ``INVALID_ARGUMENT``..."""
+        return self.code.name
 
     @property
     def run_id(self) -> str | None:
