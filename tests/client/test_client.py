@@ -63,6 +63,12 @@ def test_unhealthy_report_is_returned_not_raised(make_gateway: GatewayFactory) -
         assert err.value.http_status == 503
 
 
+def test_answers_keep_the_order_the_tables_were_asked_in(client: GatewayClient) -> None:
+    assert list(client.get_schemas(["orders", "customers"])) == ["orders", "customers"]
+    assert list(client.get_schemas(["customers", "orders"])) == ["customers", "orders"]
+    assert list(client.get_data(["orders", "customers"], limit=1)) == ["orders", "customers"]
+
+
 def test_metadata_hook_and_api_key_are_sent(gateway: Gateway) -> None:
     sent: list[list[tuple[str, str]]] = []
 

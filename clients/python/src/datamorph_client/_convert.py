@@ -42,8 +42,10 @@ __all__ = [
     "run_logs",
     "run_logs_from_json",
     "sample",
+    "samples",
     "struct",
     "table_schema",
+    "table_schemas",
     "workflow_result",
 ]
 
@@ -128,6 +130,24 @@ class BatchReader:
         if self._arrays:
             return RowBatch(cols, array_rows(response.rows, cols), sent)
         return RowBatch(cols, object_rows(response.rows, cols), sent)
+
+
+def _in_order(asked: Sequence[str], answered: Iterable[str]) -> list[str]:
+    """The answer's keys in the order they were asked for (a protobuf map has none)."""
+    found = set(answered)
+    return [name for name in dict.fromkeys(asked) if name in found] + sorted(
+        found.difference(asked)
+    )
+
+
+def table_schemas(response: pb.GetSchemasResponse, asked: Sequence[str]) -> dict[str, TableSchema]:
+    return {
+        name: table_schema(response.schemas[name]) for name in _in_order(asked, response.schemas)
+    }
+
+
+def samples(response: pb.GetDataResponse, asked: Sequence[str]) -> dict[str, Sample]:
+    return {name: sample(name, response) for name in _in_order(asked, response.data)}
 
 
 def sample(name: str, response: pb.GetDataResponse) -> Sample:

@@ -125,7 +125,7 @@ class GatewayClient(ClientBase):
         """Each table's columns and keys, keyed by the name as given."""
         request = _requests.get_schemas(table_names)
         response = self._call(self._stub.GetSchemas, request, timeout_s)
-        return {name: _convert.table_schema(s) for name, s in response.schemas.items()}
+        return _convert.table_schemas(response, table_names)
 
     def get_data(
         self,
@@ -137,7 +137,7 @@ class GatewayClient(ClientBase):
         """A random sample of each table's rows (10 unless ``limit``), keyed by name as given."""
         request = _requests.get_data(table_names, limit)
         response = self._call(self._stub.GetData, request, timeout_s)
-        return {name: _convert.sample(name, response) for name in response.data}
+        return _convert.samples(response, table_names)
 
     @overload
     def execute_query(
