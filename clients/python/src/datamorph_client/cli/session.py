@@ -78,7 +78,9 @@ def error_line(exc: GatewayError) -> str:
         facts.append(f"retry in {exc.retry_delay_s:g} s")
     line = f"error: {message} ({', '.join(facts)})"
     for violation in exc.violations:
-        line += f"; {violation.field}: {' '.join(violation.description.split())}"
+        said = f"{violation.field}: {' '.join(violation.description.split())}"
+        if said not in message:
+            line += f"; {said}"
     return line
 
 

@@ -9,6 +9,7 @@ command exits 130.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections.abc import Iterable
@@ -25,7 +26,11 @@ from datamorph_client.cli.output import RowsOut
 from datamorph_client.cli.session import INTERRUPTED, reported, session
 from datamorph_client.models import Row, RowBatch
 
-__all__ = ["Progress", "register"]
+__all__ = ["STREAM_DEADLINE_S", "Progress", "register"]
+
+STREAM_DEADLINE_S = 24 * 3600.0
+"""A stream's deadline unless --timeout says otherwise: the gateway's STREAM_TIMEOUT_S
+(600 s by default) is what ends a long one."""
 
 
 class Progress:
@@ -74,8 +79,10 @@ def stream(
     live = not quiet and stderr.is_terminal and not output.stdout_is_terminal()
     display = Live(progress, console=stderr, refresh_per_second=4, transient=True,
                    redirect_stdout=False, redirect_stderr=False) if live else None  # fmt: skip
-    with reported(), session(ctx).client() as client:
-        batches = client.stream_query(sql, params or [], batch_rows=batch_rows)
+    options = session(ctx)
+    timeout_s = options.timeout_s or STREAM_DEADLINE_S
+    with reported(), options.client() as client:
+        batches = client.stream_query(sql, params or [], batch_rows=batch_rows, timeout_s=timeout_s)
         ending = "failed"
         try:
             if display is not None:
@@ -86,8 +93,12 @@ def stream(
         except KeyboardInterrupt:
             ending = "stopped: the query was cancelled"
             raise typer.Exit(INTERRUPTED) from None
+        except BrokenPipeError:
+            ending = "stopped: the reader went away, the query was cancelled"
+            raise
         finally:
-            sys.stdout.flush()
+            with contextlib.suppress(BrokenPipeError):
+                sys.stdout.flush()
             if display is not None:
                 display.stop()
             if not quiet:

@@ -135,9 +135,14 @@ def start(
     --target-table by_country --follow[/bold]
     """
     chosen = output.choose(output_)
-    with reported(), session(ctx).client() as client:
+    options = session(ctx)
+    with reported(), options.client() as client:
         call = client.begin_workflow(
-            prompt, source_tables=source or [], target_table=target_table, idempotency_key=key
+            prompt,
+            source_tables=source or [],
+            target_table=target_table,
+            idempotency_key=key,
+            timeout_s=options.timeout_s,
         )
         watch = Watch(chosen, "starting the workflow")
         run_id = None
@@ -146,7 +151,7 @@ def start(
             if run_id is not None:
                 watch.running(run_id)
             if follow and run_id is not None:
-                watch.entries(client.watch_logs(run_id))
+                watch.entries(client.watch_logs(run_id, timeout_s=options.timeout_s))
             result = call.result()
         except KeyboardInterrupt:
             call.cancel()
@@ -179,11 +184,12 @@ def logs(
     [bold]datamorph logs 20261126_105045_45b2aa95 --follow[/bold]
     """
     chosen = output.choose(output_)
-    with reported(), session(ctx).client() as client:
+    options = session(ctx)
+    with reported(), options.client() as client:
         if follow:
             watch = Watch(chosen, f"following run {run_id}")
             try:
-                watch.entries(client.watch_logs(run_id))
+                watch.entries(client.watch_logs(run_id, timeout_s=options.timeout_s))
             except KeyboardInterrupt:
                 raise typer.Exit(INTERRUPTED) from None
             finally:
