@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+import sys
 import uuid
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 
 import pytest
 
+from datamorph_client.cli import main
 from datamorph_client.cli.output import text, to_json
 from datamorph_client.models import JsonValue, Value
 
@@ -49,3 +51,15 @@ def test_value_forms(value: Value, as_json: JsonValue, as_text: str) -> None:
     assert to_json(value) == as_json
     assert type(to_json(value)) is type(as_json)
     assert text(value) == as_text
+
+
+def test_without_the_extra_the_command_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A client installed without ``[cli]`` (as in a Lambda): typer cannot be imported."""
+    monkeypatch.setitem(sys.modules, "typer", None)
+    monkeypatch.delitem(sys.modules, "datamorph_client.cli.app", raising=False)
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 1
+    assert "pip install 'datamorph-gateway-client[cli]'" in capsys.readouterr().err
