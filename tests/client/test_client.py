@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+import uuid
 from decimal import Decimal
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from datamorph_gateway.logstore.base import RunLog
 from datamorph_gateway.status import to_status
 from datamorph_gateway.workflows.base import WorkflowTimeout
 
+from ..fixtures.envoy import Sidecar
 from ..fixtures.gateway import GatewayFactory
 
 EXAMPLE = Path(__file__).parents[2] / "clients" / "python" / "examples" / "lambda_handler.py"
@@ -59,6 +61,12 @@ def test_unhealthy_report_is_returned_not_raised(make_gateway: GatewayFactory) -
             c.get_data(["customers"])
         assert err.value.code == grpc.StatusCode.UNAVAILABLE
         assert err.value.http_status == 503
+
+
+def test_answers_keep_the_order_the_tables_were_asked_in(client: GatewayClient) -> None:
+    assert list(client.get_schemas(["orders", "customers"])) == ["orders", "customers"]
+    assert list(client.get_schemas(["customers", "orders"])) == ["customers", "orders"]
+    assert list(client.get_data(["orders", "customers"], limit=1)) == ["orders", "customers"]
 
 
 def test_metadata_hook_and_api_key_are_sent(gateway: Gateway) -> None:
@@ -153,6 +161,28 @@ def test_watch_logs_of_a_finished_run(client: GatewayClient) -> None:
     with pytest.raises(GatewayError) as err:
         list(client.watch_logs("20200101_000000_00000000", timeout_s=5))
     assert err.value.code == grpc.StatusCode.NOT_FOUND
+
+
+def test_begin_workflow_through_envoy_names_the_run_while_it_goes_on(envoy: Sidecar) -> None:
+    """What ``datamorph start --follow`` relies on, through Envoy's listener (its default)."""
+    prompt = "SELECT g AS n, pg_sleep(0.3) IS NULL AS slept FROM generate_series(1, 3) g"
+    with GatewayClient(envoy.grpc_address, timeout_s=20) as c:
+        call = c.begin_workflow(prompt, target_table=f"client_begin_{uuid.uuid4().hex[:8]}")
+        run_id = call.run_id()
+        assert run_id is not None
+        assert not call.done()
+        first = next(c.watch_logs(run_id))
+        assert (first.index, first.entry.type) == (0, "start")
+        assert not call.done()  # the log is followed while the run goes on
+        result = call.result()
+        assert (result.run_id, result.details["row_count"]) == (run_id, 3)
+        assert [e.entry.type for e in c.watch_logs(run_id)][-1] == "end"
+        cancelled = c.begin_workflow(prompt, target_table=f"client_begin_{uuid.uuid4().hex[:8]}")
+        assert cancelled.run_id()
+        cancelled.cancel()
+        with pytest.raises(GatewayError) as err:
+            cancelled.result()
+        assert err.value.code_name == "CANCELLED"
 
 
 def test_watch_logs_refuses_a_negative_start(client: GatewayClient) -> None:

@@ -97,7 +97,7 @@ def table(gateway: Any) -> Iterator[str]:
 
 def _rows(client: GatewayClient, table: str) -> dict[int, dict[str, Any]]:
     result = client.execute_query(f"SELECT * FROM {table} ORDER BY id")
-    return {r["id"]: r for r in result.rows}
+    return {int(str(r["id"])): r for r in result.rows}
 
 
 def test_values_are_decoded_by_column_type(client: GatewayClient, table: str) -> None:
@@ -214,6 +214,7 @@ def test_other_types_are_text_or_json(client: GatewayClient) -> None:
     assert type(row["score"]) is int
     assert row["cash"] == "$12.50"
     assert row["scores"] == [1, 2]
+    assert isinstance(row["scores"], list)
     assert all(type(v) is int for v in row["scores"])
     assert row["pair"] == "(1,a)"
     assert row["o"] == 7

@@ -2,39 +2,50 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from google.protobuf import struct_pb2
 
 from datamorph.gateway.v1 import gateway_pb2 as pb
 from datamorph_client.models import (
+    ArrayRow,
     Column,
     ColumnSchema,
     ForeignKey,
     HealthCheck,
     HealthReport,
+    JsonValue,
     LogEntry,
     LogEvent,
+    QueryResult,
+    Row,
+    RowBatch,
     RunLogs,
     Sample,
     TableSchema,
+    Value,
     WorkflowResult,
 )
-from datamorph_client.values import decoder, encode_param, from_json
+from datamorph_client.values import Decoder, decoder, encode_param, from_json
 
 __all__ = [
+    "BatchReader",
+    "array_rows",
     "columns",
     "health_report",
     "log_event",
+    "object_rows",
     "params",
     "plain",
-    "rows",
+    "query_result",
     "run_logs",
     "run_logs_from_json",
     "sample",
+    "samples",
     "struct",
     "table_schema",
+    "table_schemas",
     "workflow_result",
 ]
 
@@ -55,7 +66,7 @@ def plain(value: struct_pb2.Value) -> Any:
     return None
 
 
-def struct(message: struct_pb2.Struct) -> dict[str, Any]:
+def struct(message: struct_pb2.Struct) -> dict[str, JsonValue]:
     """A ``Struct`` as a dict, whole numbers as ints (as ``json.loads`` would read them)."""
     return {k: from_json(plain(v)) for k, v in message.fields.items()}
 
@@ -69,29 +80,80 @@ def columns(message: Iterable[pb.Column]) -> list[Column]:
     return [Column(c.name, c.type, c.key) for c in message]
 
 
-def rows(values: Iterable[struct_pb2.Value], cols: Sequence[Column]) -> list[Any]:
-    """Rows (objects keyed by ``Column.key``, or arrays) with each value decoded by type."""
+def object_rows(values: Iterable[struct_pb2.Value], cols: Sequence[Column]) -> list[Row]:
+    """Rows as objects keyed by ``Column.key``, each value decoded by its column's type."""
     decoders = [(c.key, decoder(c.type)) for c in cols]
-    out: list[Any] = []
+    out: list[Row] = []
     for value in values:
-        if value.WhichOneof("kind") == "list_value":
-            items = zip(value.list_value.values, decoders, strict=True)
-            out.append([_decoded(item, decode) for item, (_, decode) in items])
-        else:
-            fields = value.struct_value.fields
-            out.append({key: _decoded(fields[key], decode) for key, decode in decoders})
+        fields = value.struct_value.fields
+        out.append({key: _decoded(fields[key], decode) for key, decode in decoders})
     return out
 
 
-def _decoded(value: struct_pb2.Value, decode: Callable[[Any], Any]) -> Any:
+def array_rows(values: Iterable[struct_pb2.Value], cols: Sequence[Column]) -> list[ArrayRow]:
+    """Rows as arrays in column order, each value decoded by its column's type."""
+    decoders = [decoder(c.type) for c in cols]
+    return [
+        [_decoded(item, decode) for item, decode in zip(v.list_value.values, decoders, strict=True)]
+        for v in values
+    ]
+
+
+def _decoded(value: struct_pb2.Value, decode: Decoder) -> Value:
     v = plain(value)
     return None if v is None else decode(v)
+
+
+def query_result(
+    response: pb.ExecuteQueryResponse, *, arrays: bool
+) -> QueryResult[Row] | QueryResult[ArrayRow]:
+    """ExecuteQuery's answer, its rows as arrays or objects, as the request asked."""
+    cols = columns(response.columns)
+    r = response
+    counts = (r.row_count, int(r.rows_affected), r.command, r.truncated)
+    if arrays:
+        return QueryResult(cols, array_rows(r.rows, cols), *counts)
+    return QueryResult(cols, object_rows(r.rows, cols), *counts)
+
+
+class BatchReader:
+    """A stream's messages as ``RowBatch``es: the first one's columns go on every batch."""
+
+    def __init__(self, *, arrays: bool) -> None:
+        self._arrays = arrays
+        self._columns: list[Column] = []
+
+    def batch(self, response: pb.StreamQueryResponse) -> RowBatch[Row] | RowBatch[ArrayRow]:
+        if response.columns:
+            self._columns = columns(response.columns)
+        cols, sent = self._columns, int(response.rows_sent)
+        if self._arrays:
+            return RowBatch(cols, array_rows(response.rows, cols), sent)
+        return RowBatch(cols, object_rows(response.rows, cols), sent)
+
+
+def _in_order(asked: Sequence[str], answered: Iterable[str]) -> list[str]:
+    """The answer's keys in the order they were asked for (a protobuf map has none)."""
+    found = set(answered)
+    return [name for name in dict.fromkeys(asked) if name in found] + sorted(
+        found.difference(asked)
+    )
+
+
+def table_schemas(response: pb.GetSchemasResponse, asked: Sequence[str]) -> dict[str, TableSchema]:
+    return {
+        name: table_schema(response.schemas[name]) for name in _in_order(asked, response.schemas)
+    }
+
+
+def samples(response: pb.GetDataResponse, asked: Sequence[str]) -> dict[str, Sample]:
+    return {name: sample(name, response) for name in _in_order(asked, response.data)}
 
 
 def sample(name: str, response: pb.GetDataResponse) -> Sample:
     described = [plain(c) for c in response.columns[name].values]
     cols = [Column(c["name"], c["type"], c["name"]) for c in described]
-    return Sample(columns=cols, rows=rows(response.data[name].values, cols))
+    return Sample(columns=cols, rows=object_rows(response.data[name].values, cols))
 
 
 def table_schema(message: pb.TableSchema) -> TableSchema:
@@ -159,7 +221,7 @@ def run_logs_from_json(body: dict[str, Any]) -> RunLogs:
                 type=str(e.get("type", "")),
                 title=str(e.get("title", "")),
                 description=str(e.get("description", "")),
-                metadata=dict(e.get("metadata") or {}),
+                metadata=_json_object(e.get("metadata")),
             )
             for e in body.get("logs") or ()
         ],
@@ -167,6 +229,10 @@ def run_logs_from_json(body: dict[str, Any]) -> RunLogs:
         updated_at=str(body.get("updated_at", "")),
         truncated=bool(body.get("logs_truncated", False)),
     )
+
+
+def _json_object(value: JsonValue) -> dict[str, JsonValue]:
+    return value if isinstance(value, dict) else {}
 
 
 def log_event(message: pb.WatchLogsResponse) -> LogEvent:

@@ -3,7 +3,8 @@
 ::
 
     GatewayError        any failed call (the gateway's answer, or no answer at all)
-      .code             grpc.StatusCode; .http_status is what the REST route answers
+      .code             grpc.StatusCode (.code_name: its name); .http_status is what the
+                        REST route answers
       .message          the gateway's message
       .reason           google.rpc.ErrorInfo's reason: TABLE_NOT_FOUND, QUERY_FAILED...
       .metadata         ErrorInfo's metadata, from which .run_id, .sqlstate, .request_id
@@ -16,6 +17,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from enum import Enum
 from typing import Any
 
 import grpc
@@ -24,9 +26,12 @@ from google.rpc import error_details_pb2, status_pb2
 
 from datamorph.gateway.v1 import gateway_pb2 as pb
 from datamorph_client import _convert
-from datamorph_client.models import FieldViolation
+from datamorph_client.models import FieldViolation, HealthReport, JsonValue, RunLogs
 
-__all__ = ["GatewayError", "from_rpc_error"]
+__all__ = ["ErrorDetail", "GatewayError", "from_rpc_error"]
+
+ErrorDetail = HealthReport | RunLogs | dict[str, JsonValue]
+"""A decoded status detail other than ErrorInfo, BadRequest and RetryInfo."""
 
 _S = grpc.StatusCode
 # CONTRACT.md's table, completed with the usual mapping (Envoy's, grpc-gateway's).
@@ -56,23 +61,29 @@ class GatewayError(Exception):
 
     def __init__(
         self,
-        code: grpc.StatusCode,
+        code: Enum,
         message: str,
         *,
         reason: str = "",
         metadata: Mapping[str, str] | None = None,
         violations: Sequence[FieldViolation] = (),
         retry_delay_s: float | None = None,
-        details: Sequence[Any] = (),
+        details: Sequence[ErrorDetail] = (),
     ) -> None:
         super().__init__(f"{code.name}: {message}")
-        self.code = code
-        self.message = message
-        self.reason = reason
-        self.metadata = dict(metadata or {})
-        self.violations = tuple(violations)
-        self.retry_delay_s = retry_delay_s
-        self.details = tuple(details)
+        self.code: Enum = code
+        """A ``grpc.StatusCode`` (typed as the ``Enum`` it is: grpc ships no type stubs)."""
+        self.message: str = message
+        self.reason: str = reason
+        self.metadata: dict[str, str] = dict(metadata or {})
+        self.violations: tuple[FieldViolation, ...] = tuple(violations)
+        self.retry_delay_s: float | None = retry_delay_s
+        self.details: tuple[ErrorDetail, ...] = tuple(details)
+
+    @property
+    def code_name(self) -> str:
+        """The code's name: ``NOT_FOUND``, ``INVALID_ARGUMENT``..."""
+        return self.code.name
 
     @property
     def run_id(self) -> str | None:

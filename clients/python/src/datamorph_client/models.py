@@ -4,29 +4,72 @@ No protobuf message reaches a caller. Row values are decoded by their column's
 PostgreSQL type (``datamorph_client.values`` has the table), so every value of a column
 has one Python type, or is None. The instances are frozen: their fields cannot be
 reassigned; the lists and dicts they hold are the caller's to use.
+
+Nothing here is ``Any``: a row value is a ``Value``, a JSON document (a workflow's details,
+a log entry's metadata) a ``JsonValue``, so ``mypy --strict`` checks what a caller does
+with them. ``QueryResult`` and ``RowBatch`` are generic in their row type: object rows
+(``Row``) unless the call asked for ``row_format="array"`` (``ArrayRow``).
 """
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
-from typing import Any
+from datetime import date, datetime, time
+from decimal import Decimal
+from typing import Generic, TypeAlias, TypeVar
 
 __all__ = [
+    "ArrayRow",
     "Column",
     "ColumnSchema",
     "FieldViolation",
     "ForeignKey",
     "HealthCheck",
     "HealthReport",
+    "JsonValue",
     "LogEntry",
     "LogEvent",
     "QueryResult",
+    "Row",
     "RowBatch",
     "RunLogs",
     "Sample",
     "TableSchema",
+    "Value",
     "WorkflowResult",
 ]
+
+JsonValue: TypeAlias = bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"] | None
+"""A JSON value as ``json.loads`` reads it (whole numbers as ``int``)."""
+
+Value: TypeAlias = (
+    bool
+    | int
+    | float
+    | Decimal
+    | str
+    | bytes
+    | date
+    | datetime
+    | time
+    | uuid.UUID
+    | list["Value"]
+    | dict[str, "Value"]
+    | None
+)
+"""One decoded row value: ``values``' table says which type each PostgreSQL type gives.
+
+Lists are arrays (or JSON arrays), dicts JSON objects; ``None`` is NULL.
+"""
+
+Row: TypeAlias = dict[str, Value]
+"""An object row: values keyed by ``Column.key``."""
+
+ArrayRow: TypeAlias = list[Value]
+"""An array row (``row_format="array"``): values in column order."""
+
+RowT = TypeVar("RowT", Row, ArrayRow)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,19 +147,19 @@ class Sample:
     """GetData's answer for one table: its columns, and rows keyed by column name."""
 
     columns: list[Column]
-    rows: list[dict[str, Any]]
+    rows: list[Row]
 
 
 @dataclass(frozen=True, slots=True)
-class QueryResult:
+class QueryResult(Generic[RowT]):
     """ExecuteQuery's answer: the last statement's result.
 
-    ``rows`` are dicts keyed by ``Column.key``, or lists in column order when the query
-    asked for ``row_format="array"``.
+    ``rows`` are dicts keyed by ``Column.key`` (``QueryResult[Row]``), or lists in column
+    order when the query asked for ``row_format="array"`` (``QueryResult[ArrayRow]``).
     """
 
     columns: list[Column]
-    rows: list[Any]
+    rows: list[RowT]
     row_count: int
     rows_affected: int
     command: str
@@ -126,11 +169,11 @@ class QueryResult:
 
 
 @dataclass(frozen=True, slots=True)
-class RowBatch:
+class RowBatch(Generic[RowT]):
     """One batch of a streamed query's rows; every batch carries the result's columns."""
 
     columns: list[Column]
-    rows: list[Any]
+    rows: list[RowT]
     rows_sent: int
     """Rows streamed so far, this batch included."""
 
@@ -144,7 +187,7 @@ class WorkflowResult:
 
     run_id: str
     message: str
-    details: dict[str, Any]
+    details: dict[str, JsonValue]
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +200,7 @@ class LogEntry:
     """start, status, info, code, result, warning, error, success or end."""
     title: str
     description: str
-    metadata: dict[str, Any]
+    metadata: dict[str, JsonValue]
 
 
 @dataclass(frozen=True, slots=True)

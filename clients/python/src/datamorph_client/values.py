@@ -35,17 +35,20 @@ import uuid
 from collections.abc import Callable, Mapping
 from datetime import date, datetime, time
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
+
+from datamorph_client.models import JsonValue, Value
 
 __all__ = ["MAX_SAFE_INTEGER", "decode_value", "decoder", "encode_param", "from_json"]
 
-Decoder = Callable[[Any], Any]
+Decoder = Callable[[Any], Value]
+"""Turns one non-NULL value as the gateway sent it (JSON, so ``Any``) into Python."""
 
 MAX_SAFE_INTEGER = 2**53 - 1
 """The largest integer a JSON number (a double) carries exactly."""
 
 
-def from_json(value: Any) -> Any:
+def from_json(value: Any) -> JsonValue:
     """A JSON value as ``json.loads`` reads it: whole numbers as ints (up to 2^53)."""
     if type(value) is float:
         if value.is_integer() and -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
@@ -55,7 +58,11 @@ def from_json(value: Any) -> Any:
         return [from_json(v) for v in value]
     if type(value) is dict:
         return {k: from_json(v) for k, v in value.items()}
-    return value
+    return cast(JsonValue, value)
+
+
+# A JSON document in a row is a Value too (its lists and dicts hold only JSON values).
+_json_value = cast(Decoder, from_json)
 
 
 def _numeric(value: Any) -> Decimal:
@@ -76,12 +83,12 @@ def _six_digits(text: str) -> str:
     return _FRACTION.sub(lambda m: "." + m[1].ljust(6, "0"), text, count=1)
 
 
-def _temporal(parse: Callable[[str], Any]) -> Decoder:
-    def decode(value: Any) -> Any:
+def _temporal(parse: Callable[[str], Value]) -> Decoder:
+    def decode(value: Any) -> Value:
         try:
             return parse(_six_digits(value))
         except (TypeError, ValueError):
-            return value  # infinity, BC, year 10000, 24:00:00: kept as PostgreSQL's text
+            return cast(str, value)  # infinity, BC, year 10000, 24:00:00: PostgreSQL's text
 
     return decode
 
@@ -101,15 +108,15 @@ _SCALARS: dict[str, Decoder] = {
     "timestamptz": _temporal(datetime.fromisoformat),
     "bytea": _bytea,
     "uuid": uuid.UUID,
-    "json": from_json,
-    "jsonb": from_json,
+    "json": _json_value,
+    "jsonb": _json_value,
 }
 
 
 def _array(element: Decoder) -> Decoder:
-    def decode(value: Any) -> Any:
+    def decode(value: Any) -> Value:
         if type(value) is not list:  # an extension type in the array category: its text
-            return value
+            return cast(Value, value)
         return [None if v is None else decode(v) if type(v) is list else element(v) for v in value]
 
     return decode
@@ -122,10 +129,10 @@ def decoder(type_name: str) -> Decoder:
         return _SCALARS[type_name]
     if type_name.startswith("_") and len(type_name) > 1:
         return _array(decoder(type_name[1:]))
-    return from_json
+    return _json_value
 
 
-def decode_value(type_name: str, value: Any) -> Any:
+def decode_value(type_name: str, value: Any) -> Value:
     """One JSON value of a column of PostgreSQL type ``type_name``, as the client returns it.
 
     For callers of the REST routes, whose answers name each column's type as well.
