@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from .fixtures import roles
-from .fixtures.process import gateway_env, start, stop
+from .fixtures.process import gateway_env, reap, start, stop
 
 GRPCURL = shutil.which("grpcurl") or str(Path(sys.executable).parent / "grpcurl")
 
@@ -277,8 +277,4 @@ def test_sigterm_drains_before_refusing_calls(seeded_database: str) -> None:
             assert proc.poll() is None
         assert proc.wait(timeout=20) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+        reap(proc)

@@ -20,7 +20,7 @@ from psycopg2.extensions import parse_dsn
 
 from datamorph_gateway.sidecar.process import validate
 
-from ..fixtures.process import gateway_env
+from ..fixtures.process import gateway_env, reap
 from .files import (
     DEPLOY,
     DOCKERFILE,
@@ -151,11 +151,7 @@ def image_gateway(seeded_database: str) -> Iterator[tuple[subprocess.Popen[str],
         assert "gRPC on 0.0.0.0:" in line, line
         yield proc, env
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+        reap(proc)
 
 
 def _health_check(env: dict[str, str], *extra: str) -> subprocess.CompletedProcess[str]:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from ..fixtures.process import gateway_env
+from ..fixtures.process import gateway_env, reap
 from ..fixtures.roles import roles_for
 from .files import DEPLOY, ROOT, env_file, systemd_argv, unit_settings
 from .test_container import free_port
@@ -134,11 +134,7 @@ def unit_gateway(installed: Path, seeded_database: str) -> Iterator[str]:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=float(settings["TimeoutStopSec"][0])) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+        reap(proc)
 
 
 def test_the_units_command_lines_serve_rest_through_envoy(
