@@ -4,7 +4,8 @@ A full run writes ``bench/results/<date>.json`` and regenerates ``docs/benchmark
 with its plots; ``--quick`` (a smoke test: fewer scenarios, 1-second cells), ``--only``
 and ``--policy`` write both under ``<data-dir>/report`` instead, so they never overwrite
 the published numbers. ``--only auth`` runs only the auth comparison (policy off vs on,
-``bench/auth.py``), which every full run includes; ``--only processes`` only the comparison
+``bench/auth.py``), which every full run includes; ``--only metrics`` only the metrics off/on
+comparison (``bench/metrics.py``), also in every full run; ``--only processes`` only the comparison
 of one gateway process with two (``bench/processes.py``), which every full run includes too.
 ``--report FILE`` only renders the report from an existing results file.
 """
@@ -21,11 +22,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
-from bench import auth, processes, report
+from bench import auth, metrics, processes, report
 from bench.rest_load import WrkMissing
 from bench.scenarios import scenarios
 from bench.stack import StackError
-from bench.suite import AUTH, COMPARISONS, PROCESSES, Options, Suite
+from bench.suite import AUTH, COMPARISONS, METRICS, PROCESSES, Options, Suite
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,14 +53,20 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         choices=[s.name for s in scenarios(with_1e7=True)] + list(COMPARISONS),
         help=(
-            f"run only this scenario, or '{AUTH}': the auth comparison, or '{PROCESSES}': "
-            "one gateway process against two (repeatable)"
+            f"run only this scenario, or '{AUTH}': the auth comparison, or '{METRICS}': "
+            f"the metrics off/on comparison, or '{PROCESSES}': one gateway process against "
+            "two (repeatable)"
         ),
     )
     parser.add_argument(
         "--auth-rounds",
         type=int,
         help=f"interleaved rounds of the auth comparison (default {auth.ROUNDS}, quick 3)",
+    )
+    parser.add_argument(
+        "--metrics-rounds",
+        type=int,
+        help=f"interleaved rounds of the metrics comparison (default {metrics.ROUNDS}, quick 3)",
     )
     parser.add_argument(
         "--processes-rounds",
@@ -106,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         only=tuple(args.only),
         policy=args.policy,
         auth_rounds=args.auth_rounds or (3 if args.quick else auth.ROUNDS),
+        metrics_rounds=args.metrics_rounds or (3 if args.quick else metrics.ROUNDS),
         processes_rounds=args.processes_rounds
         or (processes.QUICK_ROUNDS if args.quick else processes.ROUNDS),
     )

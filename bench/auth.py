@@ -9,18 +9,10 @@ check, so every timed call is the cached case a repeat caller meets. Before anyt
 timed, every variant must answer its probes right and the gateway with the policy must
 refuse a call that carries no credential: a policy that is silently off measures nothing.
 
-A round measures every scenario and transport once per variant. At c=1 (latency) each
-credential is measured together with the policy off, request by request in turn
-(``bench/alternate.py``): a burst of other work on this shared machine then falls on both
-alike, which matters when the difference sought is 0.05 ms. Always two systems, never
-three: a gateway that waits for two other requests between its own answers slower than
-one that waits for one, and the variants sharing the gateway with the policy would win
-that for nothing. At c=8 (throughput) each variant needs the machine to itself, so its
-cells run back to back, in an order that rotates each round; their rounds spread by ±10%
-on this shared machine, so c=8 runs ``THROUGHPUT_ROUNDS_FACTOR`` times as many rounds as
-c=1 (the c=1 pairs run in the first ``rounds`` of them only). The judgments
-(``bench/targets.py``) compare each round's "on" with the same round's "off" and take
-the median over rounds.
+The rounds are ``bench/ab.py``'s: at c=1 each credential is measured together with the
+policy off, request by request in turn; at c=8 each variant's cells run back to back, in
+three times as many rounds. The judgments (``bench/targets.py``) compare each round's
+"on" with the same round's "off" and take the median over rounds.
 
 Two measurements split the added latency: ``authorize`` timed in process
 (``in_process_us``), without gRPC, and "carried" (c=1 only, not judged): the gateway
@@ -38,8 +30,6 @@ import contextlib
 import dataclasses
 import json
 import statistics
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,8 +40,8 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from bench.loadstats import LoadResult
-from bench.scenarios import GATEWAY_GRPC, GATEWAY_REST, Scenario, scenarios
+from bench import ab
+from bench.scenarios import GATEWAY_GRPC, GATEWAY_REST, scenarios
 from bench.stack import StackError
 from datamorph_gateway.auth.authenticator import (
     API_KEY_HEADER,
@@ -76,11 +66,7 @@ VARIANTS = (OFF, "api_key", "jwt")  # "off" first: the others are judged against
 CARRIED = "carried"  # the policy off, the JWT sent anyway: the header's own cost
 SCENARIOS = ("get_data_2e4", "execute_query_small")
 TRANSPORTS = (GATEWAY_GRPC, GATEWAY_REST)
-THROUGHPUT_CONCURRENCY = 8  # its cells run back to back; c=1 by alternating requests
 ROUNDS = 5
-# c=8 rounds per c=1 round: one c=8 round's "on"/"off" ratio varies by ~8% (sd), so the
-# median of 5 is good to about ±4.5%, too coarse for a 5% target; of 15, about ±2.6%.
-THROUGHPUT_ROUNDS_FACTOR = 3
 DURATION_S = 2
 
 
@@ -176,12 +162,6 @@ def in_process_us(
     return out
 
 
-def order(round_no: int) -> tuple[str, ...]:
-    """The variants in the order round `round_no` (from 1) runs them: rotated each round."""
-    shift = (round_no - 1) % len(VARIANTS)
-    return VARIANTS[shift:] + VARIANTS[:shift]
-
-
 def compare(suite: Suite, rounds: int = ROUNDS, duration_s: int = DURATION_S) -> dict[str, Any]:
     """Start the two gateways, probe every variant, run the rounds; the results' ``auth``."""
     by_name = {s.name: s for s in scenarios()}
@@ -191,12 +171,12 @@ def compare(suite: Suite, rounds: int = ROUNDS, duration_s: int = DURATION_S) ->
     out: dict[str, Any] = {
         "in_process_us": in_process_us(credentials),
         "rounds": rounds,
-        "throughput_rounds": rounds * THROUGHPUT_ROUNDS_FACTOR,
+        "throughput_rounds": rounds * ab.THROUGHPUT_ROUNDS_FACTOR,
         "duration_s": duration_s,
         "variants": list(VARIANTS),
         "scenarios": list(SCENARIOS),
         "titles": {s.name: s.title for s in chosen},
-        "concurrencies": [1, THROUGHPUT_CONCURRENCY],
+        "concurrencies": [1, ab.THROUGHPUT_CONCURRENCY],
         "principal": PRINCIPAL,
     }
     with contextlib.ExitStack() as servers:
@@ -227,100 +207,10 @@ def compare(suite: Suite, rounds: int = ROUNDS, duration_s: int = DURATION_S) ->
         ]
         if failed:
             raise StackError("the auth comparison's probes failed: " + "; ".join(failed))
-        cells: list[dict[str, Any]] = []
-        throughput_rounds = out["throughput_rounds"]
-        # c=1 pairs (with "carried"): two cells each; c=8: one cell per variant
-        per_scenario = rounds * 2 * len(VARIANTS) + throughput_rounds * len(VARIANTS)
-        total = len(chosen) * len(TRANSPORTS) * per_scenario
-        for round_no in range(1, throughput_rounds + 1):
-            for scenario in chosen:
-                for system in TRANSPORTS:
-                    variants = order(round_no)
-                    paired = [v for v in variants if v != OFF] + [CARRIED]
-                    for variant in paired if round_no <= rounds else []:
-                        pair = (OFF, variant) if round_no % 2 else (variant, OFF)
-                        for cell in _alternating(suite, scenario, system, stacks, pair, duration_s):
-                            cell.update(round=round_no)
-                            cells.append(cell)
-                            suite.log_progress(
-                                len(cells), total, cell, f"auth {cell['variant']:<7} "
-                            )
-                    for variant in variants:
-                        stack = stacks[variant]
-                        cell = suite.cell(
-                            scenario, system, THROUGHPUT_CONCURRENCY, duration_s, stack=stack
-                        )
-                        suite.check_alive(f"auth {variant} {scenario.name}", stack)
-                        cell.update(variant=variant, round=round_no)
-                        cells.append(cell)
-                        suite.log_progress(len(cells), total, cell, f"auth {variant:<7} ")
+        plan = ab.Plan("auth", VARIANTS, chosen, TRANSPORTS, extra_pairs=(CARRIED,))
+        cells = ab.run_rounds(suite, plan, stacks, rounds, duration_s)
         out["cells"] = cells
     return out
-
-
-def _alternating(
-    suite: Suite,
-    scenario: Scenario,
-    system: tuple[str, str],
-    stacks: dict[str, Stack],
-    variants: tuple[str, str],
-    duration_s: int,
-) -> list[dict[str, Any]]:
-    """The c=1 cells of the policy off and one credential, measured together by
-    ``bench.alternate``; the "off" cell names the credential it was paired with."""
-    grpc = system == GATEWAY_GRPC
-    window_s = duration_s * len(variants)  # each variant gets about a cell's requests
-    (credential,) = (v for v in variants if v != OFF)
-    spec: dict[str, Any] = {
-        "transport": system[1],
-        "method": scenario.rpc if grpc else scenario.rest_method,
-        "path": scenario.rest_path,
-        "request": scenario.grpc_request if grpc else scenario.body,
-        "duration_s": window_s,
-        "max_requests": suite.options.max_requests,
-        "timeout_s": suite.request_timeout_s,
-        "systems": [
-            {
-                "name": variant,
-                "address": (
-                    stacks[variant].gateway.address
-                    if grpc
-                    else f"{stacks[variant].envoy.host}:{stacks[variant].envoy.port}"
-                ),
-                "headers": stacks[variant].headers,
-            }
-            for variant in variants
-        ],
-    }
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.alternate"],
-        input=json.dumps(spec),
-        capture_output=True,
-        text=True,
-        timeout=window_s + suite.request_timeout_s + 60,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"bench.alternate failed: {done.stderr.strip()[-2000:]}")
-    answers = json.loads(done.stdout.strip().splitlines()[-1])
-    for stack in {id(stacks[v]): stacks[v] for v in variants}.values():
-        suite.settle(system, stack)
-        suite.check_alive(f"auth {scenario.name} c=1", stack)
-    return [
-        {
-            "scenario": scenario.name,
-            "system": system[0],
-            "transport": system[1],
-            "concurrency": 1,
-            "variant": variant,
-            "client": "alternating",
-            **({"paired_with": credential} if variant == OFF else {}),
-            "extended": False,
-            **LoadResult.from_dict(answers[variant]).to_dict(),
-            "saturated": False,
-        }
-        for variant in variants
-    ]
 
 
 def _refusals(suite: Suite, scenario: Any, on: Stack) -> dict[str, str]:

@@ -7,6 +7,7 @@ numbers and the profile), included verbatim under its own heading.
 
 from __future__ import annotations
 
+import functools
 import os
 import statistics
 from collections.abc import Callable, Iterable
@@ -325,6 +326,65 @@ def _auth_section(results: dict[str, Any]) -> list[str]:
         ]
         lines.append("")
     return lines
+
+
+def _metrics_cells(
+    results: dict[str, Any], scenario: str, transport: str, c: int, which: str
+) -> list[dict[str, Any]]:
+    by_round = targets.ab_rounds(results, "metrics", scenario, transport, c, which, "on")
+    return list(by_round.values())
+
+
+def _metrics_section(results: dict[str, Any]) -> list[str]:
+    """Metrics off against on (bench/metrics.py), with the rounds' spread."""
+    section = results.get("metrics")
+    if not section:
+        return []
+    errors = sum(cell["error_count"] for cell in section["cells"])
+    lines = [
+        "### What the metrics cost a call (issue 14)",
+        "",
+        '`make bench BENCH_ARGS="--only metrics"` (also part of every full run). Two gateways '
+        "with the same settings run side by side, each behind its own Envoy: one with "
+        "`METRICS_PORT=0`, one serving `/metrics` as every gateway does by default (before "
+        f"any timing it had counted {section.get('probe_calls_counted', 0):g} GetData calls "
+        f"of the probes; {section.get('calls_counted', 0):g} at the end). "
+        f"{section['rounds']} rounds at c=1 and {section['throughput_rounds']} at c=8, run "
+        "as the auth comparison's (`bench/ab.py`): at c=1 one client alternates its requests "
+        "between the two gateways, at c=8 each runs alone, in an order that rotates every "
+        'round. "Added p50" and "throughput change" are the median over rounds of on '
+        "against off within the same round, with the lowest and highest round in brackets. "
+        "Tracing is off in both (no `OTEL_*`). "
+        f"Errors in all these cells: {errors}.",
+        "",
+        "| transport | p50 at c=1, off → on | added p50 | rps at c=8, off → on "
+        "| throughput change | gateway CPU per call at c=8, off → on |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+
+    def spread(values: list[float], show: Callable[[float], str]) -> str:
+        if not values:
+            return "–"
+        return f"{show(statistics.median(values))} ({show(min(values))} … {show(max(values))})"
+
+    for scenario in section["scenarios"]:
+        for transport, label in targets.AUTH_TRANSPORT_LABELS.items():
+            cells = functools.partial(_metrics_cells, results, scenario, transport)
+            if not cells(8, "on"):
+                continue
+            added = targets.ab_p50_added_ms(results, "metrics", scenario, transport, "on")
+            change = targets.ab_throughput_change(results, "metrics", scenario, transport, "on")
+            p50 = [_median_of(cells(1, w), lambda cell: cell["p50_ms"]) for w in ("off", "on")]
+            rps = [
+                _median_of(cells(8, w), lambda cell: cell["throughput_rps"]) for w in ("off", "on")
+            ]
+            cpu = [_median_of(cells(8, w), _gateway_cpu_ms) for w in ("off", "on")]
+            lines.append(
+                f"| {label} GetData | {p50[0]} → {p50[1]} ms | "
+                f"{spread(added, lambda ms: f'{ms:+.3f}')} ms | {rps[0]} → {rps[1]} | "
+                f"{spread(change, lambda x: f'{x:+.1%}')} | {cpu[0]} → {cpu[1]} ms |"
+            )
+    return [*lines, ""]
 
 
 PROCESS_TRANSPORTS = {"rest": "REST (Envoy)", "grpc": "gRPC (direct)"}
@@ -742,6 +802,7 @@ def write(results: dict[str, Any], results_path: Path, docs_path: Path) -> None:
     lines += _floor_section(results)
     lines += _repeats_section(results)
     lines += _auth_section(results)
+    lines += _metrics_section(results)
     lines += _processes_section(results)
     lines += _large_query_section(results)
     lines += _startup_section(results)

@@ -25,7 +25,7 @@ from typing import Any
 
 import psycopg2
 
-from bench import auth, data, limit, measures, processes
+from bench import auth, data, limit, measures, metrics, processes
 from bench.clients import Answer, GrpcCaller, http_call
 from bench.grpc_load import spread_target
 from bench.loadstats import LoadResult
@@ -47,6 +47,7 @@ from bench.stack import (
     Envoy,
     GatewayServer,
     StackError,
+    free_port,
     gateway_env,
     postmaster_pid,
 )
@@ -71,8 +72,9 @@ REPEATED_CELLS = [("get_data_2e4", c, (GATEWAY_REST, BASELINE_REST)) for c in (8
 
 
 AUTH = "auth"  # the --only name of the auth comparison
+METRICS = "metrics"  # the --only name of the metrics off/on comparison
 PROCESSES = "processes"  # the --only name of the comparison of 1 and 2 gateway processes
-COMPARISONS = (AUTH, PROCESSES)
+COMPARISONS = (AUTH, METRICS, PROCESSES)
 
 
 @dataclass
@@ -90,6 +92,7 @@ class Options:
     only: tuple[str, ...] = ()
     policy: bool = False  # the suite's gateways run with a policy, and calls send its key
     auth_rounds: int = auth.ROUNDS
+    metrics_rounds: int = metrics.ROUNDS
     processes_rounds: int = processes.ROUNDS
 
     @property
@@ -100,6 +103,10 @@ class Options:
     @property
     def with_auth(self) -> bool:
         return not self.only or AUTH in self.only
+
+    @property
+    def with_metrics(self) -> bool:
+        return not self.only or METRICS in self.only
 
     @property
     def with_processes(self) -> bool:
@@ -521,13 +528,16 @@ class Suite:
     ) -> Stack:
         """A gateway (the bench's settings and `env`) as `process_count` processes, each with
         its own pool, and one Envoy in front of them all, under `directory`; stopped when
-        `servers` closes. Its calls send no credential; its CPU is the processes' sum."""
+        `servers` closes. Its calls send no credential; its CPU is the processes' sum.
+        Each process serves its metrics, as by default, on a port of its own (unless `env`
+        sets METRICS_PORT)."""
         directory.mkdir(parents=True, exist_ok=True)
         gateways = []
         for n in range(1, process_count + 1):
             log_name = "gateway.log" if process_count == 1 else f"gateway-{n}.log"
+            own = {} if "METRICS_PORT" in env else {"METRICS_PORT": str(free_port())}
             gateway = GatewayServer(
-                gateway_env(self.dsn, **GATEWAY_OVERRIDES, **env), directory / log_name
+                gateway_env(self.dsn, **GATEWAY_OVERRIDES, **own, **env), directory / log_name
             )
             servers.callback(gateway.stop)
             gateway.start()
@@ -545,7 +555,7 @@ class Suite:
             "gateway gRPC "
             + ", ".join(f"{g.address} (pid {g.pid})" for g in gateways)
             + f", Envoy REST {envoy.host}:{envoy.port}"
-            + (" with AUTH_POLICY_FILE" if env else "")
+            + (" with AUTH_POLICY_FILE" if "AUTH_POLICY_FILE" in env else "")
         )
         return Stack(gateways[0], envoy, None, CpuMeter(pids), siblings=tuple(gateways[1:]))
 
@@ -603,6 +613,10 @@ class Suite:
                 duration_s = opts.duration_s if opts.quick else auth.DURATION_S
                 _log(f"the auth comparison: policy off vs on, {opts.auth_rounds} rounds")
                 results["auth"] = auth.compare(self, opts.auth_rounds, duration_s)
+            if opts.with_metrics:
+                duration_s = opts.duration_s if opts.quick else metrics.DURATION_S
+                _log(f"the metrics comparison: off vs on, {opts.metrics_rounds} rounds")
+                results["metrics"] = metrics.compare(self, opts.metrics_rounds, duration_s)
             if opts.with_processes:
                 duration_s = opts.duration_s if opts.quick else processes.DURATION_S
                 _log(f"one gateway process against two, {opts.processes_rounds} rounds")

@@ -1,5 +1,5 @@
-"""Issue 5's targets, and issue 11's for authentication's cost, each judged from a results
-file: met, missed, or not measured.
+"""Issue 5's targets, issue 11's for authentication's cost and issue 14's for the metrics',
+each judged from a results file: met, missed, or not measured.
 
 The judgments are the report's, never a test's: timings belong in bench/.
 """
@@ -32,6 +32,11 @@ AUTH_P50_ADDED_LIMIT_MS = 0.05  # at c=1
 AUTH_THROUGHPUT_LOSS_LIMIT = 0.05  # at c=8, a fraction of the policy-off throughput
 AUTH_JUDGED_VARIANTS = {"api_key": "API key", "jwt": "bearer JWT"}
 AUTH_TRANSPORT_LABELS = {"grpc": "gRPC", "rest": "REST"}
+# Issue 14: what the Prometheus metrics (on by default) may cost REST GetData, judged on
+# bench/metrics.py's interleaved rounds, "on" against the same round's "off".
+METRICS_P50_ADDED_LIMIT_MS = 0.03  # at c=1
+METRICS_THROUGHPUT_LOSS_LIMIT = 0.03  # at c=8
+METRICS_JUDGED = ("get_data_2e4", "rest")
 
 
 @dataclass(frozen=True)
@@ -254,17 +259,19 @@ def _startup(results: dict[str, Any]) -> Target:
     return Target(name, MET if ours["median_s"] <= 1.5 else MISSED, text)
 
 
-def auth_rounds(
+def ab_rounds(
     results: dict[str, Any],
+    section: str,
     scenario: str,
     transport: str,
     c: int,
     variant: str,
     paired_with: str | None = None,
 ) -> dict[int, dict[str, Any]]:
-    """The auth comparison's cells of one variant, by round; for "off" cells measured
-    together with one credential (c=1), those `paired_with` it."""
-    cells: list[dict[str, Any]] = results.get("auth", {}).get("cells", [])
+    """An off/on comparison's cells of one variant (``results[section]``: "auth",
+    "metrics"), by round; for "off" cells measured together with another variant (c=1),
+    those `paired_with` it."""
+    cells: list[dict[str, Any]] = results.get(section, {}).get("cells", [])
     return {
         cell["round"]: cell
         for cell in cells
@@ -276,34 +283,60 @@ def auth_rounds(
     }
 
 
-def _auth_pairs(
-    results: dict[str, Any], scenario: str, transport: str, c: int, variant: str
+def auth_rounds(
+    results: dict[str, Any],
+    scenario: str,
+    transport: str,
+    c: int,
+    variant: str,
+    paired_with: str | None = None,
+) -> dict[int, dict[str, Any]]:
+    """The auth comparison's cells of one variant, by round (``ab_rounds``)."""
+    return ab_rounds(results, "auth", scenario, transport, c, variant, paired_with)
+
+
+def _ab_pairs(
+    results: dict[str, Any], section: str, scenario: str, transport: str, c: int, variant: str
 ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """(off, on) cells of the rounds where both answered."""
-    on = auth_rounds(results, scenario, transport, c, variant)
-    off = auth_rounds(results, scenario, transport, c, "off", paired_with=variant)
+    on = ab_rounds(results, section, scenario, transport, c, variant)
+    off = ab_rounds(results, section, scenario, transport, c, "off", paired_with=variant)
     return [(off[r], on[r]) for r in sorted(on.keys() & off.keys()) if on[r]["ok"] and off[r]["ok"]]
+
+
+def ab_p50_added_ms(
+    results: dict[str, Any], section: str, scenario: str, transport: str, variant: str
+) -> list[float]:
+    """p50 with the setting on minus off at c=1, one value per round."""
+    return [
+        on["p50_ms"] - off["p50_ms"]
+        for off, on in _ab_pairs(results, section, scenario, transport, 1, variant)
+    ]
+
+
+def ab_throughput_change(
+    results: dict[str, Any], section: str, scenario: str, transport: str, variant: str
+) -> list[float]:
+    """Throughput with the setting on over off at c=8, minus 1 (-0.03: 3% lost), per round."""
+    return [
+        on["throughput_rps"] / off["throughput_rps"] - 1
+        for off, on in _ab_pairs(results, section, scenario, transport, 8, variant)
+        if off["throughput_rps"]
+    ]
 
 
 def auth_p50_added_ms(
     results: dict[str, Any], scenario: str, transport: str, variant: str
 ) -> list[float]:
     """p50 with the policy on minus off at c=1, one value per round."""
-    return [
-        on["p50_ms"] - off["p50_ms"]
-        for off, on in _auth_pairs(results, scenario, transport, 1, variant)
-    ]
+    return ab_p50_added_ms(results, "auth", scenario, transport, variant)
 
 
 def auth_throughput_change(
     results: dict[str, Any], scenario: str, transport: str, variant: str
 ) -> list[float]:
-    """Throughput with the policy on over off at c=8, minus 1 (-0.03: 3% lost), per round."""
-    return [
-        on["throughput_rps"] / off["throughput_rps"] - 1
-        for off, on in _auth_pairs(results, scenario, transport, 8, variant)
-        if off["throughput_rps"]
-    ]
+    """Throughput with the policy on over off at c=8, minus 1, per round."""
+    return ab_throughput_change(results, "auth", scenario, transport, variant)
 
 
 def _auth_errors(results: dict[str, Any]) -> int:
@@ -373,8 +406,53 @@ def _auth_throughput(results: dict[str, Any]) -> Target:
     )
 
 
+def _metrics_target(
+    results: dict[str, Any],
+    name: str,
+    values: Callable[[dict[str, Any], str, str, str, str], list[float]],
+    within: Callable[[float], bool],
+    show: Callable[[float], str],
+) -> Target:
+    """The median over rounds of `values` for REST GetData, metrics on against off."""
+    if not results.get("metrics"):
+        return Target(name, UNMEASURED, "")
+    scenario, transport = METRICS_JUDGED
+    per_round = values(results, "metrics", scenario, transport, "on")
+    if not per_round:
+        return Target(name, UNMEASURED, "")
+    middle = statistics.median(per_round)
+    errors = sum(cell["error_count"] for cell in results["metrics"].get("cells", []))
+    measured = (
+        f"{show(middle)} (rounds {show(min(per_round))} … {show(max(per_round))}; "
+        f"median of {len(per_round)} interleaved rounds)"
+    )
+    if errors:
+        measured += f"; **{errors} errors**"
+    return Target(name, MET if within(middle) and not errors else MISSED, measured)
+
+
+def _metrics_latency(results: dict[str, Any]) -> Target:
+    return _metrics_target(
+        results,
+        f"Metrics on add ≤ {METRICS_P50_ADDED_LIMIT_MS:g} ms p50 at c=1 (REST GetData)",
+        ab_p50_added_ms,
+        lambda ms: ms <= METRICS_P50_ADDED_LIMIT_MS,
+        lambda ms: f"{ms:+.3f} ms",
+    )
+
+
+def _metrics_throughput(results: dict[str, Any]) -> Target:
+    return _metrics_target(
+        results,
+        f"Metrics on cost ≤ {METRICS_THROUGHPUT_LOSS_LIMIT:.0%} throughput at c=8 (REST GetData)",
+        ab_throughput_change,
+        lambda change: change >= -METRICS_THROUGHPUT_LOSS_LIMIT,
+        lambda change: f"{change:+.1%}",
+    )
+
+
 def evaluate(results: dict[str, Any]) -> list[Target]:
-    """Every target of issue 5, in the issue's order, then issue 11's two."""
+    """Every target of issue 5, in the issue's order, then issue 11's two and issue 14's."""
     return [
         _throughput_ratio(results),
         _flat_sampling(results),
@@ -385,4 +463,6 @@ def evaluate(results: dict[str, Any]) -> list[Target]:
         _startup(results),
         _auth_latency(results),
         _auth_throughput(results),
+        _metrics_latency(results),
+        _metrics_throughput(results),
     ]

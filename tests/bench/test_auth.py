@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from bench import alternate, auth
+from bench import ab, alternate, auth
 from bench.grpc_load import metadata_item
 from bench.rest_load import run_wrk
 from datamorph_gateway.auth.authenticator import Authenticator
@@ -48,8 +48,10 @@ def test_the_policy_holds_the_keys_hash_and_both_credentials_name_its_principal(
 
 
 def test_variants_rotate_so_each_runs_first_in_turn() -> None:
-    assert [auth.order(r)[0] for r in (1, 2, 3, 4)] == ["off", "api_key", "jwt", "off"]
-    assert all(sorted(auth.order(r)) == sorted(auth.VARIANTS) for r in range(1, 7))
+    plan = ab.Plan("auth", auth.VARIANTS, (), ())
+    assert plan.baseline == "off"
+    assert [plan.order(r)[0] for r in (1, 2, 3, 4)] == ["off", "api_key", "jwt", "off"]
+    assert all(sorted(plan.order(r)) == sorted(auth.VARIANTS) for r in range(1, 7))
 
 
 def test_grpc_load_metadata_is_key_equals_value() -> None:

@@ -123,7 +123,48 @@ def test_auth_is_missed_on_the_median_round_or_on_any_error() -> None:
     assert "bearer JWT: within in 0 of 1; +0.060 ms" in judged[0].measured
     results["auth"]["cells"][0]["error_count"] = 2
     results["auth"]["cells"][0]["ok"] = 98
-    assert "**2 errors**" in targets.evaluate(results)[-1].measured
+    judged = [t for t in targets.evaluate(results) if t.target.startswith("Authentication")]
+    assert "**2 errors**" in judged[-1].measured
+
+
+def _metrics_results(p50: dict[str, list[float]], rps: dict[str, list[float]]) -> dict[str, Any]:
+    """bench/metrics.py's cells: REST GetData, one value per round and variant."""
+    cells = []
+    for variant in ("off", "on"):
+        for round_no, (ms, rate) in enumerate(zip(p50[variant], rps[variant], strict=True), 1):
+            cells += [
+                {**_cell("get_data_2e4", "gateway/rest", 1, p50=ms), "variant": variant},
+                {**_cell("get_data_2e4", "gateway/rest", 8, rps=rate), "variant": variant},
+            ]
+            cells[-1]["round"] = cells[-2]["round"] = round_no
+    return {"metrics": {"scenarios": ["get_data_2e4"], "cells": cells}}
+
+
+def test_metrics_are_judged_on_rest_get_data_by_the_median_round() -> None:
+    # p50 +0.01, +0.05, +0.02 ms -> median +0.02 (met); rps -2%, -6%, -1% -> median -2% (met).
+    results = _metrics_results(
+        p50={"off": [1.0, 1.0, 1.0], "on": [1.01, 1.05, 1.02]},
+        rps={"off": [1000, 1000, 1000], "on": [980, 940, 990]},
+    )
+    judged = [t for t in targets.evaluate(results) if t.target.startswith("Metrics")]
+    assert [t.status for t in judged] == [targets.MET, targets.MET]
+    assert judged[0].measured.startswith("+0.020 ms (rounds +0.010 ms … +0.050 ms")
+    assert judged[1].measured.startswith("-2.0% (rounds -6.0% … -1.0%")
+    # -4% on the median round misses the 3% allowed; any error misses too.
+    results = _metrics_results(
+        p50={"off": [1.0, 1.0, 1.0], "on": [1.04, 1.0, 1.0]},
+        rps={"off": [1000, 1000, 1000], "on": [960, 960, 1000]},
+    )
+    judged = [t for t in targets.evaluate(results) if t.target.startswith("Metrics")]
+    assert [t.status for t in judged] == [targets.MET, targets.MISSED]
+    results["metrics"]["cells"][0]["error_count"] = 1
+    judged = [t for t in targets.evaluate(results) if t.target.startswith("Metrics")]
+    assert judged[0].status == targets.MISSED
+    assert "**1 errors**" in judged[0].measured
+    assert [t.status for t in targets.evaluate({}) if t.target.startswith("Metrics")] == [
+        targets.UNMEASURED,
+        targets.UNMEASURED,
+    ]
 
 
 def test_without_the_auth_comparison_its_targets_are_not_measured() -> None:
