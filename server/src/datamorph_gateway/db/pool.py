@@ -88,7 +88,8 @@ class ConnectionPool:
         self._shared_waiting = 0
         self._closed = False
         self._cond = threading.Condition()
-        self._gauge = metrics.pool_gauge(max_size)
+        # Pools sharing a budget count toward the limit of their budget's owner (RolePools).
+        self._gauge = metrics.pool_gauge(max_size if budget is None else 0)
 
     # -- lifecycle ---------------------------------------------------------
 
