@@ -10,10 +10,11 @@ exporter (gRPC unless OTEL_EXPORTER_OTLP[_TRACES]_PROTOCOL says ``http/protobuf`
 Python's SDK chooses), and instruments botocore, so Lambda, DynamoDB and Secrets Manager
 calls are child spans. Its Lambda extension would also write the trace context into each
 Invoke's payload (a ``headers`` object); the orchestrator's event is fixed by CONTRACT.md,
-so that is turned off (``_keep_lambda_payloads``): the Invoke span stays. The SDK reads the other OTEL_* variables itself (endpoint, headers,
-timeout, sampler, OTEL_SERVICE_NAME, OTEL_BSP_*), as every OpenTelemetry SDK does;
-``service.name`` is ``datamorph-gateway`` unless they name it. Spans are exported from the
-processor's thread: an unreachable collector costs log lines, never an error in a call.
+so that is turned off (``_keep_lambda_payloads``): the Invoke span stays. The SDK reads
+the other OTEL_* variables itself (endpoint, headers, timeout, sampler, OTEL_SERVICE_NAME,
+OTEL_BSP_*), as every OpenTelemetry SDK does; ``service.name`` is ``datamorph-gateway``
+unless they name it. Spans are exported from the processor's thread: an unreachable
+collector costs log lines, never an error in a call.
 
 A caller's W3C ``traceparent`` (gRPC metadata, or the HTTP header Envoy forwards as such)
 makes the RPC span its child. Database spans carry the statement's kind (``SELECT``,
