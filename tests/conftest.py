@@ -17,6 +17,9 @@ from pathlib import Path
 # fork handlers then run in those children and can make them fail before exec;
 # nothing here uses gRPC across a fork, so turn the handlers off before gRPC loads.
 os.environ["GRPC_ENABLE_FORK_SUPPORT"] = "0"
+# The gateways the suite starts as processes serve no /metrics unless a test gives them a
+# free METRICS_PORT: the default, 9464, may be a developer's `make run`, or another gateway's.
+os.environ["METRICS_PORT"] = "0"
 
 import pytest
 from psycopg2.extensions import make_dsn, parse_dsn

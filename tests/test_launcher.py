@@ -9,20 +9,16 @@ SIGTERM leaves nothing running.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
-import queue
 import re
 import signal
 import socket
 import stat
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
 
 import grpc
 import psutil
@@ -34,143 +30,19 @@ from datamorph.gateway.v1 import gateway_pb2 as pb
 from datamorph.gateway.v1 import gateway_pb2_grpc as pb_grpc
 from datamorph_client import GatewayClient, GatewayError
 from datamorph_gateway.config import ServerSettings, Settings
-from datamorph_gateway.pg.server import EmbeddedPostgres
 from datamorph_gateway.sidecar.cluster import GATEWAY_CLUSTER
 from datamorph_gateway.sidecar.process import admin_connection
 
 from .fixtures.certs import make_pki
-from .fixtures.envoy import DESCRIPTOR_SET, REPO, Rest
+from .fixtures.envoy import REPO, Rest
+from .fixtures.launcher import (
+    Launched,
+    launcher_children,
+    launcher_environment,
+    running_launcher,
+    still_running,
+)
 from .fixtures.roles import PasswordLogin, password_login
-
-START_TIMEOUT_S = 120
-_ADDRESS = re.compile(r"^\s+(REST|gRPC|admin)\s+(?:https?://)?(\S+):(\d+)\s")
-_ADMIN_SOCKET = re.compile(r"^\s+admin\s+unix:(/\S+)\s")
-_SETTING_KEYS = {name.upper() for name in Settings().flat()}
-
-
-@dataclasses.dataclass
-class Launched:
-    process: subprocess.Popen[bytes]
-    addresses: dict[str, tuple[str, int]]
-    stdout: list[str]
-    admin_socket: str = ""
-    grpc: list[tuple[str, int]] = dataclasses.field(default_factory=list)  # every process's
-
-
-def _environment(data_dir: Path, **overrides: str) -> dict[str, str]:
-    """The test's environment without any gateway setting, plus a fresh stack's."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in _SETTING_KEYS and key not in ("CONFIG_FILE", "CONFIG_SECRET_ID")
-    }
-    env.update(
-        DATA_DIR=str(data_dir),
-        REST_PORT="0",
-        GRPC_PORT="0",
-        EMBEDDED_PG_PORT="0",
-        ENVOY_DESCRIPTOR_FILE=str(DESCRIPTOR_SET),
-        HEALTH_POLL_INTERVAL_S="0.5",
-        GRACE_PERIOD_S="1",
-    )
-    env.update(overrides)
-    return env
-
-
-def _start(env: dict[str, str], stderr: IO[bytes]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "datamorph_gateway.launcher"],
-        cwd=REPO,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=stderr,
-        start_new_session=True,  # a signal sent to it reaches it alone, as Ctrl-C would
-    )
-
-
-def _wait_until_up(process: subprocess.Popen[bytes]) -> Launched:
-    """Read stdout until "Press Ctrl-C" (bounded); the reader keeps draining afterwards."""
-    assert process.stdout is not None
-    lines: queue.Queue[str | None] = queue.Queue()
-    seen: list[str] = []
-
-    def read(stream: IO[bytes]) -> None:
-        for raw in stream:
-            lines.put(raw.decode("utf-8", "replace"))
-        lines.put(None)
-
-    threading.Thread(target=read, args=(process.stdout,), daemon=True).start()
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
-        try:
-            line = lines.get(timeout=max(deadline - time.monotonic(), 0.01))
-        except queue.Empty:
-            raise AssertionError(f"the launcher did not come up; it said {seen}") from None
-        if line is None:
-            raise AssertionError(f"the launcher exited ({process.wait()}); it said {seen}")
-        seen.append(line)
-        if line.startswith("Press Ctrl-C"):
-            break
-    addresses = {}
-    grpc = []
-    admin_socket = ""
-    for line in seen:
-        match = _ADDRESS.match(line)
-        if match:
-            addresses[match.group(1)] = (match.group(2), int(match.group(3)))
-            if match.group(1) == "gRPC":
-                grpc.append((match.group(2), int(match.group(3))))
-        unix = _ADMIN_SOCKET.match(line)
-        if unix:
-            admin_socket = unix.group(1)
-    assert {"REST", "gRPC"} <= set(addresses), seen
-    assert ("admin" in addresses) != bool(admin_socket), seen
-    return Launched(process, addresses, seen, admin_socket, grpc)
-
-
-def _children(process: subprocess.Popen[bytes], data_dir: Path) -> list[psutil.Process]:
-    """The launcher's children (gateway, Envoy) and the postmaster pg_ctl detached."""
-    found: list[psutil.Process] = psutil.Process(process.pid).children(recursive=True)
-    pid_file = data_dir / "postgres" / "postmaster.pid"
-    found.append(psutil.Process(int(pid_file.read_text().split("\n", 1)[0])))
-    return found
-
-
-def _gone(processes: list[psutil.Process]) -> list[psutil.Process]:
-    alive = []
-    for process in processes:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
-                alive.append(process)
-    return alive
-
-
-@contextlib.contextmanager
-def _launcher(data_dir: Path, stderr_path: Path, **overrides: str) -> Iterator[Launched]:
-    """A launcher that is up; whatever happens, nothing it started survives the block."""
-    with stderr_path.open("ab") as stderr:
-        process = _start(_environment(data_dir, **overrides), stderr)
-        started: list[psutil.Process] = []
-        try:
-            launched = _wait_until_up(process)
-            started = _children(process, data_dir)
-            yield launched
-        finally:
-            if process.poll() is None:
-                with contextlib.suppress(psutil.Error, OSError):  # those started again too
-                    started += _children(process, data_dir)
-                process.terminate()
-                try:
-                    process.wait(60)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait()
-            for leftover in _gone(started):
-                leftover.kill()
-            EmbeddedPostgres(data_dir / "postgres").stop()
-            if process.stdout is not None:
-                process.stdout.close()
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
@@ -180,7 +52,7 @@ def test_the_stack_serves_and_a_signal_stops_all_of_it(
     # Both runs share a data directory: the second reuses the cluster and its demo data.
     data_dir = tmp_path_factory.getbasetemp() / "launcher-data"
     stderr_path = data_dir.with_suffix(".stderr")
-    with _launcher(data_dir, stderr_path) as launched:
+    with running_launcher(data_dir, stderr_path) as launched:
         rest = Rest(*launched.addresses["REST"])
         health = rest.get("/health")
         assert health.status == 200
@@ -199,11 +71,11 @@ def test_the_stack_serves_and_a_signal_stops_all_of_it(
                 assert check.status == health_pb2.HealthCheckResponse.SERVING
         _admin_is_the_owners_alone(launched, data_dir)
 
-        started = _children(launched.process, data_dir)
+        started = launcher_children(launched.process, data_dir)
         assert len(started) >= 3
         launched.process.send_signal(stop_signal)
         assert launched.process.wait(60) == 0
-        assert not _gone(started), _gone(started)
+        assert not still_running(started), still_running(started)
     for host, port in launched.addresses.values():
         with socket.socket() as probe:
             assert probe.connect_ex((host, port)) != 0, f"{host}:{port} still answers"
@@ -244,7 +116,7 @@ def test_the_stack_with_mtls(tmp_path_factory: pytest.TempPathFactory, tmp_path:
         "TLS_KEY_FILE": str(pki.server.key),
         "TLS_CLIENT_CA_FILE": str(pki.ca.file),
     }
-    with _launcher(data_dir, data_dir.with_suffix(".stderr"), **tls) as launched:
+    with running_launcher(data_dir, data_dir.with_suffix(".stderr"), **tls) as launched:
         assert any("REST      https://" in line for line in launched.stdout), launched.stdout
         rest_address = "{}:{}".format(*launched.addresses["REST"])
         grpc_address = "{}:{}".format(*launched.addresses["gRPC"])
@@ -348,7 +220,7 @@ def test_a_gateway_that_dies_is_started_again_while_the_rest_stays_up(
     5 s, while the launcher, Envoy and PostgreSQL stay up; the lock file names the new pid."""
     data_dir = tmp_path_factory.getbasetemp() / "launcher-data"
     stderr_path = tmp_path / "stderr"
-    with _launcher(data_dir, stderr_path) as launched:
+    with running_launcher(data_dir, stderr_path) as launched:
         rest = Rest(*launched.addresses["REST"])
         [(host, port)] = launched.grpc
         [gateway] = _gateways(launched).values()
@@ -384,7 +256,7 @@ def test_an_envoy_that_dies_is_started_again_on_the_same_ports(
     data_dir = tmp_path_factory.getbasetemp() / "launcher-data"
     stderr_path = tmp_path / "stderr"
     # ENVOY_ADMIN_PORT set: the admin API on a loopback port (0: a free one), as printed.
-    with _launcher(data_dir, stderr_path, ENVOY_ADMIN_PORT="0") as launched:
+    with running_launcher(data_dir, stderr_path, ENVOY_ADMIN_PORT="0") as launched:
         admin = Rest(*launched.addresses["admin"])
         assert launched.addresses["admin"][0] == "127.0.0.1"
         assert admin.get("/ready").body.strip() == b"LIVE"
@@ -419,7 +291,7 @@ def test_two_gateway_processes_behind_one_envoy_and_one_killed_leaves_the_other_
     data_dir = tmp_path_factory.getbasetemp() / "launcher-data"
     stderr_path = tmp_path / "stderr"
     env = {"GATEWAY_PROCESSES": "2", "ENVOY_HEALTH_CHECK_INTERVAL_S": "1"}
-    with _launcher(data_dir, stderr_path, **env) as launched:
+    with running_launcher(data_dir, stderr_path, **env) as launched:
         assert len(set(launched.grpc)) == 2, launched.stdout
         assert "(gateway 1, one of 2 processes)" in "".join(launched.stdout)
         for host, port in launched.grpc:
@@ -471,10 +343,12 @@ def test_a_gateway_that_keeps_exiting_stops_the_stack_with_its_reason(
     config = tmp_path / "config.json"
     config.write_text("{}")
     with (
-        _launcher(data_dir, stderr_path, RESTART_MAX="2", CONFIG_FILE=str(config)) as launched,
+        running_launcher(
+            data_dir, stderr_path, RESTART_MAX="2", CONFIG_FILE=str(config)
+        ) as launched,
         socket.socket() as taker,
     ):
-        started = _children(launched.process, data_dir)
+        started = launcher_children(launched.process, data_dir)
         [(host, port)] = launched.grpc
         [gateway] = _gateways(launched).values()
         if cause == "config file broken":
@@ -491,7 +365,7 @@ def test_a_gateway_that_keeps_exiting_stops_the_stack_with_its_reason(
             taker.listen()
         assert launched.process.wait(30) == code
         print(f"\ncrash loop ({cause}): the stack stopped {time.monotonic() - since:.2f} s later")
-        assert not _gone(started), _gone(started)
+        assert not still_running(started), still_running(started)
     last = stderr_path.read_text().strip().splitlines()[-1]
     assert last.startswith(
         "datamorph-gateway: the gateway keeps exiting: 2 times within 60 s (RESTART_MAX=2, "
@@ -506,11 +380,11 @@ def test_with_restart_max_1_a_child_that_dies_stops_the_rest(
     """RESTART_MAX=1, for a supervisor of one's own (systemd, Kubernetes): no restarts."""
     data_dir = tmp_path_factory.getbasetemp() / "launcher-data"
     stderr_path = tmp_path / "stderr"
-    with _launcher(data_dir, stderr_path, RESTART_MAX="1") as launched:
-        started = _children(launched.process, data_dir)
+    with running_launcher(data_dir, stderr_path, RESTART_MAX="1") as launched:
+        started = launcher_children(launched.process, data_dir)
         _envoy(launched).kill()
         assert launched.process.wait(60) == 1
-        assert not _gone(started), _gone(started)
+        assert not still_running(started), still_running(started)
     last = stderr_path.read_text().strip().splitlines()[-1]
     assert last == (
         "datamorph-gateway: Envoy was killed by SIGKILL (RESTART_MAX=1: not started again); "
@@ -539,8 +413,8 @@ def test_a_stop_during_a_backoff_stops_cleanly(
     signal is sent as the 1 s one begins."""
     data_dir = tmp_path_factory.getbasetemp() / "launcher-data"
     stderr_path = tmp_path / "stderr"
-    with _launcher(data_dir, stderr_path) as launched, socket.socket() as taker:
-        started = _children(launched.process, data_dir)
+    with running_launcher(data_dir, stderr_path) as launched, socket.socket() as taker:
+        started = launcher_children(launched.process, data_dir)
         [(host, port)] = launched.grpc
         [gateway] = _gateways(launched).values()
         gateway.kill()
@@ -551,7 +425,7 @@ def test_a_stop_during_a_backoff_stops_cleanly(
         _said(stderr_path, "starting it again in 1 s")
         launched.process.terminate()
         assert launched.process.wait(30) == 0
-        assert not _gone(started), _gone(started)
+        assert not still_running(started), still_running(started)
         assert not _strays(data_dir)
     said = stderr_path.read_text()
     assert said.count("at start-up: cannot listen") == 1, said  # no start after the signal
@@ -567,7 +441,7 @@ def test_gateway_processes_that_cannot_work_is_one_clear_line(tmp_path: Path, va
     result = subprocess.run(
         [sys.executable, "-m", "datamorph_gateway.launcher"],
         cwd=REPO,
-        env=_environment(tmp_path / "data", GATEWAY_PROCESSES=value),
+        env=launcher_environment(tmp_path / "data", GATEWAY_PROCESSES=value),
         capture_output=True,
         text=True,
         timeout=60,
@@ -628,7 +502,7 @@ def test_the_embedded_database_is_sized_for_the_gateway_processes(
     data_dir = tmp_path_factory.getbasetemp() / "launcher-data"
     stderr_path = tmp_path / "stderr"
     env = {"GATEWAY_PROCESSES": "2", "DB_POOL_MAX": "60"}
-    with _launcher(data_dir, stderr_path, **env) as launched:
+    with running_launcher(data_dir, stderr_path, **env) as launched:
         [dsn] = [line.split("'")[1] for line in launched.stdout if "psql '" in line]
         with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
             cur.execute("SELECT current_setting('max_connections')::int")
@@ -650,7 +524,7 @@ def test_more_connections_than_the_launcher_gives_the_embedded_database_is_one_c
     result = subprocess.run(
         [sys.executable, "-m", "datamorph_gateway.launcher"],
         cwd=REPO,
-        env=_environment(data_dir, GATEWAY_PROCESSES="2", DB_POOL_MAX="600"),
+        env=launcher_environment(data_dir, GATEWAY_PROCESSES="2", DB_POOL_MAX="600"),
         capture_output=True,
         text=True,
         timeout=60,
@@ -674,7 +548,7 @@ def test_a_setting_that_cannot_work_is_one_clear_line(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "datamorph_gateway.launcher"],
         cwd=REPO,
-        env=_environment(tmp_path / "data", ENVOY_START_TIMEOUT_S="900"),
+        env=launcher_environment(tmp_path / "data", ENVOY_START_TIMEOUT_S="900"),
         capture_output=True,
         text=True,
         timeout=60,
@@ -694,7 +568,7 @@ def test_a_port_in_use_is_one_clear_line_and_nothing_starts(tmp_path: Path) -> N
         result = subprocess.run(
             [sys.executable, "-m", "datamorph_gateway.launcher"],
             cwd=REPO,
-            env=_environment(tmp_path / "data", REST_PORT=str(port)),
+            env=launcher_environment(tmp_path / "data", REST_PORT=str(port)),
             capture_output=True,
             text=True,
             timeout=60,
@@ -746,7 +620,7 @@ def test_the_stack_with_an_auth_policy_and_sighup(
     data_dir = tmp_path_factory.getbasetemp() / "launcher-data"  # the cluster other tests made
     stderr_path = tmp_path / "stderr"
     env = {"AUTH_POLICY_FILE": str(policy), "GATEWAY_PROCESSES": "2"}
-    with _launcher(data_dir, stderr_path, **env) as launched:
+    with running_launcher(data_dir, stderr_path, **env) as launched:
         rest = Rest(*launched.addresses["REST"])
         select = {"query": "SELECT 1 AS one"}
         assert rest.post("/execute/query", select).status == 401
@@ -794,13 +668,13 @@ def test_a_second_stack_on_the_same_data_dir_refuses_and_the_first_serves_on(
     launcher runs on: one line naming DATA_DIR and the owner's pid, exit 1, and the first
     stack's PostgreSQL untouched."""
     data_dir = tmp_path_factory.getbasetemp() / "launcher-data"
-    with _launcher(data_dir, tmp_path / "first.stderr") as first:
+    with running_launcher(data_dir, tmp_path / "first.stderr") as first:
         postmaster = _postmaster_pid(data_dir)
         for module in ("datamorph_gateway.launcher", "datamorph_gateway"):
             second = subprocess.run(
                 [sys.executable, "-m", module],
                 cwd=REPO,
-                env=_environment(data_dir),
+                env=launcher_environment(data_dir),
                 capture_output=True,
                 text=True,
                 timeout=30,
@@ -818,20 +692,20 @@ def test_a_second_stack_on_the_same_data_dir_refuses_and_the_first_serves_on(
         assert first.process.poll() is None
 
 
-def test_a_killed_launchers_data_dir_is_taken_over_by_the_next_start(
+def test_a_killed_launchers_data_dir_is_taken_over_by_the_nextstart_launcher(
     tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
 ) -> None:
     """SIGKILL leaves the lock free (the kernel drops it) and the stack running; the next
     launcher stops what the dead one left (gateway, Envoy, PostgreSQL) and serves."""
     data_dir = tmp_path_factory.getbasetemp() / "launcher-data"
-    with _launcher(data_dir, tmp_path / "first.stderr") as first:
-        left = _children(first.process, data_dir)
+    with running_launcher(data_dir, tmp_path / "first.stderr") as first:
+        left = launcher_children(first.process, data_dir)
         first.process.kill()
         first.process.wait(10)
-        assert len(_gone(left)) == len(left) >= 3  # all still running
-        with _launcher(data_dir, tmp_path / "second.stderr") as second:
+        assert len(still_running(left)) == len(left) >= 3  # all still running
+        with running_launcher(data_dir, tmp_path / "second.stderr") as second:
             assert Rest(*second.addresses["REST"]).get("/health").status == 200
-            assert not _gone(left), _gone(left)
+            assert not still_running(left), still_running(left)
             assert _postmaster_pid(data_dir) not in {p.pid for p in left}
     said = (tmp_path / "second.stderr").read_text()
     assert "stopping the gateway a dead stack left running" in said
@@ -865,7 +739,7 @@ def test_a_database_that_refuses_the_login_stops_make_run_with_its_reason(
     result = subprocess.run(
         [sys.executable, "-m", "datamorph_gateway.launcher"],
         cwd=REPO,
-        env=_environment(tmp_path / "data", DATABASE_URL=url),
+        env=launcher_environment(tmp_path / "data", DATABASE_URL=url),
         capture_output=True,
         text=True,
         timeout=10,
@@ -896,7 +770,9 @@ def test_an_unreachable_database_stops_make_run_within_10_s_with_the_reason(
     result = subprocess.run(
         [sys.executable, "-m", "datamorph_gateway.launcher"],
         cwd=REPO,
-        env=_environment(tmp_path / "data", DATABASE_URL=f"postgresql://app@127.0.0.1:{port}/db"),
+        env=launcher_environment(
+            tmp_path / "data", DATABASE_URL=f"postgresql://app@127.0.0.1:{port}/db"
+        ),
         capture_output=True,
         text=True,
         timeout=10,

@@ -123,6 +123,7 @@ def unit_gateway(installed: Path, seeded_database: str) -> Iterator[str]:
         DB_READONLY_USER=made.reader if made else "",
         DB_WATCHDOG_USER=made.watchdog if made else "",
         DRAIN_S="0",
+        METRICS_PORT=str(free_port()),  # 9464 may be a developer's `make run`
     )
     argv = systemd_argv(settings["ExecStart"][0], env, port)
     proc = subprocess.Popen(argv, env={**gateway_env(), **env}, stdout=subprocess.PIPE, text=True)

@@ -149,6 +149,7 @@ def test_past_100_calls_duration_is_100_quantiles_close_to_the_truth(
         assert cuts[percentile - 1] == pytest.approx(truth[percentile - 1], rel=0.03)
 
 
+@pytest.mark.usefixtures("own_pool_totals")
 def test_pool_and_workflows_in_the_process_record(
     aggregator: emf.EmfAggregator, written: Written
 ) -> None:

@@ -76,6 +76,7 @@ def _label_values(got: Samples, name: str, label: str) -> set[str]:
     return {dict(labels)[label] for sample, labels in got if sample == name}
 
 
+@pytest.mark.usefixtures("own_pool_totals")
 def test_pool_gauges_add_up_every_pool_of_the_process(
     served: metrics_server.MetricsServer,
 ) -> None:
@@ -152,6 +153,7 @@ class _Heard:
         self.events.append(("ended", outcome))
 
 
+@pytest.mark.usefixtures("own_pool_totals")
 def test_with_prometheus_off_nothing_is_kept_but_a_listener_hears_everything() -> None:
     heard = _Heard()
     metrics.init("1", prometheus=False, listener=heard)

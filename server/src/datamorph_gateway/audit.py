@@ -54,18 +54,16 @@ def mask_constants(sql: str) -> str:
     return "".join(out)
 
 
-def caller(context: grpc.ServicerContext, forwarded: str | None = None) -> str:
-    """Who sent the request: the peer, and the client our Envoy saw when it forwarded it.
-
-    ``forwarded`` is that address as ``ClientIdentities.forwarded_for`` vouches for it; a
-    caller's own ``x-forwarded-for`` never reaches the line.
-    """
-    agent = metadata_value(context, "user-agent") or "-"
-    peer = context.peer()
-    principal = principal_var.get().name
-    return (
-        f"principal={principal} peer={peer} forwarded_for={forwarded or '-'} user_agent={agent!r}"
-    )
+def _caller_fields(context: grpc.ServicerContext, forwarded: str | None) -> dict[str, str]:
+    """Who sent the request: the principal, the peer, and the client our Envoy saw when it
+    forwarded it (``forwarded`` as ``ClientIdentities.forwarded_for`` vouches for it; a
+    caller's own ``x-forwarded-for`` never reaches the line), and its user agent."""
+    return {
+        "principal": principal_var.get().name,
+        "peer": context.peer(),
+        "forwarded_for": forwarded or "-",
+        "user_agent": metadata_value(context, "user-agent") or "-",
+    }
 
 
 def record(
@@ -79,18 +77,33 @@ def record(
     rows: int,
     outcome: str,
 ) -> None:
+    """The audit line; its fields (LOG_FORMAT=json) carry the same values, the SQL masked."""
     text = mask_constants(query)
     if len(text) > MAX_LOGGED_QUERY_CHARS:
         text = text[:MAX_LOGGED_QUERY_CHARS] + f"... [{len(text)} chars]"
+    fields: dict[str, object] = dict(_caller_fields(context, forwarded_for))
+    fields.update(
+        params=param_count,
+        read_only=read_only,
+        duration_ms=duration_ms,
+        rows=rows,
+        outcome=outcome,
+        sql=text,
+    )
     log.info(
-        "query %s params=%d read_only=%s duration_ms=%.2f rows=%d outcome=%s sql=%r",
-        caller(context, forwarded_for),
+        "query principal=%s peer=%s forwarded_for=%s user_agent=%r params=%d read_only=%s "
+        "duration_ms=%.2f rows=%d outcome=%s sql=%r",
+        fields["principal"],
+        fields["peer"],
+        fields["forwarded_for"],
+        fields["user_agent"],
         param_count,
         read_only,
         duration_ms,
         rows,
         outcome,
         text,
+        extra=fields,
     )
 
 

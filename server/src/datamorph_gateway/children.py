@@ -18,6 +18,7 @@ import threading
 from pathlib import Path
 from typing import IO
 
+from datamorph_gateway.observability import metrics_server
 from datamorph_gateway.process_group import stop_group
 from datamorph_gateway.sidecar import EnvoyProcess, SidecarOptions
 from datamorph_gateway.sidecar.render import LISTENER, write_config
@@ -54,8 +55,11 @@ class GatewayProcess:
     kind = "gateway"
     start_timeout_s = _GATEWAY_START_TIMEOUT_S
 
-    def __init__(self, name: str, env: dict[str, str], port: int, grace_s: float) -> None:
+    def __init__(
+        self, name: str, env: dict[str, str], port: int, grace_s: float, *, metrics_dir: str = ""
+    ) -> None:
         self.name = name
+        self._metrics_dir = metrics_dir  # shared with the other processes: see ``reap``
         self._env = env
         self.port = port  # 0 until the first start picked one
         self._grace_s = grace_s
@@ -114,6 +118,10 @@ class GatewayProcess:
     def reap(self) -> str:
         """Once it exited: its last words (without the program's name), its pipes closed."""
         process, self._process = self._process, None
+        if process is not None and self._metrics_dir:
+            # Its share of the "now" gauges (connections, running workflows) goes with it;
+            # its counts stay in the stack's totals.
+            metrics_server.process_exited(process.pid, self._metrics_dir)
         for reader in self._readers:
             reader.join(timeout=_READER_JOIN_S)  # its last line may still be in the pipe
         if process is not None:

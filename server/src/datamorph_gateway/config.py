@@ -1,7 +1,7 @@
 """The gateway's settings: one typed object, built once at start-up, in sections.
 
 ``Settings`` holds one frozen section per concern (``config_sections``: server, tls,
-auth, database, embedded, limits, logging, workflows, aws, sidecar); each module is
+auth, database, embedded, limits, logging, metrics, workflows, aws, sidecar); each module is
 handed only the section(s) it uses. A field keeps its flat name in its section, and
 that name in upper case is its key: ``settings.database.db_pool_max`` is ``DB_POOL_MAX``.
 
@@ -9,7 +9,10 @@ Sources, in rising precedence: the defaults in the sections, a JSON config file
 (``CONFIG_FILE``), an AWS Secrets Manager secret (``CONFIG_SECRET_ID``) and
 the environment. Every source uses the same upper-case keys (DataMorph's own,
 e.g. ``RDS_ENDPOINT``, plus the gateway's, e.g. ``GRPC_PORT``). Nothing else in
-the gateway reads ``os.environ``: the settings object is passed down.
+the gateway reads ``os.environ``: the settings object is passed down. The one exception
+is tracing: OpenTelemetry's SDK reads the standard OTEL_* variables itself
+(``observability.tracing``, handed ``os.environ`` by ``__main__``), as every
+OpenTelemetry SDK does, so they are not keys here.
 
 A secret may also be in the format RDS writes for managed credentials
 (``host``, ``port``, ``dbname``, ``username``, ``password``); those keys are
@@ -42,6 +45,7 @@ from datamorph_gateway.config_sections import (
     EmbeddedSettings,
     LimitsSettings,
     LoggingSettings,
+    MetricsSettings,
     ServerSettings,
     SidecarSettings,
     TlsSettings,
@@ -60,6 +64,7 @@ __all__ = [
     "EmbeddedSettings",
     "LimitsSettings",
     "LoggingSettings",
+    "MetricsSettings",
     "SecretLoader",
     "ServerSettings",
     "Settings",
@@ -100,6 +105,7 @@ class Settings:
     embedded: EmbeddedSettings = field(default_factory=EmbeddedSettings)
     limits: LimitsSettings = field(default_factory=LimitsSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
     workflows: WorkflowSettings = field(default_factory=WorkflowSettings)
     aws: AwsSettings = field(default_factory=AwsSettings)
     sidecar: SidecarSettings = field(default_factory=SidecarSettings)

@@ -92,6 +92,7 @@ def validate(s: Settings) -> None:
     if s.logging.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise ConfigError("LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
     _validate_workflows(s)
+    _validate_observability(s)
     _validate_tls(s.tls)
     _validate_database_roles(db)
     if s.server.drain_s < 0 and s.server.drain_s != -1:
@@ -99,6 +100,22 @@ def validate(s: Settings) -> None:
     if s.sidecar.envoy_health_check_interval_s <= 0:
         raise ConfigError("ENVOY_HEALTH_CHECK_INTERVAL_S must be positive")
     _validate_launcher(s.server)
+
+
+def _validate_observability(s: Settings) -> None:
+    m = s.metrics
+    if s.logging.log_format not in ("text", "json"):
+        raise ConfigError(f"LOG_FORMAT must be text or json, got {s.logging.log_format!r}")
+    if not 0 <= m.metrics_port <= 65535:
+        raise ConfigError("METRICS_PORT must be between 1 and 65535, or 0 (no metrics)")
+    if m.metrics_port and m.metrics_port == s.server.grpc_port:
+        raise ConfigError(f"METRICS_PORT and GRPC_PORT are both {m.metrics_port}")
+    if m.metrics_emf_interval_s <= 0:
+        raise ConfigError("METRICS_EMF_INTERVAL_S must be positive")
+    if not m.metrics_emf_namespace.strip():
+        raise ConfigError("METRICS_EMF_NAMESPACE must not be empty")
+    if m.gateway_process_index < 0:
+        raise ConfigError("GATEWAY_PROCESS_INDEX must be 0 or more")
 
 
 def _validate_launcher(s: ServerSettings) -> None:

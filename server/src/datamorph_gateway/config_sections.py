@@ -20,6 +20,7 @@ __all__ = [
     "EmbeddedSettings",
     "LimitsSettings",
     "LoggingSettings",
+    "MetricsSettings",
     "ServerSettings",
     "SidecarSettings",
     "TlsSettings",
@@ -176,12 +177,33 @@ class LimitsSettings:
 
 @dataclass(frozen=True)
 class LoggingSettings:
-    """The gateway's own log: level, and an optional file rotated by size."""
+    """The gateway's own log: level, format, and an optional file rotated by size."""
 
     log_level: str = "INFO"
+    # text (the default) or json: one JSON object per line (observability/jsonlog.py).
+    log_format: str = "text"
     log_file: str = ""
     log_file_max_bytes: int = 10 * 1024 * 1024
     log_file_backups: int = 5
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    """Prometheus ``/metrics`` and CloudWatch EMF records (docs/operations.md, "Metrics,
+    traces and structured logs"). Traces are OpenTelemetry's own OTEL_* variables, which
+    its SDK reads itself."""
+
+    # /metrics on GRPC_HOST:METRICS_PORT; 0 records nothing for Prometheus and serves nothing.
+    metrics_port: int = 9464
+    # EMF records to the log, one set per interval (observability/emf.py).
+    metrics_emf: bool = False
+    metrics_emf_interval_s: float = 60.0
+    metrics_emf_namespace: str = "DataMorph/Gateway"
+    # Set by the launcher for each of its gateway processes: the directory their metrics
+    # share (prometheus-client's multiprocess mode; empty: this process alone) and the
+    # process's index (process 0 serves /metrics for them all).
+    metrics_multiprocess_dir: str = ""
+    gateway_process_index: int = 0
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,8 @@ from typing import Any
 
 import psycopg2
 
+from datamorph_gateway.observability import metrics
+
 # A caller's value quoted in an error (a table name, a run id) is cut to this many characters.
 ECHO_MAX_CHARS = 200
 
@@ -261,6 +263,7 @@ def from_database_error(exc: psycopg2.Error) -> GatewayError:
     errors: they are re-raised for the boundary to answer INTERNAL.
     """
     sqlstate = exc.pgcode or ""
+    metrics.db_error(sqlstate)
     if not sqlstate and not isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError)):
         raise exc
     kind = kind_for_sqlstate(sqlstate) if sqlstate else Unavailable

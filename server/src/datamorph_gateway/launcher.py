@@ -54,6 +54,7 @@ from datamorph_gateway.config import Settings, TlsSettings, load_settings
 from datamorph_gateway.config_secret import load_secret
 from datamorph_gateway.datadir import DataDirLock, hold_data_dir
 from datamorph_gateway.errors import ConfigError
+from datamorph_gateway.observability import metrics_server
 from datamorph_gateway.preflight import (
     check_ports,
     check_settings,
@@ -162,6 +163,7 @@ def _banner(
     admin_address: str,
     database: str,
     run_dir: Path,
+    metrics_at: str = "",
 ) -> list[str]:
     """What `make run` prints once the stack is up: where everything is, and any WARNING."""
     scheme = "https" if options.tls_cert_file else "http"
@@ -187,6 +189,9 @@ def _banner(
             for i, address in enumerate(grpc_addresses)
         ]
     lines.append(admin)
+    if metrics_at:
+        served_by = "gateway 0 answers for all" if len(grpc_addresses) > 1 else "the gateway's"
+        lines.append(f"  metrics   {metrics_at}  (Prometheus; {served_by})")
     if database:
         lines.append(f"  database  psql '{database}'  (embedded PostgreSQL)")
     lines.append(f"  logs      Envoy's access log in {run_dir / 'access.log'}")
@@ -232,8 +237,17 @@ def _run(settings: Settings, stop: threading.Event, stack: contextlib.ExitStack)
     drain_s = settings.drain_period_s() if settings.server.drain_s >= 0 else 0.0
     env["DRAIN_S"] = str(drain_s)
     grace_s = settings.server.grace_period_s + drain_s
+    metrics_dir = _metrics_directory(settings, len(ports))
+    if metrics_dir:
+        env["METRICS_MULTIPROCESS_DIR"] = metrics_dir
     gateways = [
-        GatewayProcess(f"gateway {i}" if len(ports) > 1 else "the gateway", env, port, grace_s)
+        GatewayProcess(
+            f"gateway {i}" if len(ports) > 1 else "the gateway",
+            dict(env, GATEWAY_PROCESS_INDEX=str(i)),
+            port,
+            grace_s,
+            metrics_dir=metrics_dir,
+        )
         for i, port in enumerate(ports)
     ]
     stack.callback(_stop_together, gateways)
@@ -269,7 +283,11 @@ def _run(settings: Settings, stop: threading.Event, stack: contextlib.ExitStack)
 
     rest_options = dataclasses.replace(options, listen_host=rest_host, listen_port=rest_port)
     addresses = [gateway.address for gateway in gateways]
-    banner = _banner(rest_options, addresses, envoy.admin_address, database, run_dir)
+    metrics_at = ""
+    if settings.metrics.metrics_port:
+        host = _client_host(settings.server.grpc_host)
+        metrics_at = f"http://{host}:{settings.metrics.metrics_port}/metrics"
+    banner = _banner(rest_options, addresses, envoy.admin_address, database, run_dir, metrics_at)
     print("\n".join(banner), flush=True)
 
     server = settings.server
@@ -284,6 +302,16 @@ def _run(settings: Settings, stop: threading.Event, stack: contextlib.ExitStack)
             supervisor.check()
         except CrashLoop as exc:
             raise LaunchError(f"{exc}; the stack stopped", exc.code) from None
+
+
+def _metrics_directory(settings: Settings, processes: int) -> str:
+    """Where several gateway processes share their metrics (emptied of the last stack's),
+    so that process 0's /metrics is the stack's total; "" for one process, or none."""
+    if processes < 2 or not settings.metrics.metrics_port:
+        return ""
+    directory = Path(settings.embedded.data_dir).resolve() / "metrics"
+    metrics_server.prepare_directory(directory)
+    return str(directory)
 
 
 def _start_gateways(

@@ -1,7 +1,8 @@
 """Log lines for operators: timestamp, level, where, request id, message.
 
 Console always; a size-rotated file as well when LOG_FILE is set (what
-CloudWatch's agent tails on EC2).
+CloudWatch's agent tails on EC2). LOG_FORMAT=json writes each record as one JSON
+object instead (``observability.jsonlog``), with the fields a line passes as ``extra``.
 """
 
 from __future__ import annotations
@@ -11,17 +12,21 @@ import logging.handlers
 import sys
 
 from datamorph_gateway.config import LoggingSettings
+from datamorph_gateway.observability import jsonlog
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s %(funcName)s:%(lineno)d [%(request_id)s] %(message)s"
 
 
 class RequestIdFilter(logging.Filter):
-    """Stamps each record with the request id of the RPC that logged it ("-" outside one)."""
+    """Stamps each record with the request id of the RPC that logged it ("-" outside one),
+    and, inside one, with its principal (unless the line names one itself)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from datamorph_gateway.rpc import request_id_var
+        from datamorph_gateway.rpc import principal_var, request_id_var
 
-        record.request_id = request_id_var.get()
+        record.request_id = found = request_id_var.get()
+        if found != "-" and "principal" not in record.__dict__:
+            record.principal = principal_var.get().name
         return True
 
 
@@ -36,7 +41,7 @@ def configure(settings: LoggingSettings) -> None:
                 encoding="utf-8",
             )
         )
-    formatter = logging.Formatter(FORMAT)
+    formatter = jsonlog.make_formatter(settings.log_format, FORMAT)
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)

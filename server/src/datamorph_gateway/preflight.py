@@ -86,6 +86,8 @@ def check_ports(settings: Settings) -> None:
     ]
     if sidecar.envoy_admin_port >= 0:  # else a Unix socket
         ports.append(("ENVOY_ADMIN_PORT", sidecar.envoy_admin_host, sidecar.envoy_admin_port))
+    if settings.metrics.metrics_port:  # 0: off, not a free port
+        ports.append(("METRICS_PORT", server.grpc_host, settings.metrics.metrics_port))
     seen: dict[int, str] = {}
     for key, host, port in ports:
         if not 0 <= port <= 65535:

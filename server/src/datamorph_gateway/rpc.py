@@ -7,7 +7,10 @@ may make the call (``principal_var`` then names it for the rest of the request),
 turns ``GatewayError`` into its status with google.rpc details (``status`` knows
 which code each kind answers), turns anything else into INTERNAL with the request
 id (traceback to the log only), and logs one line per request: method, code,
-duration, principal.
+duration, principal (also as the line's fields, for LOG_FORMAT=json). The same
+boundary records the call's metrics (``observability.metrics.rpc_finished``) and, when
+OTEL_* turns tracing on, makes its span (the caller's ``traceparent`` its parent), which
+ends with the code, the principal and the rows the servicer reported (``rows_var``).
 
 ``DecodeErrors`` (a server interceptor) does the same for requests that never reach a
 method: bytes that do not decode (malformed, or nested deeper than protobuf's recursion
@@ -31,6 +34,7 @@ import grpc
 from datamorph_gateway.auth.policy import ANONYMOUS, Principal
 from datamorph_gateway.db.cancel import CancelScope
 from datamorph_gateway.errors import DeadlineExceeded, GatewayError, InvalidArgument
+from datamorph_gateway.observability import metrics, tracing
 from datamorph_gateway.status import internal_status, status_code, to_status
 
 log = logging.getLogger("datamorph_gateway.access")
@@ -38,6 +42,8 @@ request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id
 principal_var: contextvars.ContextVar[Principal] = contextvars.ContextVar(
     "principal", default=ANONYMOUS
 )
+# The rows a call returned, for its span: set by the servicer, read only while tracing.
+rows_var: contextvars.ContextVar[int | None] = contextvars.ContextVar("rows", default=None)
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
@@ -95,6 +101,10 @@ class _Call:
         self._token = request_id_var.set(self.request_id)
         self._principal_token: contextvars.Token[Principal] | None = None
         self._start = time.perf_counter()
+        # None unless tracing is on (one test then).
+        self._span = tracing.start_rpc_span(name, context.invocation_metadata())
+        if self._span is not None:
+            rows_var.set(None)
 
     def authorize(self, servicer: Any) -> None:
         """Who calls, if the servicer checks (it raises when the call is not allowed)."""
@@ -113,14 +123,29 @@ class _Call:
         return internal_status(self.request_id)
 
     def finish(self) -> None:
+        seconds = time.perf_counter() - self._start
+        code = self.code.name
+        metrics.rpc_finished(self.name, code, seconds)
+        duration_ms = seconds * 1000
+        peer = self.context.peer()
+        principal = self.principal.name
         log.info(
             "rpc %s code=%s duration_ms=%.2f peer=%s principal=%s",
             self.name,
-            self.code.name,
-            (time.perf_counter() - self._start) * 1000,
-            self.context.peer(),
-            self.principal.name,
+            code,
+            duration_ms,
+            peer,
+            principal,
+            extra={
+                "rpc": self.name,
+                "code": code,
+                "duration_ms": duration_ms,
+                "peer": peer,
+                "principal": principal,
+            },
         )
+        if self._span is not None:
+            self._span.finish(code, principal=principal, rows=rows_var.get())
         if self._principal_token is not None:
             principal_var.reset(self._principal_token)
         request_id_var.reset(self._token)

@@ -30,12 +30,14 @@ from datamorph_gateway.db.decoding import ColumnType
 from datamorph_gateway.db.query import QueryResult
 from datamorph_gateway.errors import GatewayError, Unavailable
 from datamorph_gateway.identity import ClientIdentities
+from datamorph_gateway.observability import metrics
 from datamorph_gateway.rpc import (
     Method,
     Req,
     Resp,
     cancel_scope,
     principal_var,
+    rows_var,
     rpc,
     rpc_stream,
     time_budget_s,
@@ -169,6 +171,7 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
                 names, originals, limit, scope.timeout_s, scope=scope, login=_login()
             )
         response = pb.GetDataResponse(status=SUCCESS)
+        rows_var.set(sum(len(sample.rows) for sample in samples))
         for original, sample in zip(originals, samples, strict=True):
             append_object_rows(response.data[original].values, sample.keys, sample.rows)
             add_column = response.columns[original].values.add
@@ -207,6 +210,9 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
                 login=_login(),
             )
             tally.rows = len(result.rows)
+        rows_var.set(tally.rows)
+        if result.truncated:
+            metrics.result_truncated()
         return self._query_response(result, request.row_format)
 
     @rpc_stream
@@ -241,6 +247,8 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
                     _add_columns(response.columns, batch.names, batch.columns, batch.keys)
                 _append_rows(response.rows, batch.keys, batch.rows, request.row_format)
                 tally.rows += len(batch.rows)
+                rows_var.set(tally.rows)
+                metrics.stream_rows("StreamQuery", len(batch.rows))
                 response.rows_sent = tally.rows
                 # Held back one step, so that the last message can say done.
                 if previous is not None:
@@ -315,6 +323,7 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
         for event in events:
             response = pb.WatchLogsResponse(run_id=request.run_id, index=event.index)
             _log_entry(response.entry, event.entry)
+            metrics.stream_rows("WatchLogs", 1)
             yield response
 
     # -- health ------------------------------------------------------------------------

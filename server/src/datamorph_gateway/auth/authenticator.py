@@ -56,6 +56,7 @@ from datamorph_gateway.errors import (
     Unauthenticated,
 )
 from datamorph_gateway.identity import ClientIdentities
+from datamorph_gateway.observability import metrics
 
 __all__ = ["AWS_IAM_HEADER", "Authenticator", "check_exposure"]
 
@@ -297,6 +298,7 @@ class Authenticator:
     ) -> Unauthenticated:
         with self._lock:
             self.failures[reason] += 1
+        metrics.auth_failure(reason)
         log.warning("authentication failed: rpc=%s reason=%s peer=%s", rpc, reason, context.peer())
         return Unauthenticated(message, reason="UNAUTHENTICATED", metadata={"cause": reason})
 
@@ -315,6 +317,7 @@ class Authenticator:
                 bucket.tokens -= 1
                 return
             wait_s = (1 - bucket.tokens) / rate
+        metrics.rate_limited()
         raise ResourceExhausted(
             f"principal {principal.name!r} is over its rate limit of {rate:g} calls per second",
             reason="RATE_LIMITED",

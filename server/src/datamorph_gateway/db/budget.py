@@ -15,6 +15,8 @@ from typing import Any
 from psycopg2 import sql
 from psycopg2.extensions import cursor
 
+from datamorph_gateway.observability import tracing
+
 __all__ = ["Budget", "execute", "timeout_prefix"]
 
 
@@ -39,9 +41,11 @@ def timeout_prefix(budget: Budget | None) -> str:
 def execute(
     cur: cursor, query: str | sql.Composable, params: Any = None, budget: Budget | None = None
 ) -> None:
-    """Run ``query``, limited to the budget's remaining time when there is one."""
-    if budget is None:
-        cur.execute(query, params)
-        return
-    body = query if isinstance(query, str) else query.as_string(cur)
-    cur.execute(timeout_prefix(budget) + body, params)
+    """Run ``query`` (one of the gateway's own reads), limited to the budget's remaining
+    time when there is one."""
+    with tracing.db_span("SELECT"):
+        if budget is None:
+            cur.execute(query, params)
+            return
+        body = query if isinstance(query, str) else query.as_string(cur)
+        cur.execute(timeout_prefix(budget) + body, params)

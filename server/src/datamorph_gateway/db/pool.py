@@ -14,8 +14,10 @@ bookkeeping tables); every other borrower (caller SQL) holds at most
 So slow caller SQL can fill its share and its queue while reads are still
 served, and the threads serving RPCs are not all parked waiting behind it.
 
-This module keeps the books (who holds what, who waits); ``budget`` caps the pools of
-the process together, and ``connections`` opens, tests and resets one connection.
+This module keeps the books (who holds what, who waits), and reports them to the metrics
+(connections lent and idle after each change, under its lock; each borrower's wait);
+``budget`` caps the pools of the process together, and ``connections`` opens, tests and
+resets one connection.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import psycopg2.extensions as ext
 from datamorph_gateway.db.connection_budget import ConnectionBudget
 from datamorph_gateway.db.connections import ConnectHook, Connector, alive, discard_session
 from datamorph_gateway.errors import ResourceExhausted, Unavailable
+from datamorph_gateway.observability import metrics
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +88,8 @@ class ConnectionPool:
         self._shared_waiting = 0
         self._closed = False
         self._cond = threading.Condition()
+        # Pools sharing a budget count toward the limit of their budget's owner (RolePools).
+        self._gauge = metrics.pool_gauge(max_size if budget is None else 0)
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -119,6 +124,7 @@ class ConnectionPool:
             self._closed = True
             while self._idle:
                 self._discard_locked(self._idle.pop())
+            self._gauge.close()
             self._cond.notify_all()
 
     def stats(self) -> dict[str, int]:
@@ -158,7 +164,9 @@ class ConnectionPool:
             else min(timeout_s, self._acquire_timeout_s)
         )
         shared = not reserved
-        conn = self._acquire(time.monotonic() + max(wait, 0.0), shared=shared)
+        asked = time.monotonic()
+        conn = self._acquire(asked + max(wait, 0.0), shared=shared)
+        metrics.pool_wait(time.monotonic() - asked)
         broken = False
         try:
             yield conn
@@ -182,11 +190,13 @@ class ConnectionPool:
                         conn = self._take_idle_locked()
                         if conn is not None:
                             self._lend_locked(shared)
+                            self._report_locked()
                             return conn
                         if self._open < self.max_size:
                             if self._budget.open_one(self):
                                 self._open += 1
                                 self._lend_locked(shared)
+                                self._report_locked()
                                 break
                             budget_blocked = True
                     elif shared and self._shared_busy < self.shared_max:
@@ -212,6 +222,7 @@ class ConnectionPool:
                 self._open -= 1
                 self._budget.closed_one()
                 self._lend_locked(-shared)
+                self._report_locked()
                 self._cond.notify_all()
             raise
 
@@ -272,12 +283,18 @@ class ConnectionPool:
                 self._discard_locked(conn)
             else:
                 self._idle.append(conn)
+                self._report_locked()
             # Every waiter: the one that can go on may wait for the other share.
             self._cond.notify_all()
+
+    def _report_locked(self) -> None:
+        idle = len(self._idle)
+        self._gauge.report(self._open - idle, idle)
 
     def _discard_locked(self, conn: Connection) -> None:
         self._open -= 1
         self._budget.closed_one()
+        self._report_locked()
         try:
             conn.close()
         except psycopg2.Error:

@@ -17,6 +17,7 @@ from psycopg2 import errorcodes
 from psycopg2.extensions import connection, cursor
 
 from datamorph_gateway.db.budget import Budget, execute, timeout_prefix
+from datamorph_gateway.observability import tracing
 
 __all__ = ["Prepared", "PreparingConnection"]
 
@@ -79,7 +80,8 @@ class Prepared:
             # (a timeout, a cancel), so the statement counts as prepared from here on.
             conn.prepared.add(self.name)
             try:
-                cur.execute(text, params)
+                with tracing.db_span("SELECT"):  # the gateway's own catalog reads
+                    cur.execute(text, params)
                 return
             except psycopg2.Error as exc:
                 if not retry:

@@ -27,6 +27,7 @@ from datamorph_gateway.db.params import bind_args
 from datamorph_gateway.db.pool import Connection
 from datamorph_gateway.db.sqltext import Mode, Script, Statement, fetch_text
 from datamorph_gateway.errors import InvalidArgument
+from datamorph_gateway.observability import tracing
 
 _ROWS_VERBS = frozenset({"INSERT", "UPDATE", "DELETE", "MERGE", "COPY", "SELECT", "FETCH", "MOVE"})
 
@@ -93,8 +94,10 @@ def run(
             # A FETCH's text is made from the tree, not bound: it is never formatted with
             # the values (a "%" in its cursor name must stay a "%").
             values = None if statement.mode is Mode.FETCH else args
-            cur.execute(_discarding(statement, args is not None), values)
-    return _returning(conn, types, last, args, limits)
+            with tracing.db_span(statement.verb):  # the kind only: the text has literals
+                cur.execute(_discarding(statement, args is not None), values)
+    with tracing.db_span(last.verb):
+        return _returning(conn, types, last, args, limits)
 
 
 @dataclass(frozen=True)
@@ -118,7 +121,8 @@ def stream(
     """
     args = bind_args(params)
     with conn.cursor(name="dmgw_stream") as cur:
-        cur.execute(statement.bound(args is not None), args)
+        with tracing.db_span(statement.verb):
+            cur.execute(statement.bound(args is not None), args)
         rows, left, ended = read_batch(cur.fetchmany, batch.max_rows, batch.max_bytes)
         description = cur.description or ()
         columns = types.describe(conn, [d.type_code for d in description])

@@ -35,6 +35,7 @@ from datamorph_gateway.db.prepared import PreparingConnection
 from datamorph_gateway.db.privileges import RoleGuard
 from datamorph_gateway.errors import ConfigError, FailedPrecondition
 from datamorph_gateway.excerpts import first_line
+from datamorph_gateway.observability import metrics
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,8 @@ class RolePools:
         self._logins: dict[DatabaseLogin, ConnectionPool] = {}
         self._logins_lock = threading.Lock()
         self.budget = ConnectionBudget(settings.db_pool_max, settings.pool_reserved_reads())
+        # DB_POOL_MAX caps every pool of the process together: that is their limit.
+        self._limit = metrics.pool_gauge(settings.db_pool_max)
         self.serving = self._pool(self.dsns.serving, "serving role")
         # Read-only caller SQL: a pool of its own, opened on first use, as large as the main one.
         self.reader = (
@@ -202,6 +205,7 @@ class RolePools:
             conn.close()
 
     def close(self) -> None:
+        self._limit.close()
         self.serving.close()
         if self.reader is not None:
             self.reader.close()

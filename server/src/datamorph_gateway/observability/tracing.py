@@ -8,10 +8,13 @@ OpenTelemetry is imported and ``start_rpc_span`` returns None at the cost of one
 On, ``setup_tracing`` makes an SDK TracerProvider with a BatchSpanProcessor and the OTLP
 exporter (gRPC unless OTEL_EXPORTER_OTLP[_TRACES]_PROTOCOL says ``http/protobuf``, as
 Python's SDK chooses), and instruments botocore, so Lambda, DynamoDB and Secrets Manager
-calls are child spans. The SDK reads the other OTEL_* variables itself (endpoint, headers,
-timeout, sampler, OTEL_SERVICE_NAME, OTEL_BSP_*), as every OpenTelemetry SDK does;
-``service.name`` is ``datamorph-gateway`` unless they name it. Spans are exported from the
-processor's thread: an unreachable collector costs log lines, never an error in a call.
+calls are child spans. Its Lambda extension would also write the trace context into each
+Invoke's payload (a ``headers`` object); the orchestrator's event is fixed by CONTRACT.md,
+so that is turned off (``_keep_lambda_payloads``): the Invoke span stays. The SDK reads
+the other OTEL_* variables itself (endpoint, headers, timeout, sampler, OTEL_SERVICE_NAME,
+OTEL_BSP_*), as every OpenTelemetry SDK does; ``service.name`` is ``datamorph-gateway``
+unless they name it. Spans are exported from the processor's thread: an unreachable
+collector costs log lines, never an error in a call.
 
 A caller's W3C ``traceparent`` (gRPC metadata, or the HTTP header Envoy forwards as such)
 makes the RPC span its child. Database spans carry the statement's kind (``SELECT``,
@@ -142,7 +145,30 @@ def _start(
 
         botocore = BotocoreInstrumentor()
         botocore.instrument(tracer_provider=provider)
+        try:
+            _keep_lambda_payloads(botocore)
+        except Exception:
+            botocore.uninstrument()  # never rewrite an orchestrator's event
+            raise
     return _Tracing(provider, provider.get_tracer("datamorph_gateway", version or None), botocore)
+
+
+def _keep_lambda_payloads(instrumentor: Any) -> None:
+    """Trace Lambda calls without adding the trace context to Invoke's ``Payload``.
+
+    The instrumentation has no switch for it: its extension registry maps a service to its
+    extension class, so Lambda's is replaced by one whose ``before_service_call`` (where
+    the payload is rewritten, and nothing else) does nothing. Checked by
+    tests/observability/test_lambda_payload.py against the installed version.
+    """
+    from opentelemetry.instrumentation.botocore.extensions.lmbd import _LambdaExtension
+
+    class _KeepPayload(_LambdaExtension):
+        def before_service_call(self, span: Any, instrumentor_context: Any) -> None:
+            pass
+
+    registry = instrumentor.extension_registry
+    registry._extensions = {**registry._extensions, "lambda": lambda: _KeepPayload}
 
 
 def _exporters(environ: Mapping[str, str]) -> list[SpanExporter]:

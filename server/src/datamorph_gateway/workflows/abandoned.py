@@ -14,6 +14,7 @@ import time
 
 from datamorph_gateway.errors import FailedPrecondition
 from datamorph_gateway.logstore import LogStore, utc_timestamp
+from datamorph_gateway.observability import metrics
 from datamorph_gateway.workflows.endings import (
     ABANDONED,
     abandoned_entries,
@@ -63,6 +64,7 @@ class AbandonedRuns:
         if key is not None:
             assert self._ledger is not None
             self._ledger.finish(key, lapsed.run_id, outcome_of(None, abandoned_error(lapsed)))
+        metrics.workflow_abandoned()
         log.warning(
             "run %s ended as abandoned: its gateway %s was last heard from at %s",
             lapsed.run_id,

@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterator
 from datamorph_gateway.config import WorkflowSettings
 from datamorph_gateway.errors import DeadlineExceeded, GatewayError, ResourceExhausted, Unavailable
 from datamorph_gateway.logstore import LogEvent, LogStore, RunLog
+from datamorph_gateway.observability import metrics
 from datamorph_gateway.workflows.abandoned import AbandonedRuns
 from datamorph_gateway.workflows.base import (
     Orchestrator,
@@ -53,6 +54,9 @@ from datamorph_gateway.workflows.run_logs import RunLogs
 from datamorph_gateway.workflows.runs import Run, WorkflowRequest, new_run_id, time_left, wait_for
 
 log = logging.getLogger(__name__)
+
+# How a run ended (the outcome _run logs) as the metric names it; any other is an error.
+_FINISHED: dict[str, metrics.Finished] = {"ok": "success", "timeout": "timeout"}
 
 
 class WorkflowRunner:
@@ -180,6 +184,7 @@ class WorkflowRunner:
             return self._running.get(run_id)
 
     def _exhausted(self, what: str, limit: int) -> ResourceExhausted:
+        metrics.workflow_refused()
         return ResourceExhausted(
             f"{limit} {what}; try again later",
             reason="WORKFLOWS_EXHAUSTED",
@@ -249,6 +254,8 @@ class WorkflowRunner:
         started = time.monotonic()
         timeout_s = self._settings.orchestrator_read_timeout_s
         log.info("run %s started", run.run_id)
+        metrics.workflow_started()
+        outcome = "INTERNAL"
         try:
             run.result = self.orchestrator.invoke(event, timeout_s=timeout_s)
             outcome = "ok"
@@ -289,6 +296,7 @@ class WorkflowRunner:
                     self._keys.forget(run)
             run.done.set()
             self.log_store.wake(run.run_id)
+            metrics.workflow_finished(_FINISHED.get(outcome, "error"))
         log.info("run %s finished: %s in %.1f s", run.run_id, outcome, time.monotonic() - started)
 
     def _log_failure(self, run: Run, error: BaseException) -> None:
