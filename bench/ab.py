@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from bench.loadstats import LoadResult
 from bench.scenarios import GATEWAY_GRPC, Scenario
+from bench.stack import StackError
 
 if TYPE_CHECKING:
     from bench.suite import Stack, Suite
@@ -58,6 +59,28 @@ class Plan:
         """The variants in the order round `round_no` (from 1) runs them: rotated each round."""
         shift = (round_no - 1) % len(self.variants)
         return self.variants[shift:] + self.variants[:shift]
+
+
+def probe(suite: Suite, plan: Plan, stacks: dict[str, Stack]) -> dict[str, Any]:
+    """Every variant's probe of every scenario and transport (one answered call each);
+    ``StackError`` if one failed: a variant that cannot answer measures nothing."""
+    probes = {
+        variant: {
+            f"{s.name} {system[1]}": suite.probe(s, system, stacks[variant])
+            for s in plan.scenarios
+            for system in plan.transports
+        }
+        for variant in plan.variants
+    }
+    failed = [
+        f"{variant} {cell}: {answer['status']} ({answer.get('detail')})"
+        for variant, by_cell in probes.items()
+        for cell, answer in by_cell.items()
+        if not answer["ok"]
+    ]
+    if failed:
+        raise StackError(f"the {plan.name} comparison's probes failed: " + "; ".join(failed))
+    return probes
 
 
 def run_rounds(

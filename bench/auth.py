@@ -189,25 +189,8 @@ def compare(suite: Suite, rounds: int = ROUNDS, duration_s: int = DURATION_S) ->
         for variant in VARIANTS[1:]:
             stacks[variant] = dataclasses.replace(on, headers=credentials.headers(variant))
         out["refused_without_credentials"] = _refusals(suite, chosen[0], on)
-        probes = {
-            variant: {
-                f"{s.name} {system[1]}": suite.probe(s, system, stack)
-                for s in chosen
-                for system in TRANSPORTS
-            }
-            for variant, stack in stacks.items()
-            if variant != CARRIED
-        }
-        out["probes"] = probes
-        failed = [
-            f"{variant} {cell}: {probe['status']} ({probe.get('detail')})"
-            for variant, by_cell in probes.items()
-            for cell, probe in by_cell.items()
-            if not probe["ok"]
-        ]
-        if failed:
-            raise StackError("the auth comparison's probes failed: " + "; ".join(failed))
         plan = ab.Plan("auth", VARIANTS, chosen, TRANSPORTS, extra_pairs=(CARRIED,))
+        out["probes"] = ab.probe(suite, plan, stacks)
         cells = ab.run_rounds(suite, plan, stacks, rounds, duration_s)
         out["cells"] = cells
     return out

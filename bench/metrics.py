@@ -66,23 +66,8 @@ def compare(suite: Suite, rounds: int = ROUNDS, duration_s: int = DURATION_S) ->
             OFF: suite.start_gateway(servers, directory / OFF, {"METRICS_PORT": "0"}),
             "on": suite.start_gateway(servers, directory / "on", {"METRICS_PORT": str(port)}),
         }
-        probes = {
-            variant: {
-                f"{s.name} {system[1]}": suite.probe(s, system, stack)
-                for s in chosen
-                for system in TRANSPORTS
-            }
-            for variant, stack in stacks.items()
-        }
-        out["probes"] = probes
-        failed = [
-            f"{variant} {cell}: {probe['status']} ({probe.get('detail')})"
-            for variant, by_cell in probes.items()
-            for cell, probe in by_cell.items()
-            if not probe["ok"]
-        ]
-        if failed:
-            raise StackError("the metrics comparison's probes failed: " + "; ".join(failed))
+        plan = ab.Plan("metrics", VARIANTS, chosen, TRANSPORTS)
+        out["probes"] = ab.probe(suite, plan, stacks)
         counted = get_data_calls(scrape(port))
         if counted < len(TRANSPORTS):
             raise StackError(
@@ -90,7 +75,6 @@ def compare(suite: Suite, rounds: int = ROUNDS, duration_s: int = DURATION_S) ->
                 f"{len(TRANSPORTS)} probes: its numbers would not measure the metrics"
             )
         out["probe_calls_counted"] = counted
-        plan = ab.Plan("metrics", VARIANTS, chosen, TRANSPORTS)
         out["cells"] = ab.run_rounds(suite, plan, stacks, rounds, duration_s)
         out["calls_counted"] = get_data_calls(scrape(port))
     return out
