@@ -25,7 +25,7 @@ from datamorph_gateway.db.names import TableName
 from datamorph_gateway.db.own_tables import SCHEMA as GATEWAY_SCHEMA
 from datamorph_gateway.db.pool import Connection
 from datamorph_gateway.db.prepared import Prepared
-from datamorph_gateway.db.stamps import STAMP, Stamp
+from datamorph_gateway.db.stamps import SESSION, WITH_STAMPS, Stamp
 from datamorph_gateway.errors import NotFound, PermissionDenied, clip
 
 # Relation kinds that can be read like a table, and how we name them.
@@ -242,16 +242,28 @@ _DESCRIPTION = """,
     WHERE con.conrelid = c.oid AND con.contype = 'f') AS foreign_keys"""
 
 _DESCRIBE = Prepared("SELECT" + _RELATION + _DESCRIPTION + _NAMES, ("text[]",))
+# Stamped: the names resolved once (WITH_STAMPS' r), then described and stamped.
+_STAMPED_NAMES = """
+  FROM r JOIN stamped s ON s.ord = r.ord
+  LEFT JOIN pg_catalog.pg_class c ON c.oid = r.oid
+  LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+ ORDER BY r.ord
+"""
 _DESCRIBE_STAMPED = Prepared(
-    "SELECT" + _RELATION + "," + STAMP + _DESCRIPTION + _NAMES, ("text[]",)
+    WITH_STAMPS + "SELECT" + _RELATION + ", s.stamp," + SESSION + _DESCRIPTION + _STAMPED_NAMES,
+    ("text[]",),
 )
 # What the names mean now, and their stamps; _RELATION's columns but for the size
 # (pg_relation_size costs a system call per table, and GetSchemas does not answer with it).
 _STAMPS = Prepared(
-    """SELECT c.oid, n.nspname, c.relname, c.relkind, c.reltuples::float8,
-              c.relpages::int8, c.relpages,"""
-    + STAMP
-    + _NAMES,
+    WITH_STAMPS
+    + """SELECT r.oid, r.nspname, r.relname, r.relkind, r.reltuples::float8,
+              r.relpages::int8, r.relpages, s.stamp,"""
+    + SESSION
+    + """
+  FROM r JOIN stamped s ON s.ord = r.ord
+ ORDER BY r.ord
+""",
     ("text[]",),
 )
 

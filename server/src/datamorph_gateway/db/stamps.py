@@ -37,35 +37,77 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Per relation ``c`` (namespace ``n``): the MD5 of everything its description reads.
-STAMP = """
-  pg_catalog.md5(pg_catalog.concat_ws(' ', c.xmin, n.xmin,
-    (SELECT pg_catalog.string_agg(pg_catalog.concat_ws('.', a.attnum, a.xmin, t.xmin, nt.xmin,
-                                  bt.xmin, nbt.xmin, pg_catalog.pg_type_is_visible(t.oid),
-                                  CASE WHEN t.typelem <> 0
-                                       THEN pg_catalog.pg_type_is_visible(t.typelem) END,
-                                  CASE WHEN bt.oid IS NOT NULL
-                                       THEN pg_catalog.pg_type_is_visible(bt.oid) END),
-                                  ',' ORDER BY a.attnum)
-       FROM pg_catalog.pg_attribute a
-       JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
-       JOIN pg_catalog.pg_namespace nt ON nt.oid = t.typnamespace
-       LEFT JOIN pg_catalog.pg_type bt ON t.typtype = 'd' AND bt.oid = t.typbasetype
-       LEFT JOIN pg_catalog.pg_namespace nbt ON nbt.oid = bt.typnamespace
-      WHERE a.attrelid = c.oid AND a.attnum > 0),
-    (SELECT pg_catalog.string_agg(pg_catalog.concat_ws('.', ad.adnum, ad.xmin,
-                                  pg_catalog.pg_get_expr(ad.adbin, ad.adrelid)),
-                                  ',' ORDER BY ad.adnum)
-       FROM pg_catalog.pg_attrdef ad WHERE ad.adrelid = c.oid),
-    (SELECT pg_catalog.string_agg(pg_catalog.concat_ws('.', con.oid, con.xmin, fc.xmin, fn.xmin,
-              (SELECT pg_catalog.string_agg(fa.xmin::text, '.' ORDER BY fa.attnum)
-                 FROM pg_catalog.pg_attribute fa
-                WHERE fa.attrelid = con.confrelid AND fa.attnum = ANY (con.confkey))),
-              ',' ORDER BY con.oid)
-       FROM pg_catalog.pg_constraint con
-       LEFT JOIN pg_catalog.pg_class fc ON fc.oid = con.confrelid
-       LEFT JOIN pg_catalog.pg_namespace fn ON fn.oid = fc.relnamespace
-      WHERE con.conrelid = c.oid))) AS stamp,
+# The names resolved (``r``, in request order ``ord``; oid NULL for a name that means
+# nothing) and each relation's stamp (``stamped``), set-based: each catalog is read once for
+# all the relations (a subquery per relation costs its start-up fifty times over).
+WITH_STAMPS = """
+WITH r AS MATERIALIZED (
+  SELECT i.ord, c.oid, n.nspname, c.relname, c.relkind, c.reltuples, c.relpages,
+         c.cx, n.xmin AS nx
+    FROM pg_catalog.unnest(%s::text[]) WITH ORDINALITY AS i(name, ord)
+    -- A lookup by oid per name (OFFSET 0): joined, the planner reads all of pg_class.
+    LEFT JOIN LATERAL (SELECT c.oid, c.relname, c.relkind, c.reltuples, c.relpages,
+                              c.relnamespace, c.xmin AS cx
+                         FROM pg_catalog.pg_class c
+                        WHERE c.oid = pg_catalog.to_regclass(i.name) OFFSET 0) c ON true
+    LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+), atts AS (
+  SELECT a.attrelid, a.attnum, a.xmin AS ax, a.atttypid
+    FROM pg_catalog.pg_attribute a
+   WHERE a.attrelid IN (SELECT r.oid FROM r) AND a.attnum > 0
+), types AS (
+  -- Once per distinct type of the request, not once per column.
+  SELECT t.oid,
+         pg_catalog.concat_ws('.', t.xmin, nt.xmin, bt.xmin, nbt.xmin,
+                              pg_catalog.pg_type_is_visible(t.oid),
+                              CASE WHEN t.typelem <> 0
+                                   THEN pg_catalog.pg_type_is_visible(t.typelem) END,
+                              CASE WHEN bt.oid IS NOT NULL
+                                   THEN pg_catalog.pg_type_is_visible(bt.oid) END) AS s
+    FROM (SELECT DISTINCT atts.atttypid FROM atts) u
+    JOIN pg_catalog.pg_type t ON t.oid = u.atttypid
+    JOIN pg_catalog.pg_namespace nt ON nt.oid = t.typnamespace
+    LEFT JOIN pg_catalog.pg_type bt ON t.typtype = 'd' AND bt.oid = t.typbasetype
+    LEFT JOIN pg_catalog.pg_namespace nbt ON nbt.oid = bt.typnamespace
+), cols AS (
+  SELECT atts.attrelid AS oid,
+         pg_catalog.string_agg(pg_catalog.concat_ws('.', atts.attnum, atts.ax, types.s),
+                               ',' ORDER BY atts.attnum) AS s
+    FROM atts JOIN types ON types.oid = atts.atttypid
+   GROUP BY atts.attrelid
+), defaults AS (
+  SELECT ad.adrelid AS oid,
+         pg_catalog.string_agg(pg_catalog.concat_ws('.', ad.adnum, ad.xmin,
+                                 pg_catalog.pg_get_expr(ad.adbin, ad.adrelid)),
+                               ',' ORDER BY ad.adnum) AS s
+    FROM pg_catalog.pg_attrdef ad
+   WHERE ad.adrelid IN (SELECT r.oid FROM r)
+   GROUP BY ad.adrelid
+), keys AS (
+  SELECT con.conrelid AS oid,
+         pg_catalog.string_agg(pg_catalog.concat_ws('.', con.oid, con.xmin, fc.xmin, fn.xmin,
+           (SELECT pg_catalog.string_agg(fa.xmin::text, '.' ORDER BY fa.attnum)
+              FROM pg_catalog.pg_attribute fa
+             WHERE fa.attrelid = con.confrelid AND fa.attnum = ANY (con.confkey))),
+           ',' ORDER BY con.oid) AS s
+    FROM pg_catalog.pg_constraint con
+    LEFT JOIN pg_catalog.pg_class fc ON fc.oid = con.confrelid
+    LEFT JOIN pg_catalog.pg_namespace fn ON fn.oid = fc.relnamespace
+   WHERE con.conrelid IN (SELECT r.oid FROM r) AND con.contype IN ('p', 'f')
+   GROUP BY con.conrelid
+), stamped AS (
+  SELECT r.ord, r.oid,
+         pg_catalog.md5(pg_catalog.concat_ws(' ', r.cx, r.nx, cols.s, defaults.s, keys.s))
+           AS stamp
+    FROM r
+    LEFT JOIN cols ON cols.oid = r.oid
+    LEFT JOIN defaults ON defaults.oid = r.oid
+    LEFT JOIN keys ON keys.oid = r.oid
+)
+"""
+
+# The session's part of the key, as a column.
+SESSION = """
   pg_catalog.concat_ws(' ', pg_catalog.current_database(), current_user,
                        pg_catalog.current_schemas(true)::text) AS session"""
 
