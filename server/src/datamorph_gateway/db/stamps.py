@@ -14,15 +14,15 @@ relation whose stamp changed is rebuilt by a describe that computes its own stam
 same statement (so a cached description is always stored under the stamp of the snapshot
 it was read in).
 
-Each relation's stamp covers (tests/db/test_schema_stamps.py changes each one):
+Each relation's stamp covers (tests/db/test_schemas_fresh.py changes each one):
 
 - its ``pg_class`` row (name, kind, schema) and its schema's ``pg_namespace`` row;
 - each ``pg_attribute`` row, dropped ones included (name, type, typmod, NOT NULL);
 - each column's ``pg_type`` row and its namespace, and for a domain its base type's
   (a renamed type, ``ALTER DOMAIN ... SET NOT NULL``);
 - each ``pg_attrdef`` row, and each default's text as the session renders it;
-- each ``pg_constraint`` row of the table (primary and foreign keys), with the referenced
-  table's ``pg_class`` and ``pg_namespace`` rows and referenced ``pg_attribute`` rows;
+- each primary and foreign key's ``pg_constraint`` row, and the names a foreign key shows
+  of what it references (schema, table, columns), as they are now;
 - whether each column's type (and an array's element, a domain's base) is visible on
   the session's search_path, since ``format_type`` qualifies a type that is not: a type
   created earlier on the path can change the answer without touching any row above.
@@ -84,9 +84,13 @@ WITH r AS MATERIALIZED (
    WHERE ad.adrelid IN (SELECT r.oid FROM r)
    GROUP BY ad.adrelid
 ), keys AS (
+  -- What the answer shows of a referenced table are names: those, not its rows' versions,
+  -- so that a column added to a parent does not re-describe every child.
   SELECT con.conrelid AS oid,
-         pg_catalog.string_agg(pg_catalog.concat_ws('.', con.oid, con.xmin, fc.xmin, fn.xmin,
-           (SELECT pg_catalog.string_agg(fa.xmin::text, '.' ORDER BY fa.attnum)
+         pg_catalog.string_agg(pg_catalog.concat_ws('.', con.oid, con.xmin,
+           pg_catalog.quote_ident(fn.nspname), pg_catalog.quote_ident(fc.relname),
+           (SELECT pg_catalog.string_agg(pg_catalog.quote_ident(fa.attname), '.'
+                                         ORDER BY fa.attnum)
               FROM pg_catalog.pg_attribute fa
              WHERE fa.attrelid = con.confrelid AND fa.attnum = ANY (con.confkey))),
            ',' ORDER BY con.oid) AS s
