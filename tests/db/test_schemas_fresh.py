@@ -74,7 +74,7 @@ def schema(admin: psycopg2.extensions.connection) -> Iterator[str]:
             f"CREATE TYPE {name}.mood AS ENUM ('ok');"
             f"CREATE DOMAIN {name}.posint AS int;"
             f"CREATE TABLE {name}.t (id int, label varchar(10), n int DEFAULT 1,"
-            f" parent_id int, extra text, m {name}.mood, p {name}.posint)"
+            f" parent_id int, extra text, m {name}.mood, p {name}.posint, sq serial)"
         )
     yield name
     with admin.cursor() as cur:
@@ -148,6 +148,10 @@ CASES: dict[str, tuple[str, Callable[[pb.TableSchema], bool]]] = {
     "type's schema renamed": (
         "CREATE SCHEMA {s}_types; ALTER TYPE {s}.mood SET SCHEMA {s}_types",
         lambda t: _column(t, "m").type.endswith("_types.mood"),
+    ),
+    "sequence renamed": (
+        "ALTER SEQUENCE {s}.t_sq_seq RENAME TO counter",  # no row of the table changes
+        lambda t: "counter" in _column(t, "sq").column_default.string_value,
     ),
     "table becomes a view": (
         "DROP TABLE {s}.t; CREATE VIEW {s}.t AS SELECT 1 AS one",
