@@ -56,11 +56,12 @@ WITH r AS MATERIALIZED (
     FROM pg_catalog.pg_attribute a
    WHERE a.attrelid IN (SELECT r.oid FROM r) AND a.attnum > 0
 ), types AS (
-  -- Once per distinct type of the request, not once per column.
+  -- Once per distinct type of the request, not once per column. Constants are typed so that
+  -- every operator is an exact match in pg_catalog, never one planted earlier on the path.
   SELECT t.oid,
          pg_catalog.concat_ws('.', t.xmin, nt.xmin, bt.xmin, nbt.xmin,
                               pg_catalog.pg_type_is_visible(t.oid),
-                              CASE WHEN t.typelem <> 0
+                              CASE WHEN t.typelem <> 0::pg_catalog.oid
                                    THEN pg_catalog.pg_type_is_visible(t.typelem) END,
                               CASE WHEN bt.oid IS NOT NULL
                                    THEN pg_catalog.pg_type_is_visible(bt.oid) END) AS s
