@@ -198,6 +198,8 @@ def test_every_key_is_documented_under_its_section() -> None:
     ("key", "value", "message"),
     [
         ("RELATION_CACHE_TTL_S", "-1", "RELATION_CACHE_TTL_S must not be negative"),
+        ("SCHEMA_CACHE_MAX_RELATIONS", "-1", "SCHEMA_CACHE_MAX_RELATIONS must not be negative"),
+        ("SCHEMA_CACHE_MAX_BYTES", "-1", "SCHEMA_CACHE_MAX_BYTES must not be negative"),
         ("IDEMPOTENCY_STORE", "redis", "IDEMPOTENCY_STORE must be postgres or memory"),
         ("DB_PREPARED_STATEMENTS", "sometimes", "DB_PREPARED_STATEMENTS must be a boolean"),
     ],

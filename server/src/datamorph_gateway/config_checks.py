@@ -75,6 +75,10 @@ def validate(s: Settings) -> None:
         )
     if db.relation_cache_ttl_s < 0:
         raise ConfigError("RELATION_CACHE_TTL_S must not be negative (0 turns the cache off)")
+    if db.schema_cache_max_relations < 0:
+        raise ConfigError("SCHEMA_CACHE_MAX_RELATIONS must not be negative (0 turns the cache off)")
+    if db.schema_cache_max_bytes < 0:
+        raise ConfigError("SCHEMA_CACHE_MAX_BYTES must not be negative")
     if not 0 <= s.server.grpc_port <= 65535:
         raise ConfigError("GRPC_PORT must be between 0 and 65535")
     _validate_envoy(s.sidecar)

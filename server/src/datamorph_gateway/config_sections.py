@@ -115,6 +115,10 @@ class DatabaseSettings:
     db_application_name: str = "datamorph-gateway"
     db_prepared_statements: bool = True
     relation_cache_ttl_s: float = 5.0
+    # GetSchemas' per-relation answers, checked against the catalog on every call
+    # (schema_cache.py); 0 relations turns the cache off.
+    schema_cache_max_relations: int = 4096
+    schema_cache_max_bytes: int = 64 * 1024 * 1024
     # GetData/GetSchemas may read pg_catalog, information_schema, pg_toast and the gateway's schema.
     allow_system_schemas: bool = False
 

@@ -23,7 +23,6 @@ from datamorph_gateway.auth.authenticator import Authenticator, principal_key
 from datamorph_gateway.auth.policy import Principal
 from datamorph_gateway.callers import CallerLimits, caller_key
 from datamorph_gateway.config import Settings
-from datamorph_gateway.db.catalog import READABLE_KINDS
 from datamorph_gateway.db.connect import DatabaseLogin
 from datamorph_gateway.db.database import Database
 from datamorph_gateway.db.decoding import ColumnType
@@ -42,8 +41,9 @@ from datamorph_gateway.rpc import (
     rpc_stream,
     time_budget_s,
 )
+from datamorph_gateway.schema_cache import SchemaCache
 from datamorph_gateway.validation import Validator
-from datamorph_gateway.wire import append_array_rows, append_object_rows, from_value, set_scalar
+from datamorph_gateway.wire import append_array_rows, append_object_rows, from_value
 from datamorph_gateway.workflows import WorkflowRunner
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,9 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
         self._log_watch_max_s = settings.workflows.log_watch_max_s
         self._check = Validator(settings.limits)
         self._callers = CallerLimits(settings.limits.max_concurrent_queries_per_caller)
+        self._schemas = SchemaCache(
+            settings.database.schema_cache_max_relations, settings.database.schema_cache_max_bytes
+        )
         self.draining = False  # set by Gateway.stop: Health answers "draining"
 
     def authorize(self, rpc: str, context: grpc.ServicerContext) -> Principal:
@@ -131,33 +134,16 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
         names = self._check.get_schemas(request)
         with cancel_scope(context, self._limits.statement_timeout_s) as scope:
             tables = self._db.get_schemas(
-                names, originals, scope.timeout_s, scope=scope, login=_login()
+                names,
+                originals,
+                scope.timeout_s,
+                scope=scope,
+                login=_login(),
+                cached=self._schemas.lookup if self._schemas.enabled else None,
             )
         response = pb.GetSchemasResponse(status=SUCCESS)
         for original, table in zip(originals, tables, strict=True):
-            schema = response.schemas[original]
-            schema.table_name = table.relation.name
-            schema.schema = table.relation.schema
-            schema.table_type = READABLE_KINDS[table.relation.kind]
-            schema.primary_keys.extend(table.primary_keys)
-            for col in table.columns:
-                column = schema.columns.add(
-                    column_name=col["column_name"],
-                    data_type=col["data_type"],
-                    is_nullable=col["is_nullable"],
-                    ordinal_position=col["ordinal_position"],
-                    udt_name=col["udt_name"],
-                    type=col["type"],
-                )
-                for key in (
-                    "column_default",
-                    "character_maximum_length",
-                    "numeric_precision",
-                    "numeric_scale",
-                ):
-                    set_scalar(getattr(column, key), col[key])
-            for fk in table.foreign_keys:
-                schema.foreign_keys.add(**fk)
+            response.schemas[original].CopyFrom(self._schemas.message(table))
         return response
 
     @rpc

@@ -25,6 +25,7 @@ from datamorph_gateway.db.names import TableName
 from datamorph_gateway.db.own_tables import SCHEMA as GATEWAY_SCHEMA
 from datamorph_gateway.db.pool import Connection
 from datamorph_gateway.db.prepared import Prepared
+from datamorph_gateway.db.stamps import SESSION, WITH_STAMPS, Stamp
 from datamorph_gateway.errors import NotFound, PermissionDenied, clip
 
 # Relation kinds that can be read like a table, and how we name them.
@@ -176,10 +177,8 @@ class RelationCache:
             return len(self._entries)
 
 
-_DESCRIBE = Prepared(
-    "SELECT"
-    + _RELATION
-    + """,
+# A relation's columns and keys, led by _RELATION's columns (and STAMP's, when stamped).
+_DESCRIPTION = """,
   (SELECT coalesce(pg_catalog.json_agg(pg_catalog.json_build_object(
        'column_name', a.attname,
        'data_type', CASE WHEN t.typtype = 'd' THEN
@@ -211,9 +210,13 @@ _DESCRIBE = Prepared(
        'type', pg_catalog.format_type(a.atttypid, a.atttypmod)
      ) ORDER BY a.attnum), '[]'::json)
      FROM pg_catalog.pg_attribute a
-     JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+     -- Types looked up by oid (OFFSET 0): joined, the planner hashed all of pg_type per
+     -- relation, half of the statement's time.
+     CROSS JOIN LATERAL (SELECT t.* FROM pg_catalog.pg_type t
+                          WHERE t.oid = a.atttypid OFFSET 0) AS t
      JOIN pg_catalog.pg_namespace nt ON nt.oid = t.typnamespace
-     LEFT JOIN pg_catalog.pg_type bt ON t.typtype = 'd' AND bt.oid = t.typbasetype
+     LEFT JOIN LATERAL (SELECT bt.* FROM pg_catalog.pg_type bt
+                         WHERE t.typtype = 'd' AND bt.oid = t.typbasetype OFFSET 0) AS bt ON true
      LEFT JOIN pg_catalog.pg_namespace nbt ON nbt.oid = bt.typnamespace
      LEFT JOIN pg_catalog.pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
      -- The type and typmod under a domain, as information_schema's _pg_truetypid/mod.
@@ -241,7 +244,30 @@ _DESCRIBE = Prepared(
      JOIN pg_catalog.pg_namespace fn ON fn.oid = fc.relnamespace
      JOIN pg_catalog.pg_attribute fa ON fa.attrelid = con.confrelid AND fa.attnum = k.fattnum
     WHERE con.conrelid = c.oid AND con.contype = 'f') AS foreign_keys"""
-    + _NAMES,
+
+_DESCRIBE = Prepared("SELECT" + _RELATION + _DESCRIPTION + _NAMES, ("text[]",))
+# Stamped: the names resolved once (WITH_STAMPS' r), then described and stamped.
+_STAMPED_NAMES = """
+  FROM r JOIN stamped s ON s.ord = r.ord
+  LEFT JOIN pg_catalog.pg_class c ON c.oid = r.oid
+  LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+ ORDER BY r.ord
+"""
+_DESCRIBE_STAMPED = Prepared(
+    WITH_STAMPS + "SELECT" + _RELATION + ", s.stamp," + SESSION + _DESCRIPTION + _STAMPED_NAMES,
+    ("text[]",),
+)
+# What the names mean now, and their stamps; _RELATION's columns but for the size
+# (pg_relation_size costs a system call per table, and GetSchemas does not answer with it).
+_STAMPS = Prepared(
+    WITH_STAMPS
+    + """SELECT r.oid, r.nspname, r.relname, r.relkind, r.reltuples::float8,
+              r.relpages::int8, r.relpages, s.stamp,"""
+    + SESSION
+    + """
+  FROM r JOIN stamped s ON s.ord = r.ord
+ ORDER BY r.ord
+""",
     ("text[]",),
 )
 
@@ -254,6 +280,7 @@ class TableDescription:
     columns: list[dict[str, Any]]
     primary_keys: list[str]
     foreign_keys: list[dict[str, Any]]
+    stamp: Stamp | None = None  # when described with ``stamped``: the snapshot it was read in
 
 
 def describe(
@@ -263,15 +290,44 @@ def describe(
     budget: Budget | None = None,
     *,
     allow_system: bool = False,
+    stamped: bool = False,
 ) -> list[TableDescription]:
     """Resolve and describe every name in one round trip, in the order given.
 
     Raises NotFound naming each name that resolves to nothing readable, and
     PermissionDenied (unless ``allow_system``) for names resolving into a system schema.
+    ``stamped`` also computes each description's ``Stamp`` in the same statement.
     """
     with conn.cursor() as cur:
-        _DESCRIBE.execute(cur, ([n.regclass_text() for n in names],), budget)
+        query = _DESCRIBE_STAMPED if stamped else _DESCRIBE
+        query.execute(cur, ([n.regclass_text() for n in names],), budget)
         rows = cur.fetchall()
     relations = iter(_found(rows, originals, allow_system))
     # _found raised unless every row is a readable relation, so they pair up in order.
-    return [TableDescription(next(relations), *row[-3:]) for row in rows]
+    described = []
+    for row in rows:
+        relation = next(relations)
+        stamp = Stamp((row[8], relation.oid), row[7]) if stamped else None
+        described.append(TableDescription(relation, row[-3], row[-2], row[-1], stamp))
+    return described
+
+
+def stamps(
+    conn: Connection,
+    names: Sequence[TableName],
+    originals: Sequence[str],
+    budget: Budget | None = None,
+    *,
+    allow_system: bool = False,
+) -> list[Stamp]:
+    """Resolve every name as ``describe`` does, and stamp what it means, in one round trip.
+
+    Raises as ``describe`` does, so a cached answer is refused exactly as a fresh one.
+    """
+    with conn.cursor() as cur:
+        _STAMPS.execute(cur, ([n.regclass_text() for n in names],), budget)
+        rows = cur.fetchall()
+    relations = _found(rows, originals, allow_system)
+    return [
+        Stamp((row[8], relation.oid), row[7]) for row, relation in zip(rows, relations, strict=True)
+    ]

@@ -36,6 +36,7 @@ from datamorph_gateway.db.names import TableName
 from datamorph_gateway.db.pool import Connection, ConnectionPool
 from datamorph_gateway.db.roles import PasswordSource, RolePools
 from datamorph_gateway.db.sqltext import Script, Statement
+from datamorph_gateway.db.stamps import Stamp
 from datamorph_gateway.errors import GatewayError, Unavailable, from_database_error
 
 log = logging.getLogger(__name__)
@@ -165,9 +166,35 @@ class Database:
         *,
         scope: CancelScope | None = None,
         login: DatabaseLogin | None = None,
-    ) -> list[catalog.TableDescription]:
-        def work(conn: Connection, budget: Budget) -> list[catalog.TableDescription]:
-            return catalog.describe(conn, names, originals, budget, allow_system=self._allow_system)
+        cached: Callable[[Stamp], T | None] | None = None,
+    ) -> list[catalog.TableDescription | T]:
+        """Describe each name, or give what ``cached`` holds for its current stamp.
+
+        With ``cached``, one statement stamps every name (db/stamps.py) and a second
+        describes, with their own stamps, only those ``cached`` has nothing current for.
+        """
+
+        def work(conn: Connection, budget: Budget) -> list[catalog.TableDescription | T]:
+            allow = self._allow_system
+            if cached is None:
+                return list(catalog.describe(conn, names, originals, budget, allow_system=allow))
+            found: list[catalog.TableDescription | T | None] = [
+                cached(stamp)
+                for stamp in catalog.stamps(conn, names, originals, budget, allow_system=allow)
+            ]
+            stale = [i for i, hit in enumerate(found) if hit is None]
+            if stale:
+                described = catalog.describe(
+                    conn,
+                    [names[i] for i in stale],
+                    [originals[i] for i in stale],
+                    budget,
+                    allow_system=allow,
+                    stamped=True,
+                )
+                for i, description in zip(stale, described, strict=True):
+                    found[i] = description
+            return [hit for hit in found if hit is not None]
 
         return self._read(timeout_s, work, scope, login)
 

@@ -1,0 +1,145 @@
+"""Stamps (db/stamps.py): a warm GetSchemas is one statement, and DDL re-describes only
+what it changed; names are refused exactly as a describe refuses them."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import psycopg2
+import psycopg2.extensions
+import pytest
+
+from datamorph_gateway.config import Settings
+from datamorph_gateway.db import catalog
+from datamorph_gateway.db.database import Database
+from datamorph_gateway.db.names import parse_table_name
+from datamorph_gateway.db.prepared import PreparingConnection
+from datamorph_gateway.db.stamps import Stamp
+from datamorph_gateway.errors import NotFound, PermissionDenied
+
+
+@pytest.fixture
+def schema(seeded_database: str) -> Iterator[str]:
+    name = f"stamps_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(seeded_database)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(
+            f"CREATE SCHEMA {name};"
+            f"CREATE TABLE {name}.a (id serial PRIMARY KEY, v text DEFAULT 'x');"
+            f"CREATE TABLE {name}.b (id int REFERENCES {name}.a, w numeric(8, 2));"
+            f"CREATE VIEW {name}.c AS SELECT * FROM {name}.b"
+        )
+    yield name
+    with admin.cursor() as cur:
+        cur.execute(f"DROP SCHEMA {name} CASCADE")
+    admin.close()
+
+
+@pytest.fixture
+def database(seeded_database: str) -> Iterator[Database]:
+    settings = Settings.from_flat(db_pool_max=2)
+    db = Database(settings.database, settings.limits, seeded_database)
+    yield db
+    db.close()
+
+
+def _ddl(dsn: str, statement: str) -> None:
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement)
+    finally:
+        conn.close()
+
+
+def test_warm_calls_describe_nothing_and_ddl_redescribes_only_its_table(
+    database: Database, seeded_database: str, schema: str
+) -> None:
+    names = [f"{schema}.a", f"{schema}.b", f"{schema}.c"]
+    parsed = [parse_table_name(n) for n in names]
+    kept: dict[Stamp, str] = {}
+
+    def cached(stamp: Stamp) -> str | None:
+        return kept.get(stamp)
+
+    def call() -> list[catalog.TableDescription | str]:
+        found = database.get_schemas(parsed, names, 10, cached=cached)
+        for item in found:
+            if isinstance(item, catalog.TableDescription):
+                assert item.stamp is not None
+                kept[item.stamp] = f"cached {item.relation.name} {len(item.columns)}"
+        return found
+
+    first = call()
+    assert all(isinstance(d, catalog.TableDescription) for d in first)
+    # The describe's own stamps are those the stamp statement gives: the next call hits.
+    assert call() == ["cached a 2", "cached b 2", "cached c 2"]
+    _ddl(seeded_database, f"ALTER TABLE {schema}.a ADD COLUMN z int")
+    changed = call()
+    assert changed[1:] == ["cached b 2", "cached c 2"]
+    assert isinstance(changed[0], catalog.TableDescription)
+    assert [c["column_name"] for c in changed[0].columns] == ["id", "v", "z"]
+    # A column the foreign key of b references is renamed: a and b change, the view on b not.
+    _ddl(seeded_database, f"ALTER TABLE {schema}.a RENAME COLUMN id TO ident")
+    again = call()
+    assert again[2] == "cached c 2"
+    assert isinstance(again[0], catalog.TableDescription)
+    assert isinstance(again[1], catalog.TableDescription)
+    assert again[1].foreign_keys[0]["foreign_column_name"] == "ident"
+
+
+@pytest.mark.parametrize("factory", [PreparingConnection, psycopg2.extensions.connection])
+def test_stamps_refuse_names_as_describe_does(
+    seeded_database: str, schema: str, factory: type[psycopg2.extensions.connection]
+) -> None:
+    conn = psycopg2.connect(seeded_database, connection_factory=factory)
+    conn.autocommit = True
+    try:
+        for names, error in (
+            ([f"{schema}.a", "no_such_table"], NotFound),
+            (["pg_catalog.pg_class"], PermissionDenied),
+            ([f"{schema}.a_id_seq"], NotFound),  # a sequence is not a table
+        ):
+            parsed = [parse_table_name(n) for n in names]
+            for call in (catalog.stamps, catalog.describe):
+                with pytest.raises(error) as err:
+                    call(conn, parsed, names)
+                assert names[-1] in str(err.value)
+        stamped = catalog.stamps(conn, [parse_table_name(f"{schema}.a")], [f"{schema}.a"])
+        described = catalog.describe(
+            conn, [parse_table_name(f"{schema}.a")], [f"{schema}.a"], stamped=True
+        )
+        assert [d.stamp for d in described] == stamped
+    finally:
+        conn.close()
+
+
+def test_the_key_holds_the_session_that_renders_the_answer(
+    seeded_database: str, schema: str
+) -> None:
+    """The same relation seen with another search_path (or role) is another entry; the same
+    name on another search_path may be another relation, resolved as PostgreSQL does."""
+    conn = psycopg2.connect(seeded_database)
+    conn.autocommit = True
+    try:
+        _ddl(seeded_database, f"CREATE SCHEMA {schema}_x; CREATE TABLE {schema}_x.a (q int)")
+        qualified = [parse_table_name(f"{schema}.a")]
+        plain = [parse_table_name("a")]
+        with conn.cursor() as cur:
+            cur.execute(f"SET search_path = {schema}, public")
+        [one] = catalog.stamps(conn, qualified, ["x"])
+        [unqualified] = catalog.stamps(conn, plain, ["a"])
+        assert unqualified == one
+        with conn.cursor() as cur:
+            cur.execute(f"SET search_path = {schema}_x, {schema}, public")
+        [two] = catalog.stamps(conn, qualified, ["x"])
+        assert two.key[1] == one.key[1]
+        assert two.key != one.key
+        [shadowed] = catalog.stamps(conn, plain, ["a"])
+        assert shadowed.key[1] != one.key[1]
+    finally:
+        _ddl(seeded_database, f"DROP SCHEMA IF EXISTS {schema}_x CASCADE")
+        conn.close()
