@@ -329,3 +329,32 @@ def test_ddl_racing_with_calls_never_mixes_old_and_new(
     for stub in (gateways.first, gateways.second):
         table = _schemas(stub, name).schemas[name]
         assert _columns(table) == [f"a_{steps}", f"b_{steps}", "c"]
+
+
+def test_operators_planted_on_the_search_path_never_run(
+    gateways: Gateways, admin: psycopg2.extensions.connection, schema: str
+) -> None:
+    """The catalog statements compare oids only with operators of pg_catalog: an exact match
+    for (oid, integer) created in public, which a principal's SQL could plant for another
+    principal's login to run, is never chosen (CVE-2018-1058's pattern)."""
+    trap = f"trap_{uuid.uuid4().hex[:8]}"
+    with admin.cursor() as cur:
+        cur.execute(
+            f"CREATE FUNCTION public.{trap}(oid, integer) RETURNS boolean LANGUAGE plpgsql"
+            f" AS $$ BEGIN RAISE EXCEPTION 'planted operator ran'; END $$;"
+            f"CREATE OPERATOR public.<> (LEFTARG = oid, RIGHTARG = integer,"
+            f" FUNCTION = public.{trap});"
+            f"CREATE OPERATOR public.= (LEFTARG = oid, RIGHTARG = integer,"
+            f" FUNCTION = public.{trap})"
+        )
+    try:
+        for stub in (gateways.uncached, gateways.first):
+            answer = _schemas(stub, f"{schema}.t")
+            columns = answer.schemas[f"{schema}.t"].columns
+            assert [c.column_name for c in columns][:3] == ["id", "label", "n"]
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(
+                "DROP OPERATOR public.<> (oid, integer); DROP OPERATOR public.= (oid, integer);"
+                f"DROP FUNCTION public.{trap}(oid, integer)"
+            )

@@ -182,12 +182,12 @@ _DESCRIPTION = """,
   (SELECT coalesce(pg_catalog.json_agg(pg_catalog.json_build_object(
        'column_name', a.attname,
        'data_type', CASE WHEN t.typtype = 'd' THEN
-                           CASE WHEN bt.typelem <> 0 AND bt.typlen = -1 THEN 'ARRAY'
+                           CASE WHEN bt.typelem <> 0::pg_catalog.oid AND bt.typlen = -1 THEN 'ARRAY'
                                 WHEN nbt.nspname = 'pg_catalog'
                                   THEN pg_catalog.format_type(t.typbasetype, NULL)
                                 ELSE 'USER-DEFINED' END
                          ELSE
-                           CASE WHEN t.typelem <> 0 AND t.typlen = -1 THEN 'ARRAY'
+                           CASE WHEN t.typelem <> 0::pg_catalog.oid AND t.typlen = -1 THEN 'ARRAY'
                                 WHEN nt.nspname = 'pg_catalog'
                                   THEN pg_catalog.format_type(a.atttypid, NULL)
                                 ELSE 'USER-DEFINED' END
@@ -219,8 +219,11 @@ _DESCRIPTION = """,
                          WHERE t.typtype = 'd' AND bt.oid = t.typbasetype OFFSET 0) AS bt ON true
      LEFT JOIN pg_catalog.pg_namespace nbt ON nbt.oid = bt.typnamespace
      LEFT JOIN pg_catalog.pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
-     -- The type and typmod under a domain, as information_schema's _pg_truetypid/mod.
-     CROSS JOIN LATERAL (SELECT CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END,
+     -- The type and typmod under a domain, as information_schema's _pg_truetypid/mod; the
+     -- type as int8, so that comparing it with the numbers above meets an operator of
+     -- pg_catalog exactly (oid = integer would take one a role planted on the search_path).
+     CROSS JOIN LATERAL (SELECT (CASE WHEN t.typtype = 'd' THEN t.typbasetype
+                                      ELSE a.atttypid END)::pg_catalog.int8,
                                 CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END
                         ) AS tt(id, mod)
     WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) AS columns,

@@ -85,7 +85,7 @@ WITH RECURSIVE wanted(oid) AS (
   UNION
     SELECT CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.typelem END
     FROM wanted w JOIN pg_catalog.pg_type t ON t.oid = w.oid
-    WHERE t.typtype = 'd' OR (t.typcategory = 'A' AND t.typelem <> 0)
+    WHERE t.typtype = 'd' OR (t.typcategory = 'A' AND t.typelem <> 0::pg_catalog.oid)
 )
 SELECT t.oid::pg_catalog.int8, t.typname::pg_catalog.text, t.typtype::pg_catalog.text,
        t.typbasetype::pg_catalog.int8, t.typelem::pg_catalog.int8,
