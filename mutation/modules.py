@@ -1,0 +1,38 @@
+"""The modules under mutation testing, each with the tests that pin its part of the contract.
+
+Focused tests only: a mutant costs one run of them, so a module lists the test files that
+exercise it without a database where such tests exist. ``conftest`` is True when the tests
+need the suite's fixtures (tests/conftest.py); otherwise pytest skips loading them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SRC = "server/src/datamorph_gateway"
+
+
+@dataclass(frozen=True)
+class Module:
+    path: str
+    tests: tuple[str, ...]
+    conftest: bool = False
+    args: tuple[str, ...] = ()  # more pytest arguments, e.g. -k to leave database tests out
+
+
+ERRORS = ("tests/test_status.py", "tests/test_error_contract.py")
+CONFIG = ("tests/test_config.py", "tests/test_config_contract.py")
+
+MODULES: tuple[Module, ...] = (
+    Module(f"{SRC}/errors.py", ERRORS),
+    Module(f"{SRC}/status.py", ERRORS),
+    Module(f"{SRC}/config.py", CONFIG),
+    Module(f"{SRC}/config_sections.py", CONFIG),
+    Module(f"{SRC}/config_checks.py", CONFIG),
+    # The two tests that ask a real server agree with the table GOOD, which pins the text.
+    Module(
+        f"{SRC}/db/names.py",
+        ("tests/db/test_names.py",),
+        args=("-k", "not real_server and not missing_table"),
+    ),
+)
