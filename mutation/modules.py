@@ -35,4 +35,5 @@ MODULES: tuple[Module, ...] = (
         ("tests/db/test_names.py",),
         args=("-k", "not real_server and not missing_table"),
     ),
+    Module(f"{SRC}/wire.py", ("tests/test_wire.py",)),
 )

@@ -38,6 +38,7 @@ import io
 import re
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -81,8 +82,14 @@ class Result:
         return 100.0 * (self.killed + self.timeouts) / self.mutants if self.mutants else 100.0
 
 
+# A temporary directory of this run's own: pytest prunes its shared /tmp/pytest-of-<user>
+# as runs start, which a run per mutant would do to every other pytest on the machine.
+BASETEMP = Path(tempfile.mkdtemp(prefix="datamorph-mutation-")) / "pytest"
+
+
 def pytest_args(module: Module) -> list[str]:
-    return [*PYTEST, *([] if module.conftest else ["--noconftest"]), *module.args, *module.tests]
+    conftest = [] if module.conftest else ["--noconftest"]
+    return [*PYTEST, f"--basetemp={BASETEMP}", *conftest, *module.args, *module.tests]
 
 
 def preload(module: Module) -> None:
@@ -97,7 +104,7 @@ def preload(module: Module) -> None:
 
 
 def run_tests(module: Module, timeout_s: float | None) -> str:
-    """"passed", "failed" or "timeout": the focused tests in a forked child."""
+    """Run the focused tests in a forked child: "passed", "failed" or "timeout"."""
     pid = os.fork()
     if pid == 0:  # the child
         code = 1
@@ -173,7 +180,8 @@ def run_module(module: Module) -> Result:
 
 
 def why_equivalent(s: Survivor) -> str | None:
-    return EQUIVALENT.get((s.module, s.before, s.after))
+    exact = EQUIVALENT.get((s.module, s.line_number, s.before, s.after))
+    return exact or EQUIVALENT.get((s.module, s.before, s.after))
 
 
 def table(results: list[Result]) -> str:
@@ -246,9 +254,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("module", nargs="?", help="one module's path (default: every module)")
     parser.add_argument("--list", action="store_true", help="print the modules' paths")
+    parser.add_argument(
+        "--report", action="store_true", help="rewrite docs/testing.md's verdicts, run nothing"
+    )
     args = parser.parse_args()
     if args.list:
         print("\n".join(m.path for m in MODULES))
+        return 0
+    if args.report:
+        write_report([])
         return 0
     chosen = [m for m in MODULES if args.module in (None, m.path)]
     if not chosen:

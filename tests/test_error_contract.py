@@ -317,7 +317,9 @@ def test_error_info_carries_reason_domain_metadata_and_request_id() -> None:
     assert status.message == "table 'x' not found"
     [info] = unpacked(status)
     assert info == error_details_pb2.ErrorInfo(
-        reason="NOT_FOUND", domain="datamorph.gateway", metadata={"table": "x", "request_id": "req-1"}
+        reason="NOT_FOUND",
+        domain="datamorph.gateway",
+        metadata={"table": "x", "request_id": "req-1"},
     )
 
 
