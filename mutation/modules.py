@@ -29,11 +29,12 @@ MODULES: tuple[Module, ...] = (
     Module(f"{SRC}/config.py", CONFIG),
     Module(f"{SRC}/config_sections.py", CONFIG),
     Module(f"{SRC}/config_checks.py", CONFIG),
-    # The two tests that ask a real server agree with the table GOOD, which pins the text.
+    # The two tests that ask a real server agree with the table GOOD, which pins the text;
+    # the two hypothesis properties are left out for time (they cost 5 × the tables).
     Module(
         f"{SRC}/db/names.py",
         ("tests/db/test_names.py",),
-        args=("-k", "not real_server and not missing_table"),
+        args=("-k", "not real_server and not missing_table and not property"),
     ),
     Module(f"{SRC}/wire.py", ("tests/test_wire.py",)),
 )

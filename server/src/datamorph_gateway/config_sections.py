@@ -184,7 +184,7 @@ class LoggingSettings:
     log_file_backups: int = 5
 
 
-@dataclass(frozen=False)
+@dataclass(frozen=True)
 class WorkflowSettings:
     """The orchestrator, the runner, idempotency keys, run leases and the log store
     (workflows/, logstore/)."""
