@@ -8,7 +8,9 @@ config*.py changes what an operator sees, and one of these rows must then fail
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from datamorph_gateway import config_sections
 from datamorph_gateway.config import (
     MIN_RUN_LEASE_S,
     ORIGIN,
@@ -98,6 +101,7 @@ def test_json_values_keep_their_types(tmp_path: Path) -> None:
     settings = file_settings(
         tmp_path,
         {
+            "RDS_ENDPOINT": None,  # null: the default stands, and the keys after it are read
             "SEED_DEMO_DATA": False,
             "AUTH_ALLOW_ANONYMOUS": True,
             "DB_POOL_MAX": 7,
@@ -105,7 +109,6 @@ def test_json_values_keep_their_types(tmp_path: Path) -> None:
             "RDS_PORT": "6543",
             "LOG_LEVEL": "DEBUG",
             "RDS_DBNAME": 12,
-            "RDS_ENDPOINT": None,  # null: the default stands
         },
     )
     assert settings.embedded.seed_demo_data is False
@@ -149,7 +152,7 @@ def test_an_auth_policy_object_becomes_its_json(tmp_path: Path) -> None:
     policy = {"principals": [{"name": "etl", "allow": ["*"]}]}
     settings = file_settings(tmp_path, {"AUTH_POLICY": policy})
     assert json.loads(settings.auth.auth_policy) == policy
-    with pytest.raises(ConfigError, match="^LOG_FILE must be a string$"):
+    with pytest.raises(ConfigError, match=r"^LOG_FILE must be a string$"):
         file_settings(tmp_path, {"LOG_FILE": {"x": 1}})
 
 
@@ -572,6 +575,8 @@ def test_tls_files_that_exist_load(tmp_path: Path) -> None:
         ("::", False),
         ("example.com", False),
         ("LOCALHOST.", False),
+        ("X::1", False),  # only brackets are taken off
+        ("[127.0.0.1]", True),
     ],
 )
 def test_is_loopback(host: str, loopback: bool) -> None:
@@ -599,3 +604,41 @@ def test_origin_pattern(origin: str, ok: bool) -> None:
 def test_constants() -> None:
     assert MIN_RUN_LEASE_S == 1.0
     assert SSLMODES == ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+def test_settings_and_every_section_are_frozen() -> None:
+    settings = Settings()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.database = DatabaseSettings()  # type: ignore[misc]
+    for spec in dataclasses.fields(settings):
+        section = getattr(settings, spec.name)
+        first = dataclasses.fields(section)[0].name
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(section, first, getattr(section, first))
+        assert hash(section) == hash(type(section)())
+
+
+def test_an_unknown_flat_name_is_named() -> None:
+    with pytest.raises(TypeError) as info:
+        Settings().with_flat(nope=1)
+    assert str(info.value) == "Settings has no field 'nope' in any section"
+
+
+def test_usable_cpus_is_this_threads_affinity() -> None:
+    """Narrowed (as taskset or a container narrows it), the count follows."""
+    allowed = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(allowed)})
+        assert usable_cpus() == 1
+    finally:
+        os.sched_setaffinity(0, allowed)
+    assert usable_cpus() == len(allowed)
+
+
+@pytest.mark.parametrize(("counted", "expected"), [(3, 3), (None, 1)])
+def test_usable_cpus_without_affinity(
+    monkeypatch: pytest.MonkeyPatch, counted: int | None, expected: int
+) -> None:
+    monkeypatch.delattr(config_sections.os, "sched_getaffinity")
+    monkeypatch.setattr(config_sections.os, "cpu_count", lambda: counted)
+    assert usable_cpus() == expected
