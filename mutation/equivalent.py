@@ -16,6 +16,8 @@ _DURATION = (
 )
 
 _CONFIG = "server/src/datamorph_gateway/config.py"
+_SECTIONS = "server/src/datamorph_gateway/config_sections.py"
+_CHECKS = "server/src/datamorph_gateway/config_checks.py"
 _NOT_STRICT = (
     "every source read without ``strict`` is filtered to known keys first (``known_env``, "
     "``normalize_secret``), so no unknown key reaches the check ``strict`` guards"
@@ -39,6 +41,22 @@ EQUIVALENT: dict[tuple[str | int, ...], str] = {
         "_apply(values, normalize_secret(secret_loader(staged.aws)), strict=True)",
     ): _NOT_STRICT,
     (_CONFIG, 195, "continue", "break"): _NOT_STRICT,
+    **{
+        (
+            _SECTIONS,
+            f'{name} = quote(self.{key}, safe="")',
+            f'{name} = quote(self.{key}, safe="XXXX")',
+        ): "quote() never escapes an ASCII letter, so adding X to the safe "
+        "characters changes no DSN"
+        for name, key in (
+            ("user", "rds_username"),
+            ("password", "rds_password"),
+            ("dbname", "rds_dbname"),
+        )
+    },
+    (_CHECKS, 137, "continue", "break"): "an empty TLS_CERT_FILE implies an empty TLS_KEY_FILE"
+    " and TLS_CLIENT_CA_FILE (both checked just before), and the CA file is the last: once one"
+    " is empty, no later one is set, so stopping the loop reads nothing it would have read",
     (
         _STATUS,
         _DURATION,

@@ -31,11 +31,13 @@ import os
 os.environ["GRPC_ENABLE_FORK_SUPPORT"] = "0"
 
 import argparse
+import atexit
 import contextlib
 import difflib
 import importlib
 import io
 import re
+import shutil
 import signal
 import sys
 import tempfile
@@ -85,10 +87,11 @@ class Result:
 # A temporary directory of this run's own: pytest prunes its shared /tmp/pytest-of-<user>
 # as runs start, which a run per mutant would do to every other pytest on the machine.
 BASETEMP = Path(tempfile.mkdtemp(prefix="datamorph-mutation-")) / "pytest"
+atexit.register(shutil.rmtree, BASETEMP.parent, ignore_errors=True)  # children _exit: not theirs
 
 
 def pytest_args(module: Module) -> list[str]:
-    conftest = [] if module.conftest else ["--noconftest"]
+    conftest = [] if module.conftest or module.database else ["--noconftest"]
     return [*PYTEST, f"--basetemp={BASETEMP}", *conftest, *module.args, *module.tests]
 
 
@@ -250,6 +253,22 @@ def write_report(results: list[Result]) -> None:
     REPORT.write_text(f"{head}{BEGIN}\n{table(merged)}\n{END}{tail}")
 
 
+@contextlib.contextmanager
+def database_for(modules: list[Module]) -> Iterator[None]:
+    """DATABASE_URL for the children: the caller's, or one embedded PostgreSQL for the run."""
+    if os.environ.get("DATABASE_URL") or not any(m.database for m in modules):
+        yield
+        return
+    from datamorph_gateway.pg.server import EmbeddedPostgres
+
+    with EmbeddedPostgres(BASETEMP.parent / "pg" / "data") as pg:
+        os.environ["DATABASE_URL"] = pg.dsn
+        try:
+            yield
+        finally:
+            del os.environ["DATABASE_URL"]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("module", nargs="?", help="one module's path (default: every module)")
@@ -270,12 +289,13 @@ def main() -> int:
         print(f"no module {args.module!r}; mutation/modules.py names:\n  {known}")
         return 2
     results = []
-    for module in chosen:
-        print(f"== {module.path}: {' '.join(module.tests)}", flush=True)
-        results.append(run_module(module))
-        r = results[-1]
-        print(f"== {module.path}: {r.mutants} mutants, score {r.score:.1f}%", flush=True)
-    write_report(results)
+    with database_for(chosen):
+        for module in chosen:
+            print(f"== {module.path}: {' '.join(module.tests)}", flush=True)
+            results.append(run_module(module))
+            r = results[-1]
+            print(f"== {module.path}: {r.mutants} mutants, score {r.score:.1f}%", flush=True)
+            write_report(results)  # after each module: an interrupted run keeps what it found
     below = [r for r in results if r.score < 85.0]
     for r in below:
         print(f"below 85%: {r.module} {r.score:.1f}%")
