@@ -15,6 +15,12 @@ _DURATION = (
     "duration = duration_pb2.Duration(seconds=int(delay), nanos=int((delay % 1) * 1_000_000_000))"
 )
 
+_NAMES = "server/src/datamorph_gateway/db/names.py"
+_WIRE = "server/src/datamorph_gateway/wire.py"
+_FAST_PATH = (
+    "``append_object_rows``' fast path for text, NULL and finite floats: without it a value"
+    " takes ``set_value``, which stores the same thing; only the speed differs (bench/)"
+)
 _CONFIG = "server/src/datamorph_gateway/config.py"
 _SECTIONS = "server/src/datamorph_gateway/config_sections.py"
 _CHECKS = "server/src/datamorph_gateway/config_checks.py"
@@ -54,6 +60,15 @@ EQUIVALENT: dict[tuple[str | int, ...], str] = {
             ("dbname", "rds_dbname"),
         )
     },
+    **{
+        (_NAMES, "if close < 0:", after): "``close`` is found searching from just past the"
+        " opening quote, at offset 1 or later: it is never 0, so ``<= 0`` and ``< 1`` hold"
+        " exactly when ``< 0`` does"
+        for after in ("if close <= 0:", "if close < 1:")
+    },
+    (_WIRE, "t = type(v)", "t = None"): _FAST_PATH,
+    (_WIRE, "elif t is float and v - v == 0:", "elif t is float and v + v == 0:"): _FAST_PATH,
+    (_WIRE, "elif t is float and v - v == 0:", "elif t is float and v - v == 1:"): _FAST_PATH,
     (_CHECKS, 137, "continue", "break"): "an empty TLS_CERT_FILE implies an empty TLS_KEY_FILE"
     " and TLS_CLIENT_CA_FILE (both checked just before), and the CA file is the last: once one"
     " is empty, no later one is set, so stopping the loop reads nothing it would have read",
