@@ -21,6 +21,18 @@ _FAST_PATH = (
     "``append_object_rows``' fast path for text, NULL and finite floats: without it a value"
     " takes ``set_value``, which stores the same thing; only the speed differs (bench/)"
 )
+_DATETIMES = "server/src/datamorph_gateway/db/decoding/datetimes.py"
+_SPACE_AT_3 = (
+    "differs only for text with its first space at offset 3 and a '-' at offset 0, which no"
+    " DateStyle's output has (ISO's date part alone is 10 characters): equal on every value"
+    " PostgreSQL sends"
+)
+_ARRAYS = "server/src/datamorph_gateway/db/decoding/arrays.py"
+_FOUND_PAST_0 = (
+    "``end`` and ``brace`` are found searching from past the opening '{', at offset 1 or"
+    " later, and are never equal (different characters): each bound moved by one holds"
+    " exactly when the original does"
+)
 _CONFIG = "server/src/datamorph_gateway/config.py"
 _SECTIONS = "server/src/datamorph_gateway/config_sections.py"
 _CHECKS = "server/src/datamorph_gateway/config_checks.py"
@@ -65,6 +77,37 @@ EQUIVALENT: dict[tuple[str | int, ...], str] = {
         " opening quote, at offset 1 or later: it is never 0, so ``<= 0`` and ``< 1`` hold"
         " exactly when ``< 0`` does"
         for after in ("if close <= 0:", "if close < 1:")
+    },
+    (
+        _DATETIMES,
+        'return t + ":00" if t[-3] in "+-" else t',
+        'return t + ":00" if t[-3] in "XX+-XX" else t',
+    ): "the character three from the end of a time zone offset is a digit, ':', '+' or '-',"
+    " never an X",
+    **{
+        (_DATETIMES, 'if p < 3 or s[p - 3] != "-" or s[-1] == "C":', after): _SPACE_AT_3
+        for after in (
+            'if p <= 3 or s[p - 3] != "-" or s[-1] == "C":',
+            'if p < 4 or s[p - 3] != "-" or s[-1] == "C":',
+        )
+    },
+    (
+        _ARRAYS,
+        "Decoder = Callable[[str], Any]  # a non-NULL value's fetched text → its JSON value",
+        "Decoder = None  # a non-NULL value's fetched text → its JSON value",
+    ): "a type alias read only by annotations, which ``from __future__ import annotations``"
+    " leaves unevaluated; mypy (``make lint``) refuses the mutant",
+    **{
+        (_ARRAYS, before, after): _FOUND_PAST_0
+        for before, after in (
+            ("if end < 0 or 0 <= brace < end:", "if end <= 0 or 0 <= brace < end:"),
+            ("if end < 0 or 0 <= brace < end:", "if end < 1 or 0 <= brace < end:"),
+            ("if end < 0 or 0 <= brace < end:", "if end < 0 or 1 <= brace < end:"),
+            ("if end < 0 or 0 <= brace < end:", "if end < 0 or 0 < brace < end:"),
+            ("if end < 0 or 0 <= brace < end:", "if end < 0 or 0 <= brace <= end:"),
+            ("if end < 0:", "if end <= 0:"),
+            ("if end < 0:", "if end < 1:"),
+        )
     },
     (_WIRE, "t = type(v)", "t = None"): _FAST_PATH,
     (_WIRE, "elif t is float and v - v == 0:", "elif t is float and v + v == 0:"): _FAST_PATH,

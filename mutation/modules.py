@@ -51,6 +51,8 @@ MODULES: tuple[Module, ...] = (
     ),
     # Array text is parsed without a server; the server-bound tests are left out.
     Module(
-        f"{SRC}/db/decoding/arrays.py", ("tests/db/test_decoding.py",), args=("-k", "parse_array")
+        f"{SRC}/db/decoding/arrays.py",
+        ("tests/db/test_decoding.py", "tests/db/test_decoding_values.py"),
+        args=("-k", "parse_array or array_decoder or fix_bounds"),
     ),
 )

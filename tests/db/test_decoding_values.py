@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from datamorph_gateway.db.decoding.arrays import array_decoder, fix_bounds, parse_array
 from datamorph_gateway.db.decoding.catalog import ColumnType
 from datamorph_gateway.db.decoding.datetimes import (
     decode_timestamp,
@@ -156,3 +157,48 @@ def test_session_options_pin_the_output_formats() -> None:
 def test_startup_options_escape_whitespace_and_backslashes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("datamorph_gateway.db.decoding.startup.SESSION_OPTIONS", {"a b": "c\\d\te"})
     assert startup_options() == "-c a\\ b=c\\\\d\\\te"
+
+
+# -- arrays ---------------------------------------------------------------------------------
+
+
+def test_parse_array_splits_on_commas_by_default() -> None:
+    assert parse_array("{a,b}") == ["a", "b"]
+    assert parse_array("{(0,0);(1,1)}", ";") == ["(0,0)", "(1,1)"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("abc", "not an array literal: 'abc'"),
+        ("x" * 50, f"not an array literal: {'x' * 40!r}"),
+        ('{"a}', "unterminated quoted array element at 1"),
+        ("{a}}", "text after the array's end at 3"),
+        ("{a", "unterminated array literal"),
+        ("{", "unterminated array literal"),
+        ("{{a}", "unterminated array literal"),
+    ],
+)
+def test_parse_array_refusals_say_why(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=r".") as info:
+        parse_array(text)
+    assert str(info.value) == message
+
+
+def test_array_decoder_parses_arrays_and_keeps_other_text() -> None:
+    decode = array_decoder(",", int)
+    assert decode("{1,NULL}") == [1, None]
+    assert decode("[2:3]={1,2}") == [1, 2]
+    assert decode("(1,2)") == "(1,2)"  # a non-array type in the array category
+    assert decode("") == ""
+    assert array_decoder(";", None)("{a;b}") == ["a", "b"]
+
+
+def test_fix_bounds_strips_every_dimensions_bounds() -> None:
+    def caster(s: str, cur: Any) -> tuple[str, Any]:
+        return s, cur
+
+    cast = fix_bounds(caster)
+    assert cast(None, "cur") is None
+    assert cast("[0:1][1:2]={{a,b},{c,d}}", "cur") == ("{{a,b},{c,d}}", "cur")
+    assert cast("{a}", "cur") == ("{a}", "cur")
