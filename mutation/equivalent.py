@@ -30,8 +30,9 @@ _SPACE_AT_3 = (
 _ARRAYS = "server/src/datamorph_gateway/db/decoding/arrays.py"
 _FOUND_PAST_0 = (
     "``end`` and ``brace`` are found searching from past the opening '{', at offset 1 or"
-    " later, and are never equal (different characters): each bound moved by one holds"
-    " exactly when the original does"
+    " later, and differ when both are found unless the delimiter were '}' itself (every"
+    " built-in type's is ',' or ';'): each bound moved by one holds exactly when the"
+    " original does"
 )
 _CONFIG = "server/src/datamorph_gateway/config.py"
 _SECTIONS = "server/src/datamorph_gateway/config_sections.py"

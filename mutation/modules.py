@@ -61,7 +61,11 @@ MODULES: tuple[Module, ...] = (
     *(
         Module(
             f"{SRC}/db/decoding/{name}.py",
-            ("tests/db/test_decoding.py", "tests/db/test_decoding_values.py"),
+            (
+                "tests/db/test_decoding.py",
+                "tests/db/test_decoding_values.py",
+                "tests/db/test_casters.py",
+            ),
             database=True,
         )
         for name in ("casters", "catalog")
