@@ -34,6 +34,12 @@ _FOUND_PAST_0 = (
     " built-in type's is ',' or ';'): each bound moved by one holds exactly when the"
     " original does"
 )
+_CASTERS = "server/src/datamorph_gateway/db/decoding/casters.py"
+_CATALOG = "server/src/datamorph_gateway/db/decoding/catalog.py"
+_ANNOTATION = (
+    "an annotation, which ``from __future__ import annotations`` leaves unevaluated (and"
+    " dataclasses read as text); mypy (``make lint``) refuses the mutant"
+)
 _CONFIG = "server/src/datamorph_gateway/config.py"
 _SECTIONS = "server/src/datamorph_gateway/config_sections.py"
 _CHECKS = "server/src/datamorph_gateway/config_checks.py"
@@ -110,6 +116,33 @@ EQUIVALENT: dict[tuple[str | int, ...], str] = {
             ("if end < 0:", "if end < 1:"),
         )
     },
+    **{
+        (
+            _CASTERS,
+            '_PSYCOPG2_TEXT: Final = frozenset({"STRING", "UNICODE", "UNKNOWN"})',
+            f"_PSYCOPG2_TEXT: Final = frozenset({{{kept}}})",
+        ): "psycopg2's UNICODE and UNKNOWN casters give the text as a str, as the"
+        " ``decode_text`` caster that would then replace them does: the same values"
+        for kept in ('"STRING", "XXUNICODEXX", "UNKNOWN"', '"STRING", "UNICODE", "XXUNKNOWNXX"')
+    },
+    (_CASTERS, "_installed_globally = False", "_installed_globally = None"): "only ever"
+    " read as a truth value, and None is as false as False",
+    (
+        _CATALOG,
+        "_BUILTIN_RULES: Final[dict[int, Decoder | None]] = {",
+        "_BUILTIN_RULES: Final[dict[int, Decoder & None]] = {",
+    ): _ANNOTATION,
+    (
+        _CATALOG,
+        "decode: Callable[[Any], Any] | None = None",
+        "decode: Callable[[Any], Any] & None = None",
+    ): _ANNOTATION,
+    (
+        _CATALOG,
+        "loaded = self._load(conn, [o for o in oids if o not in BUILTIN_TYPES and o not in types])",
+        "loaded = self._load(conn, [o for o in oids if o not in BUILTIN_TYPES or o not in types])",
+    ): "also asks again, in the same one query, for types already cached: the same answer"
+    " and the same number of queries",
     (_WIRE, "t = type(v)", "t = None"): _FAST_PATH,
     (_WIRE, "elif t is float and v - v == 0:", "elif t is float and v + v == 0:"): _FAST_PATH,
     (_WIRE, "elif t is float and v - v == 0:", "elif t is float and v - v == 1:"): _FAST_PATH,
