@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 
-from datamorph_gateway import config_sections
 from datamorph_gateway.config import (
     MIN_RUN_LEASE_S,
     ORIGIN,
@@ -639,6 +638,6 @@ def test_usable_cpus_is_this_threads_affinity() -> None:
 def test_usable_cpus_without_affinity(
     monkeypatch: pytest.MonkeyPatch, counted: int | None, expected: int
 ) -> None:
-    monkeypatch.delattr(config_sections.os, "sched_getaffinity")
-    monkeypatch.setattr(config_sections.os, "cpu_count", lambda: counted)
+    monkeypatch.delattr(os, "sched_getaffinity")
+    monkeypatch.setattr(os, "cpu_count", lambda: counted)
     assert usable_cpus() == expected
