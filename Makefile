@@ -19,7 +19,7 @@ PROTOS := proto/datamorph/gateway/v1/gateway.proto
 GOOGLEAPIS := third_party/googleapis
 LINT_PATHS := server/src clients/python/src/datamorph_client tests
 
-.PHONY: help install tools run serve test test-external lint fmt typecheck proto proto-check deploy-config clean
+.PHONY: help install tools run serve test test-external mutate lint fmt typecheck proto proto-check deploy-config clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -44,6 +44,9 @@ test: $(STAMP) ## Run the whole test suite (embedded PostgreSQL unless DATABASE_
 
 test-external: $(STAMP) ## Run the database tests against the machine's PostgreSQL at 127.0.0.1:5432
 	DATABASE_URL=$${TEST_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/postgres} $(PY) -m pytest -m "not embedded_only"
+
+mutate: $(STAMP) ## Mutation testing of the contract's modules into docs/testing.md (MODULE=path for one)
+	$(PY) -m mutation.run $(MODULE)
 
 proto: $(STAMP) ## Regenerate the Python stubs, Envoy's descriptor set and docs/openapi.yaml from proto/
 	rm -rf $(GEN_PKG) && mkdir -p $(GEN_PKG)

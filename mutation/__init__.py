@@ -1,0 +1,1 @@
+"""Mutation testing: `make mutate` (mutation/run.py); results in docs/testing.md."""
