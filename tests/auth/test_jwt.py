@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from datamorph_gateway.auth.credentials import AuthError, Verified
-from datamorph_gateway.auth.jwks import KEYS_MAX_AGE_S, REFETCH_INTERVAL_S
+from datamorph_gateway.auth.jwks import KEYS_MAX_AGE_S, REFETCH_INTERVAL_S, FileKeys
 from datamorph_gateway.auth.jwt import JwtVerifier
 
 pytestmark = pytest.mark.timeout(60)
@@ -155,8 +155,14 @@ def jwks_path(tmp_path: Path, keys: Keys) -> Path:
 
 @pytest.fixture
 def verifier(jwks_path: Path, clock: Clock) -> JwtVerifier:
+    """A verifier that looks at the JWKS file on every call (the file tests rewrite it)."""
     return JwtVerifier(
-        issuer=ISSUER, audience=AUDIENCE, jwks_file=str(jwks_path), leeway_s=LEEWAY_S, clock=clock
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        jwks_file=str(jwks_path),
+        leeway_s=LEEWAY_S,
+        clock=clock,
+        jwks_check_interval_s=0,
     )
 
 
@@ -486,6 +492,34 @@ def test_a_jwks_file_rewritten_in_place_is_read_again(
     jwks_path.write_text(json.dumps(jwks(keys.rsa2.jwk())))
     refused(verifier, keys.rsa.sign(), "unknown_key")
     assert verifier.verify(keys.rsa2.sign()).subject == SUBJECT
+
+
+def test_the_jwks_file_is_looked_at_once_per_interval_or_for_an_unknown_kid(
+    jwks_path: Path, keys: Keys
+) -> None:
+    now = [0.0]
+    source = FileKeys(str(jwks_path), check_interval_s=1.0, clock=lambda: now[0])
+    stats = 0
+    real_stamp = source._stamp
+
+    def counted() -> tuple[int, ...] | None:
+        nonlocal stats
+        stats += 1
+        return real_stamp()
+
+    source._stamp = counted  # type: ignore[method-assign]
+    first = source.current()
+    looked = stats
+    for _ in range(100):
+        assert source.current() is first
+    assert stats == looked  # no stat within the interval
+    write_jwks(jwks_path, jwks(keys.rsa2.jwk()))
+    assert source.current() is first  # not seen yet
+    now[0] = 1.0
+    rotated = source.current()
+    assert rotated.generation > first.generation
+    write_jwks(jwks_path, jwks(keys.ec.jwk()))
+    assert source.refresh().generation > rotated.generation  # an unknown kid: at once
 
 
 def test_a_broken_jwks_file_keeps_the_keys_read_before(

@@ -35,7 +35,13 @@ from jwt.algorithms import AllowedPublicKeys
 from jwt.types import Options
 
 from datamorph_gateway.auth.credentials import AuthError, Verified
-from datamorph_gateway.auth.jwks import FileKeys, KeySource, UrlKeys, is_algorithm
+from datamorph_gateway.auth.jwks import (
+    FILE_CHECK_INTERVAL_S,
+    FileKeys,
+    KeySource,
+    UrlKeys,
+    is_algorithm,
+)
 
 __all__ = ["JwtVerifier"]
 
@@ -129,6 +135,7 @@ class JwtVerifier:
         timeout_s: float = 5.0,
         max_token_bytes: int = 16384,
         clock: Callable[[], float] = time.time,
+        jwks_check_interval_s: float = FILE_CHECK_INTERVAL_S,
     ) -> None:
         if bool(jwks_file) == bool(jwks_url):
             raise ValueError("give exactly one of jwks_file and jwks_url")
@@ -142,7 +149,9 @@ class JwtVerifier:
         self._max_token_bytes = max_token_bytes
         self._clock = clock
         self._keys: KeySource = (
-            FileKeys(jwks_file) if jwks_file else UrlKeys(jwks_url, timeout_s, clock)
+            FileKeys(jwks_file, jwks_check_interval_s)
+            if jwks_file
+            else UrlKeys(jwks_url, timeout_s, clock)
         )
         self._cache = _VerdictCache(TOKEN_CACHE_SIZE)
 
