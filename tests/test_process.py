@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from .fixtures import roles
-from .fixtures.process import gateway_env, reap, start, stop
+from .fixtures.process import gateway_env, reap, run_with_port_taken, start, stop
 
 GRPCURL = shutil.which("grpcurl") or str(Path(sys.executable).parent / "grpcurl")
 
@@ -85,17 +85,7 @@ def test_embedded_default_serves_the_demo_data(tmp_path: Path) -> None:
 
 
 def test_port_in_use_is_one_clear_line(seeded_database: str) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        result = subprocess.run(
-            [sys.executable, "-m", "datamorph_gateway"],
-            env=gateway_env(DATABASE_URL=seeded_database, GRPC_PORT=str(port)),
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+    port, result = run_with_port_taken("GRPC_PORT", DATABASE_URL=seeded_database)
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr

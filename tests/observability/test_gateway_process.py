@@ -5,9 +5,6 @@ METRICS_PORT that is taken."""
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -20,7 +17,7 @@ from datamorph.gateway.v1 import gateway_pb2 as pb
 from datamorph.gateway.v1 import gateway_pb2_grpc as pb_grpc
 
 from ..fixtures.observability import free_port, scrape, value
-from ..fixtures.process import gateway_env, start, stop
+from ..fixtures.process import gateway_env, run_with_port_taken, start, stop
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 
@@ -156,17 +153,7 @@ def test_a_collector_that_does_not_answer_never_fails_a_call(serve: Any) -> None
 
 
 def test_a_metrics_port_in_use_is_one_clear_line(seeded_database: str) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        result = subprocess.run(
-            [sys.executable, "-m", "datamorph_gateway"],
-            env=gateway_env(DATABASE_URL=seeded_database, METRICS_PORT=str(port)),
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+    port, result = run_with_port_taken("METRICS_PORT", DATABASE_URL=seeded_database)
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"datamorph-gateway: cannot serve metrics on 127.0.0.1:{port}: ")
