@@ -81,9 +81,9 @@ fmt: $(STAMP) $(BUF) ## Format Python and proto sources in place
 
 .PHONY: bench
 bench: $(STAMP) ## Benchmark the gateway against the Flask baseline and the database (BENCH_ARGS="--quick", "--only auth")
-	@command -v wrk >/dev/null || { echo "make bench: installing wrk (Debian package)"; \
-	  { apt-get install -y -qq wrk || { apt-get update -qq && apt-get install -y -qq wrk; }; } >/dev/null 2>&1; } \
-	  || { echo "make bench: wrk is required and could not be installed: run 'apt-get install -y wrk' as root"; exit 1; }
+	@for tool in wrk hey; do command -v $$tool >/dev/null || { echo "make bench: installing $$tool (Debian package)"; \
+	  { apt-get install -y -qq $$tool || { apt-get update -qq && apt-get install -y -qq $$tool; }; } >/dev/null 2>&1; } \
+	  || { echo "make bench: $$tool is required and could not be installed: run 'apt-get install -y $$tool' as root"; exit 1; }; done
 	$(PY) -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
 	$(PY) -m bench $(BENCH_ARGS)
 

@@ -72,6 +72,8 @@ def machine_info(dsn: str) -> dict[str, Any]:
         "postgresql": pg_version,
         "envoy": _envoy_version(),
         "wrk": _output(["wrk", "--version"]).split(" [")[0],
+        # hey prints no version of its own: the Debian package's.
+        "hey": _output(["dpkg-query", "-W", "-f", "${Version}", "hey"]),
         "grpcio": _version("grpcio"),
         "psycopg2": _version("psycopg2-binary"),
         "flask": _version("flask"),

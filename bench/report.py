@@ -186,30 +186,36 @@ def _repeats_section(results: dict[str, Any]) -> list[str]:
     repeats = results.get("repeats")
     if not repeats:
         return []
-    seen: dict[tuple[str, str, int], None] = {}
+    seen: dict[tuple[str, str, int, str | None], None] = {}
     for cell in repeats:
         key = f"{cell['system']}/{cell['transport']}"
-        seen[(cell["scenario"], key, cell["concurrency"])] = None
+        tool = "hey" if cell.get("tool") == "hey" else None
+        seen[(cell["scenario"], key, cell["concurrency"], tool)] = None
     n = 1 + max(cell["round"] for cell in repeats)
     lines = [
         "### The targets' cells, round by round",
         "",
         "Round 0 is the matrix above; the others ran after it, with "
         f"{repeats[0]['duration_s']:.0f}-second windows, the systems of each comparison "
-        "back to back. Cells read `rps, p50 ms`.",
+        "back to back. Cells read `rps, p50 ms`, and for the gateway also its CPU per answer "
+        "in ms. REST is loaded with wrk, except in the rows marked hey, whose rounds 1 to "
+        f"{targets.RATIO_ROUNDS} are rounds of their own.",
         "",
         "| scenario | system | c | " + " | ".join(f"round {r}" for r in range(n)) + " |",
         "|---|---|---:|" + "---:|" * n,
     ]
-    for scenario, key, c in seen:
-        by_round = targets.rounds(results, scenario, key, c)
-        cells = [
-            f"{_num(by_round[r]['throughput_rps'])}, {_num(by_round[r]['p50_ms'], 2)}"
-            if r in by_round and by_round[r]["ok"]
-            else "—"
-            for r in range(n)
-        ]
-        label = SYSTEM_LABELS.get(key, key)
+    for scenario, key, c, tool in seen:
+        by_round = targets.rounds(results, scenario, key, c, tool)
+        cells = []
+        for r in range(n):
+            cell = by_round.get(r)
+            if cell is None or not cell["ok"]:
+                cells.append("—")
+                continue
+            text = f"{_num(cell['throughput_rps'])}, {_num(cell['p50_ms'], 2)}"
+            cpu = targets.gateway_cpu_ms(cell) if cell["system"] == "gateway" else None
+            cells.append(text + (f", {cpu:.2f}" if cpu is not None else ""))
+        label = SYSTEM_LABELS.get(key, key) + (f" ({tool})" if tool else "")
         lines.append(f"| {scenario} | {label} | {c} | " + " | ".join(cells) + " |")
     return [*lines, ""]
 
@@ -713,7 +719,9 @@ def _machine_lines(results: dict[str, Any]) -> list[str]:
     return [
         f"- Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, {m['os']}; "
         f"Python {m['python']}, PostgreSQL {m['postgresql']} ({db}), Envoy {m['envoy']}, "
-        f"{m['wrk']}, grpcio {m['grpcio']}, Flask {m['flask']}, gunicorn {m['gunicorn']}.",
+        f"{m['wrk']}"
+        + (f", hey {m['hey']}" if m.get("hey") else "")
+        + f", grpcio {m['grpcio']}, Flask {m['flask']}, gunicorn {m['gunicorn']}.",
         f"- Commit {m['git_commit']}, started {run['started_at']}, "
         f"{run['seconds']:.0f} s in all. Load average (1, 5, 15 min) at the start "
         f"{_loads(m.get('load_average_at_start'))}, at the end "
@@ -758,7 +766,7 @@ def write(results: dict[str, Any], results_path: Path, docs_path: Path) -> None:
         "## Reproduce",
         "",
         "```sh",
-        "make bench                      # installs bench/requirements.txt and wrk, then runs:",
+        "make bench                      # installs bench/requirements.txt, wrk, hey; runs:",
         "python -m bench                 # the full suite, about 20 minutes on 2 cores",
         "python -m bench --quick         # a smoke test, about 4 minutes",
         "python -m bench --with-1e7      # also a 10^7-row table (about 1 more minute)",

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +29,7 @@ import psycopg2
 from bench import auth, data, limit, measures, metrics, processes
 from bench.clients import Answer, GrpcCaller, http_call
 from bench.grpc_load import spread_target
+from bench.hey_load import hey_binary, run_hey
 from bench.loadstats import LoadResult
 from bench.machine import machine_info
 from bench.rest_load import run_wrk, wrk_binary
@@ -51,7 +53,7 @@ from bench.stack import (
     gateway_env,
     postmaster_pid,
 )
-from bench.targets import OVERHEAD_SCENARIOS
+from bench.targets import OVERHEAD_SCENARIOS, RATIO_ROUNDS
 
 RESULTS_VERSION = 1
 SETTLED_HEALTH_S = 0.05
@@ -69,6 +71,10 @@ REPEAT_DURATION_S = 2
 REPEATED_CELLS = [("get_data_2e4", c, (GATEWAY_REST, BASELINE_REST)) for c in (8, 64)] + [
     (name, 1, (GATEWAY_GRPC, GATEWAY_REST, LIMIT_SQL)) for name in OVERHEAD_SCENARIOS
 ]
+# The GetData throughput comparison once more with hey as the load generator (issue 17: the
+# ratio must hold with both wrk and hey), in rounds of its own interleaved with the repeats.
+HEY_CELLS = [("get_data_2e4", 8, (GATEWAY_REST, BASELINE_REST))]
+HEY_ROUNDS = RATIO_ROUNDS
 
 
 AUTH = "auth"  # the --only name of the auth comparison
@@ -290,7 +296,9 @@ class Suite:
         concurrency: int,
         duration_s: int,
         stack: Stack | None = None,
+        tool: str = "wrk",
     ) -> LoadResult:
+        """One load run; REST systems are loaded with `tool` (wrk, or hey)."""
         stack = stack or self.stack
         envoy, baseline = stack.envoy, stack.baseline
         cap = self.options.max_requests
@@ -300,6 +308,16 @@ class Suite:
             else:
                 assert baseline is not None
                 host, port, headers = "127.0.0.1", baseline.port, {}
+            if tool == "hey":
+                return run_hey(
+                    f"http://{host}:{port}{scenario.rest_path}",
+                    scenario.rest_method,
+                    scenario.body,
+                    concurrency=concurrency,
+                    duration_s=duration_s,
+                    timeout_s=REQUEST_TIMEOUT_S,
+                    headers=headers,
+                )
             return run_wrk(
                 f"http://{host}:{port}{scenario.rest_path}",
                 scenario.rest_method,
@@ -356,20 +374,21 @@ class Suite:
         concurrency: int,
         duration_s: int | None = None,
         stack: Stack | None = None,
+        tool: str = "wrk",
     ) -> dict[str, Any]:
         """One cell; a run too slow to complete 2 requests per caller gets a longer window."""
         stack = stack or self.stack
         base = duration_s or self.options.duration_s
         meter = stack.meter
         before = meter.read()
-        result = self.load(scenario, system, concurrency, base, stack)
+        result = self.load(scenario, system, concurrency, base, stack, tool)
         cpu = CpuMeter.spent(before, meter.read())
         settle_s = self.settle(system, stack)
         extended = False
         longest = max(base, min(4 * base, 12))
         if result.ok < 2 * concurrency and result.error_count == 0 and longest > base:
             before = meter.read()
-            result = self.load(scenario, system, concurrency, longest, stack)
+            result = self.load(scenario, system, concurrency, longest, stack, tool)
             cpu = CpuMeter.spent(before, meter.read())
             settle_s = self.settle(system, stack)
             extended = True
@@ -488,25 +507,38 @@ class Suite:
         return cells
 
     def repeats(self, probes: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-        """The cells the targets read, run again in REPEAT_ROUNDS interleaved rounds.
+        """The cells the targets read, run again in REPEAT_ROUNDS interleaved rounds, and
+        the HEY_CELLS in HEY_ROUNDS rounds with hey as the load generator.
 
         One 3-second cell on a shared 2-core machine can be 20% off; the targets use the
         median over the matrix and these rounds. Each round runs every repeated cell once,
         the systems of a comparison back to back, with REPEAT_DURATION_S windows.
         """
         by_name = {s.name: s for s in self.scenarios}
-        plan = [
-            (by_name[name], c, system)
-            for name, c, systems in REPEATED_CELLS
-            if name in by_name and c in self.concurrencies
-            for system in systems
-            if probes[name].get(f"{system[0]}/{system[1]}", {}).get("ok")
-        ]
-        total = len(plan) * REPEAT_ROUNDS
+
+        def plan_of(
+            cells: Sequence[tuple[str, int, Sequence[tuple[str, str]]]], tool: str
+        ) -> list[tuple[Scenario, int, tuple[str, str], str]]:
+            return [
+                (by_name[name], c, system, tool)
+                for name, c, systems in cells
+                if name in by_name and c in self.concurrencies
+                for system in systems
+                if probes[name].get(f"{system[0]}/{system[1]}", {}).get("ok")
+            ]
+
+        plan = plan_of(REPEATED_CELLS, "wrk")
+        hey_plan = plan_of(HEY_CELLS, "hey")
+        total = len(plan) * REPEAT_ROUNDS + len(hey_plan) * HEY_ROUNDS
         cells: list[dict[str, Any]] = []
-        for round_no in range(1, REPEAT_ROUNDS + 1):
-            for scenario, concurrency, system in plan:
-                cell = self.cell(scenario, system, concurrency, duration_s=REPEAT_DURATION_S)
+        for round_no in range(1, max(REPEAT_ROUNDS, HEY_ROUNDS) + 1):
+            chosen = (plan if round_no <= REPEAT_ROUNDS else []) + (
+                hey_plan if round_no <= HEY_ROUNDS else []
+            )
+            for scenario, concurrency, system, tool in chosen:
+                cell = self.cell(
+                    scenario, system, concurrency, duration_s=REPEAT_DURATION_S, tool=tool
+                )
                 self.check_alive(f"repeat of {scenario.name} {system[0]}/{system[1]}")
                 cell["round"] = round_no
                 cells.append(cell)
@@ -583,7 +615,8 @@ class Suite:
     def run(self) -> dict[str, Any]:
         """Everything; returns the results document."""
         opts = self.options
-        wrk_binary()  # fail now, not after loading data, when wrk is missing
+        wrk_binary()  # fail now, not after loading data, when wrk or hey is missing
+        hey_binary()
         started = datetime.now(UTC)
         clock = time.perf_counter()
         sizes = sorted(

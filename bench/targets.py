@@ -1,5 +1,5 @@
-"""Issue 5's targets, issue 11's for authentication's cost and issue 14's for the metrics',
-each judged from a results file: met, missed, or not measured.
+"""Issue 5's targets, issue 11's for authentication's cost, issue 14's for the metrics' and
+issue 17's for speed, each judged from a results file: met, missed, or not measured.
 
 The judgments are the report's, never a test's: timings belong in bench/.
 """
@@ -37,6 +37,12 @@ AUTH_TRANSPORT_LABELS = {"grpc": "gRPC", "rest": "REST"}
 METRICS_P50_ADDED_LIMIT_MS = 0.03  # at c=1
 METRICS_THROUGHPUT_LOSS_LIMIT = 0.03  # at c=8
 METRICS_JUDGED = ("get_data_2e4", "rest")
+# Issue 17: the gateway's own CPU per REST GetData at c=8, the ratio to the Flask design with
+# both load generators in every round, and GetSchemas of 50 tables answered from the cache.
+GATEWAY_CPU_LIMIT_MS = 0.45
+RATIO_TOOLS = ("wrk", "hey")
+RATIO_ROUNDS = 3  # with each tool: the matrix and two repeats for wrk, three rounds for hey
+SCHEMAS_50_LIMIT_MS = {"gateway/grpc": 2.0, "gateway/rest": 3.0}
 
 
 @dataclass(frozen=True)
@@ -63,17 +69,29 @@ def p50(results: dict[str, Any], scenario: str, key: str, c: int = 1) -> float |
     return None if cell is None or cell["ok"] == 0 else cell["p50_ms"]
 
 
-def rounds(results: dict[str, Any], scenario: str, key: str, c: int) -> dict[int, dict[str, Any]]:
-    """The matrix's cell (round 0) and its repeats (rounds 1..n), by round."""
+def rounds(
+    results: dict[str, Any], scenario: str, key: str, c: int, tool: str | None = None
+) -> dict[int, dict[str, Any]]:
+    """The matrix's cell (round 0) and its repeats (rounds 1..n), by round.
+
+    The hey cells have rounds of their own: they count only when `tool` is "hey", and then
+    only they do.
+    """
+
+    def wanted(cell: dict[str, Any]) -> bool:
+        made_by = cell.get("tool")
+        return made_by == tool if tool is not None else made_by != "hey"
+
     out: dict[int, dict[str, Any]] = {}
     main = _cell(results, scenario, key, c)
-    if main is not None:
+    if main is not None and wanted(main):
         out[0] = main
     for cell in results.get("repeats", []):
         if (
             cell["scenario"] == scenario
             and f"{cell['system']}/{cell['transport']}" == key
             and cell["concurrency"] == c
+            and wanted(cell)
         ):
             out[cell["round"]] = cell
     return out
@@ -123,6 +141,68 @@ def _throughput_ratio(results: dict[str, Any]) -> Target:
     if not seen:
         return Target(name, UNMEASURED, "")
     return Target(name, MET if ok else MISSED, "; ".join(parts))
+
+
+def _ratio_with_both_tools(results: dict[str, Any]) -> Target:
+    name = (
+        "REST GetData (10 rows of 2·10^4) throughput ≥ 5× the Flask baseline at c=8 with wrk "
+        "and with hey, in every round (issue 17)"
+    )
+    parts, ok, seen = [], True, 0
+    for tool in RATIO_TOOLS:
+        ours = rounds(results, "get_data_2e4", "gateway/rest", 8, tool)
+        theirs = rounds(results, "get_data_2e4", "baseline/rest", 8, tool)
+        both = [r for r in sorted(ours.keys() & theirs.keys()) if theirs[r]["throughput_rps"]]
+        if not both:
+            continue
+        seen += 1
+        ratios = [ours[r]["throughput_rps"] / theirs[r]["throughput_rps"] for r in both]
+        errors = sum(ours[r]["error_count"] + theirs[r]["error_count"] for r in both)
+        within = sum(1 for ratio in ratios if ratio >= 5)
+        ok = ok and within == len(ratios) >= RATIO_ROUNDS and errors == 0
+        listed = ", ".join(f"{ratio:.1f}×" for ratio in ratios)
+        parts.append(f"{tool}: {within} of {len(ratios)} rounds ({listed}), {errors} errors")
+    if not seen:
+        return Target(name, UNMEASURED, "")
+    status = MET if ok and seen == len(RATIO_TOOLS) else MISSED
+    return Target(name, status, "; ".join(parts))
+
+
+def gateway_cpu_ms(cell: dict[str, Any]) -> float | None:
+    """The gateway processes' CPU per successful answer in a cell, in ms."""
+    spent = cell.get("cpu_s", {}).get("gateway")
+    if spent is None or not cell.get("ok"):
+        return None
+    return float(spent) / int(cell["ok"]) * 1000
+
+
+def _gateway_cpu(results: dict[str, Any]) -> Target:
+    name = (
+        f"Gateway CPU per REST GetData (10 rows of 2·10^4) ≤ {GATEWAY_CPU_LIMIT_MS} ms at c=8, "
+        "in every round (issue 17)"
+    )
+    by_round = rounds(results, "get_data_2e4", "gateway/rest", 8)
+    values = [v for v in (gateway_cpu_ms(by_round[r]) for r in sorted(by_round)) if v is not None]
+    if not values:
+        return Target(name, UNMEASURED, "")
+    within = sum(1 for v in values if v <= GATEWAY_CPU_LIMIT_MS)
+    measured = f"within in {within} of {len(values)} rounds: " + ", ".join(
+        f"{v:.2f} ms" for v in values
+    )
+    return Target(name, MET if within == len(values) else MISSED, measured)
+
+
+def _schemas_cached(results: dict[str, Any]) -> Target:
+    name = "GetSchemas of 50 tables p50 ≤ 2 ms over gRPC and ≤ 3 ms through Envoy (c=1; issue 17)"
+    parts, ok, seen = [], True, False
+    for key, label in (("gateway/grpc", "gRPC"), ("gateway/rest", "REST")):
+        ms = p50(results, "get_schemas_50", key)
+        if ms is None:
+            continue
+        seen = True
+        ok = ok and ms <= SCHEMAS_50_LIMIT_MS[key]
+        parts.append(f"{label} {ms:.1f} ms")
+    return Target(name, (MET if ok else MISSED) if seen else UNMEASURED, "; ".join(parts))
 
 
 def _flat_sampling(results: dict[str, Any]) -> Target:
@@ -452,7 +532,8 @@ def _metrics_throughput(results: dict[str, Any]) -> Target:
 
 
 def evaluate(results: dict[str, Any]) -> list[Target]:
-    """Every target of issue 5, in the issue's order, then issue 11's two and issue 14's."""
+    """Every target of issue 5, in the issue's order, then issue 11's two, issue 14's and
+    issue 17's."""
     return [
         _throughput_ratio(results),
         _flat_sampling(results),
@@ -465,4 +546,7 @@ def evaluate(results: dict[str, Any]) -> list[Target]:
         _auth_throughput(results),
         _metrics_latency(results),
         _metrics_throughput(results),
+        _schemas_cached(results),
+        _gateway_cpu(results),
+        _ratio_with_both_tools(results),
     ]

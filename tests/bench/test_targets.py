@@ -192,3 +192,83 @@ def test_carrying_the_header_alone_is_shown_but_not_judged() -> None:
     )
     judged = [t for t in targets.evaluate(results) if t.target.startswith("Authentication")]
     assert [t.status for t in judged] == [targets.MET, targets.MET]
+
+
+def _target(results: dict[str, Any], starts: str) -> targets.Target:
+    return next(t for t in targets.evaluate(results) if t.target.startswith(starts))
+
+
+def _with_hey(results: dict[str, Any], ours_rps: list[float], flask_rps: list[float]) -> None:
+    for round_no, (ours, flask) in enumerate(zip(ours_rps, flask_rps, strict=True), 1):
+        for key, rps in (("gateway/rest", ours), ("baseline/rest", flask)):
+            cell = _cell("get_data_2e4", key, 8, rps=rps)
+            results["repeats"].append({**cell, "tool": "hey", "round": round_no})
+
+
+def test_hey_rounds_are_their_own_and_every_round_of_both_tools_must_reach_5x() -> None:
+    results = _results([1100, 1200, 1100], [200, 200, 200])  # wrk: 5.5×, 6×, 5.5×
+    for cell in results["cells"] + results["repeats"]:
+        cell["tool"] = "wrk"
+    _with_hey(results, [1000, 900, 1200], [200, 200, 200])  # hey: 5×, 4.5×, 6×
+    both = _target(
+        results,
+        "REST GetData (10 rows of 2·10^4) throughput ≥ 5× the Flask baseline at c=8 with wrk",
+    )
+    assert both.status == targets.MISSED
+    assert "wrk: 3 of 3 rounds (5.5×, 6.0×, 5.5×), 0 errors" in both.measured
+    assert "hey: 2 of 3 rounds (5.0×, 4.5×, 6.0×), 0 errors" in both.measured
+    # The hey cells never enter the wrk judgment (issue 5's median stays wrk's).
+    assert targets.evaluate(results)[0].measured.startswith(
+        "c=8: median 5.5× of 3 rounds (5.5–6.0)"
+    )
+    results["repeats"] = [c for c in results["repeats"] if c.get("tool") != "hey"]
+    _with_hey(results, [1000, 1100, 1200], [200, 200, 200])
+    assert (
+        _target(
+            results,
+            "REST GetData (10 rows of 2·10^4) throughput ≥ 5× the Flask baseline at c=8 with wrk",
+        ).status
+        == targets.MET
+    )
+    # Without hey's rounds the target is not met: both tools are required.
+    results["repeats"] = [c for c in results["repeats"] if c.get("tool") != "hey"]
+    only_wrk = _target(
+        results,
+        "REST GetData (10 rows of 2·10^4) throughput ≥ 5× the Flask baseline at c=8 with wrk",
+    )
+    assert only_wrk.status == targets.MISSED
+
+
+def test_gateway_cpu_per_call_must_hold_in_every_round() -> None:
+    results = _results([1000, 1000, 1000], [100, 100, 100])
+    spent = iter([0.04, 0.045, 0.046])  # s for 100 answers: 0.40, 0.45, 0.46 ms a call
+    for cell in results["cells"] + results["repeats"]:
+        if cell["system"] == "gateway" and cell["concurrency"] == 8:
+            cell["cpu_s"] = {"gateway": next(spent)}
+    cpu = _target(results, "Gateway CPU per REST GetData")
+    assert cpu.status == targets.MISSED
+    assert cpu.measured == "within in 2 of 3 rounds: 0.40 ms, 0.45 ms, 0.46 ms"
+    [last] = [
+        cell
+        for cell in results["repeats"]
+        if (cell["system"], cell["concurrency"], cell["round"]) == ("gateway", 8, 2)
+    ]
+    last["cpu_s"]["gateway"] = 0.044
+    assert _target(results, "Gateway CPU per REST GetData").status == targets.MET
+
+
+@pytest.mark.parametrize(
+    ("grpc_ms", "rest_ms", "status"),
+    [(1.9, 2.9, targets.MET), (2.1, 2.9, targets.MISSED), (1.9, 3.1, targets.MISSED)],
+)
+def test_schemas_from_the_cache_have_a_limit_per_transport(
+    grpc_ms: float, rest_ms: float, status: str
+) -> None:
+    results = {
+        "cells": [
+            _cell("get_schemas_50", "gateway/grpc", 1, p50=grpc_ms),
+            _cell("get_schemas_50", "gateway/rest", 1, p50=rest_ms),
+        ]
+    }
+    found = _target(results, "GetSchemas of 50 tables p50 ≤ 2 ms")
+    assert (found.status, found.measured) == (status, f"gRPC {grpc_ms} ms; REST {rest_ms} ms")
