@@ -8,6 +8,7 @@ so that a change to any of them fails here in about a second (mutation/modules.p
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -622,7 +623,22 @@ def test_an_iam_glob_listed_twice_is_allowed_and_the_first_principal_wins() -> N
     assert policy.for_iam_arn("arn:aws:iam::1:role/r") is policy.principals[0]
 
 
+def test_a_checked_policy_cannot_be_changed_and_its_parts_are_hashable() -> None:
+    """The policy is shared by every call's thread and swapped whole on a reload: nothing may
+    change it in place."""
+    policy = lookup_policy()
+    for part in (policy, policy.principals[0], policy.jwt, policy.aws_iam):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            part.name = "changed"  # type: ignore[misc, union-attr]
+    assert len({*policy.principals, ANONYMOUS}) == 4
+    assert hash(policy.jwt) == hash(JwtConfig(**JWT))
+    assert hash(policy.aws_iam) == hash(IamConfig("datamorph-prod"))
+
+
 def test_the_source_names_where_the_policy_came_from() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_policy({"extra": 1})  # by default, the file
+    assert str(err.value).startswith("AUTH_POLICY_FILE extra: unknown key")
     assert refusal({"extra": 1}, "AUTH_POLICY").startswith("AUTH_POLICY extra: unknown key")
     assert refusal([], "AUTH_POLICY") == "AUTH_POLICY: must be a mapping"
     assert refusal(DUPLICATES[0][0], "AUTH_POLICY") == DUPLICATES[0][1].replace("_FILE", "")
@@ -696,6 +712,12 @@ def test_a_yaml_file_is_read_as_utf8(tmp_path: Path) -> None:
     assert policy.principals == (
         Principal("lecteur-é", frozenset({"GetData"}), api_keys=(HASH_A,)),
     )
+
+
+def test_with_neither_a_file_nor_text_there_is_no_policy_to_read() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_policy()
+    assert str(err.value) == "AUTH_POLICY: not valid JSON (Expecting value at line 1)"
 
 
 def test_json_text_is_read_when_there_is_no_file() -> None:
@@ -784,6 +806,10 @@ def test_new_keys_are_256_random_bits_with_a_recognisable_prefix() -> None:
 
 def test_what_a_verifier_returns_and_raises() -> None:
     assert Verified("jwt", "svc-etl") == Verified(kind="jwt", subject="svc-etl", expires_at=None)
+    verified = Verified("aws_iam", "arn:aws:iam::1:role/r", expires_at=1e9)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        verified.subject = "arn:aws:iam::1:role/admin"  # type: ignore[misc]
+    assert {verified, Verified("aws_iam", "arn:aws:iam::1:role/r", 1e9)} == {verified}  # cacheable
     error = AuthError("expired", "the token has expired")
     assert (error.reason, error.message, str(error)) == (
         "expired",
