@@ -43,12 +43,34 @@ _ANNOTATION = (
 _CONFIG = "server/src/datamorph_gateway/config.py"
 _SECTIONS = "server/src/datamorph_gateway/config_sections.py"
 _CHECKS = "server/src/datamorph_gateway/config_checks.py"
+_POLICY = "server/src/datamorph_gateway/auth/policy.py"
 _NOT_STRICT = (
     "every source read without ``strict`` is filtered to known keys first (``known_env``, "
     "``normalize_secret``), so no unknown key reaches the check ``strict`` guards"
 )
 
 EQUIVALENT: dict[tuple[str | int, ...], str] = {
+    **{
+        (_POLICY, f"{field}: {kind} | None = None", f"{field}: {kind} & None = None"): _ANNOTATION
+        for field, kind in (
+            ("rate_limit_per_s", "float"),
+            ("jwt", "JwtConfig"),
+            ("aws_iam", "IamConfig"),
+        )
+    },
+    (
+        "server/src/datamorph_gateway/auth/keys.py",
+        "_KEY_BYTES = 32  # 256 bits",
+        "_KEY_BYTES = None  # 256 bits",
+    ): "secrets.token_urlsafe(None) draws secrets' default entropy, 32 bytes: the same 256-bit"
+    " keys (the test pins their length)",
+    (
+        _POLICY,
+        'def load_policy(*, path: str = "", text: str = "") -> Policy:',
+        'def load_policy(*, path: str = "", text: str = "XXXX") -> Policy:',
+    ): "with neither a file nor text (no caller does: the authenticator passes both), '' and"
+    " 'XXXX' are both JSON that fails at its first character: the same ConfigError, 'Expecting"
+    " value at line 1'",
     (
         _CONFIG,
         "SecretLoader = Callable[[AwsSettings], Mapping[str, Any]]",

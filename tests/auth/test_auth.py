@@ -23,9 +23,12 @@ from datamorph.gateway.v1 import gateway_pb2 as pb
 from datamorph.gateway.v1 import gateway_pb2_grpc as pb_grpc
 from datamorph_client import GatewayClient, GatewayError
 from datamorph_gateway.app import Gateway
+from datamorph_gateway.auth.authenticator import Authenticator
 from datamorph_gateway.auth.keys import key_hash, new_key
 from datamorph_gateway.auth.policy import load_policy, parse_policy
+from datamorph_gateway.config import AuthSettings, AwsSettings
 from datamorph_gateway.errors import ConfigError
+from datamorph_gateway.identity import ClientIdentities
 
 from ..fixtures.certs import CLIENT_URI, make_pki
 from ..fixtures.envoy import EnvoyFactory
@@ -161,6 +164,26 @@ def test_a_malformed_policy_file_stops_the_start(tmp_path: Path, seeded_database
     (tmp_path / "broken.yaml").write_text("principals: [\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_policy(path=str(tmp_path / "broken.yaml"))
+
+
+def test_a_setting_the_verifiers_refuse_is_a_configuration_error(tmp_path: Path) -> None:
+    """Regression: the IAM verifier's ValueError for a malformed AWS_REGION escaped as a
+    traceback at start, and out of a reload (which keeps the old policy only on a
+    ConfigError) into the call that noticed the new file."""
+    with_iam = policy(aws_iam={"gateway_id": "gw"})
+    path = write_policy(tmp_path / "policy.yaml", with_iam)
+    settings = AuthSettings(auth_policy_file=str(path))
+    bad_region = AwsSettings(aws_region="EU-WEST-1")
+    with pytest.raises(ConfigError) as err:
+        Authenticator(settings, bad_region, ClientIdentities(None))
+    assert str(err.value) == "auth policy: not an AWS region: 'EU-WEST-1'"
+
+    write_policy(path, policy())  # no aws_iam: section, so no IAM verifier to refuse it
+    auth = Authenticator(settings, bad_region, ClientIdentities(None))
+    first = auth.policy
+    write_policy(path, with_iam)
+    assert auth.reload() is False
+    assert auth.policy is first
 
 
 def test_the_policy_can_come_as_json_from_the_config_secret() -> None:

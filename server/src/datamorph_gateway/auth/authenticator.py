@@ -149,7 +149,12 @@ class Authenticator:
         path = self._settings.auth_policy_file
         signature = _signature(path) if path else None
         policy = load_policy(path=path, text=self._settings.auth_policy)
-        state = _State(policy, self._jwt_verifier(policy), self._iam_verifier(policy))
+        try:
+            state = _State(policy, self._jwt_verifier(policy), self._iam_verifier(policy))
+        except ValueError as exc:
+            # A setting a verifier refuses (an AWS_REGION, an STS endpoint): one line at start,
+            # the old policy kept on a reload, as for any policy that does not check out.
+            raise ConfigError(f"auth policy: {exc}") from None
         self._file_signature = signature
         return state
 

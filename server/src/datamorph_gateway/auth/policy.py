@@ -27,15 +27,18 @@ from __future__ import annotations
 import fnmatch
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
 from datamorph.gateway.v1 import gateway_pb2 as pb
 from datamorph_gateway.auth.keys import HASH_PATTERN
+from datamorph_gateway.config_checks import is_loopback
 from datamorph_gateway.errors import ConfigError
 
 __all__ = [
@@ -55,6 +58,9 @@ RPC_NAMES: frozenset[str] = frozenset(
 )
 READ_QUERY = "ExecuteQuery:read"
 OPEN_RPCS = frozenset({"Health"})
+
+# What the IAM verifier takes as its id (auth/aws_iam.py): it is signed into callers' tokens.
+_GATEWAY_ID = re.compile(r"[\x21-\x7e]{1,256}")
 
 _TOP_KEYS = {"jwt", "aws_iam", "principals"}
 _JWT_KEYS = {"issuer", "audience", "jwks_file", "jwks_url"}
@@ -169,9 +175,10 @@ def parse_policy(data: Any, source: str = "AUTH_POLICY_FILE") -> Policy:
     iam = None
     if top.get("aws_iam") is not None:
         values = place.at("aws_iam").mapping(top["aws_iam"], _IAM_KEYS)
-        iam = IamConfig(
-            place.at("aws_iam.gateway_id").text(values.get("gateway_id"), required=True)
-        )
+        at = place.at("aws_iam.gateway_id")
+        iam = IamConfig(at.text(values.get("gateway_id"), required=True))
+        if not _GATEWAY_ID.fullmatch(iam.gateway_id):
+            raise at.error("must be 1 to 256 printable ASCII characters, no spaces")
     principals: list[Principal] = []
     names: set[str] = set()
     by_key: dict[str, Principal] = {}
@@ -215,11 +222,25 @@ def _jwt(place: _Place, data: Any) -> JwtConfig:
     )
     if bool(config.jwks_file) == bool(config.jwks_url):
         raise place.error("needs exactly one of jwks_file and jwks_url")
-    if config.jwks_url and not config.jwks_url.startswith(
-        ("https://", "http://127.", "http://localhost")
-    ):
-        raise place.at("jwks_url").error("must be an https:// URL")
+    if config.jwks_url and not _fetchable(config.jwks_url):
+        raise place.at("jwks_url").error(
+            "must be https:// with a host (http:// only on a loopback address)"
+        )
     return config
+
+
+def _fetchable(url: str) -> bool:
+    """The JWKS client's own rule (auth/jwks.py), so that a policy that passes here also
+    starts: a prefix test let ``http://localhost.example.com`` through, which the client then
+    refused with a ValueError (a traceback at start, failed calls after a reload)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+    except ValueError:  # not a URL (an unclosed [ipv6])
+        return False
+    return (parts.scheme == "https" and host != "") or (
+        parts.scheme == "http" and is_loopback(host)
+    )
 
 
 def _principal(place: _Place, data: Any) -> Principal:
@@ -244,14 +265,9 @@ def _principal(place: _Place, data: Any) -> Principal:
     allow.discard(READ_QUERY)
     rate = values.get("rate_limit_per_s")
     if rate is not None:
-        if (
-            isinstance(rate, bool)
-            or not isinstance(rate, (int, float))
-            or not math.isfinite(rate)
-            or rate <= 0
-        ):
+        rate = _positive(rate)
+        if rate is None:
             raise place.at("rate_limit_per_s").error("must be a positive number")
-        rate = float(rate)
     iam_auth = values.get("database_iam_auth", False)
     if not isinstance(iam_auth, bool):
         raise place.at("database_iam_auth").error("must be true or false")
@@ -274,6 +290,18 @@ def _principal(place: _Place, data: Any) -> Principal:
         database_iam_auth=iam_auth,
         rate_limit_per_s=rate,
     )
+
+
+def _positive(value: Any) -> float | None:
+    """``value`` as a finite number above zero, or None: not a boolean, not text, and not an
+    int too large for a float (whose OverflowError would escape as no ConfigError)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if 0 < number < math.inf else None  # NaN is neither
 
 
 class _Place:
