@@ -46,7 +46,7 @@ test-external: $(STAMP) ## Run the database tests against the machine's PostgreS
 	DATABASE_URL=$${TEST_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/postgres} $(PY) -m pytest -m "not embedded_only"
 
 mutate: $(STAMP) ## Mutation testing of the contract's modules into docs/testing.md (MODULE=path for one)
-	$(PY) -m mutation.run $(MODULE)
+	$(PY) -m mutation.run $(if $(JOBS),--jobs $(JOBS)) $(MODULE)
 
 proto: $(STAMP) ## Regenerate the Python stubs, Envoy's descriptor set and docs/openapi.yaml from proto/
 	rm -rf $(GEN_PKG) && mkdir -p $(GEN_PKG)

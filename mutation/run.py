@@ -6,14 +6,16 @@ them, because mutmut's own runner counts a mutant as killed only when the test c
 exits 1 (an import error, exit 2, would count as a survivor) and pays for a new Python and
 pytest start-up per mutant, which on a shared 2-core machine costs more than the tests.
 
-For each module: its focused tests (mutation/modules.py) run once unmutated, then once per
-mutant in a child forked from this process, which has already imported pytest and the
-third-party libraries but not the gateway or the tests, so the child imports the mutated
-module from its source. The mutant is written to the module's file and the original put
-back afterwards (also on Ctrl-C). Any failure of the tests is a kill: a failed assertion,
-an error importing the mutated module, a test that no longer collects; a mutant that makes
+For each module: its focused tests (mutation/modules.py) run once unmutated, once with the
+module replaced by a ``raise`` (the tests must fail: proof that the mutants reach them), then
+once per mutant in a child forked from this process, which has already imported pytest and
+the third-party libraries but not the gateway or the tests. The child imports the module
+from the mutant's source through an import hook (mutation/mutant.py), also in any Python a
+test starts; the checkout is never written, so ``--jobs`` children run side by side (the
+default: the CPUs, at most 2). Any failure of the tests is a kill: a failed assertion, an
+error importing the mutated module, a test that no longer collects; a mutant that makes
 them run 10 × longer than the unmutated run (plus 10 s) is stopped and counted as killed
-(a timeout). One worker: mutants run one after another.
+(a timeout).
 
 The figures go into docs/testing.md between its markers. A survivor is listed there with
 the reason it is equivalent when ``mutation/equivalent.py`` names it, and as a missing test
@@ -42,13 +44,14 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from mutmut import ALL, Context, list_mutations, mutate
 
+from mutation import mutant
 from mutation.equivalent import EQUIVALENT
 from mutation.modules import MODULES, Module
 
@@ -88,11 +91,13 @@ class Result:
 # as runs start, which a run per mutant would do to every other pytest on the machine.
 BASETEMP = Path(tempfile.mkdtemp(prefix="datamorph-mutation-")) / "pytest"
 atexit.register(shutil.rmtree, BASETEMP.parent, ignore_errors=True)  # children _exit: not theirs
+BASETEMP.mkdir()  # each child's is a directory in it, which pytest makes without parents
+SITE = mutant.site_dir(BASETEMP.parent / "site")
 
 
-def pytest_args(module: Module) -> list[str]:
+def pytest_args(module: Module, basetemp: Path = BASETEMP) -> list[str]:
     conftest = [] if module.conftest or module.database else ["--noconftest"]
-    return [*PYTEST, f"--basetemp={BASETEMP}", *conftest, *module.args, *module.tests]
+    return [*PYTEST, f"--basetemp={basetemp}", *conftest, *module.args, *module.tests]
 
 
 def preload(module: Module) -> None:
@@ -106,39 +111,93 @@ def preload(module: Module) -> None:
     importlib.invalidate_caches()
 
 
-def run_tests(module: Module, timeout_s: float | None) -> str:
-    """Run the focused tests in a forked child: "passed", "failed" or "timeout"."""
+@dataclass
+class Child:
+    """One forked test run: which mutant (None: the unmutated module), its deadline, its slot."""
+
+    mutation_id: object
+    mutated: str | None
+    deadline: float | None
+    slot: int
+
+
+def start_child(module: Module, mutated: str | None, slot: int) -> int:
+    """Fork a child that runs the focused tests, the module's import serving ``mutated``.
+
+    The mutant's source goes to a file of this run's own (never the checkout), and each slot
+    has a pytest basetemp of its own, so children run side by side.
+    """
+    source_path = BASETEMP.parent / f"mutant-{slot}.py"
+    if mutated is not None:
+        source_path.write_text(mutated)
     pid = os.fork()
-    if pid == 0:  # the child
-        code = 1
-        try:
-            sys.dont_write_bytecode = True  # no .pyc of a mutant, ever
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, 1)
-            os.dup2(devnull, 2)
-            code = 0 if pytest.main(pytest_args(module)) == 0 else 1
-        finally:
-            os._exit(code)
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return "passed" if os.waitstatus_to_exitcode(status) == 0 else "failed"
-        if deadline is not None and time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            return "timeout"
-        time.sleep(0.02)
-
-
-@contextlib.contextmanager
-def restored(path: Path) -> Iterator[str]:
-    """The module's source; whatever happens, the file holds it again afterwards."""
-    original = path.read_text()
-    try:
-        yield original
+    if pid:
+        return pid
+    code = 1
+    try:  # the child
+        sys.dont_write_bytecode = True  # no .pyc of anything imported here, ever
+        if mutated is not None:
+            name = mutant.module_name(module.path)
+            os.environ.update(mutant.environment(name, str(source_path), SITE))
+            mutant.install(name, str(source_path))
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        code = 0 if pytest.main(pytest_args(module, BASETEMP / f"slot{slot}")) == 0 else 1
     finally:
-        path.write_text(original)
+        os._exit(code)
+
+
+def run_alone(module: Module, mutated: str | None, timeout_s: float | None) -> str:
+    """One child at a time: "passed", "failed" or "timeout"."""
+    outcomes = run_children(module, [(None, mutated)], 1, timeout_s)
+    return outcomes[0][1]
+
+
+def run_children(
+    module: Module,
+    mutants: list[tuple[object, str | None]],
+    jobs: int,
+    timeout_s: float | None,
+    progress: Callable[[int], None] | None = None,
+) -> list[tuple[object, str]]:
+    """Run each mutant's tests, up to ``jobs`` children at once; (id, outcome) in end order."""
+    pending = list(reversed(mutants))
+    running: dict[int, Child] = {}
+    free = list(range(jobs))
+    outcomes: list[tuple[object, str]] = []
+    try:
+        while pending or running:
+            while pending and free:
+                mutation_id, mutated = pending.pop()
+                slot = free.pop()
+                deadline = None if timeout_s is None else time.monotonic() + timeout_s
+                pid = start_child(module, mutated, slot)
+                running[pid] = Child(mutation_id, mutated, deadline, slot)
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if pid in running:
+                child = running.pop(pid)
+                passed = os.waitstatus_to_exitcode(status) == 0
+                outcomes.append((child.mutation_id, "passed" if passed else "failed"))
+                free.append(child.slot)
+                if progress:
+                    progress(len(outcomes))
+                continue
+            now = time.monotonic()
+            for pid, child in list(running.items()):
+                if child.deadline is not None and now > child.deadline:
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                    del running[pid]
+                    outcomes.append((child.mutation_id, "timeout"))
+                    free.append(child.slot)
+            time.sleep(0.01)
+    finally:  # Ctrl-C: no child left running
+        for pid in running:
+            with contextlib.suppress(ProcessLookupError, ChildProcessError):
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+    return outcomes
 
 
 def changed_lines(original: str, mutated: str) -> tuple[int, str, str]:
@@ -151,32 +210,44 @@ def changed_lines(original: str, mutated: str) -> tuple[int, str, str]:
     return first, before, after
 
 
-def run_module(module: Module) -> Result:
+# A module whose import fails outright: the tests must notice, or the mutants never reach them.
+BROKEN = 'raise RuntimeError("mutation/run.py: is the mutant imported?")\n'
+
+
+def run_module(module: Module, jobs: int) -> Result:
     path = ROOT / module.path
     started = time.monotonic()
     preload(module)
-    with restored(path) as original:
-        ids = list_mutations(Context(source=original, mutation_id=ALL, filename=module.path))
-        baseline_started = time.monotonic()
-        if run_tests(module, None) != "passed":
-            raise SystemExit(f"{module.path}: the focused tests fail without a mutant")
-        timeout_s = 10 * (time.monotonic() - baseline_started) + 10
-        print(f"   {len(ids)} mutants, tests take {timeout_s / 10 - 1:.1f} s", flush=True)
-        killed = timeouts = 0
-        survivors = []
-        for n, mutation_id in enumerate(ids, 1):
-            context = Context(source=original, mutation_id=mutation_id, filename=module.path)
-            mutated, _ = mutate(context)
-            path.write_text(mutated)
-            outcome = run_tests(module, timeout_s)
-            if outcome == "failed":
-                killed += 1
-            elif outcome == "timeout":
-                timeouts += 1
-            else:
-                survivors.append(Survivor(module.path, *changed_lines(original, mutated)))
-            if n % 25 == 0:
-                print(f"   {n}/{len(ids)}, {len(survivors)} survived", flush=True)
+    original = path.read_text()
+    ids = list_mutations(Context(source=original, mutation_id=ALL, filename=module.path))
+    baseline_started = time.monotonic()
+    if run_alone(module, None, None) != "passed":
+        raise SystemExit(f"{module.path}: the focused tests fail without a mutant")
+    timeout_s = 10 * (time.monotonic() - baseline_started) + 10
+    if run_alone(module, BROKEN, timeout_s) != "failed":
+        raise SystemExit(f"{module.path}: the focused tests pass with the module unimportable")
+    took = timeout_s / 10 - 1
+    print(f"   {len(ids)} mutants, tests take {took:.1f} s, {jobs} at once", flush=True)
+    mutants: list[tuple[object, str | None]] = []
+    for n, mutation_id in enumerate(ids):
+        mutated, _ = mutate(Context(source=original, mutation_id=mutation_id, filename=module.path))
+        mutants.append((n, mutated))
+    by_id = dict(mutants)
+
+    def progress(done: int) -> None:
+        if done % 25 == 0:
+            print(f"   {done}/{len(ids)}", flush=True)
+
+    outcomes = dict(run_children(module, mutants, jobs, timeout_s, progress))
+    killed = sum(1 for o in outcomes.values() if o == "failed")
+    timeouts = sum(1 for o in outcomes.values() if o == "timeout")
+    survivors = [
+        Survivor(module.path, *changed_lines(original, by_id[i] or ""))
+        for i, _ in mutants
+        if outcomes[i] == "passed"
+    ]
+    if path.read_text() != original:
+        raise SystemExit(f"{module.path} changed during the run: its figures would be wrong")
     return Result(
         module.path, len(ids), killed, timeouts, tuple(survivors), time.monotonic() - started
     )
@@ -269,10 +340,19 @@ def database_for(modules: list[Module]) -> Iterator[None]:
             del os.environ["DATABASE_URL"]
 
 
+def pick(commit: str) -> str:
+    """One module for a CI run, chosen by the commit: every module in turn over commits."""
+    return MODULES[int(commit[:12], 16) % len(MODULES)].path
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("module", nargs="?", help="one module's path (default: every module)")
     parser.add_argument("--list", action="store_true", help="print the modules' paths")
+    parser.add_argument("--pick", metavar="COMMIT", help="print the path CI runs for COMMIT")
+    parser.add_argument(
+        "--jobs", type=int, default=min(os.cpu_count() or 1, 2), help="mutants at once"
+    )
     parser.add_argument(
         "--report", action="store_true", help="rewrite docs/testing.md's verdicts, run nothing"
     )
@@ -280,9 +360,14 @@ def main() -> int:
     if args.list:
         print("\n".join(m.path for m in MODULES))
         return 0
+    if args.pick:
+        print(pick(args.pick))
+        return 0
     if args.report:
         write_report([])
         return 0
+    if args.jobs < 1:
+        parser.error("--jobs: at least 1")
     chosen = [m for m in MODULES if args.module in (None, m.path)]
     if not chosen:
         known = "\n  ".join(m.path for m in MODULES)
@@ -292,7 +377,7 @@ def main() -> int:
     with database_for(chosen):
         for module in chosen:
             print(f"== {module.path}: {' '.join(module.tests)}", flush=True)
-            results.append(run_module(module))
+            results.append(run_module(module, args.jobs))
             r = results[-1]
             print(f"== {module.path}: {r.mutants} mutants, score {r.score:.1f}%", flush=True)
             write_report(results)  # after each module: an interrupted run keeps what it found
