@@ -89,20 +89,22 @@ def run_rounds(
     stacks: dict[str, Stack],
     rounds: int,
     duration_s: int,
+    first_round: int = 1,
 ) -> list[dict[str, Any]]:
     """Every cell of `rounds` c=1 rounds and ``THROUGHPUT_ROUNDS_FACTOR`` times as many c=8
-    ones, each with its ``round`` and ``variant``."""
+    ones, each with its ``round`` and ``variant``; the rounds are numbered from
+    `first_round` (a comparison that restarts its stacks between runs numbers on)."""
     throughput_rounds = rounds * THROUGHPUT_ROUNDS_FACTOR
     paired_count = len(plan.variants) - 1 + len(plan.extra_pairs)
     per_scenario = rounds * 2 * paired_count + throughput_rounds * len(plan.variants)
     total = len(plan.scenarios) * len(plan.transports) * per_scenario
     cells: list[dict[str, Any]] = []
-    for round_no in range(1, throughput_rounds + 1):
+    for round_no in range(first_round, first_round + throughput_rounds):
         for scenario in plan.scenarios:
             for system in plan.transports:
                 variants = plan.order(round_no)
                 paired = [v for v in variants if v != plan.baseline] + list(plan.extra_pairs)
-                for variant in paired if round_no <= rounds else []:
+                for variant in paired if round_no < first_round + rounds else []:
                     pair = (plan.baseline, variant) if round_no % 2 else (variant, plan.baseline)
                     for cell in _alternating(
                         suite, plan, scenario, system, stacks, pair, duration_s

@@ -9,6 +9,8 @@ check, so every timed call is the cached case a repeat caller meets. Before anyt
 timed, every variant must answer its probes right and the gateway with the policy must
 refuse a call that carries no credential: a policy that is silently off measures nothing.
 
+Each c=1 round gets a fresh pair of gateways, started in turns, with its three c=8 rounds:
+a process's luck (its core, its memory, its Envoy) is not the policy's for the whole run.
 The rounds are ``bench/ab.py``'s: at c=1 each credential is measured together with the
 policy off, request by request in turn; at c=8 each variant's cells run back to back, in
 three times as many rounds. The judgments (``bench/targets.py``) compare each round's
@@ -178,22 +180,48 @@ def compare(suite: Suite, rounds: int = ROUNDS, duration_s: int = DURATION_S) ->
         "titles": {s.name: s.title for s in chosen},
         "concurrencies": [1, ab.THROUGHPUT_CONCURRENCY],
         "principal": PRINCIPAL,
+        "restarts": "a fresh off/on pair of gateways per c=1 round",
     }
-    with contextlib.ExitStack() as servers:
-        off = suite.start_gateway(servers, directory / OFF, {})
-        on = suite.start_gateway(
-            servers, directory / "on", {"AUTH_POLICY_FILE": str(credentials.policy_file)}
-        )
-        carried = dataclasses.replace(off, headers=credentials.headers("jwt"))
-        stacks: dict[str, Stack] = {OFF: off, CARRIED: carried}
-        for variant in VARIANTS[1:]:
-            stacks[variant] = dataclasses.replace(on, headers=credentials.headers(variant))
-        out["refused_without_credentials"] = _refusals(suite, chosen[0], on)
-        plan = ab.Plan("auth", VARIANTS, chosen, TRANSPORTS, extra_pairs=(CARRIED,))
-        out["probes"] = ab.probe(suite, plan, stacks)
-        cells = ab.run_rounds(suite, plan, stacks, rounds, duration_s)
-        out["cells"] = cells
+    plan = ab.Plan("auth", VARIANTS, chosen, TRANSPORTS, extra_pairs=(CARRIED,))
+    out["cells"] = []
+    for run in range(rounds):
+        # A fresh pair of gateways (and Envoys) per c=1 round, started in turns: which
+        # process runs with the policy is never the same one for the whole comparison, so
+        # where a process landed (its core, its memory, its Envoy) cannot pass for the
+        # policy's cost. With one pair for every round, the cell that lost most moved
+        # between transports and scenarios from one run to the next (bench/analysis.md).
+        with contextlib.ExitStack() as servers:
+            stacks = _start_pair(suite, servers, directory / f"run{run + 1}", credentials, run)
+            if run == 0:
+                out["refused_without_credentials"] = _refusals(suite, chosen[0], stacks["on"])
+                out["probes"] = ab.probe(suite, plan, stacks)
+            else:
+                _refusals(suite, chosen[0], stacks["on"])
+                ab.probe(suite, plan, stacks)
+            first = run * ab.THROUGHPUT_ROUNDS_FACTOR + 1
+            out["cells"] += ab.run_rounds(suite, plan, stacks, 1, duration_s, first)
     return out
+
+
+def _start_pair(
+    suite: Suite, servers: contextlib.ExitStack, directory: Path, credentials: Credentials, run: int
+) -> dict[str, Stack]:
+    """The gateway without a policy and the one with it, the first started first in even
+    runs and second in odd ones; every variant's stack by name (and ``on`` itself)."""
+    started: dict[str, Stack] = {}
+    order = (OFF, "on") if run % 2 == 0 else ("on", OFF)
+    for which in order:
+        env = {} if which == OFF else {"AUTH_POLICY_FILE": str(credentials.policy_file)}
+        started[which] = suite.start_gateway(servers, directory / which, env)
+    off, on = started[OFF], started["on"]
+    stacks: dict[str, Stack] = {
+        OFF: off,
+        "on": on,
+        CARRIED: dataclasses.replace(off, headers=credentials.headers("jwt")),
+    }
+    for variant in VARIANTS[1:]:
+        stacks[variant] = dataclasses.replace(on, headers=credentials.headers(variant))
+    return stacks
 
 
 def _refusals(suite: Suite, scenario: Any, on: Stack) -> dict[str, str]:

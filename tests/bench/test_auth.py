@@ -4,6 +4,7 @@ them (no timing here: the numbers belong to bench/)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import http.server
 import shutil
 import threading
@@ -136,3 +137,43 @@ def test_alternate_sends_one_request_to_each_system_in_turn(recorder: int) -> No
     assert {name: r.ok for name, r in results.items()} == {"off": 3, "on": 3}
     # Each pass rotates which system goes first: off, on | on, off | off, on.
     assert _Recorder.seen == ["off", "on", "on", "off", "off", "on"]
+
+
+class _RecordingSuite:
+    """Stands in for bench.suite.Suite's start_gateway: records what it was asked to start."""
+
+    def __init__(self) -> None:
+        self.started: list[tuple[str, dict[str, str]]] = []
+
+    def start_gateway(self, servers: Any, directory: Path, env: dict[str, str]) -> Any:
+        self.started.append((directory.name, env))
+        return _Stack(directory.name)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Stack:
+    """What bench.suite.Stack carries that the pair's variants differ in: here a name."""
+
+    name: str
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+@pytest.mark.parametrize(("run", "first"), [(0, "off"), (1, "on"), (2, "off")])
+def test_each_run_starts_a_fresh_pair_in_turns(
+    credentials: auth.Credentials, tmp_path: Path, run: int, first: str
+) -> None:
+    suite = _RecordingSuite()
+    started = auth._start_pair(suite, None, tmp_path, credentials, run)  # type: ignore[arg-type]
+    stacks: dict[str, Any] = dict(started)
+    assert next(name for name, _ in suite.started) == first
+    envs = dict(suite.started)
+    assert envs == {"off": {}, "on": {"AUTH_POLICY_FILE": str(credentials.policy_file)}}
+    assert stacks["off"].name == "off"
+    assert stacks["off"].headers == {}
+    assert stacks["api_key"].name == "on"
+    assert stacks["api_key"].headers == {"x-api-key": credentials.api_key}
+    assert stacks["jwt"].name == "on"
+    assert stacks["jwt"].headers == {"authorization": f"Bearer {credentials.token}"}
+    # The JWT sent to the gateway that ignores it: what carrying it costs.
+    assert stacks[auth.CARRIED].name == "off"
+    assert stacks[auth.CARRIED].headers == stacks["jwt"].headers
