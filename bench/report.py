@@ -281,7 +281,13 @@ def _auth_section(results: dict[str, Any]) -> list[str]:
         "checked against a JWKS file. The probe verifies the token once, so every timed call "
         "is the verifier's cached case, as for a repeat caller. Before any timing the gateway "
         f"with the policy refused a call without credentials ({refused}). "
-        f"{auth['rounds']} rounds at c=1 and "
+        + (
+            "Each c=1 round, with its c=8 rounds, has a fresh pair of gateways, started "
+            "in turns, so where one process landed is not read as the policy's cost. "
+            if auth.get("restarts")
+            else ""
+        )
+        + f"{auth['rounds']} rounds at c=1 and "
         f"{auth.get('throughput_rounds', auth['rounds'])} at c=8. At c=1 one client "
         "(`bench/alternate.py`: grpc.aio for gRPC, http.client with kept-alive connections "
         "for REST) sends one request at a time to the gateway without a policy and the "
