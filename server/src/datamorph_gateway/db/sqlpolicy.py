@@ -65,8 +65,8 @@ from datamorph_gateway.db.sqltext import Script, SqlSyntaxError, Statement, pars
 # function (PL/pgSQL EXECUTE, a LANGUAGE sql body) and hide a statement refused here.
 _SQL_WORDS = re.compile(
     r"\b(copy|set|reset|load|listen|unlisten|notify|alter|begin|start|commit|end|rollback|"
-    r"abort|savepoint|release|prepare|do|create|drop|grant|revoke|select|values|with|insert|"
-    r"update|delete|merge|call|execute)\b",
+    r"abort|savepoint|release|prepare|do|create|drop|grant|revoke|select|values|insert|"
+    r"delete|call|execute)\b",
     re.IGNORECASE,
 )
 _MAX_DEPTH = 4
