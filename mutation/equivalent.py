@@ -44,6 +44,12 @@ _CONFIG = "server/src/datamorph_gateway/config.py"
 _SECTIONS = "server/src/datamorph_gateway/config_sections.py"
 _CHECKS = "server/src/datamorph_gateway/config_checks.py"
 _POLICY = "server/src/datamorph_gateway/auth/policy.py"
+_SQLRULES = "server/src/datamorph_gateway/db/sqlrules.py"
+_SQLPOLICY = "server/src/datamorph_gateway/db/sqlpolicy.py"
+_ABSENT = (
+    "the default stands for a field the node lacks (libpg_query writes it on every such"
+    " node): '' and 'XXXX' alike match nothing the code compares it with, the same answer"
+)
 _NOT_STRICT = (
     "every source read without ``strict`` is filtered to known keys first (``known_env``, "
     "``normalize_secret``), so no unknown key reaches the check ``strict`` guards"
@@ -183,4 +189,13 @@ EQUIVALENT: dict[tuple[str | int, ...], str] = {
         "continue",
     ): "``used`` only grows, so once one violation is over the bound every later one is too:"
     " ``continue`` keeps none of them, as ``break`` does",
+    **{
+        (_SQLRULES, before, before.replace('""', '"XXXX"', 1)): _ABSENT
+        for before in (
+            'kind = _TRANSACTION_KINDS.get(str(node.get("kind", "")), "transaction control")',
+            'kind = str(node.get("kind", ""))',
+            'name = str(relation.get("relname", "")).lower()',
+            'kind == "RangeVar" and str(fields.get("relname", "")).lower() == "pg_settings"',
+        )
+    },
 }
