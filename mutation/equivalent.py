@@ -198,4 +198,35 @@ EQUIVALENT: dict[tuple[str | int, ...], str] = {
             'kind == "RangeVar" and str(fields.get("relname", "")).lower() == "pg_settings"',
         )
     },
+    **{
+        (_SQLPOLICY, before, before.replace('""', '"XXXX"', 1)): _ABSENT
+        for before in (
+            'name = str(node.get("sval", "")).lower()',
+            'return self._literal_kind(str(node["sval"].get("sval", "")), read_only, depth)',
+            'condition = str(node.get("condname", "")).lower()',
+            'query = str(node.get("query", ""))',
+        )
+    },
+    (
+        _SQLPOLICY,
+        'query, int(node.get("parseMode", 0)), read_only, depth',
+        'query, int(node.get("parseMode", 1)), read_only, depth',
+    ): "libpg_query writes parseMode on every PLpgSQL_expr, 0 included: the default is never read",
+    **{
+        (_SQLPOLICY, before, after): "only which answers are remembered (their cost is"
+        " bench/'s): every text gets the same answer, remembered or not"
+        for before, after in (
+            ("_CACHED_TEXT_CHARS = 8192", "_CACHED_TEXT_CHARS = 8193"),
+            (
+                "self._check_cached = lru_cache(maxsize=512)(self._check)",
+                "self._check_cached = lru_cache(maxsize=513)(self._check)",
+            ),
+            (
+                "if sum(len(statement.text) for statement in script.statements)"
+                " <= _CACHED_TEXT_CHARS:",
+                "if sum(len(statement.text) for statement in script.statements)"
+                " < _CACHED_TEXT_CHARS:",
+            ),
+        )
+    },
 }

@@ -9,10 +9,13 @@ tests pin the answer a caller gets for a refusal, through the request validator.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
 
+from datamorph.gateway.v1 import gateway_pb2 as pb
 from datamorph_gateway.auth.policy import Principal
 from datamorph_gateway.config import LimitsSettings
 from datamorph_gateway.db.sqlpolicy import Refusal, SqlPolicy, first_write
@@ -33,14 +36,14 @@ from datamorph_gateway.db.sqltext import parse
 from datamorph_gateway.errors import GatewayError, InvalidArgument, PermissionDenied
 from datamorph_gateway.validation import Validator
 
-from datamorph.gateway.v1 import gateway_pb2 as pb
-
 POLICY = SqlPolicy()
 
 
-def kinds(table: dict[str, str | None], *, read_only: bool = False, policy: SqlPolicy = POLICY):
+def kinds(
+    table: Mapping[str, str | None], *, read_only: bool = False, policy: SqlPolicy = POLICY
+) -> dict[str, str | None]:
     """What the policy answers for each text of a table: the refused kind, or None."""
-    answers = {}
+    answers: dict[str, str | None] = {}
     for sql in table:
         refusal = policy.check(parse(sql), read_only=read_only)
         answers[sql] = None if refusal is None else refusal.kind
@@ -329,6 +332,7 @@ def test_statements_the_gateway_cannot_run() -> None:
 
 def test_the_first_refused_statement_is_named_by_its_position() -> None:
     assert check("SELECT 1") is None
+    assert check("LISTEN a") == Refusal(kind="LISTEN", statement=1, unsupported=False)
     assert check("SELECT 1; SELECT 2") is None
     assert check("LISTEN a; SELECT 1") == Refusal("LISTEN", 1)
     assert check("SELECT 1; NOTIFY a; LISTEN b") == Refusal("NOTIFY", 2)
@@ -520,7 +524,9 @@ def test_new_functions() -> None:
         "CREATE FUNCTION f() RETURNS text LANGUAGE sql AS $$ VALUES (set_config("
         "'statement_timeout', '0', false)) $$": "set_config() of statement_timeout",
         "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'select 1'": None,
-        "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'select 1', 'x'": None,
+        # Bodies the server refuses (two AS strings for SQL, none at all) are its to refuse.
+        "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'pg_read_file(1)', 'x'": None,
+        "CREATE FUNCTION f() RETURNS int LANGUAGE plpgsql": None,
         "CREATE FUNCTION f() RETURNS text LANGUAGE sql BEGIN ATOMIC; "
         "SELECT pg_read_file('/x'); END": "pg_read_file()",
         "CREATE FUNCTION f() RETURNS int BEGIN ATOMIC SELECT 1; END": None,
@@ -637,7 +643,7 @@ def test_plpgsql_the_parser_cannot_read_is_refused() -> None:
             'PL/pgSQL the gateway cannot parse ("x" is not a known variable)'
         ),
         "CREATE FUNCTION f() RETURNS int LANGUAGE plpgsql AS $$ BEGIN RETURN 1 +; END $$": (
-            'PL/pgSQL the gateway cannot parse (syntax error at end of input)'
+            "PL/pgSQL the gateway cannot parse (syntax error at end of input)"
         ),
     }
     assert kinds(table) == table
@@ -672,6 +678,15 @@ def test_configured_functions_extend_the_list() -> None:
     }
     assert kinds(table, policy=policy) == table
     assert kinds({"SELECT pg_sleep(0)": None}) == {"SELECT pg_sleep(0)": None}
+
+
+def test_a_refusal_is_frozen() -> None:
+    """Answers are remembered and shared between requests: none can be changed."""
+    refusal = check("LISTEN a")
+    assert refusal is not None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        refusal.kind = "SELECT"  # type: ignore[misc]
+    assert {refusal: "hashable"}
 
 
 def test_long_texts_get_the_same_answer() -> None:
@@ -747,7 +762,9 @@ def test_is_catalog() -> None:
         ("", "xpg_t"): False,
     }
     found = {
-        (schema, name): is_catalog({"schemaname": schema, "relname": name} if schema else {"relname": name})
+        (schema, name): is_catalog(
+            {"schemaname": schema, "relname": name} if schema else {"relname": name}
+        )
         for schema, name in table
     }
     assert found == table
