@@ -867,6 +867,11 @@ def test_a_statement_the_gateway_cannot_run_as_the_caller_gets_it() -> None:
 def test_read_only_requests_as_the_caller_gets_them() -> None:
     err = answer("DO $$ BEGIN PERFORM 1; END $$", read_only=True)
     assert err.message == "query: DO in a read-only request is not allowed through the gateway"
+    err = answer("SELECT 1; SELECT 2", read_only=True)
+    assert type(err) is InvalidArgument
+    assert [(v.field, v.description) for v in err.violations] == [
+        ("query", "a read_only query must be a single statement")
+    ]
     err = answer("DELETE FROM t", READER)
     assert type(err) is PermissionDenied
     assert err.reason == "WRITES_NOT_ALLOWED"
