@@ -17,10 +17,12 @@ at run time is out of its sight. What it does see, it refuses everywhere:
   ``ALTER DEFAULT PRIVILEGES``;
 - calls of the server's file, program, signal and large-object functions
   (``DENIED_FUNCTIONS``, extended by the ``SQL_DENIED_FUNCTIONS`` setting) by name,
-  wherever the name appears: in the statement, in a ``DO`` block's PL/pgSQL, in a new
-  function's body, and in string literals that a function such as ``query_to_xml``
-  or a PL/pgSQL ``EXECUTE`` would run as SQL;
-- ``DO`` blocks in read-only requests, and in languages other than PL/pgSQL.
+  wherever the name appears: in the statement, in a ``DO`` block's PL/pgSQL (every
+  expression of it, an assignment target's subscripts too), in a new function's body,
+  and in string literals that a PL/pgSQL ``EXECUTE`` or a ``LANGUAGE sql`` body would
+  run as SQL; prefix-refused families also where an operator, cast or trigger binds them;
+- ``DO`` blocks in read-only requests, and in languages other than PL/pgSQL; PL/pgSQL
+  that its parser cannot read (it lacks the catalogs), and handlers that catch the cancel.
 
 The names and kinds themselves are in ``sqlrules``; docs/security.md lists the same,
 for operators.
