@@ -44,6 +44,12 @@ _CONFIG = "server/src/datamorph_gateway/config.py"
 _SECTIONS = "server/src/datamorph_gateway/config_sections.py"
 _CHECKS = "server/src/datamorph_gateway/config_checks.py"
 _POLICY = "server/src/datamorph_gateway/auth/policy.py"
+_SQLRULES = "server/src/datamorph_gateway/db/sqlrules.py"
+_SQLPOLICY = "server/src/datamorph_gateway/db/sqlpolicy.py"
+_ABSENT = (
+    "the default stands for a field the node lacks (libpg_query writes it on every such"
+    " node): '' and 'XXXX' alike match nothing the code compares it with, the same answer"
+)
 _NOT_STRICT = (
     "every source read without ``strict`` is filtered to known keys first (``known_env``, "
     "``normalize_secret``), so no unknown key reaches the check ``strict`` guards"
@@ -183,4 +189,44 @@ EQUIVALENT: dict[tuple[str | int, ...], str] = {
         "continue",
     ): "``used`` only grows, so once one violation is over the bound every later one is too:"
     " ``continue`` keeps none of them, as ``break`` does",
+    **{
+        (_SQLRULES, before, before.replace('""', '"XXXX"', 1)): _ABSENT
+        for before in (
+            'kind = _TRANSACTION_KINDS.get(str(node.get("kind", "")), "transaction control")',
+            'kind = str(node.get("kind", ""))',
+            'name = str(relation.get("relname", "")).lower()',
+            'kind == "RangeVar" and str(fields.get("relname", "")).lower() == "pg_settings"',
+        )
+    },
+    **{
+        (_SQLPOLICY, before, before.replace('""', '"XXXX"', 1)): _ABSENT
+        for before in (
+            'name = str(node.get("sval", "")).lower()',
+            'return self._literal_kind(str(node["sval"].get("sval", "")), read_only, depth)',
+            'condition = str(node.get("condname", "")).lower()',
+            'query = str(node.get("query", ""))',
+        )
+    },
+    (
+        _SQLPOLICY,
+        'query, int(node.get("parseMode", 0)), read_only, depth',
+        'query, int(node.get("parseMode", 1)), read_only, depth',
+    ): "libpg_query writes parseMode on every PLpgSQL_expr, 0 included: the default is never read",
+    **{
+        (_SQLPOLICY, before, after): "only which answers are remembered (their cost is"
+        " bench/'s): every text gets the same answer, remembered or not"
+        for before, after in (
+            ("_CACHED_TEXT_CHARS = 8192", "_CACHED_TEXT_CHARS = 8193"),
+            (
+                "self._check_cached = lru_cache(maxsize=512)(self._check)",
+                "self._check_cached = lru_cache(maxsize=513)(self._check)",
+            ),
+            (
+                "if sum(len(statement.text) for statement in script.statements)"
+                " <= _CACHED_TEXT_CHARS:",
+                "if sum(len(statement.text) for statement in script.statements)"
+                " < _CACHED_TEXT_CHARS:",
+            ),
+        )
+    },
 }

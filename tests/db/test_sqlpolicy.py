@@ -102,6 +102,22 @@ def test_copy_with_server_files_or_programs_is_refused(
         ),
         ("DO $$ BEGIN SET statement_timeout = 0; END $$", "SET statement_timeout"),
         ("DO $$ BEGIN COMMIT; END $$", "COMMIT (transaction control)"),
+        # In the target of a PL/pgSQL assignment: its subscripts run too.
+        (
+            "DO $$ DECLARE x int[]; BEGIN x[pg_read_file('/etc/passwd')::int] := 1; END $$",
+            "pg_read_file()",
+        ),
+        (
+            "DO $$ DECLARE x int[]; "
+            "BEGIN x[set_config('transaction_read_only', 'off', false)::int] := 1; END $$",
+            "set_config() of transaction_read_only",
+        ),
+        # Code the parser cannot read (a %ROWTYPE field as a target) is not run unread.
+        (
+            "DO $$ DECLARE r pg_class%ROWTYPE; BEGIN r.relname := 'x'; "
+            "PERFORM set_config('statement_timeout', '0', false); END $$",
+            "PL/pgSQL the gateway cannot parse",
+        ),
         # In a new function's body, to be called later.
         (
             "CREATE FUNCTION f() RETURNS text LANGUAGE sql AS $$ SELECT pg_read_file('/x') $$",
@@ -130,6 +146,10 @@ def test_copy_with_server_files_or_programs_is_refused(
         (
             "CREATE OPERATOR === (LEFTARG = text, RIGHTARG = text, FUNCTION = pg_read_file)",
             "pg_read_file()",
+        ),
+        (
+            "CREATE CAST (text AS int) WITH FUNCTION pg_stat_reset_single_table_counters(text)",
+            "pg_stat_reset_single_table_counters()",
         ),
     ],
 )

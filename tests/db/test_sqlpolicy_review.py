@@ -88,6 +88,11 @@ def refused(client: GatewayClient, sql: str, *, read_only: bool = False) -> str:
             "EXCEPTION WHEN SQLSTATE '57014' THEN NULL; END $$",
             "EXCEPTION handler for query_canceled",
         ),
+        (
+            "DO $$ BEGIN PERFORM pg_sleep(1); EXCEPTION WHEN operator_intervention THEN NULL; "
+            "END $$",
+            "EXCEPTION handler for query_canceled",
+        ),
     ],
 )
 def test_review_bypasses_are_refused(client: GatewayClient, sql: str, kind: str) -> None:

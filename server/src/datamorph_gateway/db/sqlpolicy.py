@@ -17,10 +17,12 @@ at run time is out of its sight. What it does see, it refuses everywhere:
   ``ALTER DEFAULT PRIVILEGES``;
 - calls of the server's file, program, signal and large-object functions
   (``DENIED_FUNCTIONS``, extended by the ``SQL_DENIED_FUNCTIONS`` setting) by name,
-  wherever the name appears: in the statement, in a ``DO`` block's PL/pgSQL, in a new
-  function's body, and in string literals that a function such as ``query_to_xml``
-  or a PL/pgSQL ``EXECUTE`` would run as SQL;
-- ``DO`` blocks in read-only requests, and in languages other than PL/pgSQL.
+  wherever the name appears: in the statement, in a ``DO`` block's PL/pgSQL (every
+  expression of it, an assignment target's subscripts too), in a new function's body,
+  and in string literals that a PL/pgSQL ``EXECUTE`` or a ``LANGUAGE sql`` body would
+  run as SQL; prefix-refused families also where an operator, cast or trigger binds them;
+- ``DO`` blocks in read-only requests, and in languages other than PL/pgSQL; PL/pgSQL
+  that its parser cannot read (it lacks the catalogs), and handlers that catch the cancel.
 
 The names and kinds themselves are in ``sqlrules``; docs/security.md lists the same,
 for operators.
@@ -30,7 +32,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -38,30 +40,35 @@ from typing import Any
 from pglast import parser
 
 from datamorph_gateway.db.sqlrules import (
+    CANCEL_CONDITIONS,
     DENIED_FUNCTIONS,
     DENIED_PREFIXES,
     INSPECTED_LANGUAGES,
+    PLPGSQL_ASSIGN_MODES,
     PLPGSQL_TRANSACTION,
     PROTECTED_SETTINGS,
     REFUSED_STATEMENTS,
     WRITES,
+    assignment_parts,
     copy_server_side,
     def_elems,
-    dollar_quote,
     is_catalog,
+    last_name,
+    named_functions,
     reads_settings,
     relname,
     set_kind,
     string_constant,
     transaction_kind,
 )
-from datamorph_gateway.db.sqltext import Script, walk
+from datamorph_gateway.db.sqltext import Script, SqlSyntaxError, Statement, parse, walk
 
 # Words that make a string literal worth parsing as SQL: it may be run as SQL by a
-# function (query_to_xml, PL/pgSQL EXECUTE) and hide a statement refused here.
+# function (PL/pgSQL EXECUTE, a LANGUAGE sql body) and hide a statement refused here.
 _SQL_WORDS = re.compile(
-    r"\b(copy|set|reset|load|listen|notify|alter|begin|start|commit|end|rollback|abort|"
-    r"savepoint|release|prepare|do|create|select)\b",
+    r"\b(copy|set|reset|load|listen|unlisten|notify|alter|begin|start|commit|end|rollback|"
+    r"abort|savepoint|release|prepare|do|create|drop|grant|revoke|select|values|insert|"
+    r"delete|call|execute)\b",
     re.IGNORECASE,
 )
 _MAX_DEPTH = 4
@@ -109,22 +116,30 @@ class SqlPolicy:
                 return Refusal("EXECUTE of a prepared statement", number, unsupported=True)
             if statement.node_type == "CopyStmt" and not copy_server_side(statement.node):
                 return Refusal("COPY to STDOUT or from STDIN", number, unsupported=True)
-            tree = {statement.node_type: statement.node}
-            for kind in self._refused(tree, read_only, 0, source=statement.text):
+            kind = self._statement_kind(statement, read_only, 0)
+            if kind:
                 return Refusal(kind, number)
         return None
 
-    def _refused(
-        self, tree: Any, read_only: bool, depth: int, source: str | None = None
-    ) -> Iterator[str]:
-        """Refused kinds found in a tree; ``source`` is its text, when it is one statement."""
-        for node_type, node in walk(tree):
+    def _script_kind(self, script: Script, read_only: bool, depth: int) -> str | None:
+        for statement in script.statements:
+            kind = self._statement_kind(statement, read_only, depth)
+            if kind:
+                return kind
+        return None
+
+    def _statement_kind(self, statement: Statement, read_only: bool, depth: int) -> str | None:
+        """The first refused part of one statement; code in it is parsed from its text."""
+        for node_type, node in walk({statement.node_type: statement.node}):
             if node_type == "CreateFunctionStmt":
-                kind = self._function_body_kind(node, read_only, depth, source)
+                kind = self._function_body_kind(node, read_only, depth, statement.text)
+            elif node_type == "DoStmt":
+                kind = self._do_kind(node, read_only, depth, statement.text)
             else:
                 kind = self._refused_node(node_type, node, read_only, depth)
             if kind:
-                yield kind
+                return kind
+        return None
 
     def _refused_node(
         self, node_type: str, node: dict[str, Any], read_only: bool, depth: int
@@ -149,35 +164,17 @@ class SqlPolicy:
             return "a view or rule over pg_settings"
         if node_type == "CreatePLangStmt":
             return "CREATE LANGUAGE"
+        for name in named_functions(node_type, node):
+            if name in self.denied_functions or name.startswith(DENIED_PREFIXES):
+                return f"{name}()"
         if node_type == "FuncCall":
-            return self._call_kind(node)
+            return _call_kind(node)
         if node_type == "String":
             name = str(node.get("sval", "")).lower()
-            if name in self.denied_functions:  # a function named in CREATE CAST, ALTER ...
+            if name in self.denied_functions:  # ALTER FUNCTION, GRANT ... ON FUNCTION ...
                 return f"{name}()"
         if node_type == "A_Const" and "sval" in node:
             return self._literal_kind(str(node["sval"].get("sval", "")), read_only, depth)
-        if node_type == "DoStmt":
-            return self._do_kind(node, read_only, depth)
-        return None
-
-    def _denied_call(self, name: str) -> bool:
-        return name in self.denied_functions or name.startswith(DENIED_PREFIXES)
-
-    def _call_kind(self, node: dict[str, Any]) -> str | None:
-        names = [part.get("String", {}).get("sval", "") for part in node.get("funcname", ())]
-        name = str(names[-1]).lower() if names else ""
-        if self._denied_call(name):
-            return f"{name}()"
-        if name == "ts_rewrite" and len(node.get("args", ())) == 2:
-            return "ts_rewrite() of a query given as a string"
-        if name == "set_config":
-            args = node.get("args", ())
-            setting = string_constant(args[0]) if args else None
-            if setting is None:
-                return "set_config() of a computed setting name"
-            if setting.strip().lower() in PROTECTED_SETTINGS:
-                return f"set_config() of {setting.strip().lower()}"
         return None
 
     def _literal_kind(self, text: str, read_only: bool, depth: int) -> str | None:
@@ -187,25 +184,25 @@ class SqlPolicy:
             return f"{found.group(1).lower()}()"
         if depth < _MAX_DEPTH and _SQL_WORDS.search(text):
             try:
-                tree = json.loads(parser.parse_sql_json(text))
-            except parser.ParseError:
-                return None
-            for kind in self._refused(tree, read_only, depth + 1):
-                return kind
+                script = parse(text)
+            except SqlSyntaxError:
+                return None  # data, not SQL
+            return self._script_kind(script, read_only, depth + 1)
         return None
 
-    def _do_kind(self, node: dict[str, Any], read_only: bool, depth: int) -> str | None:
+    def _do_kind(
+        self, node: dict[str, Any], read_only: bool, depth: int, source: str
+    ) -> str | None:
         if read_only:
             return "DO in a read-only request"
         options = def_elems(node.get("args", ()))
         language = str(options.get("language", "plpgsql")).lower()
         if language != "plpgsql":
             return f"DO in language {language}, which the gateway cannot inspect"
-        body = str(options.get("as", ""))
-        return self._plpgsql_kind("DO " + dollar_quote(body), read_only, depth)
+        return self._plpgsql_kind(source, read_only, depth)
 
     def _function_body_kind(
-        self, node: dict[str, Any], read_only: bool, depth: int, source: str | None
+        self, node: dict[str, Any], read_only: bool, depth: int, source: str
     ) -> str | None:
         options = def_elems(node.get("options", ()))
         language = str(options.get("language", "sql")).lower()
@@ -218,61 +215,75 @@ class SqlPolicy:
             return None  # a BEGIN ATOMIC body is part of the tree, walked already
         if language == "sql":
             return self._literal_kind(str(body), read_only, depth)
-        if language == "plpgsql":
-            # PL/pgSQL is parsed with its signature (RETURN depends on the result type):
-            # the statement's own text when the caller wrote it, else a stand-in header.
-            if source is None:
-                header = "CREATE FUNCTION dmgw_check() RETURNS void LANGUAGE plpgsql AS "
-                source = header + dollar_quote(str(body))
-            return self._plpgsql_kind(source, read_only, depth, str(body))
-        return None
+        # PL/pgSQL is parsed with its signature: RETURN depends on the result type.
+        return self._plpgsql_kind(source, read_only, depth)
 
-    def _plpgsql_kind(
-        self, source: str, read_only: bool, depth: int, body: str | None = None
-    ) -> str | None:
+    def _plpgsql_kind(self, source: str, read_only: bool, depth: int) -> str | None:
         """Every SQL expression and statement of a PL/pgSQL body, checked like the caller's."""
         if depth >= _MAX_DEPTH:
             return "PL/pgSQL nested too deeply to inspect"
         try:
             tree = json.loads(parser.parse_plpgsql_json(source))
-        except parser.ParseError:
-            # The server will refuse a body that does not compile; until it does, read
-            # what can be read of it.
-            found = self._denied_text.search(body if body is not None else source)
-            return f"{found.group(1).lower()}()" if found else None
+        except parser.ParseError as exc:
+            # Without the catalogs this parser cannot read all the server compiles (a field
+            # of a %ROWTYPE variable as a target): code it cannot read is refused, as code
+            # in other languages is.
+            return _unreadable(str(exc.args[0]))
         for node_type, node in walk(tree):
             if node_type in PLPGSQL_TRANSACTION:
                 return f"{PLPGSQL_TRANSACTION[node_type]} (transaction control)"
-            if node_type == "PLpgSQL_condition" and str(node.get("condname", "")).lower() in (
-                "query_canceled",
-                "57014",
-            ):
+            condition = str(node.get("condname", "")).lower()
+            if node_type == "PLpgSQL_condition" and condition in CANCEL_CONDITIONS:
                 # Catching the cancel would outlast every time limit.
                 return "an EXCEPTION handler for query_canceled"
-            if node_type != "PLpgSQL_expr":
-                continue
-            query = str(node.get("query", ""))
-            kind = self._embedded_sql_kind(query, int(node.get("parseMode", 0)), read_only, depth)
-            if kind:
-                return kind
+            if node_type == "PLpgSQL_expr":
+                query = str(node.get("query", ""))
+                kind = self._embedded_sql_kind(
+                    query, int(node.get("parseMode", 0)), read_only, depth
+                )
+                if kind:
+                    return kind
         return None
 
     def _embedded_sql_kind(
         self, query: str, parse_mode: int, read_only: bool, depth: int
     ) -> str | None:
-        candidates = [query] if parse_mode == 0 else [f"SELECT {query}"]
-        if parse_mode and ":=" in query:
-            candidates.append("SELECT " + query.split(":=", 1)[1])
-        for text in candidates:
+        """One statement or expression of PL/pgSQL, parsed as PL/pgSQL's own parser does."""
+        if parse_mode == 0:
+            texts: Iterable[str] = [query]
+        elif parse_mode in PLPGSQL_ASSIGN_MODES:
+            # x[pg_read_file('/etc/passwd')::int] := 1: the target's subscripts run too.
+            texts = [f"SELECT {part}" for part in assignment_parts(query)]
+        else:
+            texts = [f"SELECT {query}"]
+        for text in texts:
             try:
-                tree = json.loads(parser.parse_sql_json(text))
-            except parser.ParseError:
-                continue
-            for kind in self._refused(tree, read_only, depth + 1):
+                script = parse(text)
+            except SqlSyntaxError as exc:
+                return _unreadable(exc.message)
+            kind = self._script_kind(script, read_only, depth + 1)
+            if kind:
                 return kind
-            return None
-        found = self._denied_text.search(query)
-        return f"{found.group(1).lower()}()" if found else None
+        return None
+
+
+def _unreadable(message: str) -> str:
+    return f"PL/pgSQL the gateway cannot parse ({message})"
+
+
+def _call_kind(node: dict[str, Any]) -> str | None:
+    """A call refused for its arguments: SQL given as text, a protected setting."""
+    name = last_name(node.get("funcname", ()))
+    args = node.get("args", ())
+    if name == "ts_rewrite" and len(args) == 2:
+        return "ts_rewrite() of a query given as a string"
+    if name == "set_config":
+        setting = string_constant(args[0]) if args else None
+        if setting is None:
+            return "set_config() of a computed setting name"
+        if setting.strip().lower() in PROTECTED_SETTINGS:
+            return f"set_config() of {setting.strip().lower()}"
+    return None
 
 
 # What a read-only principal may run: queries, SHOW and EXPLAIN of them.

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from pglast import parser
+
 from datamorph_gateway.db.sqltext import walk
 
 DENIED_FUNCTIONS: frozenset[str] = frozenset(
@@ -105,6 +107,14 @@ PROTECTED_SETTINGS: frozenset[str] = frozenset(
 # PL/pgSQL's own transaction control, in a DO block or a procedure's body.
 PLPGSQL_TRANSACTION = {"PLpgSQL_stmt_commit": "COMMIT", "PLpgSQL_stmt_rollback": "ROLLBACK"}
 
+# EXCEPTION conditions that catch the gateway's cancel: query_canceled (57014), and its
+# class, operator_intervention (57000), which a handler matches as a whole.
+CANCEL_CONDITIONS = frozenset({"query_canceled", "57014", "operator_intervention", "57000"})
+
+# The parse modes (PostgreSQL's RawParseMode) of a PL/pgSQL assignment, "target := value",
+# with a target of one, two or three names; 0 is a whole statement, 2 an expression.
+PLPGSQL_ASSIGN_MODES = frozenset({3, 4, 5})
+
 # Statements that write a table, as an answer names them.
 WRITES = {
     "UpdateStmt": "UPDATE",
@@ -176,6 +186,37 @@ def set_kind(node: dict[str, Any]) -> str | None:
     return None
 
 
+def named_functions(node_type: str, node: dict[str, Any]) -> list[str]:
+    """The functions a node calls or binds, lower case and unqualified: a call's, a trigger's,
+    an operator's, aggregate's or type's (``FUNCTION = f``), a cast's or transform's."""
+    names: list[Any] = [node.get("funcname", ())]  # FuncCall, CreateTrigStmt, CreateEventTrigStmt
+    if node_type == "DefElem":
+        names.append(node.get("arg", {}).get("TypeName", {}).get("names", ()))
+    for key in ("func", "fromsql", "tosql"):  # ObjectWithArgs: CREATE CAST, CREATE TRANSFORM
+        if isinstance(node.get(key), dict):
+            names.append(node[key].get("objname", ()))
+    return [last_name(parts) for parts in names if parts]
+
+
+def last_name(parts: list[Any]) -> str:
+    """The last part of a qualified name (a list of ``String`` nodes), lower case."""
+    return str(parts[-1].get("String", {}).get("sval", "")).lower()
+
+
+def assignment_parts(query: str) -> tuple[str, ...]:
+    """A PL/pgSQL assignment's target (with its subscripts) and value: the text either side
+    of its ``:=`` or ``=``, the first outside the target's brackets."""
+    depth = 0
+    for token in parser.scan(query):
+        if token.name == "ASCII_91":  # [
+            depth += 1
+        elif token.name == "ASCII_93":  # ]
+            depth -= 1
+        elif depth == 0 and token.name in ("COLON_EQUALS", "ASCII_61"):
+            return query[: token.start], query[token.end + 1 :]
+    return (query,)
+
+
 def relname(node: dict[str, Any]) -> str:
     """The (unqualified, as parsed) name of the table a write statement targets."""
     return str(node.get("relation", {}).get("relname", ""))
@@ -230,10 +271,3 @@ def string_constant(node: Any) -> str | None:
     if const and "sval" in const:
         return str(const["sval"].get("sval", ""))
     return None
-
-
-def dollar_quote(body: str) -> str:
-    tag = "dmgw"
-    while f"${tag}$" in body:
-        tag += "_"
-    return f"${tag}${body}${tag}$"
