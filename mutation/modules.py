@@ -65,6 +65,7 @@ MODULES: tuple[Module, ...] = (
                 "tests/db/test_decoding.py",
                 "tests/db/test_decoding_values.py",
                 "tests/db/test_casters.py",
+                "tests/db/test_type_catalog.py",
             ),
             database=True,
         )

@@ -110,7 +110,8 @@ class TypeCatalog:
     Built-in types come from a static table; other OIDs cost one catalog query per
     ``describe`` call that meets them, then never again. OIDs are never reused for a
     different type while it exists, so entries need no invalidation; the cache is
-    emptied past ``max_entries`` because temporary tables mint new row types forever.
+    emptied past ``max_entries`` (10,000 types by default) because temporary tables
+    mint new row types forever.
     """
 
     def __init__(self, max_entries: int = 10_000) -> None:
