@@ -210,6 +210,29 @@ def test_server_file_program_and_signal_functions_are_refused(
         ("NOTIFY channel, 'x'", "NOTIFY"),
         ("LOAD 'auto_explain'", "LOAD"),
         ("ALTER SYSTEM SET work_mem = '1GB'", "ALTER SYSTEM"),
+        # The server would read the next statement otherwise than the gateway did, and run
+        # the SET the gateway saw inside a string.
+        (
+            "SET standard_conforming_strings = off; "
+            "SELECT '\\', ' AS x; SET statement_timeout = 0 --'",
+            "SET standard_conforming_strings",
+        ),
+        (
+            "SET client_encoding = 'SJIS'; SELECT E'\u00c1\\' AS x; SET statement_timeout = 0 --'",
+            "SET client_encoding",
+        ),
+        # SQL the server's PostgreSQL reads and the gateway's newer parser does not.
+        (
+            "DO $$ BEGIN EXECUTE 'SELECT set_config(''statement_timeout'', ''0'', false) "
+            "FROM (SELECT 1) AS system_user'; END $$",
+            "SQL the gateway cannot parse",
+        ),
+        # set_config() called by an aggregate, with a setting no check sees.
+        (
+            "CREATE AGGREGATE a(text, bool) (SFUNC = set_config, STYPE = text, "
+            "INITCOND = 'statement_timeout'); SELECT a('0', false)",
+            "set_config() bound as a function",
+        ),
     ],
 )
 def test_settings_and_statements_that_escape_the_gateway_are_refused(
@@ -222,6 +245,26 @@ def test_settings_and_statements_that_escape_the_gateway_are_refused(
 def test_do_is_refused_in_read_only_requests(client: GatewayClient) -> None:
     err = refused(client, "DO $$ BEGIN PERFORM 1; END $$", read_only=True)
     assert "DO in a read-only request" in err.message
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "EXPLAIN ANALYZE CREATE TABLE {name} AS SELECT 1",
+        "EXPLAIN ANALYZE SELECT 1 INTO {name}",
+    ],
+)
+def test_read_only_requests_create_no_table(
+    client: GatewayClient, seeded_database: str, sql: str
+) -> None:
+    """PostgreSQL's read-only transaction lets EXPLAIN ANALYZE create the table."""
+    name = f"explained_{uuid.uuid4().hex[:8]}"
+    err = refused(client, sql.format(name=name), read_only=True)
+    assert "in a read-only request" in err.message
+    with psycopg2.connect(seeded_database) as conn, conn.cursor() as cur:
+        cur.execute("SELECT to_regclass(%s)", (name,))
+        assert cur.fetchone() == (None,)
+    conn.close()
 
 
 def test_do_in_a_language_that_cannot_be_inspected_is_refused(client: GatewayClient) -> None:

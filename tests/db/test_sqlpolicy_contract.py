@@ -33,7 +33,7 @@ from datamorph_gateway.db.sqlrules import (
     transaction_kind,
 )
 from datamorph_gateway.db.sqltext import parse
-from datamorph_gateway.errors import GatewayError, InvalidArgument, PermissionDenied
+from datamorph_gateway.errors import GatewayError, InvalidArgument, PermissionDenied, QueryError
 from datamorph_gateway.validation import Validator
 
 POLICY = SqlPolicy()
@@ -69,9 +69,11 @@ NAMES = (
     "pg_ls_logicalsnapdir",
     "pg_ls_logicalmapdir",
     "pg_ls_replslotdir",
+    "pg_ls_summariesdir",
     "pg_file_write",
     "pg_file_rename",
     "pg_file_unlink",
+    "pg_file_sync",
     "pg_logdir_ls",
     "lo_import",
     "lo_export",
@@ -163,6 +165,18 @@ def test_every_prefix_is_refused_where_a_function_is_bound(prefix: str) -> None:
     assert kinds(table) == table
 
 
+def test_attribute_notation_is_a_call() -> None:
+    """``('bgwriter'::text).pg_stat_reset_shared`` calls pg_stat_reset_shared('bgwriter')."""
+    table: dict[str, str | None] = {
+        "SELECT ('bgwriter'::text).pg_stat_reset_shared": "pg_stat_reset_shared()",
+        "SELECT (('o'::text)).PG_REPLICATION_ORIGIN_DROP": "pg_replication_origin_drop()",
+        "SELECT ('/etc/passwd'::text).pg_read_file": "pg_read_file()",
+        "SELECT (c).relname, (c).relkind FROM pg_class c": None,
+        "SELECT (a[1]).x FROM t": None,
+    }
+    assert kinds(table) == table
+
+
 def test_names_that_only_look_like_refused_ones_pass() -> None:
     table: dict[str, str | None] = {
         "SELECT pg_read_file_x()": None,  # not a prefix
@@ -200,6 +214,28 @@ def test_functions_refused_for_their_arguments() -> None:
     assert kinds(table) == table
 
 
+def test_functions_refused_for_their_arguments_are_refused_where_bound() -> None:
+    """Bound, they are called with arguments no check sees: an aggregate's state, its rows."""
+    table: dict[str, str | None] = {
+        "CREATE AGGREGATE a(text, bool) (SFUNC = set_config, STYPE = text, "
+        "INITCOND = 'statement_timeout')": (
+            "set_config() bound as a function, where its arguments cannot be seen"
+        ),
+        "CREATE AGGREGATE a(text, bool) (SFUNC = pg_catalog.SET_CONFIG, STYPE = text)": (
+            "set_config() bound as a function, where its arguments cannot be seen"
+        ),
+        "CREATE AGGREGATE a(text) (SFUNC = ts_rewrite, STYPE = tsquery, INITCOND = 'a')": (
+            "ts_rewrite() bound as a function, where its arguments cannot be seen"
+        ),
+        "CREATE AGGREGATE a(int) (SFUNC = int4pl, STYPE = int, MSFUNC = set_config, "
+        "MINVFUNC = int4mi, MSTYPE = int)": (
+            "set_config() bound as a function, where its arguments cannot be seen"
+        ),
+        "CREATE AGGREGATE a(int) (SFUNC = int4pl, STYPE = int)": None,
+    }
+    assert kinds(table) == table
+
+
 def test_every_protected_setting() -> None:
     settings = (
         "statement_timeout",
@@ -210,6 +246,8 @@ def test_every_protected_setting() -> None:
         "transaction_read_only",
         "default_transaction_read_only",
         "client_min_messages",
+        "standard_conforming_strings",
+        "client_encoding",
     )
     table: dict[str, str | None] = {}
     for name in settings:
@@ -240,6 +278,7 @@ def test_set_and_reset() -> None:
         "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY": (
             "SET SESSION CHARACTERISTICS (transaction_read_only)"
         ),
+        "SET NAMES 'SJIS'": "SET client_encoding",
         "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE": None,
         "SET search_path = public": None,
         "SET LOCAL work_mem = '64MB'": None,
@@ -632,6 +671,41 @@ def test_handlers_that_catch_the_cancel() -> None:
     assert kinds(table) == table
 
 
+def test_what_the_server_would_read_otherwise_is_refused() -> None:
+    """Text the server reads another way than libpg_query: each once got past the policy.
+
+    The first two change how the server reads the next statement ('\\' no longer ends a
+    string; psycopg2 keeps sending UTF-8, and in SJIS "\u00c1" swallows the backslash), which
+    then runs a SET the parser saw inside a literal. ``system_user`` is reserved in the
+    parser's PostgreSQL 18 and a plain name in PostgreSQL 15, so the parser could not read
+    SQL that a LANGUAGE sql body or a PL/pgSQL EXECUTE of a constant was sure to run.
+    """
+    hidden = "set_config(''statement_timeout'', ''0'', false) FROM (SELECT 1) AS system_user"
+    unreadable = 'SQL the gateway cannot parse (syntax error at or near "system_user")'
+    table: dict[str, str | None] = {
+        "SET standard_conforming_strings = off; "
+        "SELECT '\\', ' AS x; SET statement_timeout = 0 --'": "SET standard_conforming_strings",
+        "SET client_encoding = 'SJIS'; "
+        "SELECT E'\u00c1\\' AS x; SET statement_timeout = 0 --'": "SET client_encoding",
+        f"DO $$ BEGIN EXECUTE 'SELECT {hidden}'; END $$": unreadable,
+        f"DO $$ DECLARE r record; BEGIN FOR r IN EXECUTE E'SELECT {hidden}'::text LOOP END LOOP; "
+        "END $$": unreadable,
+        f"DO $$ DECLARE c refcursor; BEGIN OPEN c FOR EXECUTE ('SELECT {hidden}'); END $$": (
+            unreadable
+        ),
+        "CREATE FUNCTION f() RETURNS SETOF text LANGUAGE plpgsql AS "
+        f"$f$ BEGIN RETURN QUERY EXECUTE 'SELECT {hidden}'; END $f$": unreadable,
+        f"CREATE FUNCTION f() RETURNS text LANGUAGE sql AS 'SELECT {hidden}'": unreadable,
+        # Data, or SQL built at run time: as before.
+        "DO $$ BEGIN RAISE NOTICE 'select it from (select 1) as system_user'; END $$": None,
+        "DO $$ BEGIN EXECUTE 'SELECT 1'; EXECUTE format('SELECT %s', 1); END $$": None,
+        "DO $$ DECLARE q text := 'SELECT 1'; BEGIN EXECUTE q; END $$": None,
+        "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1'": None,
+        "SET client_min_messages_x.y = 1": None,
+    }
+    assert kinds(table) == table
+
+
 def test_plpgsql_the_parser_cannot_read_is_refused() -> None:
     rowtype = (
         "DO $$ DECLARE r pg_class%ROWTYPE; BEGIN r.relname := 'x'; "
@@ -644,6 +718,9 @@ def test_plpgsql_the_parser_cannot_read_is_refused() -> None:
         ),
         "CREATE FUNCTION f() RETURNS int LANGUAGE plpgsql AS $$ BEGIN RETURN 1 +; END $$": (
             "PL/pgSQL the gateway cannot parse (syntax error at end of input)"
+        ),
+        "DO $$ BEGIN " + "BEGIN " * 600 + "NULL; " + "END; " * 600 + "END $$": (
+            "PL/pgSQL the gateway cannot parse (nested too deeply)"
         ),
     }
     assert kinds(table) == table
@@ -725,8 +802,29 @@ def test_first_write() -> None:
         "WITH a AS (DELETE FROM t RETURNING a) SELECT * FROM a": "DELETE FROM",
         "EXPLAIN ANALYZE DELETE FROM t": "DELETE FROM",
         "EXPLAIN ANALYZE MERGE INTO t USING s ON true WHEN MATCHED THEN DELETE": "MERGE INTO",
+        # Tables EXPLAIN ANALYZE creates even in a read-only transaction (PostgreSQL 15).
+        "EXPLAIN ANALYZE CREATE TABLE t AS SELECT 1": "CREATE TABLE AS",
+        "EXPLAIN ANALYZE CREATE MATERIALIZED VIEW m AS SELECT 1": "CREATE MATERIALIZED VIEW",
+        "EXPLAIN ANALYZE SELECT 1 INTO t": "SELECT INTO",
+        "SELECT 1 INTO t UNION SELECT 2 UNION SELECT 3": "SELECT INTO",
+        "EXPLAIN SELECT 1 UNION SELECT 2": None,
     }
     assert {sql: first_write(parse(sql)) for sql in table} == table
+
+
+def test_read_only_requests_create_no_table() -> None:
+    table: dict[str, str | None] = {
+        "EXPLAIN ANALYZE CREATE TABLE t AS SELECT 1": "CREATE TABLE AS in a read-only request",
+        "EXPLAIN (ANALYZE) CREATE MATERIALIZED VIEW m AS SELECT 1": (
+            "CREATE MATERIALIZED VIEW in a read-only request"
+        ),
+        "EXPLAIN ANALYZE SELECT 1 INTO t": "SELECT INTO in a read-only request",
+        "(SELECT 1 INTO t) UNION SELECT 2": "SELECT INTO in a read-only request",
+        "EXPLAIN ANALYZE SELECT 1 UNION SELECT 2": None,
+        "SELECT 1": None,
+    }
+    assert kinds(table, read_only=True) == table
+    assert kinds(dict.fromkeys(table)) == dict.fromkeys(table)
 
 
 # -- the readers of parse-tree nodes --------------------------------------------------------
@@ -880,3 +978,11 @@ def test_read_only_requests_as_the_caller_gets_them() -> None:
     )
     checked = VALIDATOR.execute_query(pb.ExecuteQueryRequest(query="SELECT 1"), READER)
     assert checked.read_only is True
+
+
+def test_text_nested_too_deeply_to_read_is_the_callers_error() -> None:
+    """Python's JSON reader stops before the parser does: a bad request, not a crash."""
+    err = answer("SELECT " + " || ".join(["'x'"] * 600))
+    assert type(err) is QueryError
+    assert err.kind is InvalidArgument
+    assert err.message == "statement nested too deeply for the gateway to read"

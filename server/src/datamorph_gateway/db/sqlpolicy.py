@@ -20,9 +20,16 @@ at run time is out of its sight. What it does see, it refuses everywhere:
   wherever the name appears: in the statement, in a ``DO`` block's PL/pgSQL (every
   expression of it, an assignment target's subscripts too), in a new function's body,
   and in string literals that a PL/pgSQL ``EXECUTE`` or a ``LANGUAGE sql`` body would
-  run as SQL; prefix-refused families also where an operator, cast or trigger binds them;
+  run as SQL; prefix-refused families also where an operator, cast or trigger binds them
+  or attribute notation calls them (``('x'::text).f``); ``set_config`` and ``ts_rewrite``
+  wherever they are bound (an aggregate's ``SFUNC``) rather than called;
 - ``DO`` blocks in read-only requests, and in languages other than PL/pgSQL; PL/pgSQL
-  that its parser cannot read (it lacks the catalogs), and handlers that catch the cancel.
+  that its parser cannot read (it lacks the catalogs), and handlers that catch the cancel;
+- SQL sure to run that this parser cannot read (it is a newer PostgreSQL's, where
+  ``system_user`` is reserved): a ``LANGUAGE sql`` body, a string constant PL/pgSQL
+  ``EXECUTE``s;
+- in read-only requests, ``CREATE TABLE AS`` and ``SELECT INTO``, which ``EXPLAIN ANALYZE``
+  runs even in a read-only transaction.
 
 The names and kinds themselves are in ``sqlrules``; docs/security.md lists the same,
 for operators.
@@ -40,6 +47,7 @@ from typing import Any
 from pglast import parser
 
 from datamorph_gateway.db.sqlrules import (
+    ARGUMENT_CHECKED,
     CANCEL_CONDITIONS,
     DENIED_FUNCTIONS,
     DENIED_PREFIXES,
@@ -51,7 +59,9 @@ from datamorph_gateway.db.sqlrules import (
     WRITES,
     assignment_parts,
     copy_server_side,
+    creates_table,
     def_elems,
+    executed_string,
     is_catalog,
     last_name,
     named_functions,
@@ -164,9 +174,15 @@ class SqlPolicy:
             return "a view or rule over pg_settings"
         if node_type == "CreatePLangStmt":
             return "CREATE LANGUAGE"
+        creates = creates_table(node_type, node) if read_only else None
+        if creates:
+            # PostgreSQL's read-only transaction lets EXPLAIN ANALYZE create the table.
+            return f"{creates} in a read-only request"
         for name in named_functions(node_type, node):
             if name in self.denied_functions or name.startswith(DENIED_PREFIXES):
                 return f"{name}()"
+            if name in ARGUMENT_CHECKED and node_type != "FuncCall":
+                return f"{name}() bound as a function, where its arguments cannot be seen"
         if node_type == "FuncCall":
             return _call_kind(node)
         if node_type == "String":
@@ -214,7 +230,7 @@ class SqlPolicy:
         if body is None or isinstance(body, list):
             return None  # a BEGIN ATOMIC body is part of the tree, walked already
         if language == "sql":
-            return self._literal_kind(str(body), read_only, depth)
+            return _unparsed(str(body)) or self._literal_kind(str(body), read_only, depth)
         # PL/pgSQL is parsed with its signature: RETURN depends on the result type.
         return self._plpgsql_kind(source, read_only, depth)
 
@@ -229,6 +245,8 @@ class SqlPolicy:
             # of a %ROWTYPE variable as a target): code it cannot read is refused, as code
             # in other languages is.
             return _unreadable(str(exc.args[0]))
+        except RecursionError:
+            return _unreadable("nested too deeply")
         for node_type, node in walk(tree):
             if node_type in PLPGSQL_TRANSACTION:
                 return f"{PLPGSQL_TRANSACTION[node_type]} (transaction control)"
@@ -236,6 +254,10 @@ class SqlPolicy:
             if node_type == "PLpgSQL_condition" and condition in CANCEL_CONDITIONS:
                 # Catching the cancel would outlast every time limit.
                 return "an EXCEPTION handler for query_canceled"
+            executed = _constant_text(executed_string(node_type, node))
+            unreadable = _unparsed(executed) if executed is not None else None
+            if unreadable:
+                return unreadable
             if node_type == "PLpgSQL_expr":
                 query = str(node.get("query", ""))
                 kind = self._embedded_sql_kind(
@@ -271,6 +293,26 @@ def _unreadable(message: str) -> str:
     return f"PL/pgSQL the gateway cannot parse ({message})"
 
 
+def _unparsed(sql: str) -> str | None:
+    """SQL sure to run that this parser cannot read; the server's older grammar may."""
+    try:
+        parse(sql)
+    except SqlSyntaxError as exc:
+        return f"SQL the gateway cannot parse ({exc.message})"
+    return None
+
+
+def _constant_text(expression: str | None) -> str | None:
+    """The value of an expression that is one string constant; None if it is computed."""
+    if expression is None:
+        return None
+    try:
+        targets = parse(f"SELECT {expression}").statements[0].node.get("targetList", ())
+    except SqlSyntaxError:
+        return None  # refused as unreadable PL/pgSQL when its expression is checked
+    return string_constant(targets[0].get("ResTarget", {}).get("val")) if targets else None
+
+
 def _call_kind(node: dict[str, Any]) -> str | None:
     """A call refused for its arguments: SQL given as text, a protected setting."""
     name = last_name(node.get("funcname", ()))
@@ -295,16 +337,18 @@ def first_write(script: Script) -> str | None:
 
     Decided on the tree, for a principal allowed only ``ExecuteQuery:read``: a statement
     that is not a query, ``SELECT ... INTO``, ``FOR UPDATE/SHARE``, and a data-modifying
-    ``WITH`` or ``EXPLAIN`` of a write. A function that writes is stopped by the database
-    itself: such requests run in a read-only transaction (as the reader role when one is
-    configured).
+    ``WITH`` or ``EXPLAIN`` of a write or of ``CREATE TABLE AS`` (a read-only transaction
+    lets ``EXPLAIN ANALYZE`` create that table). A function that writes is stopped by the
+    database itself: such requests run in a read-only transaction (as the reader role when
+    one is configured).
     """
     for statement in script.statements:
         if statement.node_type not in _READING_STATEMENTS:
             return statement.verb or " ".join(statement.text.split()[:2]).upper()
-        if statement.node.get("intoClause"):
-            return "SELECT INTO"
-        for node_type, _node in walk({statement.node_type: statement.node}):
+        for node_type, node in walk({statement.node_type: statement.node}):
+            creates = creates_table(node_type, node)
+            if creates:
+                return creates
             if node_type in WRITES:
                 return WRITES[node_type]
             if node_type == "LockingClause":

@@ -29,9 +29,11 @@ DENIED_FUNCTIONS: frozenset[str] = frozenset(
         "pg_ls_logicalsnapdir",
         "pg_ls_logicalmapdir",
         "pg_ls_replslotdir",
+        "pg_ls_summariesdir",
         "pg_file_write",
         "pg_file_rename",
         "pg_file_unlink",
+        "pg_file_sync",
         "pg_logdir_ls",
         "lo_import",
         "lo_export",
@@ -88,7 +90,10 @@ DENIED_PREFIXES = (
 # The languages whose bodies the policy reads; a function in any other cannot be inspected.
 INSPECTED_LANGUAGES = frozenset({"sql", "plpgsql"})
 
-# Settings a caller may not change: the limits the gateway enforces and who it is.
+# Settings a caller may not change: the limits the gateway enforces, who it is, and how
+# the server reads the text that follows (with standard_conforming_strings off, '\' does
+# not end a string; under a client_encoding such as SJIS, bytes psycopg2 still sends as
+# UTF-8 swallow a backslash): the gateway's parser would read the next statements otherwise.
 PROTECTED_SETTINGS: frozenset[str] = frozenset(
     {
         "statement_timeout",
@@ -101,8 +106,15 @@ PROTECTED_SETTINGS: frozenset[str] = frozenset(
         "session_authorization",
         "role",
         "client_min_messages",
+        "standard_conforming_strings",
+        "client_encoding",
     }
 )
+
+# Functions refused for their arguments (sqlpolicy's _call_kind), so also wherever they are
+# bound without a call whose arguments could be read: an aggregate's SFUNC = set_config
+# with INITCOND = 'statement_timeout' sets it on every row.
+ARGUMENT_CHECKED = frozenset({"set_config", "ts_rewrite"})
 
 # PL/pgSQL's own transaction control, in a DO block or a procedure's body.
 PLPGSQL_TRANSACTION = {"PLpgSQL_stmt_commit": "COMMIT", "PLpgSQL_stmt_rollback": "ROLLBACK"}
@@ -187,11 +199,14 @@ def set_kind(node: dict[str, Any]) -> str | None:
 
 
 def named_functions(node_type: str, node: dict[str, Any]) -> list[str]:
-    """The functions a node calls or binds, lower case and unqualified: a call's, a trigger's,
-    an operator's, aggregate's or type's (``FUNCTION = f``), a cast's or transform's."""
+    """The functions a node calls or binds, lower case and unqualified: a call's (also in
+    attribute notation, ``('x'::text).f`` being ``f('x')``), a trigger's, an operator's,
+    aggregate's or type's (``FUNCTION = f``), a cast's or transform's."""
     names: list[Any] = [node.get("funcname", ())]  # FuncCall, CreateTrigStmt, CreateEventTrigStmt
     if node_type == "DefElem":
         names.append(node.get("arg", {}).get("TypeName", {}).get("names", ()))
+    if node_type == "A_Indirection":
+        names.extend([part] for part in node.get("indirection", ()) if "String" in part)
     for key in ("func", "fromsql", "tosql"):  # ObjectWithArgs: CREATE CAST, CREATE TRANSFORM
         if isinstance(node.get(key), dict):
             names.append(node[key].get("objname", ()))
@@ -235,6 +250,36 @@ def reads_settings(node: dict[str, Any]) -> bool:
         kind == "RangeVar" and str(fields.get("relname", "")).lower() == "pg_settings"
         for kind, fields in walk(node)
     )
+
+
+def creates_table(node_type: str, node: dict[str, Any]) -> str | None:
+    """``CREATE TABLE AS``, ``CREATE MATERIALIZED VIEW`` or ``SELECT INTO`` (on the leftmost
+    arm of a set operation, where PostgreSQL takes it), named; else None."""
+    if node_type == "CreateTableAsStmt":
+        matview = node.get("objtype") == "OBJECT_MATVIEW"
+        return "CREATE MATERIALIZED VIEW" if matview else "CREATE TABLE AS"
+    arm: dict[str, Any] | None = node if node_type == "SelectStmt" else None
+    while arm:
+        if arm.get("intoClause"):
+            return "SELECT INTO"
+        arm = arm.get("larg")
+    return None
+
+
+def executed_string(node_type: str, node: dict[str, Any]) -> str | None:
+    """The text of the expression a PL/pgSQL ``EXECUTE`` (``FOR ... IN EXECUTE``, ``OPEN ...
+    FOR EXECUTE``, ``RETURN QUERY EXECUTE``) runs as SQL, or None for other statements."""
+    key = _EXECUTED_QUERY.get(node_type)
+    expr = node.get(key, {}).get("PLpgSQL_expr", {}) if key else {}
+    return str(expr["query"]) if "query" in expr else None
+
+
+_EXECUTED_QUERY = {
+    "PLpgSQL_stmt_dynexecute": "query",
+    "PLpgSQL_stmt_dynfors": "query",
+    "PLpgSQL_stmt_open": "dynquery",
+    "PLpgSQL_stmt_return_query": "dynquery",
+}
 
 
 def copy_server_side(node: dict[str, Any]) -> bool:

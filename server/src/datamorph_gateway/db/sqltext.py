@@ -149,6 +149,9 @@ def _parse(sql: str) -> Script:
         location = exc.args[1] if len(exc.args) > 1 else None  # 0-based, in characters
         position = location + 1 if isinstance(location, int) else None
         raise SqlSyntaxError(str(exc.args[0]), position) from None
+    except RecursionError:
+        # Python's JSON reader stops short of the parser's depth (some 450 chained "||").
+        raise SqlSyntaxError("statement nested too deeply for the gateway to read", None) from None
     data = sql.encode("utf-8")
     statements = []
     numbers: set[int] = set()
