@@ -174,7 +174,7 @@ EQUIVALENT: dict[tuple[str | int, ...], str] = {
     (_WIRE, "t = type(v)", "t = None"): _FAST_PATH,
     (_WIRE, "elif t is float and v - v == 0:", "elif t is float and v + v == 0:"): _FAST_PATH,
     (_WIRE, "elif t is float and v - v == 0:", "elif t is float and v - v == 1:"): _FAST_PATH,
-    (_CHECKS, 137, "continue", "break"): "an empty TLS_CERT_FILE implies an empty TLS_KEY_FILE"
+    (_CHECKS, 158, "continue", "break"): "an empty TLS_CERT_FILE implies an empty TLS_KEY_FILE"
     " and TLS_CLIENT_CA_FILE (both checked just before), and the CA file is the last: once one"
     " is empty, no later one is set, so stopping the loop reads nothing it would have read",
     (

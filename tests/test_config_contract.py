@@ -396,6 +396,13 @@ ACCEPTED: list[dict[str, str]] = [
     {"GATEWAY_PROCESSES": "auto"},
     {"RESTART_MAX": "1", "RESTART_WINDOW_S": "0.5"},
     {"ENVOY_HEALTH_CHECK_INTERVAL_S": "0.1"},
+    {"SCHEMA_CACHE_MAX_RELATIONS": "0", "SCHEMA_CACHE_MAX_BYTES": "0"},  # the cache off
+    {"LOG_FORMAT": "json"},
+    {"LOG_FORMAT": "text"},
+    {"METRICS_PORT": "0"},
+    {"METRICS_PORT": "65535"},
+    {"METRICS_EMF_INTERVAL_S": "0.5"},
+    {"GATEWAY_PROCESS_INDEX": "0"},
 ]
 
 
@@ -525,6 +532,18 @@ REFUSED: list[tuple[dict[str, str], str]] = [
         "RESTART_MAX must be 1 or more (1: a child that exits stops the stack)",
     ),
     ({"RESTART_WINDOW_S": "0"}, "RESTART_WINDOW_S must be positive"),
+    (
+        {"SCHEMA_CACHE_MAX_RELATIONS": "-1"},
+        "SCHEMA_CACHE_MAX_RELATIONS must not be negative (0 turns the cache off)",
+    ),
+    ({"SCHEMA_CACHE_MAX_BYTES": "-1"}, "SCHEMA_CACHE_MAX_BYTES must not be negative"),
+    ({"LOG_FORMAT": "JSON"}, "LOG_FORMAT must be text or json, got 'JSON'"),
+    ({"METRICS_PORT": "-1"}, "METRICS_PORT must be between 1 and 65535, or 0 (no metrics)"),
+    ({"METRICS_PORT": "65536"}, "METRICS_PORT must be between 1 and 65535, or 0 (no metrics)"),
+    ({"METRICS_PORT": "50051", "GRPC_PORT": "50051"}, "METRICS_PORT and GRPC_PORT are both 50051"),
+    ({"METRICS_EMF_INTERVAL_S": "0"}, "METRICS_EMF_INTERVAL_S must be positive"),
+    ({"METRICS_EMF_NAMESPACE": " "}, "METRICS_EMF_NAMESPACE must not be empty"),
+    ({"GATEWAY_PROCESS_INDEX": "-1"}, "GATEWAY_PROCESS_INDEX must be 0 or more"),
 ]
 
 
