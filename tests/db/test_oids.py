@@ -19,9 +19,14 @@ from datamorph_gateway.db.decoding.oids import ARRAY_ELEMENTS, BOX, SCALAR_NAMES
 
 
 @pytest.fixture(scope="module")
-def pg_type(database_url: str) -> Iterator[dict[int, tuple[str, int, str, str]]]:
-    """oid → (typname, typelem, typtype, typcategory) of every built-in type."""
-    conn: connection = psycopg2.connect(database_url)
+def pg_type(server_url: str) -> Iterator[dict[int, tuple[str, int, str, str]]]:
+    """oid → (typname, typelem, typtype, typcategory) of every built-in type.
+
+    Built-in types are the same in every database of a server, so the server's own
+    database does (no session database and roles to make: mutation testing runs this
+    file once per mutant of the tables).
+    """
+    conn: connection = psycopg2.connect(server_url)
     try:
         with conn.cursor() as cur:
             cur.execute(
