@@ -166,6 +166,11 @@ EQUIVALENT: dict[tuple[str | int, ...], str] = {
         "decode: Callable[[Any], Any] & None = None",
     ): _ANNOTATION,
     (
+        _SQLRULES,
+        'arm: dict[str, Any] | None = node if node_type == "SelectStmt" else None',
+        'arm: dict[str, Any] & None = node if node_type == "SelectStmt" else None',
+    ): _ANNOTATION,
+    (
         _CATALOG,
         "loaded = self._load(conn, [o for o in oids if o not in BUILTIN_TYPES and o not in types])",
         "loaded = self._load(conn, [o for o in oids if o not in BUILTIN_TYPES or o not in types])",
