@@ -66,7 +66,7 @@ def test_warm_calls_describe_nothing_and_ddl_redescribes_only_its_table(
         return kept.get(stamp)
 
     def call() -> list[catalog.TableDescription | str]:
-        found = database.get_schemas(parsed, names, 10, cached=cached)
+        found = database.get_schemas(parsed, names, 10, cached=cached).tables
         for item in found:
             if isinstance(item, catalog.TableDescription):
                 assert item.stamp is not None

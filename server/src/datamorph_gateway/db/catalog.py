@@ -25,7 +25,7 @@ from datamorph_gateway.db.names import TableName
 from datamorph_gateway.db.own_tables import SCHEMA as GATEWAY_SCHEMA
 from datamorph_gateway.db.pool import Connection
 from datamorph_gateway.db.prepared import Prepared
-from datamorph_gateway.db.stamps import SESSION, WITH_STAMPS, Stamp
+from datamorph_gateway.db.stamps import DIGEST, SESSION, WITH_STAMPS, RequestStamp, Stamp
 from datamorph_gateway.errors import NotFound, PermissionDenied, clip
 
 # Relation kinds that can be read like a table, and how we name them.
@@ -273,6 +273,8 @@ _STAMPS = Prepared(
 """,
     ("text[]",),
 )
+# The whole request's digest: a warm GetSchemas' one statement.
+_CHECK = Prepared(WITH_STAMPS + "SELECT" + SESSION + "," + DIGEST, ("text[]",))
 
 
 @dataclass(frozen=True)
@@ -334,3 +336,21 @@ def stamps(
     return [
         Stamp((row[8], relation.oid), row[7]) for row, relation in zip(rows, relations, strict=True)
     ]
+
+
+def check(
+    conn: Connection,
+    names: Sequence[TableName],
+    originals: Sequence[str],
+    budget: Budget | None = None,
+) -> RequestStamp:
+    """Resolve every name as ``describe`` does, and digest all that the answer reads.
+
+    Refuses nothing: a name that means nothing, or something not readable, gives a digest
+    no answer was kept under, and ``stamps`` then refuses it as ``describe`` would.
+    """
+    with conn.cursor() as cur:
+        _CHECK.execute(cur, ([n.regclass_text() for n in names],), budget)
+        row = cur.fetchone()
+    assert row is not None  # an aggregate without GROUP BY: always one row
+    return RequestStamp((row[0], tuple(originals)), row[1])
