@@ -135,9 +135,9 @@ DIGEST = """
   pg_catalog.md5(pg_catalog.concat_ws(' ',
     (SELECT pg_catalog.string_agg(pg_catalog.concat_ws('.', r.ord, r.oid, r.cx, r.nx), ',')
        FROM r),
-    (SELECT pg_catalog.string_agg(
-              pg_catalog.concat_ws('.', atts.attrelid, atts.attnum, atts.ax, atts.atttypid), ',')
-       FROM atts),
+    -- Row versions alone: a column changes only by a new version of its row, and the
+    -- types element holds the types those rows name.
+    (SELECT pg_catalog.array_agg(atts.ax)::text FROM atts),
     (SELECT pg_catalog.string_agg(pg_catalog.concat_ws('.', types.oid, types.s), ',')
        FROM types),
     (SELECT pg_catalog.string_agg(pg_catalog.concat_ws('.', d.oid, d.s), ',') FROM defaults d),
