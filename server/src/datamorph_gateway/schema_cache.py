@@ -64,6 +64,8 @@ def table_schema(table: TableDescription) -> pb.TableSchema:
 
 
 def _varint(n: int) -> bytes:
+    if n < 0x80:  # a name's length, most often
+        return bytes((n,))
     out = bytearray()
     while n > 0x7F:
         out.append(n & 0x7F | 0x80)
