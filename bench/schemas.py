@@ -18,14 +18,20 @@ work on the machine shows as a spread rather than as the figure:
 It needs the bench database (embedded under ``.data/bench`` as ``make bench`` leaves it, or
 ``DATABASE_URL``). Run against another checkout's code with
 ``PYTHONPATH=<checkout>/server/src python -m bench.schemas``: parts that code lacks are left
-out. Nothing here is shipped.
+out. ``--against <checkout>/server/src`` instead serves GetSchemas of the 50 tables from two
+gateway processes, this code's and that one's, each behind its own Envoy, and times them at
+c=1 over gRPC and through Envoy with ``bench.alternate`` (one request at a time, in turn), so
+both get the same seconds of a busy machine. Nothing here is shipped.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -35,6 +41,8 @@ from typing import Any
 import grpc
 
 from bench import data
+from bench.scenarios import scenarios
+from bench.stack import Envoy, GatewayServer, free_port, gateway_env
 from datamorph.gateway.v1 import gateway_pb2 as pb
 from datamorph.gateway.v1 import gateway_pb2_grpc as pb_grpc
 from datamorph_gateway.app import Gateway
@@ -185,16 +193,77 @@ def _assembly(
     ]
 
 
+def against(dsn: str, settings: dict[str, str], other_src: str, seconds: int) -> dict[str, Any]:
+    """p50 (and more) of GetSchemas(50) at c=1 from this code and ``other_src``'s, in turn."""
+    [scenario] = [s for s in scenarios() if s.name == "get_schemas_50"]
+    run_dir = REPO / ".data" / "bench" / "runs" / f"schemas-{time.strftime('%Y%m%dT%H%M%S')}"
+    run_dir.mkdir(parents=True)
+    results: dict[str, Any] = {}
+    with contextlib.ExitStack() as stack:
+        systems: dict[str, tuple[str, str]] = {}
+        for name, src in (("this", ""), ("other", other_src)):
+            env = gateway_env(dsn, **settings, METRICS_PORT=str(free_port()))
+            if src:
+                env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
+            gateway = GatewayServer(env, run_dir / f"gateway-{name}.log")
+            stack.callback(gateway.stop)
+            address = gateway.start()
+            envoy = Envoy(run_dir / f"envoy-{name}", address)
+            stack.callback(envoy.stop)
+            host, port = envoy.start()
+            systems[name] = (address, f"{host}:{port}")
+        for transport in ("grpc", "rest"):
+            spec = {
+                "transport": transport,
+                "method": scenario.rpc if transport == "grpc" else scenario.rest_method,
+                "path": scenario.rest_path,
+                "request": scenario.grpc_request if transport == "grpc" else scenario.body,
+                "duration_s": seconds,
+                "max_requests": 100_000,
+                "timeout_s": 30,
+                "systems": [
+                    {"name": name, "address": grpc_at if transport == "grpc" else rest_at}
+                    for name, (grpc_at, rest_at) in systems.items()
+                ],
+            }
+            done = subprocess.run(
+                [sys.executable, "-m", "bench.alternate"],
+                input=json.dumps(spec),
+                capture_output=True,
+                text=True,
+                timeout=seconds + 120,
+                check=True,
+            )
+            results[transport] = json.loads(done.stdout.strip().splitlines()[-1])
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.schemas", description=__doc__)
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--against", metavar="SRC", help="another checkout's server/src")
+    parser.add_argument("--seconds", type=int, default=20, help="with --against, per transport")
     args = parser.parse_args(argv)
     db = data.open_database(REPO / ".data" / "bench", os.environ.get("DATABASE_URL", ""))
     try:
         data.ensure_dataset(db.dsn, ())
-        rows = measure(db.dsn, db.gateway_settings, args.rounds)
+        if args.against:
+            results = against(db.dsn, db.gateway_settings, args.against, args.seconds)
+        else:
+            rows = measure(db.dsn, db.gateway_settings, args.rounds)
     finally:
         db.stop()
+    if args.against:
+        print(f"python -m bench.schemas --against, {time.strftime('%Y-%m-%d %H:%M')}, c=1\n")
+        print("| transport | code | requests | p50 | p90 | p99 |")
+        print("|---|---|---:|---:|---:|---:|")
+        for transport, by_name in results.items():
+            for name, cell in by_name.items():
+                print(
+                    f"| {transport} | {name} | {cell['requests']} | {cell['p50_ms']:.2f} ms"
+                    f" | {cell['p90_ms']:.2f} ms | {cell['p99_ms']:.2f} ms |"
+                )
+        return 0
     print(f"python -m bench.schemas, {time.strftime('%Y-%m-%d %H:%M')}, 50 tables, µs per call\n")
     print("| part | best | median | backend CPU (best) |")
     print("|---|---:|---:|---:|")

@@ -37,7 +37,7 @@ def schema(seeded_database: str) -> Iterator[str]:
             f" n int DEFAULT nextval('{name}.counter'), s smallint DEFAULT 1, f4 real,"
             "  f8 double precision, num numeric, num_ps numeric(12, 3), money money,"
             "  t text DEFAULT 'x''y', vc varchar(40), vcu varchar, ch char(3), bpchar bpchar,"
-            "  nm name, ch1 \"char\", bool boolean DEFAULT true, by bytea,"
+            '  nm name, ch1 "char", bool boolean DEFAULT true, by bytea,'
             "  d date DEFAULT current_date, tm time(3), tmtz timetz, ts timestamp(0),"
             "  tstz timestamptz DEFAULT now(), iv interval day to second(2),"
             "  j json, jb jsonb DEFAULT '{}', x xml, u uuid DEFAULT gen_random_uuid(),"

@@ -160,14 +160,13 @@ def test_a_warm_call_is_the_digest_alone_and_ddl_changes_the_digest(
         return None
 
     def call() -> tuple[RequestStamp, str | None]:
-        found = database.get_schemas(
-            parsed, names, 10, cached=cached, answered=answers.get
-        )
+        found = database.get_schemas(parsed, names, 10, cached=cached, answered=answers.get)
         assert found.request is not None
         return found.request, found.answer
 
     request, answer = call()
-    assert answer is None and len(looked_up) == 3  # stamped, then described
+    assert answer is None
+    assert len(looked_up) == 3  # stamped, then described
     answers[request] = "kept"
     looked_up.clear()
     assert call() == (request, "kept")
@@ -179,12 +178,14 @@ def test_a_warm_call_is_the_digest_alone_and_ddl_changes_the_digest(
     ):
         _ddl(seeded_database, ddl)
         changed, answer = call()
-        assert answer is None and changed.key == request.key
+        assert answer is None
+        assert changed.key == request.key
         assert changed.version != request.version
         request = changed
     # Another spelling of the same names is another answer: its keys are the names as written.
     [other] = [catalog.check(conn, parsed, [n.upper() for n in names]) for conn in _conns(database)]
-    assert other.key != request.key and other.version == request.version
+    assert other.key != request.key
+    assert other.version == request.version
 
 
 def test_a_name_that_means_nothing_digests_as_no_kept_answer(
@@ -198,7 +199,8 @@ def test_a_name_that_means_nothing_digests_as_no_kept_answer(
         missing = [f"{schema}.a", f"{schema}.nothing"]
         one = catalog.check(conn, [parse_table_name(n) for n in found], ["x", "y"])
         two = catalog.check(conn, [parse_table_name(n) for n in missing], ["x", "y"])
-        assert one.key == two.key and one.version != two.version
+        assert one.key == two.key
+        assert one.version != two.version
         with pytest.raises(NotFound):
             catalog.stamps(conn, [parse_table_name(n) for n in missing], missing)
     finally:
