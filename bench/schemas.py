@@ -222,7 +222,11 @@ def against(dsn: str, settings: dict[str, str], other_src: str, seconds: int) ->
                 "max_requests": 100_000,
                 "timeout_s": 30,
                 "systems": [
-                    {"name": name, "address": grpc_at if transport == "grpc" else rest_at}
+                    {
+                        "name": name,
+                        "address": grpc_at if transport == "grpc" else rest_at,
+                        "headers": {},
+                    }
                     for name, (grpc_at, rest_at) in systems.items()
                 ],
             }
@@ -232,8 +236,10 @@ def against(dsn: str, settings: dict[str, str], other_src: str, seconds: int) ->
                 capture_output=True,
                 text=True,
                 timeout=seconds + 120,
-                check=True,
+                check=False,
             )
+            if done.returncode != 0:
+                raise RuntimeError(f"bench.alternate failed: {done.stderr.strip()[-2000:]}")
             results[transport] = json.loads(done.stdout.strip().splitlines()[-1])
     return results
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from datamorph_gateway.db.budget import Budget
-from datamorph_gateway.db.names import TableName
+from datamorph_gateway.db.names import TableName, regclass_array
 from datamorph_gateway.db.own_tables import SCHEMA as GATEWAY_SCHEMA
 from datamorph_gateway.db.pool import Connection
 from datamorph_gateway.db.prepared import Prepared
@@ -95,7 +95,7 @@ def resolve(
     the query returns each relation's schema, so this costs no extra round trip.
     """
     with conn.cursor() as cur:
-        _RESOLVE.execute(cur, ([n.regclass_text() for n in names],), budget)
+        _RESOLVE.execute(cur, (regclass_array(names),), budget)
         return _found(cur.fetchall(), originals, allow_system)
 
 
@@ -305,7 +305,7 @@ def describe(
     """
     with conn.cursor() as cur:
         query = _DESCRIBE_STAMPED if stamped else _DESCRIBE
-        query.execute(cur, ([n.regclass_text() for n in names],), budget)
+        query.execute(cur, (regclass_array(names),), budget)
         rows = cur.fetchall()
     relations = iter(_found(rows, originals, allow_system))
     # _found raised unless every row is a readable relation, so they pair up in order.
@@ -330,7 +330,7 @@ def stamps(
     Raises as ``describe`` does, so a cached answer is refused exactly as a fresh one.
     """
     with conn.cursor() as cur:
-        _STAMPS.execute(cur, ([n.regclass_text() for n in names],), budget)
+        _STAMPS.execute(cur, (regclass_array(names),), budget)
         rows = cur.fetchall()
     relations = _found(rows, originals, allow_system)
     return [
@@ -350,7 +350,7 @@ def check(
     no answer was kept under, and ``stamps`` then refuses it as ``describe`` would.
     """
     with conn.cursor() as cur:
-        _CHECK.execute(cur, ([n.regclass_text() for n in names],), budget)
+        _CHECK.execute(cur, (regclass_array(names),), budget)
         row = cur.fetchone()
     assert row is not None  # an aggregate without GROUP BY: always one row
     return RequestStamp((row[0], tuple(originals)), row[1])
