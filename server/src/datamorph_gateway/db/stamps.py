@@ -141,7 +141,25 @@ DIGEST = """
     (SELECT pg_catalog.string_agg(pg_catalog.concat_ws('.', types.oid, types.s), ',')
        FROM types),
     (SELECT pg_catalog.string_agg(pg_catalog.concat_ws('.', d.oid, d.s), ',') FROM defaults d),
-    (SELECT pg_catalog.string_agg(pg_catalog.concat_ws('.', k.oid, k.s), ',') FROM keys k)))
+    -- What ``keys`` reads, each name once: the keys' row versions (what each references is
+    -- in its row), then the names of each distinct referenced (table, columns), which many
+    -- foreign keys share. A column's number goes with its name, so that whatever order the
+    -- plan gives them, two swapped names differ.
+    (SELECT pg_catalog.array_agg(con.xmin)::text
+       FROM pg_catalog.pg_constraint con
+      WHERE con.conrelid IN (SELECT r.oid FROM r) AND con.contype IN ('p', 'f')),
+    (SELECT pg_catalog.string_agg(pg_catalog.concat_ws('.', f.confrelid, f.confkey,
+              pg_catalog.quote_ident(fn.nspname), pg_catalog.quote_ident(fc.relname),
+              (SELECT pg_catalog.string_agg(
+                        pg_catalog.concat_ws(':', fa.attnum, pg_catalog.quote_ident(fa.attname)),
+                        '.')
+                 FROM pg_catalog.pg_attribute fa
+                WHERE fa.attrelid = f.confrelid AND fa.attnum = ANY (f.confkey))), ',')
+       FROM (SELECT DISTINCT con.confrelid, con.confkey
+               FROM pg_catalog.pg_constraint con
+              WHERE con.conrelid IN (SELECT r.oid FROM r) AND con.contype = 'f') f
+       JOIN pg_catalog.pg_class fc ON fc.oid = f.confrelid
+       JOIN pg_catalog.pg_namespace fn ON fn.oid = fc.relnamespace)))
     AS digest"""
 
 # The session's part of the key, as a column.
