@@ -89,26 +89,33 @@ def _oncpu_ns(pid: int) -> int | None:
         return None
 
 
-def _timed(
-    fn: Callable[[], object], calls: int, rounds: int, pid: int | None = None
-) -> dict[str, float]:
-    """µs per call: best and median of ``rounds`` means, and the backend ``pid``'s CPU."""
-    wall: list[float] = []
-    cpu: list[float] = []
-    fn()
+Part = tuple[str, Callable[[], object], int, int | None]  # name, call, calls per round, pid
+
+
+def _interleaved(parts: list[Part], rounds: int) -> list[tuple[str, dict[str, float]]]:
+    """µs per call of each part: best and median of ``rounds`` means, the rounds of all parts
+    in turn (so a burst of other work falls on all alike), and the backend ``pid``'s CPU."""
+    wall: dict[str, list[float]] = {name: [] for name, *_ in parts}
+    cpu: dict[str, list[float]] = {name: [] for name, *_ in parts}
+    for _, fn, _, _ in parts:
+        fn()
     for _ in range(rounds):
-        before = _oncpu_ns(pid) if pid else None
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        wall.append((time.perf_counter() - start) / calls * 1e6)
-        after = _oncpu_ns(pid) if pid else None
-        if before is not None and after is not None:
-            cpu.append((after - before) / calls / 1e3)
-    out = {"best": min(wall), "median": statistics.median(wall)}
-    if cpu:
-        out["cpu_best"] = min(cpu)
-    return out
+        for name, fn, calls, pid in parts:
+            before = _oncpu_ns(pid) if pid else None
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            wall[name].append((time.perf_counter() - start) / calls * 1e6)
+            after = _oncpu_ns(pid) if pid else None
+            if before is not None and after is not None:
+                cpu[name].append((after - before) / calls / 1e3)
+    rows = []
+    for name, *_ in parts:
+        row = {"best": min(wall[name]), "median": statistics.median(wall[name])}
+        if cpu[name]:
+            row["cpu_best"] = min(cpu[name])
+        rows.append((name, row))
+    return rows
 
 
 def _wire(answer: Any) -> bytes:
@@ -126,51 +133,46 @@ def measure(
         **{k.lower(): v for k, v in gateway_settings.items()},
     )  # fmt: skip
     gateway = Gateway(settings)
-    rows: list[tuple[str, dict[str, float]]] = []
     try:
         servicer = gateway.servicer
         request = pb.GetSchemasRequest(table_names=names)
         context = _Context()
         servicer.GetSchemas(request, context)  # described and kept
-        with gateway.database.pool.connection(10, reserved=True) as conn:
+        gateway.start()
+        with (
+            gateway.database.pool.connection(10, reserved=True) as conn,
+            grpc.insecure_channel(gateway.address) as channel,
+        ):
             conn.autocommit = True
             try:
                 with conn.cursor() as cur:
                     cur.execute("SELECT pg_catalog.pg_backend_pid()")
                     row = cur.fetchone()
                 pid = int(row[0]) if row else None
+                parts: list[Part] = []
                 check = getattr(catalog, "check", None)
                 if check is not None:
-                    rows.append(
-                        (
-                            "statement (digest)",
-                            _timed(lambda: check(conn, parsed, names), 50, rounds, pid),
-                        )
+                    parts.append(
+                        ("statement (digest)", lambda: check(conn, parsed, names), 50, pid)
                     )
                 stamps = "statement (stamps)" if check is None else "stamps"
-                rows.append(
-                    (stamps, _timed(lambda: catalog.stamps(conn, parsed, names), 50, rounds, pid))
+                parts.append((stamps, lambda: catalog.stamps(conn, parsed, names), 50, pid))
+                parts.append(
+                    ("servicer", lambda: _wire(servicer.GetSchemas(request, context)), 50, None)
                 )
+                parts.extend(_assembly(gateway, parsed, names))
+                stub = pb_grpc.DataMorphGatewayStub(channel)
+                health = pb.HealthRequest()
+                parts.append(("gRPC GetSchemas", lambda: stub.GetSchemas(request), 50, None))
+                parts.append(("gRPC Health", lambda: stub.Health(health), 50, None))
+                return _interleaved(parts, rounds)
             finally:
                 conn.autocommit = False
-        rows.append(
-            ("servicer", _timed(lambda: _wire(servicer.GetSchemas(request, context)), 50, rounds))
-        )
-        rows.extend(_assembly(gateway, parsed, names, rounds))
-        gateway.start()
-        with grpc.insecure_channel(gateway.address) as channel:
-            stub = pb_grpc.DataMorphGatewayStub(channel)
-            rows.append(("gRPC GetSchemas", _timed(lambda: stub.GetSchemas(request), 50, rounds)))
-            health = pb.HealthRequest()
-            rows.append(("gRPC Health", _timed(lambda: stub.Health(health), 50, rounds)))
     finally:
         gateway.stop(0)
-    return rows
 
 
-def _assembly(
-    gateway: Gateway, parsed: list[Any], names: list[str], rounds: int
-) -> list[tuple[str, dict[str, float]]]:
+def _assembly(gateway: Gateway, parsed: list[Any], names: list[str]) -> list[Part]:
     try:
         from datamorph_gateway.schema_cache import response_bytes, table_schema
     except ImportError:
@@ -187,9 +189,9 @@ def _assembly(
         return response.SerializeToString()
 
     return [
-        ("build+serialize", _timed(build, 200, rounds)),
-        ("join parts", _timed(lambda: response_bytes("success", parts), 200, rounds)),
-        ("kept whole", _timed(lambda: kept["answer"], 200, rounds)),
+        ("build+serialize", build, 200, None),
+        ("join parts", lambda: response_bytes("success", parts), 200, None),
+        ("kept whole", lambda: kept["answer"], 200, None),
     ]
 
 
