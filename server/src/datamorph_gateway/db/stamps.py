@@ -85,8 +85,8 @@ WITH r AS MATERIALIZED (
     LEFT JOIN pg_catalog.pg_namespace nbt ON nbt.oid = bt.typnamespace
 ), defaults AS (
   -- A default holds no column (only a generated column's expression does), so it is written
-  -- without its relation (relid 0): with one, pg_get_expr opens and locks the relation,
-  -- which cost half of the statement. The text is the same, and so are its changes.
+  -- without its relation (relid 0): with one, pg_get_expr opens and locks the relation, half
+  -- of what writing a default costs. The text is the same, and so are its changes.
   SELECT ad.adrelid AS oid, ad.adnum,
          pg_catalog.concat_ws('.', ad.adnum, ad.xmin,
            pg_catalog.pg_get_expr(ad.adbin, CASE WHEN atts.attgenerated = ''
