@@ -11,7 +11,12 @@ import pytest
 from psycopg2 import sql
 from psycopg2.extensions import connection
 
-from datamorph_gateway.db.names import InvalidTableName, TableName, parse_table_name
+from datamorph_gateway.db.names import (
+    InvalidTableName,
+    TableName,
+    parse_table_name,
+    regclass_array,
+)
 
 GOOD = [
     # text, schema, name, regclass_text
@@ -215,3 +220,29 @@ def test_regclass_text_of_a_missing_table_is_null(
         cur.execute("CREATE TABLE orders ()")
         cur.execute("SELECT to_regclass(%s)", (parse_table_name('"Orders"').regclass_text(),))
         assert cur.fetchone() == (None,)
+
+
+def test_regclass_array_is_what_postgresql_reads_from_the_list(database_url: str) -> None:
+    """One array literal carries every name exactly as psycopg2's list of them does, quotes,
+    backslashes, braces, commas, blanks and NULL-looking names included."""
+    written = [
+        "orders",
+        '"a""b"',
+        '"back\\slash"',
+        '"{braces},commas"',
+        '" lead and trail "',
+        '"NULL"',
+        "null",
+        '"new\nline"',
+        "Ærø",
+        '"\\"""',
+    ]
+    names = [parse_table_name(w) for w in written]
+    with contextlib.closing(psycopg2.connect(database_url)) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT %s::text[], %s::text[]",
+            (regclass_array(names), [n.regclass_text() for n in names]),
+        )
+        row = cur.fetchone()
+    assert row is not None
+    assert row[0] == row[1] == [n.regclass_text() for n in names]

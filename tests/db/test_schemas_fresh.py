@@ -73,8 +73,11 @@ def schema(admin: psycopg2.extensions.connection) -> Iterator[str]:
             f"CREATE TABLE {name}.parent (id int PRIMARY KEY, code text UNIQUE);"
             f"CREATE TYPE {name}.mood AS ENUM ('ok');"
             f"CREATE DOMAIN {name}.posint AS int;"
+            f"CREATE FUNCTION {name}.one() RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT 1';"
             f"CREATE TABLE {name}.t (id int, label varchar(10), n int DEFAULT 1,"
-            f" parent_id int, extra text, m {name}.mood, p {name}.posint, sq serial)"
+            f" parent_id int, extra text, m {name}.mood, p {name}.posint, sq serial,"
+            f" f int DEFAULT {name}.one(), twice int GENERATED ALWAYS AS (n * 2) STORED,"
+            f" CONSTRAINT t_old_parent FOREIGN KEY (id) REFERENCES {name}.parent)"
         )
     yield name
     with admin.cursor() as cur:
@@ -113,13 +116,33 @@ CASES: dict[str, tuple[str, Callable[[pb.TableSchema], bool]]] = {
         "DROP TABLE {s}.t; CREATE TABLE {s}.t (other bigint)",
         lambda t: _columns(t) == ["other"],
     ),
+    "column type with a rewrite": (
+        "ALTER TABLE {s}.t ALTER COLUMN parent_id TYPE bigint",
+        lambda t: _column(t, "parent_id").data_type == "bigint",
+    ),
     "new foreign key": (
         "ALTER TABLE {s}.t ADD CONSTRAINT t_parent FOREIGN KEY (parent_id) REFERENCES {s}.parent",
-        lambda t: [fk.constraint_name for fk in t.foreign_keys] == ["t_parent"],
+        lambda t: [fk.constraint_name for fk in t.foreign_keys] == ["t_old_parent", "t_parent"],
     ),
     "foreign key to a unique column": (
         "ALTER TABLE {s}.t ADD FOREIGN KEY (extra) REFERENCES {s}.parent (code)",
-        lambda t: [fk.foreign_column_name for fk in t.foreign_keys] == ["code"],
+        lambda t: [fk.foreign_column_name for fk in t.foreign_keys] == ["code", "id"],
+    ),
+    "foreign key dropped": (  # the table's own rows stay as they were
+        "ALTER TABLE {s}.t DROP CONSTRAINT t_old_parent",
+        lambda t: list(t.foreign_keys) == [],
+    ),
+    "foreign key renamed": (
+        "ALTER TABLE {s}.t RENAME CONSTRAINT t_old_parent TO t_mother",
+        lambda t: [fk.constraint_name for fk in t.foreign_keys] == ["t_mother"],
+    ),
+    "function in a default renamed": (  # no row of the table changes
+        "ALTER FUNCTION {s}.one() RENAME TO uno",
+        lambda t: "uno()" in _column(t, "f").column_default.string_value,
+    ),
+    "generated column's source renamed": (
+        "ALTER TABLE {s}.t RENAME COLUMN n TO num",
+        lambda t: "num * 2" in _column(t, "twice").column_default.string_value,
     ),
     "default change": (
         "ALTER TABLE {s}.t ALTER COLUMN n SET DEFAULT 2",
@@ -200,8 +223,8 @@ def test_referenced_table_and_column_renamed(
         with admin.cursor() as cur:
             cur.execute(ddl)
         for stub in (gateways.first, gateways.second):
-            [fk] = _schemas(stub, name).schemas[name].foreign_keys
-            assert (fk.foreign_table_name, fk.foreign_column_name) == expected
+            fks = _schemas(stub, name).schemas[name].foreign_keys
+            assert [(fk.foreign_table_name, fk.foreign_column_name) for fk in fks] == [expected] * 2
 
 
 def test_renamed_table_is_not_found_and_found_under_its_new_name(

@@ -15,7 +15,7 @@ from datamorph_gateway.db import catalog
 from datamorph_gateway.db.database import Database
 from datamorph_gateway.db.names import parse_table_name
 from datamorph_gateway.db.prepared import PreparingConnection
-from datamorph_gateway.db.stamps import Stamp
+from datamorph_gateway.db.stamps import RequestStamp, Stamp
 from datamorph_gateway.errors import NotFound, PermissionDenied
 
 
@@ -66,7 +66,7 @@ def test_warm_calls_describe_nothing_and_ddl_redescribes_only_its_table(
         return kept.get(stamp)
 
     def call() -> list[catalog.TableDescription | str]:
-        found = database.get_schemas(parsed, names, 10, cached=cached)
+        found = database.get_schemas(parsed, names, 10, cached=cached).tables
         for item in found:
             if isinstance(item, catalog.TableDescription):
                 assert item.stamp is not None
@@ -143,3 +143,74 @@ def test_the_key_holds_the_session_that_renders_the_answer(
     finally:
         _ddl(seeded_database, f"DROP SCHEMA IF EXISTS {schema}_x CASCADE")
         conn.close()
+
+
+def test_a_warm_call_is_the_digest_alone_and_ddl_changes_the_digest(
+    database: Database, seeded_database: str, schema: str
+) -> None:
+    """With ``answered``, a call whose digest was answered before checks nothing else; any
+    change to what the answer reads, here to one table of three, gives another digest."""
+    names = [f"{schema}.a", f"{schema}.b", f"{schema}.c"]
+    parsed = [parse_table_name(n) for n in names]
+    answers: dict[RequestStamp, str] = {}
+    looked_up: list[Stamp] = []
+
+    def cached(stamp: Stamp) -> str | None:
+        looked_up.append(stamp)
+        return None
+
+    def call() -> tuple[RequestStamp, str | None]:
+        found = database.get_schemas(parsed, names, 10, cached=cached, answered=answers.get)
+        assert found.request is not None
+        return found.request, found.answer
+
+    request, answer = call()
+    assert answer is None
+    assert len(looked_up) == 3  # stamped, then described
+    answers[request] = "kept"
+    looked_up.clear()
+    assert call() == (request, "kept")
+    assert looked_up == []  # no stamps statement, no describe
+    for ddl in (
+        f"ALTER TABLE {schema}.a ALTER COLUMN v SET NOT NULL",
+        f"ALTER SEQUENCE {schema}.a_id_seq RENAME TO a_counter",  # a's default's text only
+        f"ALTER TABLE {schema}.a RENAME COLUMN id TO ident",  # what b's foreign key names
+    ):
+        _ddl(seeded_database, ddl)
+        changed, answer = call()
+        assert answer is None
+        assert changed.key == request.key
+        assert changed.version != request.version
+        request = changed
+    # Another spelling of the same names is another answer: its keys are the names as written.
+    [other] = [catalog.check(conn, parsed, [n.upper() for n in names]) for conn in _conns(database)]
+    assert other.key != request.key
+    assert other.version == request.version
+
+
+def test_a_name_that_means_nothing_digests_as_no_kept_answer(
+    seeded_database: str, schema: str
+) -> None:
+    """check refuses nothing, but what it gives for a missing name is never a kept digest."""
+    conn = psycopg2.connect(seeded_database)
+    conn.autocommit = True
+    try:
+        found = [f"{schema}.a", f"{schema}.b"]
+        missing = [f"{schema}.a", f"{schema}.nothing"]
+        one = catalog.check(conn, [parse_table_name(n) for n in found], ["x", "y"])
+        two = catalog.check(conn, [parse_table_name(n) for n in missing], ["x", "y"])
+        assert one.key == two.key
+        assert one.version != two.version
+        with pytest.raises(NotFound):
+            catalog.stamps(conn, [parse_table_name(n) for n in missing], missing)
+    finally:
+        conn.close()
+
+
+def _conns(database: Database) -> Iterator[psycopg2.extensions.connection]:
+    with database.pool.connection(10) as conn:
+        conn.autocommit = True
+        try:
+            yield conn
+        finally:
+            conn.autocommit = False

@@ -24,7 +24,7 @@ from datamorph_gateway.db.database import Database
 from datamorph_gateway.dblogins import LoginPasswords
 from datamorph_gateway.errors import ConfigError
 from datamorph_gateway.identity import ClientIdentities
-from datamorph_gateway.rpc import DecodeErrors
+from datamorph_gateway.rpc import DecodeErrors, PassSerialized
 from datamorph_gateway.servicer import GatewayServicer
 from datamorph_gateway.tls import server_tls
 from datamorph_gateway.workflows import create_runner
@@ -67,7 +67,7 @@ class Gateway:
                 ("grpc.max_metadata_size", MAX_METADATA_BYTES),
                 ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
             ],
-            interceptors=[DecodeErrors()],
+            interceptors=[DecodeErrors(), PassSerialized()],
         )
         address = f"{server.grpc_host}:{server.grpc_port}"
         try:

@@ -15,7 +15,8 @@ ends with the code, the principal and the rows the servicer reported (``rows_var
 ``DecodeErrors`` (a server interceptor) does the same for requests that never reach a
 method: bytes that do not decode (malformed, or nested deeper than protobuf's recursion
 limit) answer INVALID_ARGUMENT instead of grpcio's INTERNAL "Exception deserializing
-request!", which REST callers saw as a 500.
+request!", which REST callers saw as a 500. ``PassSerialized`` lets a method answer with
+bytes it has already serialized (GetSchemas, from its cache): they go out as they are.
 """
 
 from __future__ import annotations
@@ -257,3 +258,34 @@ def _refuse_undecodable(name: str, context: grpc.ServicerContext) -> None:
     finally:
         call.finish()
     context.abort_with_status(status)
+
+
+class PassSerialized(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc has no stubs
+    """Responses that are ``bytes`` are already serialized: sent as they are, not encoded.
+
+    The handlers are the same on every call, so each method's is wrapped once.
+    """
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        method = handler_call_details.method
+        handler = self._handlers.get(method)
+        if handler is not None:
+            return handler
+        handler = continuation(handler_call_details)
+        encode = getattr(handler, "response_serializer", None)
+        if handler is None or encode is None:
+            return handler
+
+        def encode_or_pass(response: Any) -> bytes:
+            return response if isinstance(response, bytes) else encode(response)
+
+        handler = handler._replace(response_serializer=encode_or_pass)
+        self._handlers[method] = handler
+        return handler

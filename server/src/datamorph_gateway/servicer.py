@@ -127,24 +127,25 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
     # -- tables ----------------------------------------------------------------
 
     @rpc
-    def GetSchemas(
-        self, request: pb.GetSchemasRequest, context: grpc.ServicerContext
-    ) -> pb.GetSchemasResponse:
+    def GetSchemas(self, request: pb.GetSchemasRequest, context: grpc.ServicerContext) -> bytes:
+        """Answers with a serialized GetSchemasResponse (``rpc.PassSerialized`` sends it as it
+        is): a warm call's answer is kept whole, and a new one joined from kept parts."""
         originals = list(request.table_names)
         names = self._check.get_schemas(request)
+        kept = self._schemas.enabled
         with cancel_scope(context, self._limits.statement_timeout_s) as scope:
-            tables = self._db.get_schemas(
+            found = self._db.get_schemas(
                 names,
                 originals,
                 scope.timeout_s,
                 scope=scope,
                 login=_login(),
-                cached=self._schemas.lookup if self._schemas.enabled else None,
+                cached=self._schemas.lookup if kept else None,
+                answered=self._schemas.answer if kept else None,
             )
-        response = pb.GetSchemasResponse(status=SUCCESS)
-        for original, table in zip(originals, tables, strict=True):
-            response.schemas[original].CopyFrom(self._schemas.message(table))
-        return response
+        if found.answer is not None:
+            return found.answer
+        return self._schemas.assemble(SUCCESS, originals, found.tables, found.request)
 
     @rpc
     def GetData(

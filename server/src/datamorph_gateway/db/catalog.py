@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from datamorph_gateway.db.budget import Budget
-from datamorph_gateway.db.names import TableName
+from datamorph_gateway.db.names import TableName, regclass_array
 from datamorph_gateway.db.own_tables import SCHEMA as GATEWAY_SCHEMA
 from datamorph_gateway.db.pool import Connection
 from datamorph_gateway.db.prepared import Prepared
-from datamorph_gateway.db.stamps import SESSION, WITH_STAMPS, Stamp
+from datamorph_gateway.db.stamps import DIGEST, SESSION, WITH_STAMPS, RequestStamp, Stamp
 from datamorph_gateway.errors import NotFound, PermissionDenied, clip
 
 # Relation kinds that can be read like a table, and how we name them.
@@ -95,7 +95,7 @@ def resolve(
     the query returns each relation's schema, so this costs no extra round trip.
     """
     with conn.cursor() as cur:
-        _RESOLVE.execute(cur, ([n.regclass_text() for n in names],), budget)
+        _RESOLVE.execute(cur, (regclass_array(names),), budget)
         return _found(cur.fetchall(), originals, allow_system)
 
 
@@ -273,6 +273,8 @@ _STAMPS = Prepared(
 """,
     ("text[]",),
 )
+# The whole request's digest: a warm GetSchemas' one statement.
+_CHECK = Prepared(WITH_STAMPS + "SELECT" + SESSION + "," + DIGEST, ("text[]",))
 
 
 @dataclass(frozen=True)
@@ -303,7 +305,7 @@ def describe(
     """
     with conn.cursor() as cur:
         query = _DESCRIBE_STAMPED if stamped else _DESCRIBE
-        query.execute(cur, ([n.regclass_text() for n in names],), budget)
+        query.execute(cur, (regclass_array(names),), budget)
         rows = cur.fetchall()
     relations = iter(_found(rows, originals, allow_system))
     # _found raised unless every row is a readable relation, so they pair up in order.
@@ -328,9 +330,27 @@ def stamps(
     Raises as ``describe`` does, so a cached answer is refused exactly as a fresh one.
     """
     with conn.cursor() as cur:
-        _STAMPS.execute(cur, ([n.regclass_text() for n in names],), budget)
+        _STAMPS.execute(cur, (regclass_array(names),), budget)
         rows = cur.fetchall()
     relations = _found(rows, originals, allow_system)
     return [
         Stamp((row[8], relation.oid), row[7]) for row, relation in zip(rows, relations, strict=True)
     ]
+
+
+def check(
+    conn: Connection,
+    names: Sequence[TableName],
+    originals: Sequence[str],
+    budget: Budget | None = None,
+) -> RequestStamp:
+    """Resolve every name as ``describe`` does, and digest all that the answer reads.
+
+    Refuses nothing: a name that means nothing, or something not readable, gives a digest
+    no answer was kept under, and ``stamps`` then refuses it as ``describe`` would.
+    """
+    with conn.cursor() as cur:
+        _CHECK.execute(cur, (regclass_array(names),), budget)
+        row = cur.fetchone()
+    assert row is not None  # an aggregate without GROUP BY: always one row
+    return RequestStamp((row[0], tuple(originals)), row[1])

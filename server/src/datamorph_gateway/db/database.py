@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
 import psycopg2
 
@@ -36,11 +36,12 @@ from datamorph_gateway.db.names import TableName
 from datamorph_gateway.db.pool import Connection, ConnectionPool
 from datamorph_gateway.db.roles import PasswordSource, RolePools
 from datamorph_gateway.db.sqltext import Script, Statement
-from datamorph_gateway.db.stamps import Stamp
+from datamorph_gateway.db.stamps import RequestStamp, Stamp
 from datamorph_gateway.errors import GatewayError, Unavailable, from_database_error
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+A = TypeVar("A")
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,15 @@ class Sample:
     columns: list[ColumnType]
     keys: list[str]
     rows: Sequence[Sequence[Any]]
+
+
+@dataclass(frozen=True)
+class Schemas(Generic[T, A]):
+    """GetSchemas' answer as the database gave it: a kept answer, or one entry per name."""
+
+    tables: list[catalog.TableDescription | T]  # in request order; empty with ``answer``
+    request: RequestStamp | None = None  # the digest checked, when ``answered`` was given
+    answer: A | None = None  # what ``answered`` held for ``request``
 
 
 class Database:
@@ -167,17 +177,27 @@ class Database:
         scope: CancelScope | None = None,
         login: DatabaseLogin | None = None,
         cached: Callable[[Stamp], T | None] | None = None,
-    ) -> list[catalog.TableDescription | T]:
+        answered: Callable[[RequestStamp], A | None] | None = None,
+    ) -> Schemas[T, A]:
         """Describe each name, or give what ``cached`` holds for its current stamp.
 
-        With ``cached``, one statement stamps every name (db/stamps.py) and a second
-        describes, with their own stamps, only those ``cached`` has nothing current for.
+        With ``answered``, one statement first digests the whole request (db/stamps.py), and
+        what ``answered`` holds for that digest is the answer: a warm call's only statement.
+        With ``cached``, one statement stamps every name and a second describes, with their
+        own stamps, only those ``cached`` has nothing current for.
         """
 
-        def work(conn: Connection, budget: Budget) -> list[catalog.TableDescription | T]:
+        def work(conn: Connection, budget: Budget) -> Schemas[T, A]:
             allow = self._allow_system
+            request = None
+            if answered is not None:
+                request = catalog.check(conn, names, originals, budget)
+                answer = answered(request)
+                if answer is not None:
+                    return Schemas([], request, answer)
             if cached is None:
-                return list(catalog.describe(conn, names, originals, budget, allow_system=allow))
+                described = catalog.describe(conn, names, originals, budget, allow_system=allow)
+                return Schemas(list(described), request)
             found: list[catalog.TableDescription | T | None] = [
                 cached(stamp)
                 for stamp in catalog.stamps(conn, names, originals, budget, allow_system=allow)
@@ -194,7 +214,7 @@ class Database:
                 )
                 for i, description in zip(stale, described, strict=True):
                     found[i] = description
-            return [hit for hit in found if hit is not None]
+            return Schemas([hit for hit in found if hit is not None], request)
 
         return self._read(timeout_s, work, scope, login)
 

@@ -9,9 +9,16 @@ re-applies case folding or search rules we did not intend.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["MAX_IDENTIFIER_BYTES", "InvalidTableName", "TableName", "parse_table_name"]
+__all__ = [
+    "MAX_IDENTIFIER_BYTES",
+    "InvalidTableName",
+    "TableName",
+    "parse_table_name",
+    "regclass_array",
+]
 
 MAX_IDENTIFIER_BYTES = 63
 """NAMEDATALEN - 1: the longest identifier PostgreSQL keeps without truncating it."""
@@ -45,8 +52,27 @@ class TableName:
         Every part is quoted so the server takes it verbatim: folding has already happened
         here, and doing it twice would turn ``"Orders"`` into ``orders``.
         """
+        return self._regclass
+
+    @functools.cached_property
+    def _regclass(self) -> str:
+        # Once per name: parse_table_name hands out the same TableName for the same text.
         parts = [self.name] if self.schema is None else [self.schema, self.name]
         return ".".join(_quote(part) for part in parts)
+
+
+def regclass_array(names: Sequence[TableName]) -> str:
+    """The names' ``regclass_text`` as one array literal, for a ``%s::text[]`` parameter.
+
+    psycopg2 adapts a list element by element and a string at once: for 50 names about 80 µs
+    against 30. Every element is double-quoted, with ``\\`` and ``"`` escaped by a backslash,
+    which is all array_in reads inside quotes.
+    """
+    return "{" + ",".join(_array_element(n.regclass_text()) for n in names) + "}"
+
+
+def _array_element(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _quote(identifier: str) -> str:
