@@ -208,18 +208,34 @@ _UNDECODABLE = _Undecodable()
 
 
 class DecodeErrors(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc has no stubs
-    """Requests that cannot be decoded answer INVALID_ARGUMENT, as any bad request does."""
+    """Requests that cannot be decoded answer INVALID_ARGUMENT, as any bad request does.
+
+    The handlers are the same on every call, so each method's is wrapped once (gRPC asks
+    the interceptors on every call: wrapping anew cost two closures and a copy each time).
+    """
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
 
     def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
-        handler = continuation(handler_call_details)
+        method = handler_call_details.method
+        handler = self._handlers.get(method)
+        if handler is None:
+            handler = self._wrap(method, continuation(handler_call_details))
+            if handler is not None:  # an unknown method is not kept: callers choose names
+                self._handlers[method] = handler
+        return handler
+
+    @staticmethod
+    def _wrap(method: str, handler: grpc.RpcMethodHandler | None) -> grpc.RpcMethodHandler | None:
         decode = getattr(handler, "request_deserializer", None)
         if handler is None or decode is None or handler.request_streaming:
             return handler  # nothing of ours streams requests
-        name = handler_call_details.method.rpartition("/")[2]
+        name = method.rpartition("/")[2]
 
         def decode_or_mark(data: bytes) -> Any:
             try:
