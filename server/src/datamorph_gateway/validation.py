@@ -98,15 +98,9 @@ class Validator:
         # A principal allowed only "ExecuteQuery:read" reads, whatever the request says.
         reader = principal.read_only_queries
         read_only = request.read_only or reader
-        script = self._script(request.query, request.params, read_only=read_only)
-        if reader:
-            write = first_write(script)
-            if write is not None:
-                raise PermissionDenied(
-                    f"query: principal {principal.name!r} may only read "
-                    f"(ExecuteQuery:read), and {write} writes",
-                    reason="WRITES_NOT_ALLOWED",
-                )
+        script = self._script(
+            request.query, request.params, read_only=read_only, reader=principal if reader else None
+        )
         max_rows = s.max_result_rows
         if request.HasField("max_rows"):
             max_rows = request.max_rows
@@ -134,9 +128,19 @@ class Validator:
         return CheckedStream(script.statements[0], batch_rows)
 
     def _script(
-        self, query: str, params: Sequence[struct_pb2.Value], *, read_only: bool
+        self,
+        query: str,
+        params: Sequence[struct_pb2.Value],
+        *,
+        read_only: bool,
+        reader: Principal | None = None,
     ) -> sqltext.Script:
-        """Parse the caller's SQL with PostgreSQL's parser and refuse what the policy refuses."""
+        """Parse the caller's SQL with PostgreSQL's parser and refuse what the policy refuses.
+
+        For a ``reader`` (a principal allowed only ``ExecuteQuery:read``) a statement that
+        writes is refused first, naming what the principal lacks rather than the read-only
+        rule it would also break.
+        """
         s = self._settings
         if not query.strip():
             raise InvalidArgument.field("query", "must not be empty")
@@ -156,6 +160,14 @@ class Validator:
             ) from None
         if not script.statements:
             raise InvalidArgument.field("query", "holds no SQL statement")
+        if reader is not None:
+            write = first_write(script)
+            if write is not None:
+                raise PermissionDenied(
+                    f"query: principal {reader.name!r} may only read "
+                    f"(ExecuteQuery:read), and {write} writes",
+                    reason="WRITES_NOT_ALLOWED",
+                )
         if read_only and len(script.statements) > 1:
             raise InvalidArgument.field("query", "a read_only query must be a single statement")
         refusal = self.policy.check(script, read_only=read_only)
