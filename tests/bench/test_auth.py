@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import http.server
 import shutil
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 
@@ -22,6 +20,7 @@ from datamorph_gateway.auth.policy import load_policy
 from datamorph_gateway.config import AuthSettings, AwsSettings
 from datamorph_gateway.errors import Unauthenticated
 from datamorph_gateway.identity import ClientIdentities
+from tests.fixtures.recorder import Recorded, recording_server
 
 
 @pytest.fixture(scope="module")
@@ -61,39 +60,16 @@ def test_grpc_load_metadata_is_key_equals_value() -> None:
         metadata_item("x-api-key")
 
 
-class _Recorder(http.server.BaseHTTPRequestHandler):
-    seen: ClassVar[list[str | None]] = []
-
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("content-length", 0)))
-        _Recorder.seen.append(self.headers.get("x-api-key"))
-        body = b'{"status": "success"}'
-        self.send_response(200)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
-def recorder() -> Iterator[int]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield int(server.server_address[1])
-    finally:
-        server.shutdown()
-        server.server_close()
+def recorder() -> Iterator[Recorded]:
+    with recording_server() as recorded:
+        yield recorded
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (make bench)")
-def test_wrk_sends_the_headers_on_every_request(recorder: int) -> None:
-    _Recorder.seen.clear()
+def test_wrk_sends_the_headers_on_every_request(recorder: Recorded) -> None:
     result = run_wrk(
-        f"http://127.0.0.1:{recorder}/get/data",
+        recorder.url,
         "POST",
         {"table_names": ["t"]},
         concurrency=1,
@@ -102,7 +78,7 @@ def test_wrk_sends_the_headers_on_every_request(recorder: int) -> None:
         headers={"x-api-key": "dmgw_secret-_0"},
     )
     assert result.ok >= 5
-    assert set(_Recorder.seen) == {"dmgw_secret-_0"}
+    assert set(recorder.api_keys) == {"dmgw_secret-_0"}
 
 
 def test_a_header_wrk_cannot_carry_is_refused(tmp_path: Path) -> None:
@@ -118,8 +94,7 @@ def test_a_header_wrk_cannot_carry_is_refused(tmp_path: Path) -> None:
         )
 
 
-def test_alternate_sends_one_request_to_each_system_in_turn(recorder: int) -> None:
-    _Recorder.seen.clear()
+def test_alternate_sends_one_request_to_each_system_in_turn(recorder: Recorded) -> None:
     spec = {
         "transport": "rest",
         "method": "POST",
@@ -129,14 +104,14 @@ def test_alternate_sends_one_request_to_each_system_in_turn(recorder: int) -> No
         "max_requests": 6,
         "timeout_s": 5,
         "systems": [
-            {"name": name, "address": f"127.0.0.1:{recorder}", "headers": {"x-api-key": name}}
+            {"name": name, "address": f"127.0.0.1:{recorder.port}", "headers": {"x-api-key": name}}
             for name in ("off", "on")
         ],
     }
     results = alternate.run(spec)
     assert {name: r.ok for name, r in results.items()} == {"off": 3, "on": 3}
     # Each pass rotates which system goes first: off, on | on, off | off, on.
-    assert _Recorder.seen == ["off", "on", "on", "off", "off", "on"]
+    assert recorder.api_keys == ["off", "on", "on", "off", "off", "on"]
 
 
 class _RecordingSuite:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import http.server
 import shutil
-import threading
 from collections.abc import Iterator
-from typing import Any, ClassVar
 
 import pytest
 
 from bench.hey_load import hey_args, parse_summary, run_hey
+from tests.fixtures.recorder import Recorded, recording_server
 
 # Trimmed from hey 0.1.4's output (the histogram and details left out).
 SUMMARY = """
@@ -93,39 +91,16 @@ def test_what_hey_cannot_send_is_refused(
         )
 
 
-class _Recorder(http.server.BaseHTTPRequestHandler):
-    seen: ClassVar[list[tuple[str | None, bytes]]] = []
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("content-length", 0)))
-        _Recorder.seen.append((self.headers.get("x-api-key"), body))
-        answer = b'{"status": "success"}'
-        self.send_response(200)
-        self.send_header("content-length", str(len(answer)))
-        self.end_headers()
-        self.wfile.write(answer)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
-def recorder() -> Iterator[int]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield int(server.server_address[1])
-    finally:
-        server.shutdown()
-        server.server_close()
+def recorder() -> Iterator[Recorded]:
+    with recording_server() as recorded:
+        yield recorded
 
 
 @pytest.mark.skipif(shutil.which("hey") is None, reason="hey is not installed (make bench)")
-def test_hey_sends_the_body_and_headers_and_its_answers_are_counted(recorder: int) -> None:
-    _Recorder.seen.clear()
+def test_hey_sends_the_body_and_headers_and_its_answers_are_counted(recorder: Recorded) -> None:
     result = run_hey(
-        f"http://127.0.0.1:{recorder}/get/data",
+        recorder.url,
         "POST",
         {"table_names": ["t"]},
         concurrency=2,
@@ -133,5 +108,5 @@ def test_hey_sends_the_body_and_headers_and_its_answers_are_counted(recorder: in
         headers={"x-api-key": "dmgw_secret-_0"},
     )
     assert result.ok >= 5
-    assert result.ok == len(_Recorder.seen)
-    assert set(_Recorder.seen) == {("dmgw_secret-_0", b'{"table_names": ["t"]}')}
+    assert result.ok == len(recorder.seen)
+    assert set(recorder.seen) == {("dmgw_secret-_0", b'{"table_names": ["t"]}')}

@@ -207,12 +207,10 @@ class _Undecodable:
 _UNDECODABLE = _Undecodable()
 
 
-class DecodeErrors(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc has no stubs
-    """Requests that cannot be decoded answer INVALID_ARGUMENT, as any bad request does.
-
-    The handlers are the same on every call, so each method's is wrapped once (gRPC asks
-    the interceptors on every call: wrapping anew cost two closures and a copy each time).
-    """
+class _PerMethod(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc has no stubs
+    """An interceptor that changes each method's handler the same way on every call, so
+    it wraps each once (gRPC asks the interceptors on every call: wrapping anew would cost
+    closures and a copy each time). An unknown method is not kept: callers choose names."""
 
     def __init__(self) -> None:
         self._handlers: dict[str, grpc.RpcMethodHandler] = {}
@@ -226,9 +224,17 @@ class DecodeErrors(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc has no
         handler = self._handlers.get(method)
         if handler is None:
             handler = self._wrap(method, continuation(handler_call_details))
-            if handler is not None:  # an unknown method is not kept: callers choose names
+            if handler is not None:
                 self._handlers[method] = handler
         return handler
+
+    @staticmethod
+    def _wrap(method: str, handler: grpc.RpcMethodHandler | None) -> grpc.RpcMethodHandler | None:
+        raise NotImplementedError
+
+
+class DecodeErrors(_PerMethod):
+    """Requests that cannot be decoded answer INVALID_ARGUMENT, as any bad request does."""
 
     @staticmethod
     def _wrap(method: str, handler: grpc.RpcMethodHandler | None) -> grpc.RpcMethodHandler | None:
@@ -276,25 +282,11 @@ def _refuse_undecodable(name: str, context: grpc.ServicerContext) -> None:
     context.abort_with_status(status)
 
 
-class PassSerialized(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc has no stubs
-    """Responses that are ``bytes`` are already serialized: sent as they are, not encoded.
+class PassSerialized(_PerMethod):
+    """Responses that are ``bytes`` are already serialized: sent as they are, not encoded."""
 
-    The handlers are the same on every call, so each method's is wrapped once.
-    """
-
-    def __init__(self) -> None:
-        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
-
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        method = handler_call_details.method
-        handler = self._handlers.get(method)
-        if handler is not None:
-            return handler
-        handler = continuation(handler_call_details)
+    @staticmethod
+    def _wrap(method: str, handler: grpc.RpcMethodHandler | None) -> grpc.RpcMethodHandler | None:
         encode = getattr(handler, "response_serializer", None)
         if handler is None or encode is None:
             return handler
@@ -302,6 +294,4 @@ class PassSerialized(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc has 
         def encode_or_pass(response: Any) -> bytes:
             return response if isinstance(response, bytes) else encode(response)
 
-        handler = handler._replace(response_serializer=encode_or_pass)
-        self._handlers[method] = handler
-        return handler
+        return handler._replace(response_serializer=encode_or_pass)
