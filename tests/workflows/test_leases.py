@@ -93,15 +93,19 @@ def log_store_env(request: pytest.FixtureRequest) -> dict[str, str]:
 
 
 def test_a_killed_gateways_run_is_ended_by_a_live_one(
-    seeded_database: str, log_store_env: dict[str, str], tmp_path: Path
+    quiet_database_url: str, log_store_env: dict[str, str], tmp_path: Path
 ) -> None:
     """SIGKILL mid-run: within RUN_LEASE_S the live gateway writes error and end entries, a
     WatchLogs started before the kill ends, and the same key answers ABORTED/RUN_ABANDONED
-    with the run id, the waiting repeat as well as a new one; the handler ran once."""
+    with the run id, the waiting repeat as well as a new one; the handler ran once.
+
+    On a database of its own: a gateway of another test on the session database would
+    also take the lapsed lease over, and end the run in its own log store (the PostgreSQL
+    one, where the DynamoDB case's watcher never looks)."""
     calls, release = tmp_path / "calls", tmp_path / "release"
     env = {k: v for k, v in gateway_env().items() if not k.startswith("AWS_")}
     env.update(
-        DATABASE_URL=seeded_database,
+        DATABASE_URL=quiet_database_url,
         RUN_LEASE_S=str(LEASE_S),
         LOG_POLL_INTERVAL_S="0.1",
         ORCHESTRATOR_HANDLER=HANDLER,
@@ -168,7 +172,7 @@ def test_a_killed_gateways_run_is_ended_by_a_live_one(
             assert end.metadata["workflow_status"] == "abandoned"
             assert all(e.timestamp.endswith("Z") for e in logs.logs)
         assert calls.read_text().split() == [run_id]  # never run again
-        assert lease_of(seeded_database, run_id) == []
+        assert lease_of(quiet_database_url, run_id) == []
     finally:
         release.touch()
         if doomed.poll() is None:
@@ -241,8 +245,9 @@ def test_a_run_with_no_entries_yet_is_found_while_it_runs(
 
 @pytest.fixture(scope="module")
 def quiet_database_url(database_url: str, database_admin_url: str) -> Iterator[str]:
-    """A database of its own, where no gateway's reaper runs: the session database's gateways
-    (other tests') would take over and end the hand-driven leases below when they lapse."""
+    """A database of its own, where no other test's gateway reaper runs: the session
+    database's gateways would take over and end the hand-driven leases below when they
+    lapse (and, above, the killed gateway's run, in their own log store)."""
     app_role = parse_dsn(database_url)["user"]
     with throwaway_database(database_admin_url, "dmgw_leases", grant_to=app_role) as name:
         params = parse_dsn(database_url)
