@@ -6,15 +6,18 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import signal
 import sys
+import threading
 from collections.abc import Iterator
+from types import FrameType
 
 import typer
 
 from datamorph_client.client import GatewayClient
 from datamorph_client.errors import GatewayError
 
-__all__ = ["INTERRUPTED", "Session", "error_line", "reported", "session"]
+__all__ = ["INTERRUPTED", "Session", "error_line", "interrupted", "reported", "session"]
 
 INTERRUPTED = 130
 """The exit code after Ctrl-C (128 + SIGINT), as shells report it."""
@@ -91,13 +94,34 @@ def _quiet_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
 
 
+_ctrl_c = threading.Event()
+
+
+def _on_sigint(signum: int, frame: FrameType | None) -> None:
+    _ctrl_c.set()
+    raise KeyboardInterrupt
+
+
+def interrupted() -> bool:
+    """Whether Ctrl-C was pressed during this command. gRPC may report it as the call's
+    end (a ``GatewayError``, CANCELLED) rather than let the ``KeyboardInterrupt`` through,
+    depending on where the signal lands; either way the command was interrupted."""
+    return _ctrl_c.is_set()
+
+
 @contextlib.contextmanager
 def reported() -> Iterator[None]:
     """Run a command's body: a gateway error prints one line and exits 1, a reader that
     went away (``| head``) ends it quietly, and Ctrl-C exits 130."""
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, _on_sigint)
     try:
         yield
     except GatewayError as exc:
+        if interrupted():
+            print("interrupted", file=sys.stderr)
+            raise typer.Exit(INTERRUPTED) from None
         print(error_line(exc), file=sys.stderr)
         raise typer.Exit(1) from None
     except BrokenPipeError:
@@ -106,3 +130,6 @@ def reported() -> Iterator[None]:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         raise typer.Exit(INTERRUPTED) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)

@@ -21,7 +21,8 @@ from rich.text import Text
 
 from datamorph_client.cli import output
 from datamorph_client.cli.output import Display, Output
-from datamorph_client.cli.session import INTERRUPTED, reported, session
+from datamorph_client.cli.session import INTERRUPTED, interrupted, reported, session
+from datamorph_client.errors import GatewayError
 from datamorph_client.models import JsonValue, LogEntry, LogEvent, RunLogs, WorkflowResult
 
 __all__ = ["register"]
@@ -153,7 +154,9 @@ def start(
             if follow and run_id is not None:
                 watch.entries(client.watch_logs(run_id, timeout_s=options.timeout_s))
             result = call.result()
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, GatewayError) as exc:
+            if isinstance(exc, GatewayError) and not interrupted():
+                raise
             call.cancel()
             watch.stop()
             if run_id is not None:
@@ -190,7 +193,9 @@ def logs(
             watch = Watch(chosen, f"following run {run_id}")
             try:
                 watch.entries(client.watch_logs(run_id, timeout_s=options.timeout_s))
-            except KeyboardInterrupt:
+            except (KeyboardInterrupt, GatewayError) as exc:
+                if isinstance(exc, GatewayError) and not interrupted():
+                    raise
                 raise typer.Exit(INTERRUPTED) from None
             finally:
                 watch.stop()
