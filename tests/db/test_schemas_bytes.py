@@ -4,7 +4,6 @@ parts, or kept whole, for tables of every column type the catalog describes."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import grpc
@@ -15,6 +14,7 @@ from datamorph.gateway.v1 import gateway_pb2 as pb
 from datamorph_gateway.db.names import parse_table_name
 from datamorph_gateway.schema_cache import table_schema
 
+from ..fixtures.databases import throwaway_schema
 from ..fixtures.gateway import GatewayFactory
 
 METHOD = "/datamorph.gateway.v1.DataMorphGateway/GetSchemas"
@@ -22,40 +22,36 @@ METHOD = "/datamorph.gateway.v1.DataMorphGateway/GetSchemas"
 
 @pytest.fixture
 def schema(seeded_database: str) -> Iterator[str]:
-    name = f"bytes_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(seeded_database)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(
-            f"CREATE SCHEMA {name};"
-            f"CREATE TYPE {name}.mood AS ENUM ('ok', 'meh');"
-            f"CREATE DOMAIN {name}.posint AS int NOT NULL CHECK (VALUE > 0);"
-            f"CREATE SEQUENCE {name}.counter;"
-            f"CREATE TABLE {name}.parent (a int, b text, PRIMARY KEY (a, b), UNIQUE (b));"
-            f"CREATE TABLE {name}.wide ("
+    with throwaway_schema(
+        seeded_database,
+        "bytes",
+        (
+            "CREATE TYPE {name}.mood AS ENUM ('ok', 'meh');"
+            "CREATE DOMAIN {name}.posint AS int NOT NULL CHECK (VALUE > 0);"
+            "CREATE SEQUENCE {name}.counter;"
+            "CREATE TABLE {name}.parent (a int, b text, PRIMARY KEY (a, b), UNIQUE (b));"
+            "CREATE TABLE {name}.wide ("
             "  id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
-            f" n int DEFAULT nextval('{name}.counter'), s smallint DEFAULT 1, f4 real,"
+            " n int DEFAULT nextval('{name}.counter'), s smallint DEFAULT 1, f4 real,"
             "  f8 double precision, num numeric, num_ps numeric(12, 3), money money,"
             "  t text DEFAULT 'x''y', vc varchar(40), vcu varchar, ch char(3), bpchar bpchar,"
             '  nm name, ch1 "char", bool boolean DEFAULT true, by bytea,'
             "  d date DEFAULT current_date, tm time(3), tmtz timetz, ts timestamp(0),"
             "  tstz timestamptz DEFAULT now(), iv interval day to second(2),"
-            "  j json, jb jsonb DEFAULT '{}', x xml, u uuid DEFAULT gen_random_uuid(),"
+            "  j json, jb jsonb DEFAULT '{{}}', x xml, u uuid DEFAULT gen_random_uuid(),"
             "  ip inet, cidr cidr, mac macaddr, mac8 macaddr8, bits bit(4), vbits varbit(8),"
             "  pt point, ln line, bx box, poly polygon, circ circle, tsv tsvector,"
             "  tsq tsquery, r int4range, mr int4multirange, o oid, rc regclass,"
             "  ints int[], txts text[][], moods "
-            f"{name}.mood[], m {name}.mood, p {name}.posint, ps {name}.posint[],"
+            "{name}.mood[], m {name}.mood, p {name}.posint, ps {name}.posint[],"
             "  twice bigint GENERATED ALWAYS AS (id * 2) STORED,"
             "  pa int, pb text, FOREIGN KEY (pa, pb) REFERENCES "
-            f"{name}.parent (a, b), FOREIGN KEY (pb) REFERENCES {name}.parent (b));"
-            f"CREATE VIEW {name}.v AS SELECT id, t, jb FROM {name}.wide;"
-            f"CREATE MATERIALIZED VIEW {name}.mv AS SELECT m, count(*) FROM {name}.wide GROUP BY m"
-        )
-    yield name
-    with admin.cursor() as cur:
-        cur.execute(f"DROP SCHEMA {name} CASCADE")
-    admin.close()
+            "{name}.parent (a, b), FOREIGN KEY (pb) REFERENCES {name}.parent (b));"
+            "CREATE VIEW {name}.v AS SELECT id, t, jb FROM {name}.wide;"
+            "CREATE MATERIALIZED VIEW {name}.mv AS SELECT m, count(*) FROM {name}.wide GROUP BY m"
+        ),
+    ) as name:
+        yield name
 
 
 def test_answers_are_the_message_serialized_as_before(

@@ -3,7 +3,6 @@ what it changed; names are refused exactly as a describe refuses them."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import psycopg2
@@ -18,23 +17,21 @@ from datamorph_gateway.db.prepared import PreparingConnection
 from datamorph_gateway.db.stamps import RequestStamp, Stamp
 from datamorph_gateway.errors import NotFound, PermissionDenied
 
+from ..fixtures.databases import throwaway_schema
+
 
 @pytest.fixture
 def schema(seeded_database: str) -> Iterator[str]:
-    name = f"stamps_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(seeded_database)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(
-            f"CREATE SCHEMA {name};"
-            f"CREATE TABLE {name}.a (id serial PRIMARY KEY, v text DEFAULT 'x');"
-            f"CREATE TABLE {name}.b (id int REFERENCES {name}.a, w numeric(8, 2));"
-            f"CREATE VIEW {name}.c AS SELECT * FROM {name}.b"
-        )
-    yield name
-    with admin.cursor() as cur:
-        cur.execute(f"DROP SCHEMA {name} CASCADE")
-    admin.close()
+    with throwaway_schema(
+        seeded_database,
+        "stamps",
+        (
+            "CREATE TABLE {name}.a (id serial PRIMARY KEY, v text DEFAULT 'x');"
+            "CREATE TABLE {name}.b (id int REFERENCES {name}.a, w numeric(8, 2));"
+            "CREATE VIEW {name}.c AS SELECT * FROM {name}.b"
+        ),
+    ) as name:
+        yield name
 
 
 @pytest.fixture
