@@ -100,11 +100,40 @@ def pytest_args(module: Module, basetemp: Path = BASETEMP) -> list[str]:
     return [*PYTEST, f"--basetemp={basetemp}", *conftest, *module.args, *module.tests]
 
 
+# The fixtures tests/conftest.py defines (a PostgreSQL server and its databases): without
+# that conftest a test asking for one cannot run (tests/test_mutation_runner.py keeps this
+# list equal to the conftest's).
+SERVER_FIXTURES = frozenset({"server_url", "database_url", "database_admin_url"})
+
+
+class LeaveServerTestsOut:
+    """A pytest plugin for the modules whose focused tests run without tests/conftest.py:
+    a test file may hold a few tests that ask a real server; they are deselected here, by the
+    fixtures they ask for, rather than by name in mutation/modules.py (a new one there would
+    otherwise fail the unmutated run: "fixture 'database_url' not found")."""
+
+    @staticmethod
+    def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+        kept: list[pytest.Item] = []
+        left: list[pytest.Item] = []
+        for item in items:
+            asked = set(getattr(item, "fixturenames", ()))
+            (left if asked & SERVER_FIXTURES else kept).append(item)
+        if left:
+            config.hook.pytest_deselected(items=left)
+            items[:] = kept
+
+
+def run_pytest(module: Module, args: list[str]) -> int:
+    plugins = [] if module.conftest or module.database else [LeaveServerTestsOut()]
+    return int(pytest.main(args, plugins=plugins))
+
+
 def preload(module: Module) -> None:
     """Import what the tests import, then forget the gateway's and the tests' own modules:
     the children inherit the libraries and import the (mutated) gateway afresh."""
     with contextlib.redirect_stdout(io.StringIO()):
-        pytest.main([*pytest_args(module), "--collect-only", "-q"])
+        run_pytest(module, [*pytest_args(module), "--collect-only", "-q"])
     for name in list(sys.modules):
         if name.split(".")[0] in OURS:
             del sys.modules[name]
@@ -121,7 +150,7 @@ class Child:
     slot: int
 
 
-def start_child(module: Module, mutated: str | None, slot: int) -> int:
+def start_child(module: Module, mutated: str | None, slot: int, quiet: bool = True) -> int:
     """Fork a child that runs the focused tests, the module's import serving ``mutated``.
 
     The mutant's source goes to a file of this run's own (never the checkout), and each slot
@@ -140,17 +169,20 @@ def start_child(module: Module, mutated: str | None, slot: int) -> int:
             name = mutant.module_name(module.path)
             os.environ.update(mutant.environment(name, str(source_path), SITE))
             mutant.install(name, str(source_path))
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 1)
-        os.dup2(devnull, 2)
-        code = 0 if pytest.main(pytest_args(module, BASETEMP / f"slot{slot}")) == 0 else 1
+        if quiet:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)
+            os.dup2(devnull, 2)
+        code = 0 if run_pytest(module, pytest_args(module, BASETEMP / f"slot{slot}")) == 0 else 1
     finally:
         os._exit(code)
 
 
-def run_alone(module: Module, mutated: str | None, timeout_s: float | None) -> str:
+def run_alone(
+    module: Module, mutated: str | None, timeout_s: float | None, quiet: bool = True
+) -> str:
     """One child at a time: "passed", "failed" or "timeout"."""
-    outcomes = run_children(module, [(None, mutated)], 1, timeout_s)
+    outcomes = run_children(module, [(None, mutated)], 1, timeout_s, quiet=quiet)
     return outcomes[0][1]
 
 
@@ -160,6 +192,7 @@ def run_children(
     jobs: int,
     timeout_s: float | None,
     progress: Callable[[int], None] | None = None,
+    quiet: bool = True,
 ) -> list[tuple[object, str]]:
     """Run each mutant's tests, up to ``jobs`` children at once; (id, outcome) in end order."""
     pending = list(reversed(mutants))
@@ -172,7 +205,7 @@ def run_children(
                 mutation_id, mutated = pending.pop()
                 slot = free.pop()
                 deadline = None if timeout_s is None else time.monotonic() + timeout_s
-                pid = start_child(module, mutated, slot)
+                pid = start_child(module, mutated, slot, quiet)
                 running[pid] = Child(mutation_id, mutated, deadline, slot)
             pid, status = os.waitpid(-1, os.WNOHANG)
             if pid in running:
@@ -222,7 +255,8 @@ def run_module(module: Module, jobs: int) -> Result:
     ids = list_mutations(Context(source=original, mutation_id=ALL, filename=module.path))
     baseline_started = time.monotonic()
     if run_alone(module, None, None) != "passed":
-        raise SystemExit(f"{module.path}: the focused tests fail without a mutant")
+        run_alone(module, None, None, quiet=False)  # again, for its output
+        raise SystemExit(f"{module.path}: the focused tests fail without a mutant (above)")
     timeout_s = 10 * (time.monotonic() - baseline_started) + 10
     if run_alone(module, BROKEN, timeout_s) != "failed":
         raise SystemExit(f"{module.path}: the focused tests pass with the module unimportable")

@@ -7,6 +7,7 @@ check runs in a Python of its own: this process has imported the gateway already
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -17,7 +18,7 @@ import pytest
 
 from mutation import mutant
 from mutation.modules import MODULES
-from mutation.run import pick
+from mutation.run import SERVER_FIXTURES, pick
 
 ROOT = Path(__file__).resolve().parent.parent
 WIRE = "server/src/datamorph_gateway/wire.py"
@@ -115,3 +116,37 @@ def test_pick_is_one_module_per_commit_and_reaches_every_module() -> None:
     assert pick(commit) == pick(commit) in paths
     picked = {pick(f"{n:012x}" + "0" * 28) for n in range(len(MODULES))}
     assert picked == paths
+
+
+def test_server_fixtures_are_the_conftests() -> None:
+    """The runner leaves out the tests that ask for these; a fixture added to
+    tests/conftest.py must be added there too."""
+    tree = ast.parse((ROOT / "tests" / "conftest.py").read_text())
+    fixtures = {
+        node.name
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef)
+        and any("fixture" in ast.unparse(d) for d in node.decorator_list)
+    }
+    assert fixtures == SERVER_FIXTURES
+
+
+@pytest.mark.slow
+def test_every_module_without_a_server_passes_unmutated() -> None:
+    """What `make mutate` checks first, for every module (those needing a PostgreSQL are
+    left to the suite's run of their tests): a test file that gained a test asking a server
+    once stopped the whole run at db/names.py."""
+    out = python(
+        "import json\n"
+        "from mutation import run\n"
+        "from mutation.modules import MODULES\n"
+        "outcomes = {}\n"
+        "for module in MODULES:\n"
+        "    if not module.database:\n"
+        "        run.preload(module)\n"
+        "        outcomes[module.path] = run.run_alone(module, None, None)\n"
+        "print(json.dumps(outcomes))\n"
+    )
+    outcomes = json.loads(out)
+    assert outcomes == dict.fromkeys(outcomes, "passed")
+    assert len(outcomes) >= len(MODULES) - sum(m.database for m in MODULES)

@@ -14,6 +14,7 @@ from datamorph_gateway.db.names import (
     InvalidTableName,
     TableName,
     parse_table_name,
+    regclass_array,
 )
 
 
@@ -101,3 +102,20 @@ def test_parsed_names_are_cached() -> None:
     """The same text asked again is the same value: no second parse."""
     assert parse_table_name("Sales.Orders") is parse_table_name("Sales.Orders")
     assert parse_table_name.cache_info().maxsize == 4096
+
+
+@pytest.mark.parametrize(
+    ("written", "literal"),
+    [
+        ([], "{}"),
+        (["orders"], r'{"\"orders\""}'),
+        (['"a""b"'], r'{"\"a\"\"b\""}'),
+        (['"back\\slash"'], r'{"\"back\\slash\""}'),
+        (['s."T"', "x"], r'{"\"s\".\"T\"","\"x\""}'),
+    ],
+)
+def test_regclass_array_literal_exactly(written: list[str], literal: str) -> None:
+    """The one array literal catalog statements take (tests/db/test_names.py checks that a
+    server reads it as the list of regclass texts): each element double-quoted, with its
+    backslashes and double quotes escaped by a backslash, commas between."""
+    assert regclass_array([parse_table_name(w) for w in written]) == literal
