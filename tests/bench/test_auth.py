@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from bench import ab, alternate, auth
+from bench import ab, alternate, auth, auth_split
 from bench.grpc_load import metadata_item
 from bench.rest_load import run_wrk
 from datamorph_gateway.auth.authenticator import Authenticator
@@ -152,3 +152,20 @@ def test_each_run_starts_a_fresh_pair_in_turns(
     # The JWT sent to the gateway that ignores it: what carrying it costs.
     assert stacks[auth.CARRIED].name == "off"
     assert stacks[auth.CARRIED].headers == stacks["jwt"].headers
+
+
+@pytest.mark.parametrize("variant", ["api_key", "jwt"])
+def test_auth_split_pairs_differ_in_one_thing_each(
+    credentials: auth.Credentials, variant: str
+) -> None:
+    """Each pair of bench.auth_split changes one thing from its first system to its second:
+    nothing, the process, the credential carried, the policy that checks it."""
+    sent = credentials.headers(variant)
+    assert sent
+    assert auth_split.pairs(credentials, variant) == {
+        "A/A off": [("off", {}), ("off", {})],
+        "two gateways": [("off", {}), ("off2", {})],
+        f"{variant} carried": [("off", {}), ("off", sent)],
+        f"{variant} checked": [("off", {}), ("on", sent)],
+        "A/A on": [("on", sent), ("on", sent)],
+    }
