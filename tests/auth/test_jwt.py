@@ -84,6 +84,7 @@ class Signer:
         *,
         alg: str | None = None,
         kid: str | None = "",
+        typ: str | None = "JWT",
         **changes: Any,
     ) -> str:
         """A token with good claims, except for ``changes`` (None removes a claim)."""
@@ -96,7 +97,8 @@ class Signer:
         }
         claims.update(changes)
         claims = {name: value for name, value in claims.items() if value is not None}
-        headers = {"kid": self.kid if kid == "" else kid} if kid is not None else {}
+        headers: dict[str, Any] = {"kid": self.kid if kid == "" else kid} if kid is not None else {}
+        headers["typ"] = typ  # None: no typ header at all (PyJWS drops an empty one)
         payload = json.dumps(claims).encode()  # PyJWS: PyJWT would refuse odd claim types
         return jwt.api_jws.encode(payload, self.private, algorithm=alg or self.alg, headers=headers)
 
@@ -793,3 +795,22 @@ def test_bad_settings_are_refused_at_construction(options: dict[str, Any]) -> No
 def test_loopback_http_is_allowed() -> None:
     for url in ("http://127.0.0.1:1/jwks", "http://localhost:1/jwks", "http://[::1]:1/jwks"):
         JwtVerifier(issuer=ISSUER, audience=AUDIENCE, jwks_url=url)
+
+
+@pytest.mark.parametrize("typ", [None, "JWT", "jwt", "at+jwt", "AT+JWT", "application/at+jwt"])
+def test_an_access_token_type_or_none_is_taken(
+    verifier: JwtVerifier, keys: Keys, typ: str | None
+) -> None:
+    assert verifier.verify(keys.rsa.sign(typ=typ)).subject == SUBJECT
+
+
+@pytest.mark.parametrize(
+    "typ", ["logout+jwt", "dpop+jwt", "secevent+jwt", "application/jose", "JWS", "at+jwt ", 1]
+)
+def test_another_kind_of_jwt_from_the_same_issuer_is_refused(
+    verifier: JwtVerifier, keys: Keys, typ: Any
+) -> None:
+    """A logout token, a DPoP proof or a security event the issuer signed with the same key
+    is not an access token (RFC 8725, 3.11: explicit typing), even with good claims."""
+    error = refused(verifier, keys.rsa.sign(typ=typ), "wrong_type")
+    assert error.message == "the bearer token is not an access token (its 'typ' header)"

@@ -10,6 +10,10 @@ or a URL, refreshed at a bounded rate); this module verifies a token with them:
   token "signed" with the issuer's public key as an HMAC secret (key confusion) gets nowhere.
   The header's ``alg`` is believed only once it is on that list, fits the key's type (and
   curve), and equals the key's own ``alg`` when the JWK names one.
+- **Type**: a header ``typ`` other than ``JWT`` or ``at+jwt`` (RFC 9068's access tokens;
+  either with or without ``application/``, any case) is refused, so that another JWT the
+  same issuer signs (a logout token, a DPoP proof, ``secevent+jwt``) is never taken for an
+  access token (RFC 8725, 3.11). A token without ``typ`` is taken: many issuers omit it.
 - **Time** (``exp``, ``nbf``, with leeway) is checked here against the injected clock, not
   by PyJWT, which reads the system clock; ``iat`` is informational and not checked.
 - **Verified tokens** are remembered by SHA-256 (never the token itself) in a bounded LRU,
@@ -58,7 +62,19 @@ _MESSAGES = {
     "not_yet_valid": "the bearer token is not valid yet",
     "wrong_issuer": "the bearer token comes from an issuer the gateway does not trust",
     "wrong_audience": "the bearer token is not meant for this gateway",
+    "wrong_type": "the bearer token is not an access token (its 'typ' header)",
 }
+# The header typ values an access token may carry (lowercased, "application/" removed).
+_ACCESS_TOKEN_TYPES = frozenset({"jwt", "at+jwt"})
+
+
+def _is_access_token_type(typ: object) -> bool:
+    if typ is None:
+        return True
+    if not isinstance(typ, str):
+        return False
+    lowered = typ.lower()
+    return lowered.removeprefix("application/") in _ACCESS_TOKEN_TYPES
 
 
 def _refused(reason: str) -> AuthError:
@@ -192,6 +208,8 @@ class JwtVerifier:
         alg, kid = header.get("alg"), header.get("kid")
         if not is_algorithm(alg):
             raise _refused("unsupported_algorithm")
+        if not _is_access_token_type(header.get("typ")):
+            raise _refused("wrong_type")
         key_set = self._keys.current()
         named = key_set.named(kid)
         if not named and kid is not None:
