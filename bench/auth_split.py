@@ -32,8 +32,8 @@ from typing import Any
 
 from bench import alternate, auth, data
 from bench.scenarios import scenarios
-from bench.stack import REPO, Envoy, GatewayServer, free_port, gateway_env
-from bench.suite import GATEWAY_OVERRIDES
+from bench.stack import REPO
+from bench.suite import start_gateways
 
 OFF, OFF2, ON = "off", "off2", "on"
 
@@ -64,7 +64,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, default=REPO / ".data" / "bench")
     args = parser.parse_args(argv)
     scenario = next(s for s in scenarios() if s.name == args.scenario)
-    out: dict[str, list[float]] = {}
     with contextlib.ExitStack() as stack:
         db = data.open_database(args.data_dir.resolve())
         stack.callback(db.stop)
@@ -76,20 +75,11 @@ def main(argv: list[str] | None = None) -> int:
         address: dict[str, str] = {}
         for which in (OFF, ON, OFF2):
             env = {"AUTH_POLICY_FILE": str(credentials.policy_file)} if which == ON else {}
-            settings = gateway_env(
-                db.dsn, **GATEWAY_OVERRIDES, METRICS_PORT=str(free_port()), **env
-            )
-            gateway = GatewayServer(settings, run_dir / f"gateway-{which}.log")
-            stack.callback(gateway.stop)
-            gateway.start()
-            address[which] = gateway.address
-            if args.transport == "rest":
-                envoy = Envoy(run_dir / f"envoy-{which}", gateway.address)
-                stack.callback(envoy.stop)
-                host, port = envoy.start()
-                address[which] = f"{host}:{port}"
+            (gateway,), envoy = start_gateways(stack, run_dir / which, db.dsn, env)
+            grpc = args.transport == "grpc"
+            address[which] = gateway.address if grpc else f"{envoy.host}:{envoy.port}"
         measured = pairs(credentials, args.credential)
-        out = {label: [] for label in measured}
+        out: dict[str, list[float]] = {label: [] for label in measured}
         for _ in range(args.rounds):
             for label, systems in measured.items():
                 spec: dict[str, Any] = {

@@ -173,6 +173,33 @@ class Stack:
         return spread_target([g.address for g in self.gateways])
 
 
+def start_gateways(
+    servers: contextlib.ExitStack,
+    directory: Path,
+    dsn: str,
+    env: dict[str, str],
+    process_count: int = 1,
+) -> tuple[list[GatewayServer], Envoy]:
+    """`process_count` gateway processes on `dsn` (the bench's settings and `env`; each
+    serving its metrics on a port of its own unless `env` sets METRICS_PORT) and one Envoy
+    in front of them all, under `directory`; stopped when `servers` closes."""
+    directory.mkdir(parents=True, exist_ok=True)
+    gateways = []
+    for n in range(1, process_count + 1):
+        log_name = "gateway.log" if process_count == 1 else f"gateway-{n}.log"
+        own = {} if "METRICS_PORT" in env else {"METRICS_PORT": str(free_port())}
+        gateway = GatewayServer(
+            gateway_env(dsn, **GATEWAY_OVERRIDES, **own, **env), directory / log_name
+        )
+        servers.callback(gateway.stop)
+        gateway.start()
+        gateways.append(gateway)
+    envoy = Envoy(directory / "envoy", *(g.address for g in gateways))
+    servers.callback(envoy.stop)
+    envoy.start()
+    return gateways, envoy
+
+
 class Suite:
     """The systems under test, started once, and the run's results as they accumulate."""
 
@@ -563,20 +590,7 @@ class Suite:
         `servers` closes. Its calls send no credential; its CPU is the processes' sum.
         Each process serves its metrics, as by default, on a port of its own (unless `env`
         sets METRICS_PORT)."""
-        directory.mkdir(parents=True, exist_ok=True)
-        gateways = []
-        for n in range(1, process_count + 1):
-            log_name = "gateway.log" if process_count == 1 else f"gateway-{n}.log"
-            own = {} if "METRICS_PORT" in env else {"METRICS_PORT": str(free_port())}
-            gateway = GatewayServer(
-                gateway_env(self.dsn, **GATEWAY_OVERRIDES, **own, **env), directory / log_name
-            )
-            servers.callback(gateway.stop)
-            gateway.start()
-            gateways.append(gateway)
-        envoy = Envoy(directory / "envoy", *(g.address for g in gateways))
-        servers.callback(envoy.stop)
-        envoy.start()
+        gateways, envoy = start_gateways(servers, directory, self.dsn, env, process_count)
         pids: dict[str, int | list[int]] = {
             "gateway": [g.pid for g in gateways],
             "envoy": envoy.pid,

@@ -26,6 +26,10 @@ class Module:
     # (a child's own would cost an initdb per mutant). Implies ``conftest``.
     database: bool = False
 
+    @property
+    def uses_conftest(self) -> bool:
+        return self.conftest or self.database
+
 
 ERRORS = ("tests/test_status.py", "tests/test_error_contract.py")
 CONFIG = ("tests/test_config.py", "tests/test_config_contract.py")

@@ -96,7 +96,7 @@ SITE = mutant.site_dir(BASETEMP.parent / "site")
 
 
 def pytest_args(module: Module, basetemp: Path = BASETEMP) -> list[str]:
-    conftest = [] if module.conftest or module.database else ["--noconftest"]
+    conftest = [] if module.uses_conftest else ["--noconftest"]
     return [*PYTEST, f"--basetemp={basetemp}", *conftest, *module.args, *module.tests]
 
 
@@ -125,7 +125,7 @@ class LeaveServerTestsOut:
 
 
 def run_pytest(module: Module, args: list[str]) -> int:
-    plugins = [] if module.conftest or module.database else [LeaveServerTestsOut()]
+    plugins = [] if module.uses_conftest else [LeaveServerTestsOut()]
     return int(pytest.main(args, plugins=plugins))
 
 
@@ -150,7 +150,7 @@ class Child:
     slot: int
 
 
-def start_child(module: Module, mutated: str | None, slot: int, quiet: bool = True) -> int:
+def start_child(module: Module, mutated: str | None, slot: int) -> int:
     """Fork a child that runs the focused tests, the module's import serving ``mutated``.
 
     The mutant's source goes to a file of this run's own (never the checkout), and each slot
@@ -169,20 +169,17 @@ def start_child(module: Module, mutated: str | None, slot: int, quiet: bool = Tr
             name = mutant.module_name(module.path)
             os.environ.update(mutant.environment(name, str(source_path), SITE))
             mutant.install(name, str(source_path))
-        if quiet:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, 1)
-            os.dup2(devnull, 2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
         code = 0 if run_pytest(module, pytest_args(module, BASETEMP / f"slot{slot}")) == 0 else 1
     finally:
         os._exit(code)
 
 
-def run_alone(
-    module: Module, mutated: str | None, timeout_s: float | None, quiet: bool = True
-) -> str:
+def run_alone(module: Module, mutated: str | None, timeout_s: float | None) -> str:
     """One child at a time: "passed", "failed" or "timeout"."""
-    outcomes = run_children(module, [(None, mutated)], 1, timeout_s, quiet=quiet)
+    outcomes = run_children(module, [(None, mutated)], 1, timeout_s)
     return outcomes[0][1]
 
 
@@ -192,7 +189,6 @@ def run_children(
     jobs: int,
     timeout_s: float | None,
     progress: Callable[[int], None] | None = None,
-    quiet: bool = True,
 ) -> list[tuple[object, str]]:
     """Run each mutant's tests, up to ``jobs`` children at once; (id, outcome) in end order."""
     pending = list(reversed(mutants))
@@ -205,7 +201,7 @@ def run_children(
                 mutation_id, mutated = pending.pop()
                 slot = free.pop()
                 deadline = None if timeout_s is None else time.monotonic() + timeout_s
-                pid = start_child(module, mutated, slot, quiet)
+                pid = start_child(module, mutated, slot)
                 running[pid] = Child(mutation_id, mutated, deadline, slot)
             pid, status = os.waitpid(-1, os.WNOHANG)
             if pid in running:
@@ -255,7 +251,9 @@ def run_module(module: Module, jobs: int) -> Result:
     ids = list_mutations(Context(source=original, mutation_id=ALL, filename=module.path))
     baseline_started = time.monotonic()
     if run_alone(module, None, None) != "passed":
-        run_alone(module, None, None, quiet=False)  # again, for its output
+        # Again, here and with its output shown: this process is about to exit.
+        sys.dont_write_bytecode = True
+        run_pytest(module, pytest_args(module))
         raise SystemExit(f"{module.path}: the focused tests fail without a mutant (above)")
     timeout_s = 10 * (time.monotonic() - baseline_started) + 10
     if run_alone(module, BROKEN, timeout_s) != "failed":

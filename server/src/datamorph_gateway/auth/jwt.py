@@ -73,8 +73,7 @@ def _is_access_token_type(typ: object) -> bool:
         return True
     if not isinstance(typ, str):
         return False
-    lowered = typ.lower()
-    return lowered.removeprefix("application/") in _ACCESS_TOKEN_TYPES
+    return typ.lower().removeprefix("application/") in _ACCESS_TOKEN_TYPES
 
 
 def _refused(reason: str) -> AuthError:
