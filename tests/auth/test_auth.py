@@ -250,6 +250,28 @@ def test_a_credential_sent_twice_is_refused(secured: Gateway, make_envoy: EnvoyF
     ]
 
 
+def test_other_headers_sent_twice_do_not_hide_or_spoil_a_credential(secured: Gateway) -> None:
+    """A repeated header that is no credential leaves the key in force; a key repeated among
+    other repeated headers is still refused."""
+    with grpc.insecure_channel(secured.address) as channel:
+        stub = pb_grpc.DataMorphGatewayStub(channel)
+        twice = (("x-trace-note", "a"), ("x-trace-note", "b"))
+        answer = stub.ExecuteQuery(
+            pb.ExecuteQueryRequest(query="SELECT 1 AS one"),
+            metadata=(*twice, ("x-api-key", ADMIN_KEY)),
+            timeout=10,
+        )
+        assert answer.row_count == 1
+        with pytest.raises(grpc.RpcError) as err:
+            stub.ExecuteQuery(
+                pb.ExecuteQueryRequest(query="SELECT 1 AS one"),
+                metadata=(("x-api-key", ADMIN_KEY), *twice, ("x-api-key", ADMIN_KEY)),
+                timeout=10,
+            )
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "x-api-key is sent more than once" in (err.value.details() or "")
+
+
 def test_a_principal_calls_only_what_it_is_allowed(secured: Gateway) -> None:
     with GatewayClient(secured.address, timeout_s=10, api_key=LIMITED_KEY) as c:
         assert c.get_data(["customers"], limit=1)["customers"].rows

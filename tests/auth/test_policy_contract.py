@@ -18,7 +18,14 @@ from typing import Any
 import pytest
 
 from datamorph_gateway.auth.credentials import AuthError, Verified
-from datamorph_gateway.auth.keys import HASH_PATTERN, KEY_PREFIX, key_hash, new_key
+from datamorph_gateway.auth.keys import (
+    HASH_PATTERN,
+    KEY_PREFIX,
+    key_digest,
+    key_hash,
+    new_key,
+    sha256,
+)
 from datamorph_gateway.auth.policy import (
     ANONYMOUS,
     RPC_NAMES,
@@ -318,6 +325,24 @@ def lookup_policy() -> Policy:
                 {"name": "none"},
             ],
         }
+    )
+
+
+@pytest.mark.parametrize(
+    "text", ["", "test", "dmgw_" + "A" * 43, "clé ünïcode ✓", "x" * 1000, "\x00\n\t"]
+)
+def test_the_fast_sha256_is_sha256(text: str) -> None:
+    """The builtin SHA-256 the hot path uses (keys.sha256) gives hashlib's digest."""
+    data = text.encode("utf-8")
+    assert sha256(data).digest() == hashlib.sha256(data).digest()
+    assert key_digest(text) == hashlib.sha256(data).digest()
+    assert key_hash(text) == "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def test_a_key_hash_is_the_issues_own_example() -> None:
+    # SHA-256 of "test": the value issue 11's policy example begins with.
+    assert key_hash("test") == (
+        "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
     )
 
 

@@ -29,18 +29,19 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import grpc
 
 from datamorph_client.aws_iam import AWS_IAM_HEADER
 from datamorph_gateway.auth.credentials import AuthError, Verified
-from datamorph_gateway.auth.keys import key_hash
+from datamorph_gateway.auth.keys import key_digest
 from datamorph_gateway.auth.policy import (
     ANONYMOUS,
     OPEN_RPCS,
@@ -91,6 +92,8 @@ class _State:
     policy: Policy
     jwt: _Verifier | None
     iam: _Verifier | None
+    # The policy's key hashes as raw digests: no hex text to build per call.
+    by_key_digest: dict[bytes, Principal]
 
 
 def check_exposure(settings: AuthSettings, hosts: dict[str, str]) -> None:
@@ -129,7 +132,8 @@ class Authenticator:
         self._buckets: dict[str, _Bucket] = {}
         self.failures: collections.Counter[str] = collections.Counter()
         self._file_signature: tuple[int, int, int] | None = None
-        self._next_check = 0.0
+        # When the policy file is looked at next (once a second; never without a file).
+        self._next_check = 0.0 if settings.auth_policy_file else math.inf
         self._state: _State | None = None
         if settings.auth_policy_file or settings.auth_policy:
             self._state = self._load()  # a bad policy stops the start here
@@ -150,7 +154,15 @@ class Authenticator:
         signature = _signature(path) if path else None
         policy = load_policy(path=path, text=self._settings.auth_policy)
         try:
-            state = _State(policy, self._jwt_verifier(policy), self._iam_verifier(policy))
+            state = _State(
+                policy,
+                self._jwt_verifier(policy),
+                self._iam_verifier(policy),
+                {
+                    bytes.fromhex(hashed.removeprefix("sha256:")): principal
+                    for hashed, principal in policy.by_key_hash.items()
+                },
+            )
         except ValueError as exc:
             # A setting a verifier refuses (an AWS_REGION, an STS endpoint): one line at start,
             # the old policy kept on a reload, as for any policy that does not check out.
@@ -195,27 +207,32 @@ class Authenticator:
         log.info("auth policy loaded: %d principals", len(state.policy.principals))
         return True
 
-    def _maybe_reload(self) -> None:
-        path = self._settings.auth_policy_file
-        now = self._clock()
-        if not path or now < self._next_check:
-            return
+    def _check_file(self, state: _State) -> _State:
+        """Reload when the policy file changed since it was read (called once a second)."""
         with self._lock:
-            if now < self._next_check:
-                return
-            self._next_check = now + _RELOAD_CHECK_S
-            changed = _signature(path) != self._file_signature
+            if self._clock() < self._next_check:
+                return self._state or state
+            self._next_check = self._clock() + _RELOAD_CHECK_S
+            changed = _signature(self._settings.auth_policy_file) != self._file_signature
         if changed:
             self.reload()
+        return self._state or state
 
     # -- each call -----------------------------------------------------------------
 
     def authorize(self, rpc: str, context: grpc.ServicerContext) -> Principal:
-        """The call's principal, if it may make this call; otherwise a request error."""
-        if self._state is None or rpc in OPEN_RPCS:
-            return ANONYMOUS
-        self._maybe_reload()
+        """The call's principal, if it may make this call; otherwise a request error.
+
+        Every call comes through here, and at one call at a time its caches are cold, so
+        every Python call and attribute look-up in the common case (one API key or one
+        remembered token, allowed) shows in the latency: the path stays short on purpose
+        (docs/benchmarks.md, issue 11).
+        """
         state = self._state
+        if state is None or rpc in OPEN_RPCS:
+            return ANONYMOUS
+        if self._clock() >= self._next_check:  # never, without a policy file to watch
+            state = self._check_file(state)
         principal = self._authenticate(state, rpc, context)
         if not principal.allows(rpc):
             log.warning(
@@ -231,33 +248,31 @@ class Authenticator:
         return principal
 
     def _authenticate(self, state: _State, rpc: str, context: grpc.ServicerContext) -> Principal:
-        given: dict[str, str] = {}
-        for item in context.invocation_metadata() or ():
-            if item.key in _CREDENTIAL_HEADERS:
-                if item.key in given:
-                    # Which one counts would be up to every proxy on the way: none does.
-                    raise self._failed(
-                        rpc, context, "repeated_credential", f"{item.key} is sent more than once"
-                    )
-                given[item.key] = str(item.value)
+        metadata = context.invocation_metadata() or ()
+        # gRPC's metadata items are (key, value) pairs; credential values are text (no
+        # credential header ends in -bin). One dict, built in C, for the common case.
+        given = dict(metadata)
+        if len(given) != len(metadata):  # some header came more than once
+            self._refuse_repeated(rpc, context, metadata)
         api_key = given.get(API_KEY_HEADER)
         bearer = given.get(AUTHORIZATION_HEADER)
         iam = given.get(AWS_IAM_HEADER)
-        policy = state.policy
         if api_key is not None:
             if len(api_key) > MAX_CREDENTIAL_BYTES:
                 raise self._failed(rpc, context, "too_large", "the API key is too large")
-            found = policy.by_key_hash.get(key_hash(api_key))
+            found = state.by_key_digest.get(key_digest(api_key))
             if found is None:
                 raise self._failed(rpc, context, "unknown_api_key", _NO_CREDENTIALS)
             return found
+        policy = state.policy
         if bearer is not None:
             scheme, _, token = bearer.partition(" ")
-            if scheme.lower() != "bearer" or not token.strip():
+            token = token.strip()
+            if scheme.lower() != "bearer" or not token:
                 raise self._failed(
                     rpc, context, "malformed", "the authorization header must be 'Bearer <token>'"
                 )
-            return self._verified(state.jwt, "jwt", token.strip(), rpc, context, policy)
+            return self._verified(state.jwt, "jwt", token, rpc, context, policy)
         if iam is not None:
             return self._verified(state.iam, "aws_iam", iam, rpc, context, policy)
         identity = self._identities.of(context)
@@ -269,6 +284,20 @@ class Authenticator:
                 raise self._failed(rpc, context, "unknown_tls_subject", _NO_CREDENTIALS)
             return found
         raise self._failed(rpc, context, "no_credentials", _NO_CREDENTIALS)
+
+    def _refuse_repeated(
+        self, rpc: str, context: grpc.ServicerContext, metadata: Sequence[tuple[str, Any]]
+    ) -> None:
+        """Refuse a call that sends a credential header more than once: which one counts
+        would be up to every proxy on the way, and none does."""
+        seen: set[str] = set()
+        for key, _ in metadata:
+            if key in _CREDENTIAL_HEADERS:
+                if key in seen:
+                    raise self._failed(
+                        rpc, context, "repeated_credential", f"{key} is sent more than once"
+                    )
+                seen.add(key)
 
     def _verified(
         self,

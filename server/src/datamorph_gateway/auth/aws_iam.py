@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import http.client
 import json
 import re
@@ -73,6 +72,7 @@ from xml.etree import ElementTree
 
 from datamorph_client.aws_iam import GATEWAY_ID_HEADER, MAX_EXPIRES_S, TOKEN_PREFIX
 from datamorph_gateway.auth.credentials import AuthError, Verified
+from datamorph_gateway.auth.keys import sha256
 
 __all__ = ["IamVerifier", "subject_for"]
 
@@ -204,7 +204,7 @@ class IamVerifier:
         raw = token.encode("utf-8", "surrogatepass")
         if len(raw) > self._max_token_bytes:
             _refuse("too_large", f"the AWS IAM token is over {self._max_token_bytes} bytes")
-        key = hashlib.sha256(raw).digest()
+        key = sha256(raw).digest()
         now = self._clock()
         remembered = self._remembered(key, now)
         if remembered is not None:

@@ -25,7 +25,6 @@ Failures carry fixed messages: never the token, a claim's value or PyJWT's own t
 
 from __future__ import annotations
 
-import hashlib
 import math
 import threading
 import time
@@ -46,6 +45,7 @@ from datamorph_gateway.auth.jwks import (
     UrlKeys,
     is_algorithm,
 )
+from datamorph_gateway.auth.keys import sha256
 
 __all__ = ["JwtVerifier"]
 
@@ -103,11 +103,15 @@ class _VerdictCache:
         self._entries: OrderedDict[bytes, _Verdict] = OrderedDict()
 
     def get(self, digest: bytes) -> _Verdict | None:
-        with self._lock:
-            verdict = self._entries.get(digest)
-            if verdict is not None:
+        # No lock on the hit path (every call with a token takes it): each OrderedDict
+        # operation is atomic, and an entry another thread evicted in between is a miss.
+        verdict = self._entries.get(digest)
+        if verdict is not None:
+            try:
                 self._entries.move_to_end(digest)
-            return verdict
+            except KeyError:
+                return None
+        return verdict
 
     def put(self, digest: bytes, verdict: _Verdict) -> None:
         with self._lock:
@@ -176,7 +180,7 @@ class JwtVerifier:
             raise _refused("too_large")
         if not token.isascii():
             raise _refused("malformed")
-        digest = hashlib.sha256(token.encode("ascii")).digest()
+        digest = sha256(token.encode("ascii")).digest()
         verdict = self._cache.get(digest)
         if verdict is not None:
             if verdict.generation == self._keys.current().generation:
