@@ -70,7 +70,11 @@ async def _grpc(spec: dict[str, Any]) -> dict[str, LoadResult]:
         calls = []
         for channel, system in zip(channels, systems, strict=True):
             await asyncio.wait_for(channel.channel_ready(), timeout=10)
-            metadata = tuple(system["headers"].items()) or None
+            # Built once, as a careful client does: grpc.aio turns a tuple into a Metadata
+            # on every call, about 15 µs of the client's own time that a c=1 comparison
+            # would read as the credential's (docs/benchmarks.md, issue 11).
+            headers = system["headers"]
+            metadata = grpc.aio.Metadata(*headers.items()) if headers else None
             calls.append((channel.unary_unary(f"/{SERVICE.full_name}/{spec['method']}"), metadata))
         issued = 0
         start = time.perf_counter()

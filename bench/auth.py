@@ -35,7 +35,7 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jwt
 import yaml
@@ -118,8 +118,7 @@ def write_policy(directory: Path) -> Credentials:
     return Credentials(policy_file, api_key, token)
 
 
-@dataclass(frozen=True)
-class _Metadatum:
+class _Metadatum(NamedTuple):  # as gRPC's: a (key, value) named tuple
     key: str
     value: str
 
