@@ -9,6 +9,11 @@ import signal
 import time
 import uuid
 
+import pytest
+
+from datamorph_client.cli.workflows import failed_by
+from datamorph_client.models import JsonValue, LogEntry
+
 from ..fixtures.cli import Cli, json_lines, plain, spawn, wait_for
 
 SLOW = "SELECT g AS n, pg_sleep(0.5) IS NULL AS slept FROM generate_series(1, 3) g"
@@ -78,6 +83,45 @@ def test_a_failed_run_exits_1_and_names_its_run(cli: Cli) -> None:
     refused = cli("start", "copy the customers somewhere", "--follow")
     assert refused.exit_code == 1
     assert "orchestrator" in refused.stderr
+
+
+def test_logs_follow_of_a_failed_run_exits_1(cli: Cli) -> None:
+    """``logs --follow && next`` must not go on after a failed run (as ``start --follow``)."""
+    failed = cli("start", "SELECT 1 AS one", "--target-table", "customers")
+    assert failed.exit_code == 1
+    run_id = failed.stderr.split("run id ")[1].split(",")[0].split(")")[0]
+    result = cli("logs", run_id, "--follow")
+    assert result.exit_code == 1
+    events = json_lines(result.stdout)
+    assert [e["entry"]["type"] for e in events][-2:] == ["error", "end"]
+    assert result.stderr.strip() == f"run {run_id} failed: Error: TARGET_TABLE_EXISTS"
+    assert cli("logs", run_id).exit_code == 0  # without --follow: the log, as asked
+
+
+@pytest.mark.parametrize(
+    ("entries", "failure"),
+    [
+        ([], None),
+        ([("start", {}), ("success", {}), ("end", {"workflow_status": "completed"})], None),
+        ([("start", {}), ("end", {})], None),
+        ([("error", {}), ("end", {"workflow_status": "failed"})], 0),
+        ([("start", {}), ("end", {"workflow_status": "failed"})], 1),
+        ([("error", {}), ("end", {})], 0),
+        ([("error", {})], 0),
+        ([("error", {}), ("success", {}), ("end", {})], None),
+        ([("success", {}), ("end", {"workflow_status": "abandoned"})], 1),
+        ([("error", {}), ("end", {"workflow_status": "SUCCESS"})], None),
+        ([("success", {}), ("end", {"workflow_status": "timed_out"})], 1),
+        ([("error", {}), ("end", {"workflow_status": 3})], 0),
+    ],
+)
+def test_what_a_followed_log_says_of_the_run(
+    entries: list[tuple[str, dict[str, JsonValue]]], failure: int | None
+) -> None:
+    log = [
+        LogEntry(f"t{i}", kind, f"title {i}", "", meta) for i, (kind, meta) in enumerate(entries)
+    ]
+    assert failed_by(log) is (None if failure is None else log[failure])
 
 
 def test_logs_of_a_run(cli: Cli) -> None:

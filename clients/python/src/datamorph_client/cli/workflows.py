@@ -3,8 +3,10 @@
 ``start --follow`` starts the run, learns its id as soon as the gateway has one, and
 prints each log entry as it is written, with a spinner naming the current step; it exits
 0 when the run succeeds and 1 when it fails. Ctrl-C stops the watching, not the run:
-``datamorph logs RUN_ID --follow`` picks it up again. Piped, entries are NDJSON lines
-(as REST's ``/watch/logs`` sends them) and the answer is the last line.
+``datamorph logs RUN_ID --follow`` picks it up again, and exits the same way: 1 when the
+log it followed says the run failed (``failed_by``), so that ``logs --follow && next``
+never goes on after a failed run. Piped, entries are NDJSON lines (as REST's
+``/watch/logs`` sends them) and the answer is the last line.
 """
 
 from __future__ import annotations
@@ -65,6 +67,34 @@ def _result_json(result: WorkflowResult) -> str:
     return output.dumps({**body, "details": result.details})
 
 
+# What an ``end`` entry's ``workflow_status`` says of a run that succeeded (the gateway's own
+# orchestrator writes "completed"; DataMorph's agents, "completed" or "success").
+_SUCCEEDED = frozenset({"completed", "success", "succeeded"})
+
+
+def failed_by(entries: Iterable[LogEntry]) -> LogEntry | None:
+    """The entry that says why a run failed, if its log says it did, else None.
+
+    An ``error`` entry with no ``success`` entry after it fails the run, and an ``end``
+    entry that names a ``workflow_status`` decides it: anything but completed or success
+    (failed, timed_out, abandoned) fails it. The error entry is the one named when there is
+    one, since its title says what went wrong; else the ``end`` entry. A log with neither
+    says nothing of a failure.
+    """
+    error: LogEntry | None = None
+    failure: LogEntry | None = None
+    for entry in entries:
+        if entry.type == "error":
+            error = failure = entry
+        elif entry.type == "success":
+            error = failure = None
+        elif entry.type == "end":
+            status = entry.metadata.get("workflow_status")
+            if isinstance(status, str):
+                failure = None if status.lower() in _SUCCEEDED else (error or entry)
+    return failure
+
+
 def _entry_text(entry: LogEntry) -> Text:
     clock = entry.timestamp.partition("T")[2][:8] or entry.timestamp
     line = Text.assemble(
@@ -83,6 +113,7 @@ class Watch:
 
     def __init__(self, chosen: Output, waiting: str) -> None:
         self.console: Console | None = output.console() if chosen is Output.table else None
+        self.seen: list[LogEntry] = []
         self.status: Status | None = None
         if self.console is not None:
             self.status = self.console.status(waiting, spinner="dots")
@@ -90,6 +121,7 @@ class Watch:
 
     def entries(self, events: Iterable[LogEvent]) -> None:
         for event in events:
+            self.seen.append(event.entry)
             if self.console is None:
                 print(_event_json(event), flush=True)
                 continue
@@ -182,7 +214,7 @@ def logs(
     ] = False,
     output_: OutputOption = None,
 ) -> None:
-    """A run's log entries; with --follow, live until the run ends.
+    """A run's log entries; with --follow, live until the run ends, then exits 1 if it failed.
 
     [bold]datamorph logs 20261126_105045_45b2aa95 --follow[/bold]
     """
@@ -199,6 +231,10 @@ def logs(
                 raise typer.Exit(INTERRUPTED) from None
             finally:
                 watch.stop()
+            failure = failed_by(watch.seen)
+            if failure is not None:
+                print(f"run {run_id} failed: {failure.title}", file=sys.stderr)
+                raise typer.Exit(1)
             return
         run = client.get_logs(run_id)
     _print_logs(run, chosen)
