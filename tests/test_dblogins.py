@@ -10,6 +10,7 @@ makes a new one, and is labelled as such.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -138,6 +139,53 @@ def test_a_principal_with_a_database_user_sees_what_postgresql_grants_it(
         assert c.execute_query("SELECT current_user::text AS me").rows == [{"me": made.app}]
     # Its pool is one more under the process's budget: DB_POOL_MAX still caps it all.
     assert gateway.database.budget.stats()["open"] <= gateway.settings.database.db_pool_max
+
+
+def test_a_principal_removed_by_a_reload_keeps_no_session_open(
+    make_gateway: GatewayFactory,
+    etl_role: tuple[str, str],
+    aws_env: str,
+    aws_session: boto3.session.Session,
+    tmp_path: Path,
+    database_admin_url: str,
+) -> None:
+    """Rotating a principal out of the policy closes its login's pool: no session stays
+    open as its database user (which the DBA may now mean to drop or lock)."""
+    role, password = etl_role
+    secret_id = f"dmgw/{role}"
+    aws_session.client("secretsmanager", endpoint_url=aws_env).create_secret(
+        Name=secret_id, SecretString=json.dumps({"username": role, "password": password})
+    )
+    policy = _policy(tmp_path / "p.yaml", role, database_secret=secret_id)
+    gateway = make_gateway(auth_policy_file=str(policy), aws_endpoint_url=aws_env)
+
+    def sessions() -> int:
+        with psycopg2.connect(database_admin_url) as admin, admin.cursor() as cur:
+            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE usename = %s", (role,))
+            row = cur.fetchone()
+        admin.close()
+        assert row is not None
+        return int(row[0])
+
+    with GatewayClient(gateway.address, timeout_s=15, api_key=KEY) as c:
+        assert c.execute_query("SELECT current_user::text AS me").rows == [{"me": role}]
+    assert sessions() == 1  # kept idle in the principal's pool
+    assert gateway.auth.reload() is True  # the same policy: the login stays in use
+    assert sessions() == 1
+    data = yaml.safe_load(policy.read_text())
+    data["principals"] = data["principals"][:1]  # etl removed
+    policy.write_text(yaml.safe_dump(data))
+    assert gateway.auth.reload() is True
+    deadline = time.monotonic() + 5  # a backend ends a moment after its socket closes
+    while sessions() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sessions() == 0
+    with GatewayClient(gateway.address, timeout_s=15, api_key=KEY) as c:
+        with pytest.raises(GatewayError) as err:
+            c.execute_query("SELECT 1")
+        assert err.value.code == grpc.StatusCode.UNAUTHENTICATED
+    with GatewayClient(gateway.address, timeout_s=15, api_key=ADMIN) as c:
+        assert c.execute_query("SELECT 1 AS one").rows == [{"one": 1}]
 
 
 def test_a_missing_secret_answers_unavailable_without_its_value(

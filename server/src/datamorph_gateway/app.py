@@ -19,13 +19,14 @@ from grpc_reflection.v1alpha import reflection
 from datamorph.gateway.v1 import gateway_pb2 as pb
 from datamorph.gateway.v1 import gateway_pb2_grpc as pb_grpc
 from datamorph_gateway.auth.authenticator import Authenticator, check_exposure
+from datamorph_gateway.auth.policy import Policy
 from datamorph_gateway.config import Settings
 from datamorph_gateway.db.database import Database
 from datamorph_gateway.dblogins import LoginPasswords
 from datamorph_gateway.errors import ConfigError
 from datamorph_gateway.identity import ClientIdentities
 from datamorph_gateway.rpc import DecodeErrors, PassSerialized
-from datamorph_gateway.servicer import GatewayServicer
+from datamorph_gateway.servicer import GatewayServicer, login_of
 from datamorph_gateway.tls import server_tls
 from datamorph_gateway.workflows import create_runner
 
@@ -101,7 +102,9 @@ class Gateway:
         self.identities = ClientIdentities(self.tls, settings.sidecar.sidecar_secret)
         try:
             # A bad policy stops here.
-            self.auth = Authenticator(settings.auth, settings.aws, self.identities)
+            self.auth = Authenticator(
+                settings.auth, settings.aws, self.identities, on_reload=self._policy_reloaded
+            )
         except BaseException:
             self.database.close()
             self.server.stop(None)
@@ -117,6 +120,11 @@ class Gateway:
         )
         self._stopping = threading.Event()
         self._poller = threading.Thread(target=self._poll_health, name="health", daemon=True)
+
+    def _policy_reloaded(self, policy: Policy) -> None:
+        """Close the pools of database logins the new policy no longer names."""
+        logins = {login_of(p) for p in policy.principals}
+        self.database.roles.retain({login for login in logins if login is not None})
 
     def start(self) -> None:
         self.database.pool.warm_up()

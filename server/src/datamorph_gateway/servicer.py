@@ -51,14 +51,18 @@ log = logging.getLogger(__name__)
 SUCCESS = "success"
 
 
-def _login() -> DatabaseLogin | None:
-    """The calling principal's own database login, if the policy gives it one."""
-    principal = principal_var.get()
+def login_of(principal: Principal) -> DatabaseLogin | None:
+    """A principal's own database login, if the policy gives it one."""
     if not principal.database_user:
         return None
     return DatabaseLogin(
         principal.database_user, principal.database_secret, principal.database_iam_auth
     )
+
+
+def _login() -> DatabaseLogin | None:
+    """The calling principal's own database login, if the policy gives it one."""
+    return login_of(principal_var.get())
 
 
 def _counted_per_caller(method: Method[Req, Resp]) -> Method[Req, Resp]:

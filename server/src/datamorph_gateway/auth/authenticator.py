@@ -123,8 +123,11 @@ class Authenticator:
         identities: ClientIdentities,
         *,
         clock: Callable[[], float] = time.monotonic,
+        on_reload: Callable[[Policy], None] | None = None,
     ) -> None:
         self._settings = settings
+        # Told each policy a reload puts in force (the database closes removed logins' pools).
+        self._on_reload = on_reload
         self._aws = aws
         self._identities = identities
         self._clock = clock
@@ -205,6 +208,11 @@ class Authenticator:
             return False
         self._state = state
         log.info("auth policy loaded: %d principals", len(state.policy.principals))
+        if self._on_reload is not None:
+            try:
+                self._on_reload(state.policy)
+            except Exception:  # the new policy is in force either way
+                log.exception("after the auth policy was reloaded")
         return True
 
     def _check_file(self, state: _State) -> _State:

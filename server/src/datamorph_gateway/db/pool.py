@@ -87,6 +87,7 @@ class ConnectionPool:
         self._shared_busy = 0  # lent from the shared share, or being opened for it
         self._shared_waiting = 0
         self._closed = False
+        self._closed_because = ("the gateway is shutting down", "SHUTTING_DOWN")
         self._cond = threading.Condition()
         # Pools sharing a budget count toward the limit of their budget's owner (RolePools).
         self._gauge = metrics.pool_gauge(max_size if budget is None else 0)
@@ -118,10 +119,14 @@ class ConnectionPool:
         """The database was found down elsewhere (and said so): a failure here is not news."""
         self._connector.assume_unreachable()
 
-    def close(self) -> None:
-        """Close every idle connection; busy ones are closed when released."""
+    def close(
+        self, because: str = "the gateway is shutting down", reason: str = "SHUTTING_DOWN"
+    ) -> None:
+        """Close every idle connection; busy ones are closed when released. A borrower
+        still waiting (or coming late) is answered UNAVAILABLE ``because``."""
         with self._cond:
             self._closed = True
+            self._closed_because = (because, reason)
             while self._idle:
                 self._discard_locked(self._idle.pop())
             self._gauge.close()
@@ -182,7 +187,8 @@ class ConnectionPool:
             try:
                 while True:
                     if self._closed:
-                        raise Unavailable("the gateway is shutting down", reason="SHUTTING_DOWN")
+                        because, reason = self._closed_because
+                        raise Unavailable(because, reason=reason)
                     budget_blocked = False
                     if not shared or (
                         self._shared_busy < self.shared_max and self._budget.caller_room()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import psycopg2
 import psycopg2.extensions as ext
@@ -126,6 +126,24 @@ class RolePools:
                 )
                 self._logins[login] = pool
             return pool
+
+    def retain(self, logins: Collection[DatabaseLogin]) -> None:
+        """Close the pools of every login not in ``logins``: a principal the reloaded auth
+        policy removed, or gave another database user, keeps no session open as its old
+        user (idle connections close now, busy ones when their call ends)."""
+        with self._logins_lock:
+            gone = {login: pool for login, pool in self._logins.items() if login not in logins}
+            for login in gone:
+                del self._logins[login]
+        for login, pool in gone.items():
+            pool.close(
+                f"the auth policy no longer names database user {login.user!r}",
+                reason="LOGIN_REMOVED",
+            )
+            log.info(
+                "closed the pool of database user %r: no principal of the auth policy uses it",
+                login.user,
+            )
 
     def verify(self) -> None:
         """Check every role the gateway will use, now.
