@@ -28,6 +28,7 @@ from datamorph_gateway.auth.keys import key_hash, new_key
 from datamorph_gateway.config import AwsSettings
 from datamorph_gateway.db.connect import DatabaseLogin
 from datamorph_gateway.dblogins import IAM_TOKEN_TTL_S, LoginPasswords
+from datamorph_gateway.errors import Unavailable
 
 from .fixtures.gateway import GatewayFactory
 from .fixtures.roles import roles_for
@@ -184,8 +185,20 @@ def test_a_principal_removed_by_a_reload_keeps_no_session_open(
         with pytest.raises(GatewayError) as err:
             c.execute_query("SELECT 1")
         assert err.value.code == grpc.StatusCode.UNAUTHENTICATED
+    # A call authorized just before the reload opens no new pool for the dropped login.
+    removed = DatabaseLogin(role, secret_id, False)
+    with pytest.raises(Unavailable) as refused:
+        gateway.database.roles.login(removed)
+    assert refused.value.reason == "LOGIN_REMOVED"
+    assert role in refused.value.message
+    assert sessions() == 0
     with GatewayClient(gateway.address, timeout_s=15, api_key=ADMIN) as c:
         assert c.execute_query("SELECT 1 AS one").rows == [{"one": 1}]
+    # Named again by a later policy, the login is served again.
+    _policy(policy, role, database_secret=secret_id)
+    assert gateway.auth.reload() is True
+    with GatewayClient(gateway.address, timeout_s=15, api_key=KEY) as c:
+        assert c.execute_query("SELECT current_user::text AS me").rows == [{"me": role}]
 
 
 def test_a_missing_secret_answers_unavailable_without_its_value(

@@ -132,6 +132,9 @@ class Authenticator:
         self._identities = identities
         self._clock = clock
         self._lock = threading.Lock()
+        # One reload at a time (SIGHUP threads and the file check): the policy left in
+        # force, and the one ``on_reload`` is told, are the last one read.
+        self._reload_lock = threading.Lock()
         self._buckets: dict[str, _Bucket] = {}
         self.failures: collections.Counter[str] = collections.Counter()
         self._file_signature: tuple[int, int, int] | None = None
@@ -201,19 +204,20 @@ class Authenticator:
         """Read the policy again; keep the old one (and say why) if the new one is bad."""
         if self._state is None:
             return False
-        try:
-            state = self._load()
-        except ConfigError as exc:
-            log.error("the new auth policy is refused, the old one stays in force: %s", exc)
-            return False
-        self._state = state
-        log.info("auth policy loaded: %d principals", len(state.policy.principals))
-        if self._on_reload is not None:
+        with self._reload_lock:
             try:
-                self._on_reload(state.policy)
-            except Exception:  # the new policy is in force either way
-                log.exception("after the auth policy was reloaded")
-        return True
+                state = self._load()
+            except ConfigError as exc:
+                log.error("the new auth policy is refused, the old one stays in force: %s", exc)
+                return False
+            self._state = state
+            log.info("auth policy loaded: %d principals", len(state.policy.principals))
+            if self._on_reload is not None:
+                try:
+                    self._on_reload(state.policy)
+                except Exception:  # the new policy is in force either way
+                    log.exception("after the auth policy was reloaded")
+            return True
 
     def _check_file(self, state: _State) -> _State:
         """Reload when the policy file changed since it was read (called once a second)."""

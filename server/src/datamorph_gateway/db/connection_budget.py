@@ -40,6 +40,12 @@ class ConnectionBudget:
         with self._lock:
             self._pools.append(pool)
 
+    def forget(self, pool: ConnectionPool) -> None:
+        """A closed pool is no longer asked for idle connections (its busy ones still count
+        until their release closes them)."""
+        with self._lock:
+            self._pools = [p for p in self._pools if p is not pool]
+
     def stats(self) -> dict[str, int]:
         with self._lock:
             return {"open": self._open, "limit": self.limit, "caller_busy": self._caller_busy}

@@ -33,11 +33,19 @@ from datamorph_gateway.db.connection_budget import ConnectionBudget
 from datamorph_gateway.db.pool import ConnectionPool
 from datamorph_gateway.db.prepared import PreparingConnection
 from datamorph_gateway.db.privileges import RoleGuard
-from datamorph_gateway.errors import ConfigError, FailedPrecondition
+from datamorph_gateway.errors import ConfigError, FailedPrecondition, Unavailable
 from datamorph_gateway.excerpts import first_line
 from datamorph_gateway.observability import metrics
 
 log = logging.getLogger(__name__)
+
+
+def _removed(login: DatabaseLogin) -> str:
+    return (
+        f"the auth policy no longer uses this login of database user {login.user!r} "
+        "(the principal was removed or its database login changed)"
+    )
+
 
 # Where a principal's own database user gets its password (dblogins.LoginPasswords):
 # (login, host, port) -> a callable asked at each connect, or None for the DSN's own.
@@ -55,6 +63,9 @@ class RolePools:
         self._settings = settings
         self._login_passwords = login_passwords
         self._logins: dict[DatabaseLogin, ConnectionPool] = {}
+        # The logins the auth policy in force names, once a reload has said (``retain``):
+        # a call authorized under an older policy opens no pool for a login it dropped.
+        self._named: frozenset[DatabaseLogin] | None = None
         self._logins_lock = threading.Lock()
         self.budget = ConnectionBudget(settings.db_pool_max, settings.pool_reserved_reads())
         # DB_POOL_MAX caps every pool of the process together: that is their limit.
@@ -111,6 +122,8 @@ class RolePools:
         with self._logins_lock:
             pool = self._logins.get(login)
             if pool is None:
+                if self._named is not None and login not in self._named:
+                    raise Unavailable(_removed(login), reason="LOGIN_REMOVED")
                 host, port = self.dsns.address()
                 password = (
                     None
@@ -128,20 +141,20 @@ class RolePools:
             return pool
 
     def retain(self, logins: Collection[DatabaseLogin]) -> None:
-        """Close the pools of every login not in ``logins``: a principal the reloaded auth
-        policy removed, or gave another database user, keeps no session open as its old
-        user (idle connections close now, busy ones when their call ends)."""
+        """Close the pools of every login not in ``logins`` (those the reloaded auth policy
+        names) and open none for them from now on: a principal the policy removed, or gave
+        another database user, secret or IAM setting, keeps no session open with its old
+        login (idle connections close now, busy ones when their call ends)."""
         with self._logins_lock:
+            self._named = frozenset(logins)
             gone = {login: pool for login, pool in self._logins.items() if login not in logins}
             for login in gone:
                 del self._logins[login]
         for login, pool in gone.items():
-            pool.close(
-                f"the auth policy no longer names database user {login.user!r}",
-                reason="LOGIN_REMOVED",
-            )
+            pool.close(_removed(login), reason="LOGIN_REMOVED")
+            self.budget.forget(pool)
             log.info(
-                "closed the pool of database user %r: no principal of the auth policy uses it",
+                "closed a pool of database user %r: the auth policy no longer uses that login",
                 login.user,
             )
 

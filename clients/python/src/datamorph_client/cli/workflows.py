@@ -72,27 +72,38 @@ def _result_json(result: WorkflowResult) -> str:
 _SUCCEEDED = frozenset({"completed", "success", "succeeded"})
 
 
-def failed_by(entries: Iterable[LogEntry]) -> LogEntry | None:
-    """The entry that says why a run failed, if its log says it did, else None.
+class Outcome:
+    """What a run's log says of its end, entry by entry (a followed log is never kept).
 
-    An ``error`` entry with no ``success`` entry after it fails the run, and an ``end``
-    entry that names a ``workflow_status`` decides it: anything but completed or success
-    (failed, timed_out, abandoned) fails it. The error entry is the one named when there is
-    one, since its title says what went wrong; else the ``end`` entry. A log with neither
-    says nothing of a failure.
+    The ``end`` entry's ``workflow_status``, when it names one, decides: anything but
+    completed, success or succeeded (failed, timed_out, abandoned) is a failure. Without
+    one, an ``error`` entry with no ``success`` entry after it is. ``failure`` is the entry
+    that says why: the error entry when there is one (its title says what went wrong),
+    else the ``end`` entry; None when the log says nothing of a failure.
     """
-    error: LogEntry | None = None
-    failure: LogEntry | None = None
-    for entry in entries:
+
+    def __init__(self) -> None:
+        self.failure: LogEntry | None = None
+        self._error: LogEntry | None = None
+
+    def see(self, entry: LogEntry) -> None:
         if entry.type == "error":
-            error = failure = entry
+            self._error = self.failure = entry
         elif entry.type == "success":
-            error = failure = None
+            self._error = self.failure = None
         elif entry.type == "end":
             status = entry.metadata.get("workflow_status")
             if isinstance(status, str):
-                failure = None if status.lower() in _SUCCEEDED else (error or entry)
-    return failure
+                succeeded = status.lower() in _SUCCEEDED
+                self.failure = None if succeeded else (self._error or entry)
+
+
+def failed_by(entries: Iterable[LogEntry]) -> LogEntry | None:
+    """The entry that says why a run failed, if its log says it did (``Outcome``)."""
+    outcome = Outcome()
+    for entry in entries:
+        outcome.see(entry)
+    return outcome.failure
 
 
 def _entry_text(entry: LogEntry) -> Text:
@@ -113,7 +124,7 @@ class Watch:
 
     def __init__(self, chosen: Output, waiting: str) -> None:
         self.console: Console | None = output.console() if chosen is Output.table else None
-        self.seen: list[LogEntry] = []
+        self.outcome = Outcome()
         self.status: Status | None = None
         if self.console is not None:
             self.status = self.console.status(waiting, spinner="dots")
@@ -121,7 +132,7 @@ class Watch:
 
     def entries(self, events: Iterable[LogEvent]) -> None:
         for event in events:
-            self.seen.append(event.entry)
+            self.outcome.see(event.entry)
             if self.console is None:
                 print(_event_json(event), flush=True)
                 continue
@@ -231,7 +242,7 @@ def logs(
                 raise typer.Exit(INTERRUPTED) from None
             finally:
                 watch.stop()
-            failure = failed_by(watch.seen)
+            failure = watch.outcome.failure
             if failure is not None:
                 print(f"run {run_id} failed: {failure.title}", file=sys.stderr)
                 raise typer.Exit(1)
