@@ -9,7 +9,10 @@ Every call with a key (or a remembered token) hashes it, so the hash is on the h
 ``_sha256`` before): for the few hundred bytes of a credential it is about twice as fast as
 OpenSSL's through ``hashlib`` when the caches are cold, as they are at one call at a time
 (OpenSSL 3's per-call set-up, not the hashing, is the cost; docs/benchmarks.md). The digest
-is the same; ``hashlib.sha256`` stands in where the builtin is missing.
+is the same; ``hashlib.sha256`` stands in where the builtin is missing. The builtin is not
+OpenSSL's FIPS-validated module: nothing here needs FIPS (it looks keys up, it does not
+protect them in transit), but a deployment that requires every hash to be is told so in
+docs/security.md.
 """
 
 from __future__ import annotations
