@@ -87,9 +87,9 @@ class RolePools:
         # The gateway's own tables: a few connections, opened on first use, whose names
         # resolve in pg_catalog alone (the app role owns public, and a function of its own
         # there, a closer match than a built-in, would otherwise run as the state role).
-        # Every borrower
-        # asks for the reserved share (``OwnedTables``), and the shared budget keeps caller
-        # SQL in all pools below DB_POOL_MAX minus that share, so it cannot starve them.
+        # Every borrower asks for the reserved share (``OwnedTables``), and the shared
+        # budget keeps caller SQL in all pools below DB_POOL_MAX minus that share, so
+        # caller SQL cannot starve them.
         self.state = (
             None
             if self.dsns.state is None
