@@ -18,7 +18,7 @@ from pathlib import Path
 import psycopg2
 from psycopg2 import sql
 
-from datamorph_gateway.pg.devdb import READER_ROLE, WATCHDOG_ROLE, prepare_database
+from datamorph_gateway.pg.devdb import READER_ROLE, STATE_ROLE, WATCHDOG_ROLE, prepare_database
 from datamorph_gateway.pg.server import SUPERUSER, EmbeddedPostgres
 
 log = logging.getLogger("bench")
@@ -105,7 +105,11 @@ def open_database(data_dir: Path, database_url: str = "") -> BenchDatabase:
     try:
         # The roles make run serves as (datamorph_app), so the figures are the real path's.
         dsn = prepare_database(pg, BENCH_DBNAME)
-        roles = {"DB_READONLY_USER": READER_ROLE, "DB_WATCHDOG_USER": WATCHDOG_ROLE}
+        roles = {
+            "DB_READONLY_USER": READER_ROLE,
+            "DB_WATCHDOG_USER": WATCHDOG_ROLE,
+            "DB_STATE_USER": STATE_ROLE,
+        }
         return BenchDatabase(dsn, pg, pg.dsn_for(SUPERUSER, BENCH_DBNAME), roles)
     except BaseException:
         pg.stop()

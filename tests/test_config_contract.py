@@ -38,6 +38,7 @@ SECRETS = (
     "sidecar_secret",
     "db_readonly_password",
     "db_watchdog_password",
+    "db_state_password",
 )
 
 
@@ -265,7 +266,7 @@ def test_dsn_from_the_rds_keys(keys: dict[str, Any], dsn: str | None) -> None:
 
 @pytest.mark.parametrize("name", SECRETS)
 def test_each_secret_is_redacted_in_every_view(name: str) -> None:
-    others = {"db_readonly_user": "ro", "db_watchdog_user": "wd"}
+    others = {"db_readonly_user": "ro", "db_watchdog_user": "wd", "db_state_user": "st"}
     settings = Settings.from_flat(**{name: "hunter2", **others})
     redacted = settings.redacted()
     assert redacted[name] == "***"
@@ -383,6 +384,7 @@ ACCEPTED: list[dict[str, str]] = [
     {"DB_SSLMODE": "disable"},
     {"DB_READONLY_USER": "ro", "DB_READONLY_PASSWORD": "p"},
     {"DB_WATCHDOG_USER": "wd", "DB_WATCHDOG_PASSWORD": "p"},
+    {"DB_STATE_USER": "st", "DB_STATE_PASSWORD": "p"},
     {"DRAIN_S": "-1"},
     {"DRAIN_S": "0"},
     {"ENVOY_ADMIN_PORT": "-1"},
@@ -480,6 +482,10 @@ REFUSED: list[tuple[dict[str, str], str]] = [
     (
         {"DB_WATCHDOG_PASSWORD": "p"},
         "DB_WATCHDOG_PASSWORD is set but DB_WATCHDOG_USER is not",
+    ),
+    (
+        {"DB_STATE_PASSWORD": "p"},
+        "DB_STATE_PASSWORD is set but DB_STATE_USER is not",
     ),
     (
         {"TLS_CERT_FILE": "/c"},

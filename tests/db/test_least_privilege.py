@@ -258,10 +258,12 @@ def test_a_member_of_a_privileged_predefined_role_is_refused(
 
 
 def test_a_role_granted_more_after_start_is_refused_on_its_next_connection(
-    server_url: str, plain_role: tuple[str, str]
+    server_url: str, seeded_database: str, plain_role: tuple[str, str]
 ) -> None:
     role, dsn = plain_role
-    gateway = Gateway(gateway_settings(dsn, db_pool_min=0))
+    made = roles_for(seeded_database)
+    assert made is not None
+    gateway = Gateway(gateway_settings(dsn, db_pool_min=0, **made.state_login()))
     gateway.start()
     try:
         _grant(server_url, "pg_execute_server_program", role)
@@ -485,6 +487,7 @@ def test_roles_sql_runs_none_of_the_callers_functions(
             app_role=made.app,
             reader_role=made.reader,
             watchdog_role=made.watchdog,
+            state_role=made.state,
         )
         with conn.cursor() as cur:
             cur.execute("SELECT count(*) FROM public.trap")

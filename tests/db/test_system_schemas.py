@@ -3,12 +3,14 @@
 The refusal is on the schema a name *resolves* to, so ``pg_authid`` alone (pg_catalog is
 implicitly first on the search_path) is refused like ``pg_catalog.pg_authid``. A trap view
 in the gateway's own schema records every read of it, so the tests can tell that a refused
-name was never sampled.
+name was never sampled. The state role, which owns that schema, makes the view and lets the
+serving role read it for these tests alone: the refusal under test is the gateway's, not
+PostgreSQL's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
@@ -22,14 +24,23 @@ from datamorph_gateway.errors import ConfigError
 
 from ..fixtures.envoy import Rest
 from ..fixtures.gateway import GatewayFactory
+from ..fixtures.roles import own_tables_dsn, roles_for
 
 TRAP_SETUP = """
-CREATE SCHEMA IF NOT EXISTS datamorph_gateway;
 CREATE TABLE IF NOT EXISTS public.zz_trap_hits (n int);
 CREATE OR REPLACE FUNCTION public.zz_trap_rows() RETURNS SETOF int
     LANGUAGE plpgsql VOLATILE AS $$
     BEGIN INSERT INTO public.zz_trap_hits VALUES (1); RETURN NEXT 1; END $$;
+"""
+# As the state role, the owner of the gateway's schema; {app} is the serving role.
+TRAP_VIEW = """
 CREATE OR REPLACE VIEW datamorph_gateway.zz_trap AS SELECT n FROM public.zz_trap_rows() AS t(n);
+GRANT USAGE ON SCHEMA datamorph_gateway TO {app};
+GRANT SELECT ON datamorph_gateway.zz_trap TO {app};
+"""
+TRAP_TEARDOWN = """
+DROP VIEW IF EXISTS datamorph_gateway.zz_trap;
+REVOKE ALL ON SCHEMA datamorph_gateway FROM {app};
 """
 
 
@@ -45,10 +56,15 @@ def run(dsn: str, statement: str) -> list[tuple[Any, ...]]:
 
 
 @pytest.fixture(scope="module")
-def trap(seeded_database: str) -> str:
+def trap(seeded_database: str) -> Iterator[str]:
     """The DSN; ``datamorph_gateway.zz_trap`` counts its reads in ``zz_trap_hits``."""
+    made = roles_for(seeded_database)
+    assert made is not None
+    app = f'"{made.app}"'
     run(seeded_database, TRAP_SETUP)
-    return seeded_database
+    run(own_tables_dsn(seeded_database), TRAP_VIEW.format(app=app))
+    yield seeded_database
+    run(own_tables_dsn(seeded_database), TRAP_TEARDOWN.format(app=app))
 
 
 def hits(dsn: str) -> int:
@@ -134,7 +150,10 @@ def test_a_cached_name_that_comes_to_mean_a_system_table_is_refused(
 ) -> None:
     """The relation cache's fast path: the name is cached for public, then resolves elsewhere."""
     run(trap, "CREATE TABLE public.zz_shadow (n int); INSERT INTO public.zz_shadow VALUES (7)")
-    run(trap, "CREATE VIEW datamorph_gateway.zz_shadow AS SELECT * FROM datamorph_gateway.zz_trap")
+    made, state = roles_for(trap), own_tables_dsn(trap)
+    assert made is not None
+    run(state, "CREATE VIEW datamorph_gateway.zz_shadow AS SELECT * FROM datamorph_gateway.zz_trap")
+    run(state, f'GRANT SELECT ON datamorph_gateway.zz_shadow TO "{made.app}"')
     try:
         dsn = make_dsn(trap, options="-c search_path=public,datamorph_gateway")
         gateway = make_gateway(database_url=dsn, relation_cache_ttl_s=60.0)
@@ -147,7 +166,7 @@ def test_a_cached_name_that_comes_to_mean_a_system_table_is_refused(
             assert '"zz_shadow"' in err.message
             assert hits(trap) == before
     finally:
-        run(trap, "DROP VIEW IF EXISTS datamorph_gateway.zz_shadow")
+        run(state, "DROP VIEW IF EXISTS datamorph_gateway.zz_shadow")
         run(trap, "DROP TABLE IF EXISTS public.zz_shadow")
 
 

@@ -21,6 +21,7 @@ from psycopg2.extensions import parse_dsn
 from datamorph_gateway.sidecar.process import validate
 
 from ..fixtures.process import gateway_env, reap
+from ..fixtures.roles import roles_for
 from .files import (
     DEPLOY,
     DOCKERFILE,
@@ -135,8 +136,10 @@ def image_gateway(seeded_database: str) -> Iterator[tuple[subprocess.Popen[str],
     """The image's ENTRYPOINT with its ENV, as compose runs it (anonymous callers allowed,
     since it binds 0.0.0.0), on a free port, against the test database."""
     env = gateway_env(**dockerfile_env(final()))
+    made = roles_for(seeded_database)  # the session's own state role
     env.update(
         DATABASE_URL=seeded_database,
+        DB_STATE_USER=made.state if made else "",
         GRPC_PORT=str(free_port()),
         AUTH_ALLOW_ANONYMOUS=compose()["services"]["gateway"]["environment"][
             "AUTH_ALLOW_ANONYMOUS"

@@ -93,9 +93,12 @@ def test_secrets_come_from_secrets_manager_never_from_values() -> None:
         assert SECRET_ARN.match(secret["valueFrom"]), secret
     names = {variable["name"] for variable in gateway["environment"]}
     assert not {n for n in names if "PASSWORD" in n or n == "AUTH_POLICY"}
-    assert {"RDS_PASSWORD", "DB_READONLY_PASSWORD", "DB_WATCHDOG_PASSWORD"} <= {
-        s["name"] for s in gateway["secrets"]
-    }
+    assert {
+        "RDS_PASSWORD",
+        "DB_READONLY_PASSWORD",
+        "DB_WATCHDOG_PASSWORD",
+        "DB_STATE_PASSWORD",
+    } <= {s["name"] for s in gateway["secrets"]}
 
 
 def test_the_stop_timeout_covers_the_drain() -> None:

@@ -117,11 +117,12 @@ def unit_gateway(installed: Path, seeded_database: str) -> Iterator[str]:
         env[key] = value
     env = {k: v.replace("%i", port) for k, v in env.items()}
     env.update(CONFIG_SECRET_ID="", DB_SSLROOTCERT="", AUTH_POLICY_FILE="")
-    made = roles_for(seeded_database)  # the session's own reader and watchdog roles
+    made = roles_for(seeded_database)  # the session's own reader, watchdog and state roles
     env.update(
         DATABASE_URL=seeded_database,
         DB_READONLY_USER=made.reader if made else "",
         DB_WATCHDOG_USER=made.watchdog if made else "",
+        DB_STATE_USER=made.state if made else "",
         DRAIN_S="0",
         METRICS_PORT=str(free_port()),  # 9464 may be a developer's `make run`
     )

@@ -25,6 +25,8 @@ from datamorph_gateway.logstore import (
     make_entry,
 )
 
+from ..fixtures.roles import own_tables_dsn
+
 ISO_MILLIS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 
@@ -34,7 +36,7 @@ def run_id() -> str:
 
 @pytest.fixture
 def pool(database_url: str) -> Iterator[ConnectionPool]:
-    p = ConnectionPool(database_url, max_size=6)
+    p = ConnectionPool(own_tables_dsn(database_url), max_size=6)
     yield p
     p.close()
 
@@ -473,7 +475,7 @@ def test_postgres_retention_deletes_runs_not_updated_for_the_period(
     old, recent = run_id(), run_id()
     for rid in (old, recent):
         keeper.append(rid, make_entry("start", "Starting", "first", {}))
-    conn = psycopg2.connect(database_url)
+    conn = psycopg2.connect(own_tables_dsn(database_url))
     try:
         with conn, conn.cursor() as cur:
             cur.execute(

@@ -19,6 +19,7 @@ from datamorph_gateway.pg.devdb import (
     EMBEDDED_DBNAME,
     PGPASS_NAME,
     READER_ROLE,
+    STATE_ROLE,
     WATCHDOG_ROLE,
     start_embedded_database,
 )
@@ -83,8 +84,16 @@ def test_a_fresh_data_dir_serves_as_datamorph_app_with_scram(tmp_path: Path) -> 
             "SELECT current_setting('default_transaction_read_only'), count(*) > 0 FROM customers",
         ) == ("on", True)
         # Nobody gets in without the password, not even the superuser.
-        for role in (SUPERUSER, APP_ROLE, READER_ROLE, WATCHDOG_ROLE):
+        for role in (SUPERUSER, APP_ROLE, READER_ROLE, WATCHDOG_ROLE, STATE_ROLE):
             _refused_without_password(dsn, role)
+        # The gateway's own schema is the state role's; the app role has nothing there.
+        state = make_dsn(dsn, user=STATE_ROLE)
+        assert _one(
+            state,
+            "SELECT pg_get_userbyid(nspowner)::text, has_schema_privilege("
+            f"'{APP_ROLE}', 'datamorph_gateway', 'USAGE') FROM pg_namespace"
+            " WHERE nspname = 'datamorph_gateway'",
+        ) == (STATE_ROLE, False)
         hba = (tmp_path / "data" / "postgres" / "pg_hba.conf").read_text()
         assert "trust" not in [
             line.split()[-1]
@@ -136,7 +145,9 @@ def test_a_data_dir_from_an_earlier_version_is_migrated_with_nothing_lost(
                 "CREATE VIEW mine.v AS SELECT body FROM mine.notes;"
                 "CREATE SEQUENCE mine.standalone; CREATE TYPE mine.mood AS ENUM ('ok');"
                 "CREATE DOMAIN mine.positive AS int CHECK (VALUE > 0);"
-                "CREATE FUNCTION mine.f() RETURNS int LANGUAGE sql AS 'SELECT 1'"
+                "CREATE FUNCTION mine.f() RETURNS int LANGUAGE sql AS 'SELECT 1';"
+                "CREATE SCHEMA datamorph_gateway;"
+                "CREATE TABLE datamorph_gateway.workflow_runs (run_id text PRIMARY KEY)"
             )
         conn.close()
     finally:
@@ -170,6 +181,13 @@ def test_a_data_dir_from_an_earlier_version_is_migrated_with_nothing_lost(
             " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname IN ('public', 'mine')",
         )
         assert owners == ([APP_ROLE],)
+        # The gateway's own tables go on to the state role.
+        assert _one(
+            dsn,
+            "SELECT pg_get_userbyid(c.relowner)::text FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = 'datamorph_gateway' AND c.relname = 'workflow_runs'",
+        ) == (STATE_ROLE,)
         reader = make_dsn(dsn, user=READER_ROLE)
         assert _one(reader, "SELECT count(*) FROM mine.notes") == (2,)
         for role in (SUPERUSER, APP_ROLE):

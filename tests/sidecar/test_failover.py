@@ -31,6 +31,7 @@ from ..fixtures.gateway import SIDECAR_SECRET
 from ..fixtures.handlers import HANDLER, prompt
 from ..fixtures.load import Load
 from ..fixtures.process import Restartable, gateway_env
+from ..fixtures.roles import own_tables_dsn
 
 HEALTH_CHECK_INTERVAL_S = 0.5
 # Long enough for Envoy to see NOT_SERVING (a check every interval) before calls are refused.
@@ -247,7 +248,7 @@ def test_a_start_workflow_whose_gateway_dies_before_answering_is_not_sent_again(
     policy keeps Envoy from sending the call to the other gateway."""
     calls = tmp_path / "calls"
     request = {"prompt": prompt(calls=calls, hold_s=30), "target_table": "t"}
-    lock = psycopg2.connect(seeded_database)
+    lock = psycopg2.connect(own_tables_dsn(seeded_database))
     try:
         with lock.cursor() as cur:
             cur.execute("LOCK TABLE datamorph_gateway.run_leases IN EXCLUSIVE MODE")

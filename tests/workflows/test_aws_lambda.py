@@ -25,6 +25,7 @@ from datamorph_gateway.workflows import (
 )
 
 from ..fixtures.aws import LambdaStandIn, Reply
+from ..fixtures.roles import with_state_role
 from ..fixtures.workflows import RUN_ID, timeout_detail
 
 FUNCTION = "datamorph-orchestrator"
@@ -50,7 +51,7 @@ def lambda_settings(lambda_stand_in: LambdaStandIn, moto_url: str, dynamodb_tabl
 @pytest.fixture
 def unused_pool(database_url: str) -> Iterator[Database]:
     """The gateway's pool: in Lambda mode only the idempotency ledger uses it."""
-    db = Database(DatabaseSettings(), LimitsSettings(), database_url)
+    db = Database(with_state_role(DatabaseSettings(), database_url), LimitsSettings(), database_url)
     yield db
     db.close()
 
@@ -64,7 +65,12 @@ def make_lambda_runner(
     def make(**overrides: Any) -> WorkflowRunner:
         settings = lambda_settings.with_flat(**overrides)
         runner = create_runner(
-            settings.workflows, settings.aws, settings.limits, unused_pool.pool, session=aws_session
+            settings.workflows,
+            settings.aws,
+            settings.limits,
+            unused_pool.pool,
+            tables=unused_pool.roles.own_tables,
+            session=aws_session,
         )
         runners.append(runner)
         return runner

@@ -21,6 +21,7 @@ from datamorph_gateway.workflows import (
     create_runner,
 )
 
+from ..fixtures.roles import with_state_role
 from ..fixtures.workflows import RUN_ID
 
 
@@ -28,8 +29,12 @@ from ..fixtures.workflows import RUN_ID
 def dev_runner(seeded_database: str) -> Iterator[WorkflowRunner]:
     """The embedded default: dev orchestrator, logs in PostgreSQL, the gateway's own pool."""
     settings = Settings.from_flat(database_url=seeded_database)
-    db = Database(settings.database, settings.limits, seeded_database)
-    runner = create_runner(settings.workflows, settings.aws, settings.limits, db.pool)
+    db = Database(
+        with_state_role(settings.database, seeded_database), settings.limits, seeded_database
+    )
+    runner = create_runner(
+        settings.workflows, settings.aws, settings.limits, db.pool, tables=db.roles.own_tables
+    )
     yield runner
     runner.close()
     db.close()

@@ -19,6 +19,7 @@ from datamorph.gateway.v1 import gateway_pb2_grpc as pb_grpc
 
 from ..fixtures.envoy import EnvoyFactory, Rest
 from ..fixtures.gateway import GatewayFactory
+from ..fixtures.roles import own_tables_dsn
 
 RUN_ID = re.compile(r"^\d{8}_\d{6}_[0-9a-f]{8}$")
 
@@ -77,7 +78,7 @@ def test_start_materializes_the_query_and_its_logs_can_be_read_and_streamed(rest
 def find_run(seeded_database: str, marker: str, timeout_s: float = 10.0) -> str:
     """The run whose log mentions marker (its target table), once it has one."""
     deadline = time.monotonic() + timeout_s
-    conn = psycopg2.connect(seeded_database)
+    conn = psycopg2.connect(own_tables_dsn(seeded_database))
     conn.autocommit = True
     try:
         with conn.cursor() as cur:

@@ -27,6 +27,8 @@ from datamorph_gateway.workflows import (
 )
 from datamorph_gateway.workflows.idempotency_store import Ledger
 
+from ..fixtures.roles import own_tables_dsn, with_state_role
+
 SETTINGS = Settings.from_flat(
     log_poll_interval_s=0.05, workflow_max_concurrent=1, grpc_max_workers=8
 )
@@ -61,10 +63,12 @@ def replicas(database_url: str) -> Iterator[Callable[[Handler], WorkflowRunner]]
     made: list[tuple[WorkflowRunner, Database]] = []
 
     def make(handler: Handler) -> WorkflowRunner:
-        db = Database(SETTINGS.database, SETTINGS.limits, database_url)
-        ledger = Ledger(db.pool, ttl_s=3600, abandon_after_s=30, timeout_s=5)
+        db = Database(
+            with_state_role(SETTINGS.database, database_url), SETTINGS.limits, database_url
+        )
+        ledger = Ledger(db.roles.own_tables, ttl_s=3600, abandon_after_s=30, timeout_s=5)
         ledger.ensure_schema()
-        store = PostgresLogStore(db.pool, poll_interval_s=0.05)
+        store = PostgresLogStore(db.roles.own_tables, poll_interval_s=0.05)
         orchestrator = LocalOrchestrator(handler, name="tests.handler", pool=db.pool)
         runner = WorkflowRunner(SETTINGS.workflows, orchestrator, store, ledger)
         made.append((runner, db))
@@ -167,7 +171,7 @@ def test_an_abandoned_run_is_reported_never_run_again(
 ) -> None:
     runner = replicas(Handler())  # creates the table
     key = _key()
-    conn = psycopg2.connect(database_url)
+    conn = psycopg2.connect(own_tables_dsn(database_url))
     try:
         with conn, conn.cursor() as cur:
             cur.execute(
@@ -188,11 +192,17 @@ def test_an_abandoned_run_is_reported_never_run_again(
 
 
 def test_the_store_is_a_setting(database_url: str) -> None:
-    db = Database(DatabaseSettings(), LimitsSettings(), database_url)
+    db = Database(with_state_role(DatabaseSettings(), database_url), LimitsSettings(), database_url)
     try:
         for store, shared in (("postgres", True), ("memory", False)):
             settings = Settings.from_flat(idempotency_store=store)
-            runner = create_runner(settings.workflows, settings.aws, settings.limits, db.pool)
+            runner = create_runner(
+                settings.workflows,
+                settings.aws,
+                settings.limits,
+                db.pool,
+                tables=db.roles.own_tables,
+            )
             try:
                 assert (runner._ledger is not None) is shared
             finally:
@@ -206,7 +216,7 @@ def test_expired_keys_are_purged_at_start_up(
 ) -> None:
     replicas(Handler())  # creates the table
     old, fresh = _key(), _key()
-    conn = psycopg2.connect(database_url)
+    conn = psycopg2.connect(own_tables_dsn(database_url))
     try:
         with conn, conn.cursor() as cur:
             for key, age in ((old, "2 hours"), (fresh, "1 minute")):
@@ -216,9 +226,11 @@ def test_expired_keys_are_purged_at_start_up(
                     " now() - %s::interval, now() - %s::interval, '{}')",
                     (key, age, age),
                 )
-        db = Database(SETTINGS.database, SETTINGS.limits, database_url)
+        db = Database(
+            with_state_role(SETTINGS.database, database_url), SETTINGS.limits, database_url
+        )
         try:
-            Ledger(db.pool, ttl_s=3600, abandon_after_s=30, timeout_s=5).ensure_schema()
+            Ledger(db.roles.own_tables, ttl_s=3600, abandon_after_s=30, timeout_s=5).ensure_schema()
         finally:
             db.close()
         with conn, conn.cursor() as cur:

@@ -43,6 +43,7 @@ from ..fixtures.databases import throwaway_database
 from ..fixtures.gateway import GatewayFactory
 from ..fixtures.handlers import HANDLER, prompt
 from ..fixtures.process import gateway_env, start, stop
+from ..fixtures.roles import own_tables_dsn, with_state_role
 
 LEASE_S = 2.0
 # Past RUN_LEASE_S: writing the entries, and a poll of whoever is waiting for them.
@@ -198,15 +199,15 @@ def test_a_slow_run_that_is_alive_is_never_ended(
             idempotency_key=f"key-{uuid.uuid4().hex}",
         )
         run_id = wait_for_call(calls)
-        [(gateway, renewed_at)] = lease_of(seeded_database, run_id)
+        [(gateway, renewed_at)] = lease_of(own_tables_dsn(seeded_database), run_id)
         assert gateway == running.workflows._leases.holder  # type: ignore[union-attr]
         time.sleep(LEASE_S)
-        [(_, renewed_later)] = lease_of(seeded_database, run_id)
+        [(_, renewed_later)] = lease_of(own_tables_dsn(seeded_database), run_id)
         assert renewed_later > renewed_at
         response = answer.result(timeout=3 * LEASE_S + 20)
         assert response.message == "released"
         assert [e.type for e in client.get_logs(run_id).logs] == ["start", "end"]
-    assert lease_of(seeded_database, run_id) == []
+    assert lease_of(own_tables_dsn(seeded_database), run_id) == []
 
 
 def test_a_run_with_no_entries_yet_is_found_while_it_runs(
@@ -306,14 +307,16 @@ def test_a_key_claimed_without_a_lease_is_ended_as_abandoned(database_url: str) 
     settings = Settings.from_flat(
         run_lease_s=1.0, orchestrator_read_timeout_s=1, log_poll_interval_s=0.05
     )
-    db = Database(settings.database, settings.limits, database_url)
+    db = Database(with_state_role(settings.database, database_url), settings.limits, database_url)
     runner: WorkflowRunner | None = None
     try:
-        runner = create_runner(settings.workflows, settings.aws, settings.limits, db.pool)
+        runner = create_runner(
+            settings.workflows, settings.aws, settings.limits, db.pool, tables=db.roles.own_tables
+        )
         key, run_id = f"key-{uuid.uuid4().hex}", f"20250101_000000_{uuid.uuid4().hex[:8]}"
         request = WorkflowRequest("SELECT 1", idempotency_key=key)
         fetch(
-            database_url,
+            own_tables_dsn(database_url),
             "INSERT INTO datamorph_gateway.idempotency_keys (key, fingerprint, run_id, claimed_at)"
             " VALUES (%s, %s, %s, now() - interval '2 minutes') RETURNING key",
             key,
@@ -338,14 +341,16 @@ def test_a_repeat_names_no_run_before_it_started(database_url: str) -> None:
     """A key held by a run that has not started (no lease yet; it may still be refused and
     give its key back) is not announced: neither a deadline nor KEY_RELEASED names it."""
     settings = Settings.from_flat(run_lease_s=1.0, log_poll_interval_s=0.05)
-    db = Database(settings.database, settings.limits, database_url)
-    runner = create_runner(settings.workflows, settings.aws, settings.limits, db.pool)
+    db = Database(with_state_role(settings.database, database_url), settings.limits, database_url)
+    runner = create_runner(
+        settings.workflows, settings.aws, settings.limits, db.pool, tables=db.roles.own_tables
+    )
     announced: list[str] = []
     try:
         key, run_id = f"key-{uuid.uuid4().hex}", f"20250101_000000_{uuid.uuid4().hex[:8]}"
         request = WorkflowRequest("SELECT 1", idempotency_key=key)
         fetch(
-            database_url,
+            own_tables_dsn(database_url),
             "INSERT INTO datamorph_gateway.idempotency_keys (key, fingerprint, run_id)"
             " VALUES (%s, %s, %s) RETURNING key",
             key,
@@ -360,7 +365,7 @@ def test_a_repeat_names_no_run_before_it_started(database_url: str) -> None:
             following = pool.submit(runner.start, request, timeout_s=10, on_run_id=announced.append)
             time.sleep(0.3)
             fetch(
-                database_url,
+                own_tables_dsn(database_url),
                 "DELETE FROM datamorph_gateway.idempotency_keys WHERE key = %s RETURNING key",
                 key,
             )
@@ -376,11 +381,17 @@ def test_a_repeat_names_no_run_before_it_started(database_url: str) -> None:
 
 
 def test_no_leases_with_run_lease_s_zero(database_url: str) -> None:
-    db = Database(DatabaseSettings(), LimitsSettings(), database_url)
+    db = Database(with_state_role(DatabaseSettings(), database_url), LimitsSettings(), database_url)
     try:
         for lease_s, leased in ((0.0, False), (5.0, True)):
             settings = Settings.from_flat(run_lease_s=lease_s)
-            runner = create_runner(settings.workflows, settings.aws, settings.limits, db.pool)
+            runner = create_runner(
+                settings.workflows,
+                settings.aws,
+                settings.limits,
+                db.pool,
+                tables=db.roles.own_tables,
+            )
             try:
                 assert (runner._leases is not None) is leased
             finally:

@@ -31,6 +31,8 @@ from datamorph_gateway.workflows import (
 )
 from datamorph_gateway.workflows.handler_orchestrator import load_handler
 
+from ..fixtures.roles import with_state_role
+
 NOT_CALLABLE = 42
 
 
@@ -126,8 +128,8 @@ def test_handler_specs() -> None:
 
 
 def test_orchestrator_choice(database_url: str) -> None:
-    db = Database(DatabaseSettings(), LimitsSettings(), database_url)
-    store = PostgresLogStore(db.pool)
+    db = Database(with_state_role(DatabaseSettings(), database_url), LimitsSettings(), database_url)
+    store = PostgresLogStore(db.roles.own_tables)
     try:
         dev = create_orchestrator(WorkflowSettings(), AwsSettings(), store, db.pool)
         assert isinstance(dev, LocalOrchestrator)

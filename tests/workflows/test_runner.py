@@ -33,6 +33,7 @@ from datamorph_gateway.workflows import (
     new_run_id,
 )
 
+from ..fixtures.roles import with_state_role
 from ..fixtures.workflows import RUN_ID, timeout_detail
 
 
@@ -72,8 +73,8 @@ class Gate:
 
 @pytest.fixture
 def log_store(database_url: str) -> Iterator[LogStore]:
-    db = Database(DatabaseSettings(), LimitsSettings(), database_url)
-    store = PostgresLogStore(db.pool, poll_interval_s=0.05)
+    db = Database(with_state_role(DatabaseSettings(), database_url), LimitsSettings(), database_url)
+    store = PostgresLogStore(db.roles.own_tables, poll_interval_s=0.05)
     store.ensure_schema()
     yield store
     db.close()

@@ -112,6 +112,7 @@ def _serve(settings: Settings) -> int:
             database_url=embedded.dsn,
             db_readonly_user=embedded.reader_user,
             db_watchdog_user=embedded.watchdog_user,
+            db_state_user=embedded.state_user,
         )
         settings = dataclasses.replace(settings, database=database)
     try:

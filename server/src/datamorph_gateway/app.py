@@ -93,7 +93,11 @@ class Gateway:
             # A refused login or a superuser stops the start here, with the server's reason.
             self.database.roles.verify()
             self.workflows = create_runner(
-                settings.workflows, settings.aws, settings.limits, self.database.pool
+                settings.workflows,
+                settings.aws,
+                settings.limits,
+                self.database.pool,
+                tables=self.database.roles.own_tables,
             )
         except BaseException:
             self.database.close()

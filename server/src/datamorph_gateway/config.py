@@ -153,6 +153,7 @@ class Settings:
             "sidecar_secret",
             "db_readonly_password",
             "db_watchdog_password",
+            "db_state_password",
         ):
             if out[key]:
                 out[key] = "***"

@@ -145,6 +145,8 @@ def _validate_database_roles(s: DatabaseSettings) -> None:
         raise ConfigError("DB_READONLY_PASSWORD is set but DB_READONLY_USER is not")
     if s.db_watchdog_password and not s.db_watchdog_user:
         raise ConfigError("DB_WATCHDOG_PASSWORD is set but DB_WATCHDOG_USER is not")
+    if s.db_state_password and not s.db_state_user:
+        raise ConfigError("DB_STATE_PASSWORD is set but DB_STATE_USER is not")
 
 
 def _validate_tls(s: TlsSettings) -> None:

@@ -93,12 +93,16 @@ class DatabaseSettings:
     # reaches the server's files or programs or signals other sessions, is refused unless
     # DB_ALLOW_PRIVILEGED. DB_READONLY_USER serves read_only requests and streams (without
     # it they run in a read-only transaction, which is not a boundary); DB_WATCHDOG_USER
-    # ends a backend that ignored a cancel. Their passwords: *_PASSWORD, or the DSN's passfile.
+    # ends a backend that ignored a cancel; DB_STATE_USER owns and uses the gateway's own
+    # tables (without it they belong to the serving role, which caller SQL runs as). Their
+    # passwords: *_PASSWORD, or the DSN's passfile.
     db_allow_privileged: bool = False
     db_readonly_user: str = ""
     db_readonly_password: str = field(default="", repr=False)
     db_watchdog_user: str = ""
     db_watchdog_password: str = field(default="", repr=False)
+    db_state_user: str = ""
+    db_state_password: str = field(default="", repr=False)
     # TLS to the database: empty means verify-full for a database that is not on this host
     # (and libpq's default, prefer, on loopback); DB_SSLROOTCERT names the CA bundle.
     db_sslmode: str = ""

@@ -228,6 +228,7 @@ def _run(settings: Settings, stop: threading.Event, stack: contextlib.ExitStack)
         env["DATABASE_URL"] = embedded.dsn
         env["DB_READONLY_USER"] = embedded.reader_user
         env["DB_WATCHDOG_USER"] = embedded.watchdog_user
+        env["DB_STATE_USER"] = embedded.state_user
         database = embedded.dsn
     if stop.is_set():
         raise _Stop

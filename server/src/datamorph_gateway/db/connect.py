@@ -6,9 +6,10 @@
   to a remote database happens only when configured explicitly: with ``DB_SSLMODE`` or
   with ``sslmode`` in ``DATABASE_URL``. On loopback and Unix sockets libpq's own default
   stays.
-- ``DB_READONLY_USER`` and ``DB_WATCHDOG_USER`` are logins to the same database as the
-  serving DSN with another role; their passwords come from ``DB_READONLY_PASSWORD`` /
-  ``DB_WATCHDOG_PASSWORD``, or from the DSN's ``passfile`` (which the embedded database uses).
+- ``DB_READONLY_USER``, ``DB_WATCHDOG_USER`` and ``DB_STATE_USER`` are logins to the same
+  database as the serving DSN with another role; their passwords come from
+  ``DB_READONLY_PASSWORD`` / ``DB_WATCHDOG_PASSWORD`` / ``DB_STATE_PASSWORD``, or from the
+  DSN's ``passfile`` (which the embedded database uses).
 - A failed connect is either for good (``refusal``: the server refused the login, the
   database or the host does not exist), which retrying cannot mend, or for now (refused,
   timed out, starting up, out of connection slots; TLS errors too, since the CA bundle
@@ -85,7 +86,8 @@ def is_local(params: dict[str, str]) -> bool:
 
 
 class RoleDsns:
-    """The serving DSN and, when configured, the reader's and the watchdog's."""
+    """The serving DSN and, when configured, the reader's, the watchdog's and the state
+    role's (the owner of the gateway's own tables)."""
 
     def __init__(self, settings: DatabaseSettings, dsn: str) -> None:
         params = parse_dsn(dsn)
@@ -101,6 +103,7 @@ class RoleDsns:
         self.serving = make_dsn(**params)
         self.reader = _as_role(params, settings.db_readonly_user, settings.db_readonly_password)
         self.watchdog = _as_role(params, settings.db_watchdog_user, settings.db_watchdog_password)
+        self.state = _as_role(params, settings.db_state_user, settings.db_state_password)
         self._params = params
 
     def login(self, login: DatabaseLogin) -> str:

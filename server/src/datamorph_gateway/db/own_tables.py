@@ -2,10 +2,15 @@
 
 Each owner hands its ``CREATE … IF NOT EXISTS`` here. It runs once, under one advisory
 lock shared by every owner, so replicas starting together do not race on the catalog;
-then every use is a short transaction on the shared pool, bounded by a statement
-timeout, its psycopg2 errors turned into request errors. These transactions may use
-the pool's reserved share (``DB_POOL_RESERVED_READS``): they are short and the gateway's
-own, so caller SQL filling its share does not stop workflow logs or idempotency keys.
+then every use is a short transaction on the pool of the tables' role, bounded by a
+statement timeout, its psycopg2 errors turned into request errors. That pool is the state
+role's (``DB_STATE_USER``, which ``roles.sql`` makes the owner of the schema) or else the
+serving one (``RolePools.own_tables``). These transactions may use the reserved share
+(``DB_POOL_RESERVED_READS``): they are short and the gateway's own, so caller SQL filling
+its share does not stop workflow logs or idempotency keys.
+
+The schema is created only when missing: ``CREATE SCHEMA IF NOT EXISTS`` would need CREATE
+on the database even when the schema exists, and the state role has no such right.
 """
 
 from __future__ import annotations
@@ -42,8 +47,10 @@ class OwnedTables:
         name: str,
         what: str,
         remedy: str,
+        schema: str = SCHEMA,
     ) -> None:
         self._pool = pool
+        self._schema = schema
         self._ddl = ddl
         self._timeout_s = timeout_s
         self._name = name  # for the warning: "workflow log tables not checked yet"
@@ -72,13 +79,19 @@ class OwnedTables:
         except psycopg2.Error as exc:
             raise ConfigError(
                 f"cannot create {self._what}: {first_line(exc)} "
-                f"(grant CREATE on the database, or {self._remedy})"
+                f"(set DB_STATE_USER to the owner of schema {self._schema} (roles.sql makes "
+                f"datamorph_state), grant CREATE on the database, or {self._remedy})"
             ) from None
 
     def _create(self) -> None:
         with self._pool.connection(self._timeout_s, reserved=True) as conn:
             with conn.cursor() as cur:
                 cur.execute("SELECT pg_advisory_xact_lock(%s)", (DDL_LOCK_KEY,))
+                cur.execute(
+                    "SELECT FROM pg_catalog.pg_namespace WHERE nspname = %s", (self._schema,)
+                )
+                if cur.fetchone() is None:
+                    cur.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(self._schema)))
                 cur.execute(self._ddl)
             conn.commit()
         self._ready = True

@@ -7,7 +7,10 @@ of its own, opened on its first call, for all of its SQL. Every pool shares one
 ``ConnectionBudget`` (``DB_POOL_MAX`` connections in all), and every role is checked
 before it serves (``privileges``): all of them at start-up (``verify``), and each new
 pooled connection again. The watchdog role (``DB_WATCHDOG_USER``) ends a backend that
-ignores cancels (``terminate``).
+ignores cancels (``terminate``). The state role (``DB_STATE_USER``) owns the gateway's own
+tables (workflow logs, idempotency keys, run leases) and has a small pool of its own
+(``state``), so caller SQL, which runs as the serving role, cannot reach them; without it
+they are on the serving pool (``own_tables``).
 """
 
 from __future__ import annotations
@@ -47,13 +50,17 @@ def _removed(login: DatabaseLogin) -> str:
     )
 
 
+# The state role's pool: the gateway's own short transactions, a few at a time.
+STATE_POOL_MAX = 4
+
 # Where a principal's own database user gets its password (dblogins.LoginPasswords):
 # (login, host, port) -> a callable asked at each connect, or None for the DSN's own.
 PasswordSource = Callable[[DatabaseLogin, str, int], Callable[[], str] | None]
 
 
 class RolePools:
-    """The serving role's pool, the read-only role's and each principal's, on one budget."""
+    """The serving role's pool, the read-only role's, the state role's and each principal's,
+    on one budget."""
 
     def __init__(
         self, settings: DatabaseSettings, dsn: str, login_passwords: PasswordSource | None
@@ -77,6 +84,29 @@ class RolePools:
             if self.dsns.reader is None
             else self._pool(self.dsns.reader, "read-only role", min_size=0, reserved=0)
         )
+        # The gateway's own tables: a few connections, opened on first use, whose names
+        # resolve in pg_catalog alone (the app role owns public, and a function of its own
+        # there, a closer match than a built-in, would otherwise run as the state role).
+        # Every borrower asks for the reserved share (``OwnedTables``), and the shared
+        # budget keeps caller SQL in all pools below DB_POOL_MAX minus that share, so
+        # caller SQL cannot starve them.
+        self.state = (
+            None
+            if self.dsns.state is None
+            else self._pool(
+                catalog_only(self.dsns.state),
+                "state role",
+                min_size=0,
+                max_size=min(STATE_POOL_MAX, settings.db_pool_max),
+                reserved=0,
+            )
+        )
+
+    @property
+    def own_tables(self) -> ConnectionPool:
+        """The pool the gateway's own tables are used on: the state role's when
+        ``DB_STATE_USER`` is set, the serving role's otherwise."""
+        return self.serving if self.state is None else self.state
 
     def _pool(
         self,
@@ -84,6 +114,7 @@ class RolePools:
         purpose: str,
         *,
         min_size: int | None = None,
+        max_size: int | None = None,
         reserved: int | None = None,
         password: Callable[[], str] | None = None,
     ) -> ConnectionPool:
@@ -97,7 +128,7 @@ class RolePools:
         return ConnectionPool(
             dsn,
             min_size=settings.db_pool_min if min_size is None else min_size,
-            max_size=settings.db_pool_max,
+            max_size=settings.db_pool_max if max_size is None else max_size,
             reserved=settings.pool_reserved_reads() if reserved is None else reserved,
             acquire_timeout_s=settings.db_pool_timeout_s,
             connect_timeout_s=settings.db_connect_timeout_s,
@@ -175,6 +206,8 @@ class RolePools:
             roles.append(("read-only role", self.dsns.reader))
         if self.dsns.watchdog is not None:
             roles.append(("watchdog role", self.dsns.watchdog))
+        if self.dsns.state is not None:
+            roles.append(("state role", self.dsns.state))
         for purpose, dsn in roles:
             try:
                 conn = psycopg2.connect(
@@ -194,7 +227,7 @@ class RolePools:
                     "UNAVAILABLE until it is, and checks each role when it connects",
                     first_line(exc),
                 )
-                for pool in (self.serving, self.reader):
+                for pool in (self.serving, self.reader, self.state):
                     if pool is not None:
                         pool.assume_unreachable()
                 break  # the other roles would only say the same
@@ -208,6 +241,12 @@ class RolePools:
             log.info(
                 "DB_READONLY_USER is not set: read_only requests run as the serving role in a "
                 "read-only transaction, which is not a security boundary (docs/security.md)"
+            )
+        if self.dsns.state is None:
+            log.info(
+                "DB_STATE_USER is not set: the gateway's own tables (workflow logs, "
+                "idempotency keys, run leases) belong to the serving role, so callers who may "
+                "write can also read and change them (docs/security.md)"
             )
         if self.dsns.unverified_remote:
             log.warning(
@@ -240,6 +279,8 @@ class RolePools:
         self.serving.close()
         if self.reader is not None:
             self.reader.close()
+        if self.state is not None:
+            self.state.close()
         with self._logins_lock:
             for pool in self._logins.values():
                 pool.close()

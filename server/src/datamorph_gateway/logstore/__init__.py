@@ -60,7 +60,8 @@ def create_log_store(
     *,
     session: boto3.session.Session | None = None,
 ) -> LogStore:
-    """The configured store, ready to use (PostgreSQL tables created if missing)."""
+    """The configured store, ready to use (PostgreSQL tables created if missing, on ``pool``:
+    the pool of the gateway's own tables, ``RolePools.own_tables``)."""
     if log_store_kind(settings) == "dynamodb":
         return DynamoDBLogStore.from_settings(settings, aws, session=session)
     store = PostgresLogStore(

@@ -26,7 +26,6 @@ log = logging.getLogger(__name__)
 _TIMESTAMP = 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'
 
 _DDL = """
-CREATE SCHEMA IF NOT EXISTS {schema};
 CREATE TABLE IF NOT EXISTS {schema}.workflow_runs (
     run_id text PRIMARY KEY,
     created_at timestamptz NOT NULL DEFAULT now(),
@@ -78,8 +77,8 @@ WHERE run_id = %(run_id)s AND seq >= %(start)s ORDER BY seq
 class PostgresLogStore(LogStore):
     """Logs in ``datamorph_gateway.workflow_runs`` / ``workflow_log_entries``.
 
-    Shares the gateway's connection pool: each call is one short transaction
-    bounded by ``timeout_s``.
+    On the pool of the gateway's own tables (``RolePools.own_tables``): each call is one
+    short transaction bounded by ``timeout_s``.
     """
 
     def __init__(
@@ -103,6 +102,7 @@ class PostgresLogStore(LogStore):
             name="workflow log tables",
             what=f"the workflow log tables in schema {schema!r}",
             remedy="set LOG_STORE=dynamodb",
+            schema=schema,
         )
 
     def ensure_schema(self) -> None:

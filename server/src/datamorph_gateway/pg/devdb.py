@@ -10,7 +10,9 @@ DBA runs on RDS) sets up the roles here too, so both places grant exactly the sa
 - ``datamorph_app`` serves: it may create in the ``datamorph`` database and owns what is
   in it (not the database itself: docs/security.md says why);
 - ``datamorph_reader`` serves ``read_only`` requests and streams: SELECT only;
-- ``datamorph_watchdog`` ends a backend of those two that ignored a cancel.
+- ``datamorph_watchdog`` ends a backend of those two that ignored a cancel;
+- ``datamorph_state`` owns the gateway's own tables (schema ``datamorph_gateway``), which
+  the two serving roles cannot reach.
 
 Each has a random password in ``DATA_DIR/pgpass`` (mode 0600), which the DSNs name. What
 the superuser owns in a ``datamorph`` database made by an earlier version (every table) is
@@ -40,6 +42,7 @@ __all__ = [
     "APP_ROLE",
     "EMBEDDED_DBNAME",
     "READER_ROLE",
+    "STATE_ROLE",
     "WATCHDOG_ROLE",
     "EmbeddedDatabase",
     "apply_roles_script",
@@ -53,6 +56,7 @@ EMBEDDED_DBNAME = "datamorph"
 APP_ROLE = "datamorph_app"
 READER_ROLE = "datamorph_reader"
 WATCHDOG_ROLE = "datamorph_watchdog"
+STATE_ROLE = "datamorph_state"
 PGPASS_NAME = "pgpass"
 _PSQL_TIMEOUT_S = 120
 
@@ -99,6 +103,7 @@ class EmbeddedDatabase:
     dsn: str  # datamorph_app on the datamorph database
     reader_user: str = READER_ROLE
     watchdog_user: str = WATCHDOG_ROLE
+    state_user: str = STATE_ROLE
 
     def stop(self) -> None:
         self.server.stop()
@@ -128,6 +133,7 @@ def apply_roles_script(
     app_role: str = APP_ROLE,
     reader_role: str = READER_ROLE,
     watchdog_role: str = WATCHDOG_ROLE,
+    state_role: str = STATE_ROLE,
     psql: Path | None = None,
 ) -> None:
     """Run ``roles.sql`` (deploy/sql/roles.sql) with psql on the database of ``admin_dsn``.
@@ -152,6 +158,8 @@ def apply_roles_script(
                 f"reader_role={reader_role}",
                 "--set",
                 f"watchdog_role={watchdog_role}",
+                "--set",
+                f"state_role={state_role}",
                 "--file",
                 str(path),
             ],
@@ -219,7 +227,7 @@ def prepare_database(pg: EmbeddedPostgres, dbname: str) -> str:
     conn = psycopg2.connect(pg.dsn)
     conn.autocommit = True
     try:
-        for role in (APP_ROLE, READER_ROLE, WATCHDOG_ROLE):
+        for role in (APP_ROLE, READER_ROLE, WATCHDOG_ROLE, STATE_ROLE):
             pg.set_password(conn, role)
     finally:
         conn.close()

@@ -8,15 +8,16 @@
 --
 -- then give the login roles their passwords, which psql hashes before they leave your
 -- machine:  \password datamorph_app   \password datamorph_reader   \password datamorph_watchdog
+--            \password datamorph_state
 --
 -- Run it again at any time (after new schemas appear, to repair grants, or to undo what a
 -- caller's SQL may have planted): it is idempotent. The role names can be changed with
--- psql variables: -v app_role=... -v reader_role=... -v watchdog_role=...
+-- psql variables: -v app_role=... -v reader_role=... -v watchdog_role=... -v state_role=...
 -- The embedded PostgreSQL of `make run` is set up by this same script at every start.
 --
 --   app_role       the gateway's serving role: may create schemas and tables in the database
---                  and owns its public schema and the gateway's own schema, so ExecuteQuery
---                  can create and change tables; it does NOT own the database (an owner could
+--                  and owns its public schema, so ExecuteQuery can create and change
+--                  tables; it does NOT own the database (an owner could
 --                  ALTER DATABASE ... SET settings that reach every role's sessions, or set
 --                  CONNECTION LIMIT 0 and lock everyone out). No superuser, no
 --                  CREATEDB/CREATEROLE/REPLICATION/BYPASSRLS, and none of the predefined roles
@@ -26,6 +27,11 @@
 --                  gateway's own schema, nothing else, and default_transaction_read_only = on.
 --   watchdog_role  used only by the gateway itself to end a backend of the two roles above
 --                  that ignored a cancel; caller SQL never runs as it.
+--   state_role     owns the gateway's own schema and every table in it (workflow logs,
+--                  idempotency keys, run leases); used only by the gateway itself
+--                  (DB_STATE_USER), never by caller SQL. The app and reader roles get
+--                  nothing there: caller SQL runs as the app role, and must not read or
+--                  forge other callers' logs, idempotency outcomes or leases.
 --
 -- The roles' own settings (ALTER ROLE ... SET) are reset at every run: caller SQL may set
 -- its own role's defaults, and nothing of the gateway relies on any.
@@ -57,6 +63,10 @@ SET client_min_messages = warning;
 \else
 \set watchdog_role datamorph_watchdog
 \endif
+\if :{?state_role}
+\else
+\set state_role datamorph_state
+\endif
 \if :{?gateway_schema}
 \else
 \set gateway_schema datamorph_gateway
@@ -68,16 +78,18 @@ BEGIN;
 
 -- The roles: created if missing, their attributes and settings set every time.
 SELECT pg_catalog.format('CREATE ROLE %I', name)
-  FROM pg_catalog.unnest(ARRAY[:'app_role', :'reader_role', :'watchdog_role']::text[]) AS name
+  FROM pg_catalog.unnest(ARRAY[:'app_role', :'reader_role', :'watchdog_role', :'state_role']::text[]) AS name
  WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = name) \gexec
 ALTER ROLE :"app_role" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT;
 ALTER ROLE :"reader_role" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT;
 ALTER ROLE :"watchdog_role" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT;
+ALTER ROLE :"state_role" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT;
 ALTER ROLE :"app_role" RESET ALL;
 ALTER ROLE :"reader_role" RESET ALL;
 ALTER ROLE :"watchdog_role" RESET ALL;
+ALTER ROLE :"state_role" RESET ALL;
 SELECT pg_catalog.format('ALTER ROLE %I IN DATABASE %I RESET ALL', name, pg_catalog.current_database())
-  FROM pg_catalog.unnest(ARRAY[:'app_role', :'reader_role', :'watchdog_role']::text[]) AS name \gexec
+  FROM pg_catalog.unnest(ARRAY[:'app_role', :'reader_role', :'watchdog_role', :'state_role']::text[]) AS name \gexec
 ALTER ROLE :"reader_role" SET default_transaction_read_only = on;
 
 -- Nothing that reaches the server's files or programs, or signals other roles' sessions.
@@ -85,10 +97,16 @@ SELECT pg_catalog.format('REVOKE %I FROM %I', granted.rolname, member.rolname)
   FROM pg_catalog.pg_auth_members m
   JOIN pg_catalog.pg_roles granted ON granted.oid = m.roleid
   JOIN pg_catalog.pg_roles member ON member.oid = m.member
- WHERE member.rolname IN (:'app_role', :'reader_role', :'watchdog_role')
+ WHERE member.rolname IN (:'app_role', :'reader_role', :'watchdog_role', :'state_role')
    AND granted.rolname IN ('pg_execute_server_program', 'pg_read_server_files',
                            'pg_write_server_files', 'pg_signal_backend',
                            'pg_read_all_data', 'pg_write_all_data') \gexec
+-- Nobody becomes the state role (SET ROLE would reach the gateway's own tables).
+SELECT pg_catalog.format('REVOKE %I FROM %I', :'state_role', member.rolname)
+  FROM pg_catalog.pg_auth_members m
+  JOIN pg_catalog.pg_roles member ON member.oid = m.member
+ WHERE m.roleid = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = :'state_role')
+   AND member.rolname IN (:'app_role', :'reader_role', :'watchdog_role') \gexec
 -- A membership through another role cannot be revoked here without knowing why it exists:
 -- stop, and name it.
 SELECT pg_catalog.format(
@@ -96,16 +114,18 @@ SELECT pg_catalog.format(
          pg_catalog.format('role %s is a member of %s through another role; revoke that '
                            'membership (the gateway refuses to serve as it)', r.rolname, p.rolname))
   FROM pg_catalog.pg_roles r, pg_catalog.pg_roles p
- WHERE r.rolname IN (:'app_role', :'reader_role', :'watchdog_role')
+ WHERE r.rolname IN (:'app_role', :'reader_role', :'watchdog_role', :'state_role')
    AND p.rolname IN ('pg_execute_server_program', 'pg_read_server_files',
                      'pg_write_server_files', 'pg_signal_backend')
    AND pg_catalog.pg_has_role(r.oid, p.oid, 'MEMBER') \gexec
 
--- A non-superuser administrator (RDS's master user) must be a member of the app role to
--- hand it schemas and to set its default privileges.
-SELECT pg_catalog.format('GRANT %I TO %I', :'app_role', current_user)
+-- A non-superuser administrator (RDS's master user) must be a member of the app role and
+-- of the state role to hand them schemas and tables and to set the app role's default
+-- privileges.
+SELECT pg_catalog.format('GRANT %I TO %I', name, current_user)
+  FROM pg_catalog.unnest(ARRAY[:'app_role', :'state_role']::text[]) AS name
  WHERE NOT :'connected_as_superuser'::boolean
-   AND NOT pg_catalog.pg_has_role(current_user, :'app_role', 'MEMBER') \gexec
+   AND NOT pg_catalog.pg_has_role(current_user, name, 'MEMBER') \gexec
 
 -- The database stays its administrator's. An earlier version of this script made the app
 -- role its owner: take it back, with any setting or limit that owner may have planted.
@@ -117,16 +137,56 @@ SELECT pg_catalog.format('ALTER DATABASE %I OWNER TO %I', d.datname, current_use
    AND d.datdba = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = :'app_role') \gexec
 SELECT pg_catalog.format('GRANT CONNECT, CREATE, TEMPORARY ON DATABASE %I TO %I',
                          pg_catalog.current_database(), :'app_role'),
-       pg_catalog.format('GRANT CONNECT ON DATABASE %I TO %I, %I',
-                         pg_catalog.current_database(), :'reader_role', :'watchdog_role') \gexec
+       pg_catalog.format('GRANT CONNECT ON DATABASE %I TO %I, %I, %I',
+                         pg_catalog.current_database(), :'reader_role', :'watchdog_role',
+                         :'state_role') \gexec
 
--- The app role owns the public schema (where callers' tables go by default) and the
--- gateway's own schema (workflow logs, idempotency keys), which the reader may not read.
+-- The app role owns the public schema (where callers' tables go by default).
 SELECT pg_catalog.format('ALTER SCHEMA public OWNER TO %I', :'app_role')
  WHERE EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = 'public') \gexec
-CREATE SCHEMA IF NOT EXISTS :"gateway_schema" AUTHORIZATION :"app_role";
-ALTER SCHEMA :"gateway_schema" OWNER TO :"app_role";
-REVOKE ALL ON SCHEMA :"gateway_schema" FROM PUBLIC;
+
+-- The state role owns the gateway's own schema and everything in it, including what an
+-- earlier version of this script let the app role create there; nobody else gets
+-- anything on it.
+CREATE SCHEMA IF NOT EXISTS :"gateway_schema" AUTHORIZATION :"state_role";
+ALTER SCHEMA :"gateway_schema" OWNER TO :"state_role";
+SELECT pg_catalog.format('ALTER %s %s OWNER TO %I',
+                         CASE c.relkind WHEN 'S' THEN 'SEQUENCE' WHEN 'v' THEN 'VIEW'
+                                        WHEN 'm' THEN 'MATERIALIZED VIEW'
+                                        WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END,
+                         c.oid::pg_catalog.regclass, :'state_role')
+  FROM pg_catalog.pg_class c
+ WHERE c.relnamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = :'gateway_schema')
+   AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
+   AND c.relowner <> (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = :'state_role')
+   AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend d
+                    WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+                      AND d.objid = c.oid AND d.deptype IN ('a', 'i')) \gexec
+SELECT pg_catalog.format('ALTER %s %s OWNER TO %I',
+                         CASE p.prokind WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END,
+                         p.oid::pg_catalog.regprocedure, :'state_role')
+  FROM pg_catalog.pg_proc p
+ WHERE p.pronamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = :'gateway_schema')
+   AND p.prokind IN ('f', 'p')
+   AND p.proowner <> (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = :'state_role') \gexec
+-- What an owner could have planted on those tables runs as the state role, or hands their
+-- rows to whoever wrote it: triggers, rules and row security policies go (the gateway's
+-- tables have none of their own).
+SELECT pg_catalog.format('DROP TRIGGER %I ON %s', t.tgname, t.tgrelid::pg_catalog.regclass)
+  FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
+ WHERE c.relnamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = :'gateway_schema')
+   AND NOT t.tgisinternal \gexec
+SELECT pg_catalog.format('DROP RULE %I ON %s', r.rulename, r.ev_class::pg_catalog.regclass)
+  FROM pg_catalog.pg_rewrite r JOIN pg_catalog.pg_class c ON c.oid = r.ev_class
+ WHERE c.relnamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = :'gateway_schema')
+   AND r.rulename <> '_RETURN' \gexec
+SELECT pg_catalog.format('DROP POLICY %I ON %s', p.polname, p.polrelid::pg_catalog.regclass)
+  FROM pg_catalog.pg_policy p JOIN pg_catalog.pg_class c ON c.oid = p.polrelid
+ WHERE c.relnamespace = (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = :'gateway_schema') \gexec
+REVOKE ALL ON SCHEMA :"gateway_schema" FROM PUBLIC, :"app_role", :"reader_role";
+REVOKE ALL ON ALL TABLES IN SCHEMA :"gateway_schema" FROM PUBLIC, :"app_role", :"reader_role";
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA :"gateway_schema" FROM PUBLIC, :"app_role", :"reader_role";
+REVOKE ALL ON ALL ROUTINES IN SCHEMA :"gateway_schema" FROM PUBLIC, :"app_role", :"reader_role";
 
 -- The reader: USAGE on every other schema and SELECT on every table and view there now...
 SELECT pg_catalog.format('GRANT USAGE ON SCHEMA %I TO %I', nspname, :'reader_role'),
@@ -137,9 +197,7 @@ SELECT pg_catalog.format('GRANT USAGE ON SCHEMA %I TO %I', nspname, :'reader_rol
 -- ...and on what the app role creates later.
 ALTER DEFAULT PRIVILEGES FOR ROLE :"app_role" GRANT USAGE ON SCHEMAS TO :"reader_role";
 ALTER DEFAULT PRIVILEGES FOR ROLE :"app_role" GRANT SELECT ON TABLES TO :"reader_role";
--- Never the gateway's own tables.
-REVOKE ALL ON SCHEMA :"gateway_schema" FROM :"reader_role";
-REVOKE ALL ON ALL TABLES IN SCHEMA :"gateway_schema" FROM :"reader_role";
+-- Never the gateway's own tables (revoked above).
 
 -- The watchdog may signal the sessions of the app and reader roles (and nothing else).
 GRANT :"app_role", :"reader_role" TO :"watchdog_role";

@@ -75,23 +75,26 @@ def create_runner(
     limits: LimitsSettings,
     pool: ConnectionPool,
     *,
+    tables: ConnectionPool | None = None,
     session: boto3.session.Session | None = None,
 ) -> WorkflowRunner:
     """Everything StartWorkflow, GetLogs and WatchLogs need, built from the settings.
 
     ``aws`` serves the Lambda orchestrator and the DynamoDB log store; ``limits`` gives
     STATEMENT_TIMEOUT_S to the gateway's own tables (logs, idempotency keys, leases).
-    ``pool`` is the gateway's database pool (the PostgreSQL log store and the
-    local orchestrators use it); ``session`` carries AWS credentials (boto3's
-    default chain when None). Close the runner to release it all.
+    ``pool`` is the serving role's pool (the local orchestrators use it); ``tables`` the
+    pool of the gateway's own tables, which the PostgreSQL log store, the idempotency keys
+    and the leases use (``RolePools.own_tables``; ``pool`` when None). ``session`` carries
+    AWS credentials (boto3's default chain when None). Close the runner to release it all.
     """
-    log_store = create_log_store(settings, aws, limits, pool, session=session)
+    tables = pool if tables is None else tables
+    log_store = create_log_store(settings, aws, limits, tables, session=session)
     try:
         orchestrator = create_orchestrator(settings, aws, log_store, pool, session=session)
         ledger = None
         if settings.idempotency_store == "postgres":
             ledger = Ledger(
-                pool,
+                tables,
                 ttl_s=settings.idempotency_ttl_s,
                 # Runs without a lease: the longest a run may take, and a minute for its
                 # gateway to record it.
@@ -102,7 +105,7 @@ def create_runner(
         leases = None
         if settings.run_lease_s > 0:
             leases = RunLeases(
-                pool, lease_s=settings.run_lease_s, timeout_s=limits.statement_timeout_s
+                tables, lease_s=settings.run_lease_s, timeout_s=limits.statement_timeout_s
             )
             leases.ensure_schema()
     except BaseException:

@@ -35,7 +35,6 @@ from datamorph_gateway.workflows.base import OrchestratorResult, WorkflowError
 
 # The same schema as the PostgreSQL log store.
 _DDL = """
-CREATE SCHEMA IF NOT EXISTS datamorph_gateway;
 CREATE TABLE IF NOT EXISTS datamorph_gateway.idempotency_keys (
     key text PRIMARY KEY,
     fingerprint text NOT NULL,
@@ -127,7 +126,8 @@ def replay(outcome: dict[str, Any]) -> OrchestratorResult:
 
 
 class Ledger:
-    """The ``datamorph_gateway.idempotency_keys`` table, on the gateway's pool."""
+    """The ``datamorph_gateway.idempotency_keys`` table, on the pool of the gateway's own
+    tables (``RolePools.own_tables``)."""
 
     def __init__(
         self, pool: ConnectionPool, *, ttl_s: float, abandon_after_s: float, timeout_s: float

@@ -44,7 +44,6 @@ _jitter = random.Random()  # noqa: S311
 
 # The same schema as the log store's and the ledger's tables.
 _DDL = """
-CREATE SCHEMA IF NOT EXISTS datamorph_gateway;
 CREATE TABLE IF NOT EXISTS datamorph_gateway.run_leases (
     run_id text PRIMARY KEY,
     gateway text NOT NULL,
