@@ -21,12 +21,11 @@ from datamorph_gateway.workflows import (
     WorkflowRequest,
     WorkflowRunner,
     WorkflowTimeout,
-    create_runner,
 )
 
 from ..fixtures.aws import LambdaStandIn, Reply
 from ..fixtures.roles import with_state_role
-from ..fixtures.workflows import RUN_ID, timeout_detail
+from ..fixtures.workflows import RUN_ID, runner_on, timeout_detail
 
 FUNCTION = "datamorph-orchestrator"
 
@@ -64,14 +63,7 @@ def make_lambda_runner(
 
     def make(**overrides: Any) -> WorkflowRunner:
         settings = lambda_settings.with_flat(**overrides)
-        runner = create_runner(
-            settings.workflows,
-            settings.aws,
-            settings.limits,
-            unused_pool.pool,
-            tables=unused_pool.roles.own_tables,
-            session=aws_session,
-        )
+        runner = runner_on(unused_pool, settings, session=aws_session)
         runners.append(runner)
         return runner
 

@@ -18,11 +18,10 @@ from datamorph_gateway.workflows import (
     WorkflowError,
     WorkflowRequest,
     WorkflowRunner,
-    create_runner,
 )
 
 from ..fixtures.roles import with_state_role
-from ..fixtures.workflows import RUN_ID
+from ..fixtures.workflows import RUN_ID, runner_on
 
 
 @pytest.fixture
@@ -32,9 +31,7 @@ def dev_runner(seeded_database: str) -> Iterator[WorkflowRunner]:
     db = Database(
         with_state_role(settings.database, seeded_database), settings.limits, seeded_database
     )
-    runner = create_runner(
-        settings.workflows, settings.aws, settings.limits, db.pool, tables=db.roles.own_tables
-    )
+    runner = runner_on(db, settings)
     yield runner
     runner.close()
     db.close()

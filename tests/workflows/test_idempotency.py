@@ -23,11 +23,11 @@ from datamorph_gateway.workflows import (
     WorkflowError,
     WorkflowRequest,
     WorkflowRunner,
-    create_runner,
 )
 from datamorph_gateway.workflows.idempotency_store import Ledger
 
 from ..fixtures.roles import own_tables_dsn, with_state_role
+from ..fixtures.workflows import runner_on
 
 SETTINGS = Settings.from_flat(
     log_poll_interval_s=0.05, workflow_max_concurrent=1, grpc_max_workers=8
@@ -196,13 +196,7 @@ def test_the_store_is_a_setting(database_url: str) -> None:
     try:
         for store, shared in (("postgres", True), ("memory", False)):
             settings = Settings.from_flat(idempotency_store=store)
-            runner = create_runner(
-                settings.workflows,
-                settings.aws,
-                settings.limits,
-                db.pool,
-                tables=db.roles.own_tables,
-            )
+            runner = runner_on(db, settings)
             try:
                 assert (runner._ledger is not None) is shared
             finally:

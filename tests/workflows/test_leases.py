@@ -44,6 +44,7 @@ from ..fixtures.gateway import GatewayFactory
 from ..fixtures.handlers import HANDLER, prompt
 from ..fixtures.process import gateway_env, start, stop
 from ..fixtures.roles import own_tables_dsn, with_state_role
+from ..fixtures.workflows import runner_on
 
 LEASE_S = 2.0
 # Past RUN_LEASE_S: writing the entries, and a poll of whoever is waiting for them.
@@ -310,9 +311,7 @@ def test_a_key_claimed_without_a_lease_is_ended_as_abandoned(database_url: str) 
     db = Database(with_state_role(settings.database, database_url), settings.limits, database_url)
     runner: WorkflowRunner | None = None
     try:
-        runner = create_runner(
-            settings.workflows, settings.aws, settings.limits, db.pool, tables=db.roles.own_tables
-        )
+        runner = runner_on(db, settings)
         key, run_id = f"key-{uuid.uuid4().hex}", f"20250101_000000_{uuid.uuid4().hex[:8]}"
         request = WorkflowRequest("SELECT 1", idempotency_key=key)
         fetch(
@@ -342,9 +341,7 @@ def test_a_repeat_names_no_run_before_it_started(database_url: str) -> None:
     give its key back) is not announced: neither a deadline nor KEY_RELEASED names it."""
     settings = Settings.from_flat(run_lease_s=1.0, log_poll_interval_s=0.05)
     db = Database(with_state_role(settings.database, database_url), settings.limits, database_url)
-    runner = create_runner(
-        settings.workflows, settings.aws, settings.limits, db.pool, tables=db.roles.own_tables
-    )
+    runner = runner_on(db, settings)
     announced: list[str] = []
     try:
         key, run_id = f"key-{uuid.uuid4().hex}", f"20250101_000000_{uuid.uuid4().hex[:8]}"
@@ -385,13 +382,7 @@ def test_no_leases_with_run_lease_s_zero(database_url: str) -> None:
     try:
         for lease_s, leased in ((0.0, False), (5.0, True)):
             settings = Settings.from_flat(run_lease_s=lease_s)
-            runner = create_runner(
-                settings.workflows,
-                settings.aws,
-                settings.limits,
-                db.pool,
-                tables=db.roles.own_tables,
-            )
+            runner = runner_on(db, settings)
             try:
                 assert (runner._leases is not None) is leased
             finally:
