@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from datamorph_client.cli.workflows import failed_by
+from datamorph_client.cli.workflows import Outcome
 from datamorph_client.models import JsonValue, LogEntry
 
 from ..fixtures.cli import Cli, json_lines, plain, spawn, wait_for
@@ -121,7 +121,10 @@ def test_what_a_followed_log_says_of_the_run(
     log = [
         LogEntry(f"t{i}", kind, f"title {i}", "", meta) for i, (kind, meta) in enumerate(entries)
     ]
-    assert failed_by(log) is (None if failure is None else log[failure])
+    outcome = Outcome()
+    for entry in log:
+        outcome.see(entry)
+    assert outcome.failure is (None if failure is None else log[failure])
 
 
 def test_logs_of_a_run(cli: Cli) -> None:

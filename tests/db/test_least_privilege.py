@@ -268,7 +268,7 @@ def test_a_role_granted_more_after_start_is_refused_on_its_next_connection(
     try:
         _grant(server_url, "pg_execute_server_program", role)
         gateway.database.pool.close()  # the next call needs a new connection
-        gateway.database.pool._closed = False
+        gateway.database.pool._closed = None
         with GatewayClient(gateway.address, timeout_s=10) as c, pytest.raises(GatewayError) as err:
             c.execute_query("SELECT 1")
         assert err.value.code.name == "FAILED_PRECONDITION"

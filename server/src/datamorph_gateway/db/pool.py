@@ -86,8 +86,9 @@ class ConnectionPool:
         self._open = 0
         self._shared_busy = 0  # lent from the shared share, or being opened for it
         self._shared_waiting = 0
-        self._closed = False
-        self._closed_because = ("the gateway is shutting down", "SHUTTING_DOWN")
+        # Why the pool was closed (the message and reason a late borrower is answered);
+        # None while it is open.
+        self._closed: tuple[str, str] | None = None
         self._cond = threading.Condition()
         # Pools sharing a budget count toward the limit of their budget's owner (RolePools).
         self._gauge = metrics.pool_gauge(max_size if budget is None else 0)
@@ -125,8 +126,7 @@ class ConnectionPool:
         """Close every idle connection; busy ones are closed when released. A borrower
         still waiting (or coming late) is answered UNAVAILABLE ``because``."""
         with self._cond:
-            self._closed = True
-            self._closed_because = (because, reason)
+            self._closed = (because, reason)
             while self._idle:
                 self._discard_locked(self._idle.pop())
             self._gauge.close()
@@ -186,8 +186,8 @@ class ConnectionPool:
             waiting = False
             try:
                 while True:
-                    if self._closed:
-                        because, reason = self._closed_because
+                    if self._closed is not None:
+                        because, reason = self._closed
                         raise Unavailable(because, reason=reason)
                     budget_blocked = False
                     if not shared or (
@@ -285,7 +285,7 @@ class ConnectionPool:
                 broken = True
         with self._cond:
             self._lend_locked(-shared)
-            if broken or conn.closed or self._closed:
+            if broken or conn.closed or self._closed is not None:
                 self._discard_locked(conn)
             else:
                 self._idle.append(conn)

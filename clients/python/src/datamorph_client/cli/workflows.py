@@ -4,7 +4,7 @@
 prints each log entry as it is written, with a spinner naming the current step; it exits
 0 when the run succeeds and 1 when it fails. Ctrl-C stops the watching, not the run:
 ``datamorph logs RUN_ID --follow`` picks it up again, and exits the same way: 1 when the
-log it followed says the run failed (``failed_by``), so that ``logs --follow && next``
+log it followed says the run failed (``Outcome``), so that ``logs --follow && next``
 never goes on after a failed run. Piped, entries are NDJSON lines (as REST's
 ``/watch/logs`` sends them) and the answer is the last line.
 """
@@ -96,14 +96,6 @@ class Outcome:
             if isinstance(status, str):
                 succeeded = status.lower() in _SUCCEEDED
                 self.failure = None if succeeded else (self._error or entry)
-
-
-def failed_by(entries: Iterable[LogEntry]) -> LogEntry | None:
-    """The entry that says why a run failed, if its log says it did (``Outcome``)."""
-    outcome = Outcome()
-    for entry in entries:
-        outcome.see(entry)
-    return outcome.failure
 
 
 def _entry_text(entry: LogEntry) -> Text:
