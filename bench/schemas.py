@@ -4,9 +4,10 @@ in process.
 Per call, best (and median) of several rounds, each the mean of many calls, so that other
 work on the machine shows as a spread rather than as the figure:
 
-- ``statement``: the warm call's freshness check alone, on a connection already held (the
-  whole-request digest, ``catalog.check``; the per-relation stamps where the code has no
-  digest), wall time and the backend's own CPU time (``/proc/<pid>/schedstat``);
+- ``statement``: the warm call's freshness check alone, on a connection already held (roles.sql's
+  DDL counter, ``catalog.counted``; the whole-request digest, ``catalog.check``; the
+  per-relation stamps where the code has neither), wall time and the backend's own CPU time
+  (``/proc/<pid>/schedstat``);
 - ``stamps``: the per-relation stamps statement, what a call runs when its digest is new;
 - ``servicer``: ``GatewayServicer.GetSchemas`` called directly: validation, the pool, the
   check, the cache and the answer's bytes, no network;
@@ -154,6 +155,11 @@ def measure(
                 if check is not None:
                     parts.append(
                         ("statement (digest)", lambda: check(conn, parsed, names), 50, pid)
+                    )
+                counted = getattr(catalog, "counted", None)
+                if counted is not None:
+                    parts.append(
+                        ("statement (counter)", lambda: counted(conn, parsed, names), 50, pid)
                     )
                 stamps = "statement (stamps)" if check is None else "stamps"
                 parts.append((stamps, lambda: catalog.stamps(conn, parsed, names), 50, pid))

@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import grpc
@@ -23,6 +24,7 @@ from datamorph.gateway.v1 import gateway_pb2 as pb
 from datamorph.gateway.v1 import gateway_pb2_grpc as pb_grpc
 from datamorph_gateway.app import Gateway
 
+from ..fixtures.databases import ddl_counter_off
 from ..fixtures.gateway import gateway_settings
 from ..fixtures.roles import roles_for
 
@@ -36,23 +38,29 @@ class Gateways:
     uncached: Stub  # SCHEMA_CACHE_MAX_RELATIONS=0: the answer as the catalog gives it now
 
 
-@pytest.fixture(scope="module")
-def gateways(seeded_database: str) -> Iterator[Gateways]:
-    started = [
-        Gateway(gateway_settings(seeded_database, **overrides))
-        for overrides in ({}, {}, {"schema_cache_max_relations": 0})
-    ]
-    channels = []
-    try:
-        for gateway in started:
-            gateway.start()
-            channels.append(grpc.insecure_channel(gateway.address))
-        yield Gateways(*(Stub(ch) for ch in channels))
-    finally:
-        for ch in channels:
-            ch.close()
-        for gateway in started:
-            gateway.stop(0)
+@pytest.fixture(scope="module", params=["counter", "digest"])
+def gateways(
+    request: pytest.FixtureRequest, seeded_database: str, database_admin_url: str
+) -> Iterator[Gateways]:
+    """Checked with roles.sql's DDL counter, or with the catalog digest (the counter's event
+    trigger disabled while the module's tests run)."""
+    off = request.param == "digest"
+    with ddl_counter_off(database_admin_url) if off else nullcontext():
+        started = [
+            Gateway(gateway_settings(seeded_database, **overrides))
+            for overrides in ({}, {}, {"schema_cache_max_relations": 0})
+        ]
+        channels = []
+        try:
+            for gateway in started:
+                gateway.start()
+                channels.append(grpc.insecure_channel(gateway.address))
+            yield Gateways(*(Stub(ch) for ch in channels))
+        finally:
+            for ch in channels:
+                ch.close()
+            for gateway in started:
+                gateway.stop(0)
 
 
 @pytest.fixture

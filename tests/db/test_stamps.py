@@ -17,7 +17,7 @@ from datamorph_gateway.db.prepared import PreparingConnection
 from datamorph_gateway.db.stamps import RequestStamp, Stamp
 from datamorph_gateway.errors import NotFound, PermissionDenied
 
-from ..fixtures.databases import throwaway_schema
+from ..fixtures.databases import ddl_counter_off, throwaway_schema
 
 
 @pytest.fixture
@@ -142,11 +142,23 @@ def test_the_key_holds_the_session_that_renders_the_answer(
         conn.close()
 
 
+@pytest.fixture(params=["counter", "digest"])
+def checked_by(request: pytest.FixtureRequest, database_admin_url: str) -> Iterator[str]:
+    """How a warm GetSchemas is checked: roles.sql's DDL counter, or (the counter's event
+    trigger disabled) the catalog digest."""
+    if request.param == "counter":
+        yield "counter"
+        return
+    with ddl_counter_off(database_admin_url):
+        yield "digest"
+
+
 def test_a_warm_call_is_the_digest_alone_and_ddl_changes_the_digest(
-    database: Database, seeded_database: str, schema: str
+    database: Database, seeded_database: str, schema: str, checked_by: str
 ) -> None:
-    """With ``answered``, a call whose digest was answered before checks nothing else; any
-    change to what the answer reads, here to one table of three, gives another digest."""
+    """With ``answered``, a call whose version was answered before checks nothing else; any
+    change to what the answer reads, here to one table of three, gives another version,
+    whether the DDL counter or the digest gives it."""
     names = [f"{schema}.a", f"{schema}.b", f"{schema}.c"]
     parsed = [parse_table_name(n) for n in names]
     answers: dict[RequestStamp, str] = {}
@@ -162,6 +174,7 @@ def test_a_warm_call_is_the_digest_alone_and_ddl_changes_the_digest(
         return found.request, found.answer
 
     request, answer = call()
+    assert request.version.startswith("ddl ") == (checked_by == "counter")
     assert answer is None
     assert len(looked_up) == 3  # stamped, then described
     answers[request] = "kept"
@@ -180,7 +193,10 @@ def test_a_warm_call_is_the_digest_alone_and_ddl_changes_the_digest(
         assert changed.version != request.version
         request = changed
     # Another spelling of the same names is another answer: its keys are the names as written.
-    [other] = [catalog.check(conn, parsed, [n.upper() for n in names]) for conn in _conns(database)]
+    [other] = [
+        database.ddl_counter.check(conn, parsed, [n.upper() for n in names])
+        for conn in _conns(database)
+    ]
     assert other.key != request.key
     assert other.version == request.version
 

@@ -13,20 +13,33 @@ one round trip.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from psycopg2 import errors
 
 from datamorph_gateway.db.budget import Budget
 from datamorph_gateway.db.names import TableName, regclass_array
 from datamorph_gateway.db.own_tables import SCHEMA as GATEWAY_SCHEMA
 from datamorph_gateway.db.pool import Connection
 from datamorph_gateway.db.prepared import Prepared
-from datamorph_gateway.db.stamps import DIGEST, SESSION, WITH_STAMPS, RequestStamp, Stamp
+from datamorph_gateway.db.stamps import (
+    DIGEST,
+    EPOCH,
+    EPOCH_SCHEMA,
+    SESSION,
+    WITH_STAMPS,
+    RequestStamp,
+    Stamp,
+)
 from datamorph_gateway.errors import NotFound, PermissionDenied, clip
+
+log = logging.getLogger(__name__)
 
 # Relation kinds that can be read like a table, and how we name them.
 READABLE_KINDS = {
@@ -63,9 +76,14 @@ def is_system_schema(schema: str) -> bool:
 
     PostgreSQL's own schemas all start with ``pg_`` (pg_catalog, pg_toast, pg_temp_N,
     pg_toast_temp_N; CREATE SCHEMA refuses the prefix to everyone else), then
-    information_schema, and the gateway's own schema of workflow logs and idempotency keys.
+    information_schema, the gateway's own schema of workflow logs and idempotency keys, and
+    roles.sql's DDL counter.
     """
-    return schema.startswith("pg_") or schema in ("information_schema", GATEWAY_SCHEMA)
+    return schema.startswith("pg_") or schema in (
+        "information_schema",
+        GATEWAY_SCHEMA,
+        EPOCH_SCHEMA,
+    )
 
 
 @dataclass(frozen=True)
@@ -273,8 +291,10 @@ _STAMPS = Prepared(
 """,
     ("text[]",),
 )
-# The whole request's digest: a warm GetSchemas' one statement.
+# The whole request's digest: a warm GetSchemas' one statement without the DDL counter.
 _CHECK = Prepared(WITH_STAMPS + "SELECT" + SESSION + "," + DIGEST, ("text[]",))
+# The whole request's version from the DDL counter: a warm GetSchemas' one statement with it.
+_COUNTED = Prepared("SELECT" + SESSION + "," + EPOCH, ("text[]",))
 
 
 @dataclass(frozen=True)
@@ -354,3 +374,74 @@ def check(
         row = cur.fetchone()
     assert row is not None  # an aggregate without GROUP BY: always one row
     return RequestStamp((row[0], tuple(originals)), row[1])
+
+
+def counted(
+    conn: Connection,
+    names: Sequence[TableName],
+    originals: Sequence[str],
+    budget: Budget | None = None,
+) -> RequestStamp | None:
+    """The request's version from roles.sql's DDL counter (db/stamps.py), or None where the
+    counter's event trigger is missing or disabled.
+
+    Refuses nothing, as ``check``; raises psycopg2's UndefinedTable, InvalidSchemaName or
+    InsufficientPrivilege where the counter's table is gone or not readable.
+    """
+    with conn.cursor() as cur:
+        _COUNTED.execute(cur, (regclass_array(names),), budget)
+        row = cur.fetchone()
+    assert row is not None  # no FROM: always one row
+    session, epoch, oids = row
+    if epoch is None:
+        return None
+    return RequestStamp((session, tuple(originals)), f"ddl {epoch} {oids}")
+
+
+class DdlCounter:
+    """GetSchemas' freshness check: roles.sql's DDL counter where the database has it
+    (``counted``), else the catalog digest (``check``).
+
+    Found missing (no event trigger, a disabled one, its table gone or unreadable), the
+    counter is asked again only after ``retry_s``: meanwhile the digest alone is the check,
+    one statement as without the counter. Each change of what was found is logged once.
+    """
+
+    def __init__(self, retry_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.retry_s = retry_s
+        self._clock = clock
+        self._retry_at = 0.0
+        self._found: bool | None = None
+
+    def check(
+        self,
+        conn: Connection,
+        names: Sequence[TableName],
+        originals: Sequence[str],
+        budget: Budget | None = None,
+    ) -> RequestStamp:
+        if self._clock() < self._retry_at:
+            return check(conn, names, originals, budget)
+        try:
+            request = counted(conn, names, originals, budget)
+        except (errors.UndefinedTable, errors.InvalidSchemaName, errors.InsufficientPrivilege):
+            request = None  # the counter's table, or a name's schema: the digest tells which
+        if request is not None:
+            self._seen(True)
+            return request
+        digest = check(conn, names, originals, budget)  # raises what the names raise
+        self._retry_at = self._clock() + self.retry_s
+        self._seen(False)
+        return digest
+
+    def _seen(self, found: bool) -> None:
+        if found == self._found:
+            return
+        self._found = found
+        if found:
+            log.info("GetSchemas checks its cache with the database's DDL counter")
+        else:
+            log.info(
+                "GetSchemas checks its cache with a catalog digest: this database has no "
+                "enabled DDL counter (deploy/sql/roles.sql installs it when run as a superuser)"
+            )

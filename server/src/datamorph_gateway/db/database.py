@@ -75,6 +75,7 @@ class Database:
     ) -> None:
         self.types = TypeCatalog()
         self.relations = catalog.RelationCache(settings.relation_cache_ttl_s)
+        self.ddl_counter = catalog.DdlCounter()
         self._allow_system = settings.allow_system_schemas
         self._max_result_bytes = limits.max_result_bytes
         self.roles = RolePools(settings, dsn, login_passwords)
@@ -181,8 +182,9 @@ class Database:
     ) -> Schemas[T, A]:
         """Describe each name, or give what ``cached`` holds for its current stamp.
 
-        With ``answered``, one statement first digests the whole request (db/stamps.py), and
-        what ``answered`` holds for that digest is the answer: a warm call's only statement.
+        With ``answered``, one statement first versions the whole request (db/stamps.py: the
+        DDL counter, else a digest), and what ``answered`` holds for that version is the
+        answer: a warm call's only statement.
         With ``cached``, one statement stamps every name and a second describes, with their
         own stamps, only those ``cached`` has nothing current for.
         """
@@ -191,7 +193,7 @@ class Database:
             allow = self._allow_system
             request = None
             if answered is not None:
-                request = catalog.check(conn, names, originals, budget)
+                request = self.ddl_counter.check(conn, names, originals, budget)
                 answer = answered(request)
                 if answer is not None:
                     return Schemas([], request, answer)

@@ -20,6 +20,20 @@ always kept under the stamp of the snapshot it was read in). No DDL can slip bet
 and the answer: an answer is kept under the digest of a snapshot no later than the one its
 parts were checked in, so a change in between makes the next digest differ, never match.
 
+Where ``roles.sql`` installed its DDL counter (an event trigger that adds one to a row of
+``datamorph_ddl.epoch`` in every transaction that runs DDL in the database), the whole
+request's version comes cheaper still (``EPOCH``, ``catalog.counted``): the counter, the row
+versions of the event trigger and of its function (disabling, re-enabling or replacing them
+is a new version, so DDL run while the trigger was off is never covered by a count from
+before), and what each name resolves to now. The count is written by the DDL's own
+transaction, so it changes exactly when the catalog does, on every process and replica, as
+the digest does; and resolving the names on every call keeps what no DDL in this database
+records (a role's membership granting or taking USAGE on a schema, a temporary table on the
+session's path) working as with the digest. What the counter cannot see is documented in
+docs/architecture.md ("GetSchemas' cache"): DDL with event triggers off (single-user mode,
+``event_triggers = off``) and catalogs written by hand. Without the counter, or with the
+trigger disabled, the digest is the check.
+
 Each relation's stamp covers (tests/db/test_schemas_fresh.py changes each one):
 
 - its ``pg_class`` row (name, kind, schema) and its schema's ``pg_namespace`` row;
@@ -161,6 +175,24 @@ DIGEST = """
        JOIN pg_catalog.pg_class fc ON fc.oid = f.confrelid
        JOIN pg_catalog.pg_namespace fn ON fn.oid = fc.relnamespace)))
     AS digest"""
+
+# The schema of roles.sql's DDL counter; GetData and GetSchemas refuse to read it, as the
+# gateway's own tables.
+EPOCH_SCHEMA = "datamorph_ddl"
+
+# The request's version from roles.sql's DDL counter (see above): NULL (``epoch``) where the
+# event trigger is missing or not enabled ALWAYS. Operators are named in pg_catalog, where a
+# caller's SQL cannot plant a closer match.
+EPOCH = """
+  (SELECT pg_catalog.concat_ws('.', t.xmin, p.xmin,
+            (SELECT pg_catalog.sum(e.n) FROM datamorph_ddl.epoch e))
+     FROM pg_catalog.pg_event_trigger t
+     JOIN pg_catalog.pg_proc p ON p.oid OPERATOR(pg_catalog.=) t.evtfoid
+    WHERE t.evtname OPERATOR(pg_catalog.=) 'datamorph_ddl_epoch'::pg_catalog.name
+      AND t.evtevent OPERATOR(pg_catalog.=) 'ddl_command_end'::pg_catalog.name
+      AND t.evtenabled OPERATOR(pg_catalog.=) 'A'::pg_catalog."char") AS epoch,
+  (SELECT pg_catalog.array_agg(pg_catalog.to_regclass(i.name)::pg_catalog.oid ORDER BY i.ord)
+     FROM pg_catalog.unnest(%s::text[]) WITH ORDINALITY AS i(name, ord))::text AS oids"""
 
 # The session's part of the key, as a column.
 SESSION = """

@@ -1,0 +1,245 @@
+"""roles.sql's DDL counter (db/stamps.py, ``EPOCH``): what a warm GetSchemas checks where
+the database has it. It counts every DDL transaction, nothing else can move it, and a
+gateway falls back to the catalog digest wherever it is missing, off or broken."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import psycopg2
+import psycopg2.extensions
+import pytest
+from psycopg2 import errorcodes
+
+from datamorph_gateway.config import Settings
+from datamorph_gateway.db import catalog
+from datamorph_gateway.db.database import Database
+from datamorph_gateway.db.names import parse_table_name
+from datamorph_gateway.db.stamps import RequestStamp
+from datamorph_gateway.errors import PermissionDenied
+from datamorph_gateway.pg.devdb import apply_roles_script
+
+from ..fixtures.databases import ddl_counter_off, throwaway_schema
+from ..fixtures.roles import roles_for
+
+
+def _conn(dsn: str) -> psycopg2.extensions.connection:
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    return conn
+
+
+def _count(dsn: str) -> int:
+    with _conn(dsn) as conn, conn.cursor() as cur:
+        cur.execute("SELECT sum(n) FROM datamorph_ddl.epoch")
+        row = cur.fetchone()
+    conn.close()
+    assert row is not None
+    return int(row[0])
+
+
+def _roles_sql(seeded_database: str, admin_dsn: str) -> None:
+    made = roles_for(seeded_database)
+    assert made is not None
+    apply_roles_script(
+        admin_dsn,
+        app_role=made.app,
+        reader_role=made.reader,
+        watchdog_role=made.watchdog,
+        state_role=made.state,
+    )
+
+
+@pytest.fixture
+def schema(seeded_database: str) -> Iterator[str]:
+    with throwaway_schema(
+        seeded_database, "counter", "CREATE TABLE {name}.a (id int PRIMARY KEY, v text)"
+    ) as name:
+        yield name
+
+
+@pytest.fixture
+def database(seeded_database: str) -> Iterator[Database]:
+    settings = Settings.from_flat(db_pool_max=2)
+    db = Database(settings.database, settings.limits, seeded_database)
+    yield db
+    db.close()
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _check(database: Database, counter: catalog.DdlCounter, name: str) -> RequestStamp:
+    with database.pool.connection(10) as conn:
+        conn.autocommit = True
+        try:
+            return counter.check(conn, [parse_table_name(name)], [name])
+        finally:
+            conn.autocommit = False
+
+
+def test_every_ddl_transaction_counts_and_a_rolled_back_one_does_not(
+    seeded_database: str, schema: str
+) -> None:
+    """The serving role (no superuser) runs the DDL, as a caller's ExecuteQuery does."""
+    before = _count(seeded_database)
+    conn = _conn(seeded_database)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"ALTER TABLE {schema}.a ADD COLUMN w int")
+            assert _count(seeded_database) == before + 1
+            cur.execute(f"BEGIN; ALTER TABLE {schema}.a ADD COLUMN x int; ROLLBACK")
+            assert _count(seeded_database) == before + 1
+            cur.execute(f"CREATE TEMP TABLE shadow (q int); COMMENT ON TABLE {schema}.a IS 'c'")
+            assert _count(seeded_database) == before + 3
+    finally:
+        conn.close()
+
+
+def test_the_check_is_the_counter_and_falls_back_to_the_digest(
+    database: Database, database_admin_url: str, schema: str
+) -> None:
+    clock = _Clock()
+    counter = catalog.DdlCounter(retry_s=60, clock=clock)
+    name = f"{schema}.a"
+    assert _check(database, counter, name).version.startswith("ddl ")
+    with ddl_counter_off(database_admin_url):
+        digest = _check(database, counter, name).version
+        assert len(digest) == 32  # an MD5
+        assert not digest.startswith("ddl ")
+    # Enabled again, but asked again only after retry_s: the digest meanwhile.
+    clock.now += 59
+    assert _check(database, counter, name).version == digest
+    clock.now += 2
+    assert _check(database, counter, name).version.startswith("ddl ")
+
+
+def test_ddl_run_while_the_trigger_was_off_is_not_hidden_by_the_count(
+    database: Database, database_admin_url: str, seeded_database: str, schema: str
+) -> None:
+    """A gateway that never saw the trigger off: the count did not move for the DDL run
+    meanwhile, but enabling the trigger again is a new row version of it, and that is part
+    of the version."""
+    counter = catalog.DdlCounter()
+    name = f"{schema}.a"
+    before = _check(database, counter, name)
+    with ddl_counter_off(database_admin_url):
+        count = _count(seeded_database)
+        with _conn(seeded_database) as conn, conn.cursor() as cur:
+            cur.execute(f"ALTER TABLE {name} ADD COLUMN unseen int")
+        conn.close()
+        assert _count(seeded_database) == count
+    after = _check(database, counter, name)
+    assert after.version.startswith("ddl ")
+    assert after.version != before.version
+
+
+def test_a_name_resolving_elsewhere_is_another_version(
+    database: Database, seeded_database: str, schema: str
+) -> None:
+    """What each name resolves to is checked on every call, as the digest does: a table
+    dropped and made again under the same name, or a name that now means nothing."""
+    counter = catalog.DdlCounter()
+    name = f"{schema}.a"
+    first = _check(database, counter, name)
+    missing = _check(database, counter, f"{schema}.nothing")
+    assert missing.version.endswith("{NULL}")
+    with _conn(seeded_database) as conn, conn.cursor() as cur:
+        cur.execute(f"DROP TABLE {name}; CREATE TABLE {name} (id int)")
+    conn.close()
+    again = _check(database, counter, name)
+    assert again.version.split()[-1] != first.version.split()[-1]
+
+
+def test_callers_cannot_move_or_stop_the_counter(seeded_database: str) -> None:
+    """As the serving role, which runs callers' SQL: the counter is readable, nothing else.
+    A count set back would let an old answer pass as current."""
+    conn = _conn(seeded_database)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM datamorph_ddl.epoch")
+            assert cur.fetchone() == (64,)
+        for statement in (
+            "UPDATE datamorph_ddl.epoch SET n = 0",
+            "DELETE FROM datamorph_ddl.epoch",
+            "TRUNCATE datamorph_ddl.epoch",
+            "INSERT INTO datamorph_ddl.epoch VALUES (99, 0)",
+            "DROP TABLE datamorph_ddl.epoch",
+            "ALTER TABLE datamorph_ddl.epoch ADD COLUMN x int",
+            "CREATE TABLE datamorph_ddl.planted (x int)",
+            "CREATE OR REPLACE FUNCTION datamorph_ddl.count_ddl() RETURNS event_trigger"
+            " LANGUAGE plpgsql AS $$ BEGIN END $$",
+            "ALTER EVENT TRIGGER datamorph_ddl_epoch DISABLE",
+            "DROP EVENT TRIGGER datamorph_ddl_epoch",
+            "DROP SCHEMA datamorph_ddl CASCADE",
+        ):
+            with conn.cursor() as cur, pytest.raises(psycopg2.Error) as err:
+                cur.execute(statement)
+            assert err.value.pgcode == errorcodes.INSUFFICIENT_PRIVILEGE, statement
+    finally:
+        conn.close()
+
+
+def test_getdata_and_getschemas_refuse_the_counter(seeded_database: str) -> None:
+    conn = _conn(seeded_database)
+    try:
+        name = "datamorph_ddl.epoch"
+        for call in (catalog.describe, catalog.resolve):
+            with pytest.raises(PermissionDenied, match=r"datamorph_ddl\.epoch"):
+                call(conn, [parse_table_name(name)], [name])
+    finally:
+        conn.close()
+
+
+def test_the_counter_gone_leaves_getschemas_answering_and_roles_sql_restores_it(
+    database: Database, database_admin_url: str, seeded_database: str, schema: str
+) -> None:
+    counter = catalog.DdlCounter()
+    name = f"{schema}.a"
+    assert _check(database, counter, name).version.startswith("ddl ")
+    admin = _conn(database_admin_url)
+    try:
+        with admin.cursor() as cur:
+            cur.execute("DROP EVENT TRIGGER datamorph_ddl_epoch; DROP SCHEMA datamorph_ddl CASCADE")
+        # The prepared statement names a table that is gone: the digest answers.
+        assert len(_check(database, counter, name).version) == 32
+    finally:
+        _roles_sql(seeded_database, database_admin_url)
+        admin.close()
+    assert _check(database, catalog.DdlCounter(), name).version.startswith("ddl ")
+
+
+def test_roles_sql_refuses_a_counter_schema_someone_else_made(
+    seeded_database: str, database_admin_url: str
+) -> None:
+    """The serving role may create schemas: one named as the counter's, made before roles.sql
+    first runs, with a trigger on a table named as the counter, would run its trigger with
+    the rights of roles.sql's runner at every DDL. roles.sql stops instead, naming it."""
+    admin = _conn(database_admin_url)
+    app = _conn(seeded_database)
+    try:
+        with admin.cursor() as cur:
+            cur.execute("DROP EVENT TRIGGER datamorph_ddl_epoch; DROP SCHEMA datamorph_ddl CASCADE")
+        with app.cursor() as cur:
+            cur.execute(
+                "CREATE SCHEMA datamorph_ddl;"
+                "CREATE TABLE datamorph_ddl.epoch (slot int2 PRIMARY KEY, n int8 DEFAULT 0)"
+            )
+        with pytest.raises(RuntimeError, match="schema datamorph_ddl exists and belongs to"):
+            _roles_sql(seeded_database, database_admin_url)
+        with admin.cursor() as cur:
+            cur.execute(
+                "SELECT count(*) FROM pg_event_trigger WHERE evtname = 'datamorph_ddl_epoch'"
+            )
+            assert cur.fetchone() == (0,)
+    finally:
+        with admin.cursor() as cur:
+            cur.execute("DROP SCHEMA IF EXISTS datamorph_ddl CASCADE")
+        _roles_sql(seeded_database, database_admin_url)
+        admin.close()
+        app.close()
