@@ -94,6 +94,16 @@ def test_a_fresh_data_dir_serves_as_datamorph_app_with_scram(tmp_path: Path) -> 
             f"'{APP_ROLE}', 'datamorph_gateway', 'USAGE') FROM pg_namespace"
             " WHERE nspname = 'datamorph_gateway'",
         ) == (STATE_ROLE, False)
+        # The DDL counter stays the superuser's (a start hands the rest over to the app).
+        assert _one(
+            dsn,
+            "SELECT pg_get_userbyid(n.nspowner)::text, pg_get_userbyid(c.relowner)::text,"
+            " pg_get_userbyid(p.proowner)::text, e.evtenabled::text"
+            " FROM pg_namespace n, pg_class c, pg_proc p, pg_event_trigger e"
+            " WHERE n.nspname = 'datamorph_ddl' AND c.oid = 'datamorph_ddl.epoch'::regclass"
+            " AND p.oid = 'datamorph_ddl.count_ddl()'::regprocedure"
+            " AND e.evtname = 'datamorph_ddl_epoch'",
+        ) == (SUPERUSER, SUPERUSER, SUPERUSER, "A")
         hba = (tmp_path / "data" / "postgres" / "pg_hba.conf").read_text()
         assert "trust" not in [
             line.split()[-1]

@@ -30,7 +30,7 @@ transaction, so it changes exactly when the catalog does, on every process and r
 the digest does; and resolving the names on every call keeps what no DDL in this database
 records (a role's membership granting or taking USAGE on a schema, a temporary table on the
 session's path) working as with the digest. What the counter cannot see is documented in
-docs/architecture.md ("GetSchemas' cache"): DDL with event triggers off (single-user mode,
+docs/operations.md ("The schema cache"): DDL with event triggers off (single-user mode,
 ``event_triggers = off``) and catalogs written by hand. Without the counter, or with the
 trigger disabled, the digest is the check.
 

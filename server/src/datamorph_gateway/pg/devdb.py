@@ -35,6 +35,7 @@ from psycopg2 import sql
 
 from datamorph_gateway.config import EmbeddedSettings
 from datamorph_gateway.db.connect import catalog_only
+from datamorph_gateway.db.stamps import EPOCH_SCHEMA
 from datamorph_gateway.pg.demo import seed_demo
 from datamorph_gateway.pg.server import SUPERUSER, EmbeddedPostgres
 
@@ -61,11 +62,14 @@ PGPASS_NAME = "pgpass"
 _PSQL_TIMEOUT_S = 120
 
 # Objects in the datamorph database that the bootstrap superuser may own from an earlier
-# version, each as "KIND name" for ALTER ... OWNER TO. Extension members stay as they are.
+# version, each as "KIND name" for ALTER ... OWNER TO. Extension members stay as they are,
+# and so does roles.sql's DDL counter, which must stay the superuser's (its trigger
+# function runs in every session that runs DDL).
 _HANDOVER_QUERIES = (
     """SELECT 'SCHEMA ' || quote_ident(n.nspname) FROM pg_namespace n
             WHERE n.nspowner = %(owner)s::regrole
               AND n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
+              AND n.nspname <> %(counter)s
               AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_namespace'::regclass
                               AND d.objid = n.oid AND d.deptype = 'e')""",
     """SELECT CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
@@ -74,6 +78,7 @@ _HANDOVER_QUERIES = (
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
             WHERE c.relowner = %(owner)s::regrole
               AND n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
+              AND n.nspname <> %(counter)s
               AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
               AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
                               AND d.objid = c.oid AND d.deptype IN ('a', 'i', 'e'))""",
@@ -81,6 +86,7 @@ _HANDOVER_QUERIES = (
              JOIN pg_namespace n ON n.oid = p.pronamespace
             WHERE p.proowner = %(owner)s::regrole AND p.prokind IN ('f', 'p')
               AND n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
+              AND n.nspname <> %(counter)s
               AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass
                               AND d.objid = p.oid AND d.deptype = 'e')""",
     """SELECT CASE t.typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE' END
@@ -88,6 +94,7 @@ _HANDOVER_QUERIES = (
              FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
             WHERE t.typowner = %(owner)s::regrole
               AND n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
+              AND n.nspname <> %(counter)s
               AND t.typtype IN ('c', 'd', 'e', 'r') AND t.typcategory <> 'A'
               AND (t.typrelid = 0 OR (SELECT relkind FROM pg_class WHERE oid = t.typrelid) = 'c')
               AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_type'::regclass
@@ -194,7 +201,7 @@ def hand_over(admin_dsn: str, owner: str, to: str) -> int:
     try:
         with conn, conn.cursor() as cur:
             for query in _HANDOVER_QUERIES:
-                cur.execute(query, {"owner": owner})
+                cur.execute(query, {"owner": owner, "counter": EPOCH_SCHEMA})
                 for (target,) in cur.fetchall():
                     # ``target`` is the catalog's own quoted name (regclass, regprocedure...).
                     cur.execute(

@@ -194,7 +194,7 @@ REVOKE ALL ON ALL TABLES IN SCHEMA :"gateway_schema" FROM PUBLIC, :"app_role", :
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA :"gateway_schema" FROM PUBLIC, :"app_role", :"reader_role";
 REVOKE ALL ON ALL ROUTINES IN SCHEMA :"gateway_schema" FROM PUBLIC, :"app_role", :"reader_role";
 
--- Schema changes, counted (GetSchemas' cache, docs/architecture.md "GetSchemas' cache"): an
+-- Schema changes, counted (GetSchemas' cache, docs/operations.md "The schema cache"): an
 -- event trigger adds one to a counter in every transaction that runs DDL in this database,
 -- whoever runs it, so a gateway learns in one small statement that nothing it described can
 -- have changed. The count is a row of the transaction's own: it shows, on every process and
