@@ -75,6 +75,26 @@ def test_an_answer_is_kept_under_its_digest_and_names_as_written() -> None:
     assert len(cache) == 3
 
 
+def test_an_answer_kept_with_its_digest_passes_a_moved_count_under_the_same_digest() -> None:
+    """The DDL counter moved for DDL elsewhere: the same digest still finds the answer, which
+    is then kept under the new count; another digest, or none, does not."""
+    cache = SchemaCache(10, 1 << 20)
+    names = ["t1"]
+    request = RequestStamp((SESSION, tuple(names)), "ddl 1", digest="d1")
+    answer = cache.assemble("success", names, [_described(1)], request)
+    assert cache.holds(RequestStamp(request.key, "ddl 2"))
+    assert not cache.holds(RequestStamp((SESSION, ("t2",)), "ddl 2"))
+    assert cache.answer(RequestStamp(request.key, "ddl 2")) is None  # no digest asked yet
+    assert cache.answer(RequestStamp(request.key, "ddl 2", digest="d2")) is None  # changed
+    assert cache.answer(RequestStamp(request.key, "ddl 2", digest="d1")) == answer
+    assert cache.answer(RequestStamp(request.key, "ddl 2")) == answer  # its version now
+    assert cache.answer(RequestStamp(request.key, "ddl 1")) is None
+    # Kept without a digest (the count moved, nothing was kept yet): only its version finds it.
+    bare = RequestStamp((SESSION, ("t3",)), "ddl 5")
+    cache.assemble("success", ["t3"], [_described(3)], bare)
+    assert cache.answer(RequestStamp(bare.key, "ddl 6", digest="d1")) is None
+
+
 def test_joined_bytes_are_the_message_serialized() -> None:
     """Names in any order, repeated (one map entry, as before), spelled with non-ASCII
     letters or quotes, and parts from the cache or freshly built: the same bytes as the

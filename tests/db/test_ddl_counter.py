@@ -4,6 +4,7 @@ gateway falls back to the catalog digest wherever it is missing, off or broken."
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import psycopg2
@@ -13,11 +14,12 @@ from psycopg2 import errorcodes
 
 from datamorph_gateway.config import Settings
 from datamorph_gateway.db import catalog
-from datamorph_gateway.db.database import Database
+from datamorph_gateway.db.database import Database, Schemas
 from datamorph_gateway.db.names import parse_table_name
-from datamorph_gateway.db.stamps import RequestStamp
+from datamorph_gateway.db.stamps import RequestStamp, Stamp
 from datamorph_gateway.errors import PermissionDenied
 from datamorph_gateway.pg.devdb import apply_roles_script
+from datamorph_gateway.schema_cache import SchemaCache
 
 from ..fixtures.databases import ddl_counter_off, throwaway_schema
 from ..fixtures.roles import roles_for
@@ -243,3 +245,63 @@ def test_roles_sql_refuses_a_counter_schema_someone_else_made(
         _roles_sql(seeded_database, database_admin_url)
         admin.close()
         app.close()
+
+
+def test_ddl_elsewhere_costs_a_digest_and_no_describe(
+    database: Database, seeded_database: str, schema: str
+) -> None:
+    """The count moves for DDL anywhere in the database. Where an answer for the names is
+    kept, the digest is asked too: DDL elsewhere leaves it as it was, and the kept answer
+    is served (and kept under the new count) without a stamp or a describe; DDL on a table
+    of the answer changes it, and the answer is made again."""
+    cache = SchemaCache(100, 1 << 20)
+    names = [f"{schema}.a"]
+    parsed = [parse_table_name(n) for n in names]
+    looked_up: list[Stamp] = []
+
+    def cached(stamp: Stamp) -> bytes | None:
+        looked_up.append(stamp)
+        return cache.lookup(stamp)
+
+    def call() -> Schemas[bytes, bytes]:
+        looked_up.clear()
+        found = database.get_schemas(
+            parsed, names, 10, cached=cached, answered=cache.answer, holds=cache.holds
+        )
+        if found.answer is None:
+            cache.assemble("success", names, found.tables, found.request)
+        return found
+
+    def elsewhere() -> None:
+        with _conn(seeded_database) as conn, conn.cursor() as cur:
+            cur.execute(f"CREATE TABLE {schema}.unrelated_{uuid.uuid4().hex[:8]} (x int)")
+        conn.close()
+
+    first = call()
+    assert first.answer is None
+    assert first.request is not None
+    assert first.request.digest is None  # nothing was kept: no digest asked
+    assert call().answer is not None
+    elsewhere()
+    relearned = call()  # kept without a digest: made again from its kept part, with one
+    assert relearned.answer is None
+    assert relearned.request is not None
+    assert relearned.request.digest is not None
+    assert len(looked_up) == 1
+    elsewhere()
+    passed = call()
+    assert passed.answer is not None
+    assert looked_up == []
+    assert passed.request is not None
+    assert passed.request.version != relearned.request.version
+    hit = call()
+    assert hit.answer == passed.answer
+    assert hit.request is not None
+    assert hit.request.digest is None  # the count alone: the answer is kept under it now
+    with _conn(seeded_database) as conn, conn.cursor() as cur:
+        cur.execute(f"ALTER TABLE {names[0]} ADD COLUMN added int")
+    conn.close()
+    changed = call()
+    assert changed.answer is None
+    [table] = [t for t in changed.tables if isinstance(t, catalog.TableDescription)]
+    assert [c["column_name"] for c in table.columns] == ["id", "v", "added"]

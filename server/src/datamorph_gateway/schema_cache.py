@@ -1,8 +1,11 @@
 """GetSchemas' answers, kept as serialized protobuf and trusted only under a current stamp.
 
-The database layer digests every request on each call (db/stamps.py) and asks ``answer``
-for a whole answer kept under that very digest: a warm call sends those bytes as they are,
-with no message built, copied or serialized. Otherwise it stamps each relation and asks
+The database layer versions every request on each call (db/stamps.py: roles.sql's DDL
+counter, or a digest of the catalog rows) and asks ``answer`` for a whole answer kept under
+that very version: a warm call sends those bytes as they are, with no message built, copied
+or serialized. When the counter moved but an answer is kept for the names (``holds``), it
+asks again with the digest too, which DDL elsewhere in the database leaves as it was.
+Otherwise it stamps each relation and asks
 ``lookup`` for each relation's part built under its stamp, describes again only the
 relations it gets nothing for, and ``assemble`` joins the parts into the answer and keeps
 it. So nothing is served after the catalog rows it came from changed, whichever process or
@@ -90,13 +93,14 @@ def response_bytes(status: str, parts: dict[str, bytes]) -> bytes:
 
 class SchemaCache:
     """Serialized TableSchemas by ``Stamp.key``, and serialized answers by
-    ``RequestStamp.key``, each with the stamp version it was built under."""
+    ``RequestStamp.key``, each with the stamp version it was built under (an answer also
+    with the digest, when it was asked)."""
 
     def __init__(self, max_relations: int, max_bytes: int) -> None:
         self.max_relations = max_relations
         self.max_bytes = max_bytes
-        # key -> (version, bytes, relations it counts for)
-        self._entries: OrderedDict[object, tuple[str, bytes, int]] = OrderedDict()
+        # key -> (version, bytes, relations it counts for, digest of a whole answer or None)
+        self._entries: OrderedDict[object, tuple[str, bytes, int, str | None]] = OrderedDict()
         self._relations = 0
         self._bytes = 0
         self._lock = threading.Lock()
@@ -110,8 +114,26 @@ class SchemaCache:
         return self._get(stamp.key, stamp.version)
 
     def answer(self, stamp: RequestStamp) -> bytes | None:
-        """The GetSchemasResponse given under exactly this digest, serialized, if kept."""
-        return self._get(stamp.key, stamp.version)
+        """The GetSchemasResponse given under exactly this version, serialized, if kept; or
+        kept under another version but the same digest, when ``stamp`` has one (the DDL
+        counter moved for DDL that changed nothing the answer reads): the answer is then
+        kept under ``stamp``'s version from here on."""
+        with self._lock:
+            entry = self._entries.get(stamp.key)
+            if entry is None:
+                return None
+            version, data, relations, digest = entry
+            if version != stamp.version:
+                if stamp.digest is None or digest != stamp.digest:
+                    return None
+                self._entries[stamp.key] = (stamp.version, data, relations, digest)
+            self._entries.move_to_end(stamp.key)
+            return data
+
+    def holds(self, stamp: RequestStamp) -> bool:
+        """Whether an answer for these names, in this session, is kept under any version."""
+        with self._lock:
+            return stamp.key in self._entries
 
     def serialized(self, table: TableDescription | bytes) -> bytes:
         """A looked-up part as it is; a fresh description built, and kept if stamped."""
@@ -137,7 +159,7 @@ class SchemaCache:
         }
         data = response_bytes(status, parts)
         if request is not None and self.enabled:
-            self._put(request.key, request.version, data, len(parts))
+            self._put(request.key, request.version, data, len(parts), request.digest)
         return data
 
     def _get(self, key: object, version: str) -> bytes | None:
@@ -148,7 +170,9 @@ class SchemaCache:
             self._entries.move_to_end(key)
             return entry[1]
 
-    def _put(self, key: object, version: str, data: bytes, relations: int) -> None:
+    def _put(
+        self, key: object, version: str, data: bytes, relations: int, digest: str | None = None
+    ) -> None:
         if len(data) > self.max_bytes or relations > self.max_relations:
             return
         with self._lock:
@@ -156,11 +180,11 @@ class SchemaCache:
             if old is not None:
                 self._bytes -= len(old[1])
                 self._relations -= old[2]
-            self._entries[key] = (version, data, relations)
+            self._entries[key] = (version, data, relations, digest)
             self._bytes += len(data)
             self._relations += relations
             while self._relations > self.max_relations or self._bytes > self.max_bytes:
-                _, (_, evicted, counted) = self._entries.popitem(last=False)
+                _, (_, evicted, counted, _) = self._entries.popitem(last=False)
                 self._bytes -= len(evicted)
                 self._relations -= counted
 

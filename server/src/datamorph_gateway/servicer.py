@@ -146,6 +146,7 @@ class GatewayServicer(pb_grpc.DataMorphGatewayServicer):
                 login=_login(),
                 cached=self._schemas.lookup if kept else None,
                 answered=self._schemas.answer if kept else None,
+                holds=self._schemas.holds if kept else None,
             )
         if found.answer is not None:
             return found.answer

@@ -373,7 +373,7 @@ def check(
         _CHECK.execute(cur, (regclass_array(names),), budget)
         row = cur.fetchone()
     assert row is not None  # an aggregate without GROUP BY: always one row
-    return RequestStamp((row[0], tuple(originals)), row[1])
+    return RequestStamp((row[0], tuple(originals)), row[1], digest=row[1])
 
 
 def counted(

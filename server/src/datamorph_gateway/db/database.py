@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
@@ -179,12 +180,15 @@ class Database:
         login: DatabaseLogin | None = None,
         cached: Callable[[Stamp], T | None] | None = None,
         answered: Callable[[RequestStamp], A | None] | None = None,
+        holds: Callable[[RequestStamp], bool] | None = None,
     ) -> Schemas[T, A]:
         """Describe each name, or give what ``cached`` holds for its current stamp.
 
         With ``answered``, one statement first versions the whole request (db/stamps.py: the
         DDL counter, else a digest), and what ``answered`` holds for that version is the
-        answer: a warm call's only statement.
+        answer: a warm call's only statement. When the counter moved and ``holds`` says an
+        answer is kept for these names, the digest is asked too: DDL elsewhere in the database
+        leaves it as it was, and ``answered`` then gives the kept answer for it.
         With ``cached``, one statement stamps every name and a second describes, with their
         own stamps, only those ``cached`` has nothing current for.
         """
@@ -195,6 +199,10 @@ class Database:
             if answered is not None:
                 request = self.ddl_counter.check(conn, names, originals, budget)
                 answer = answered(request)
+                if answer is None and request.digest is None and holds and holds(request):
+                    digest = catalog.check(conn, names, originals, budget).version
+                    request = dataclasses.replace(request, digest=digest)
+                    answer = answered(request)
                 if answer is not None:
                     return Schemas([], request, answer)
             if cached is None:

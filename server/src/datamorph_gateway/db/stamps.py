@@ -211,7 +211,10 @@ class Stamp:
 @dataclass(frozen=True)
 class RequestStamp:
     """Which names, as the caller wrote them and as which session resolves them, and the
-    version of everything the answer for them reads (``DIGEST``)."""
+    version of everything the answer for them reads (``EPOCH`` or ``DIGEST``)."""
 
     key: tuple[str, tuple[str, ...]]  # (session, as in Stamp.key; the names as written)
-    version: str
+    version: str  # the DDL counter's version, or the digest (``DIGEST``)
+    # The digest, once known: the version itself without the counter; with it, only when a
+    # kept answer was found under an older count (``SchemaCache.answer``).
+    digest: str | None = None
