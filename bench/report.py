@@ -778,16 +778,19 @@ def write(results: dict[str, Any], results_path: Path, docs_path: Path) -> None:
         "python -m bench --with-1e7      # also a 10^7-row table (about 1 more minute)",
         "python -m bench --only auth     # only the auth comparison, policy off vs on (~7 min)",
         "python -m bench.auth_split --transport grpc --credential api_key",
-        "                                # auth's c=1 cost split: pairing bias, carriage, check (~2 min)",
+        "                                # auth's c=1 cost split: pairing bias, carriage,"
+        " check (~2 min)",
         "python -m bench --only processes # one gateway process against two, and the projection",
         "python -m bench --policy        # the whole suite with an auth policy on (API key)",
         "DATABASE_URL=postgresql://... python -m bench   # against your own PostgreSQL",
         "python -m bench.profile --scenario get_data_2e4 --transport rest --concurrency 8 --gil",
         "                                # py-spy profile of the gateway under one cell's load",
         "python -m bench.designs         # server designs for one database call (sync, grpc.aio)",
-        "python -m bench.schemas         # a warm GetSchemas of 50 tables, part by part, in process",
+        "python -m bench.schemas         # a warm GetSchemas of 50 tables, part by part,"
+        " in process",
         "python -m bench.schemas --against OTHER/server/src",
-        "                                # that GetSchemas served side by side with another checkout's",
+        "                                # that GetSchemas served side by side with another"
+        " checkout's",
         "```",
         "",
         "Systems: the gateway through REST (Envoy's transcoder) and native gRPC; the "

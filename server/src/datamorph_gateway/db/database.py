@@ -15,11 +15,11 @@ one budget and checks each role before it serves.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
