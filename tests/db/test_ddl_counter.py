@@ -4,6 +4,8 @@ gateway falls back to the catalog digest wherever it is missing, off or broken."
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 
 import psycopg2
@@ -240,6 +242,79 @@ def test_roles_sql_refuses_a_counter_schema_someone_else_made(
     finally:
         with admin.cursor() as cur:
             cur.execute("DROP SCHEMA IF EXISTS datamorph_ddl CASCADE")
+        _roles_sql(seeded_database, database_admin_url)
+        admin.close()
+        app.close()
+
+
+def test_roles_sql_refuses_a_counter_schema_made_while_it_runs(
+    seeded_database: str, database_admin_url: str
+) -> None:
+    """The schema made by the serving role after roles.sql looked for it and before its CREATE
+    SCHEMA IF NOT EXISTS (which then skips it): its owner could drop the counter's table and
+    plant its own, with a trigger, in its place. A pause at CREATE SCHEMA's start (an event
+    trigger of the test's) opens that window wide; roles.sql must still stop."""
+    admin = _conn(database_admin_url)
+    app = _conn(seeded_database)
+    made: list[BaseException] = []
+
+    def make_it_meanwhile() -> None:
+        try:
+            watch = _conn(database_admin_url)
+            try:
+                for _ in range(200):
+                    with watch.cursor() as cur:
+                        cur.execute(
+                            "SELECT FROM pg_stat_activity WHERE wait_event = 'PgSleep'"
+                            " AND query LIKE 'CREATE SCHEMA IF NOT EXISTS datamorph_ddl%'"
+                        )
+                        if cur.fetchone() is not None:
+                            break
+                    time.sleep(0.05)
+            finally:
+                watch.close()
+            with app.cursor() as cur:
+                cur.execute("CREATE SCHEMA datamorph_ddl")
+        except BaseException as exc:  # reported by the test's thread
+            made.append(exc)
+
+    try:
+        with admin.cursor() as cur:
+            cur.execute(
+                "DROP EVENT TRIGGER IF EXISTS datamorph_ddl_epoch;"
+                "DROP SCHEMA IF EXISTS datamorph_ddl CASCADE;"
+                "CREATE FUNCTION public.review_pause() RETURNS event_trigger LANGUAGE plpgsql"
+                " AS $$ BEGIN"
+                "  IF current_query() LIKE 'CREATE SCHEMA IF NOT EXISTS datamorph_ddl%' THEN"
+                "    FOR i IN 1..200 LOOP"
+                "      EXIT WHEN EXISTS (SELECT FROM pg_namespace WHERE nspname = 'datamorph_ddl');"
+                "      PERFORM pg_sleep(0.05);"
+                "    END LOOP;"
+                "  END IF; END $$;"
+                "CREATE EVENT TRIGGER review_pause ON ddl_command_start"
+                " WHEN TAG IN ('CREATE SCHEMA') EXECUTE FUNCTION public.review_pause()"
+            )
+        thread = threading.Thread(target=make_it_meanwhile)
+        thread.start()
+        try:
+            with pytest.raises(RuntimeError, match="schema datamorph_ddl exists and belongs to"):
+                _roles_sql(seeded_database, database_admin_url)
+        finally:
+            thread.join()
+        assert made == []
+        with admin.cursor() as cur:
+            cur.execute(
+                "SELECT count(*) FROM pg_event_trigger WHERE evtname = 'datamorph_ddl_epoch'"
+            )
+            assert cur.fetchone() == (0,)
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(
+                "DROP EVENT TRIGGER IF EXISTS review_pause;"
+                "DROP FUNCTION IF EXISTS public.review_pause();"
+                "DROP EVENT TRIGGER IF EXISTS datamorph_ddl_epoch;"
+                "DROP SCHEMA IF EXISTS datamorph_ddl CASCADE"
+            )
         _roles_sql(seeded_database, database_admin_url)
         admin.close()
         app.close()

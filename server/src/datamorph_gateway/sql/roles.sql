@@ -206,6 +206,9 @@ REVOKE ALL ON ALL ROUTINES IN SCHEMA :"gateway_schema" FROM PUBLIC, :"app_role",
 -- create an event trigger the gateway checks its cache with a catalog digest instead
 -- (slower: about 2 ms for 50 tables against 0.2).
 \if :can_count_ddl
+-- Whose the schema is, asked after CREATE SCHEMA IF NOT EXISTS, not before: one made by
+-- another role between the two would be skipped, and its owner could drop what is put there.
+CREATE SCHEMA IF NOT EXISTS datamorph_ddl;
 SELECT pg_catalog.format(
          'DO $roles$ BEGIN RAISE EXCEPTION %L; END $roles$',
          pg_catalog.format('schema datamorph_ddl exists and belongs to %s, not to %s: drop it '
@@ -213,7 +216,6 @@ SELECT pg_catalog.format(
   FROM pg_catalog.pg_namespace n
  WHERE n.nspname = 'datamorph_ddl'
    AND n.nspowner <> (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = current_user) \gexec
-CREATE SCHEMA IF NOT EXISTS datamorph_ddl;
 SELECT pg_catalog.format(
          'DO $roles$ BEGIN RAISE EXCEPTION %L; END $roles$',
          pg_catalog.format('%s in schema datamorph_ddl belongs to %s, not to %s: drop it',
