@@ -4,6 +4,7 @@ gateway falls back to the catalog digest wherever it is missing, off or broken."
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -68,6 +69,42 @@ def database(seeded_database: str) -> Iterator[Database]:
     db.close()
 
 
+def _in_slot(dsn: str, slot: int) -> psycopg2.extensions.connection:
+    """A connection of ``dsn`` whose backend's pid is ``slot`` modulo 64 (a few dozen tries:
+    an attacker can do the same)."""
+    for _ in range(1000):
+        conn = _conn(dsn)
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_backend_pid() % 64")
+            row = cur.fetchone()
+        if row == (slot,):
+            return conn
+        conn.close()
+    raise AssertionError(f"no backend in slot {slot}")
+
+
+@contextlib.contextmanager
+def _every_row_held(admin_dsn: str) -> Iterator[None]:
+    """Every row of the counter locked by a transaction left open, as 64 sessions of any
+    login would hold them, each with a CREATE TEMP TABLE it has not committed. When the block
+    ends, rows the trigger added meanwhile are folded into slot 0 (the sum stays)."""
+    admin = psycopg2.connect(admin_dsn)
+    try:
+        with admin.cursor() as cur:
+            cur.execute("SELECT slot FROM datamorph_ddl.epoch FOR UPDATE")
+            yield
+        admin.rollback()
+        with admin.cursor() as cur:
+            cur.execute(
+                "UPDATE datamorph_ddl.epoch SET n = n + (SELECT coalesce(sum(n), 0)"
+                " FROM datamorph_ddl.epoch WHERE slot >= 64) WHERE slot = 0;"
+                "DELETE FROM datamorph_ddl.epoch WHERE slot >= 64"
+            )
+        admin.commit()
+    finally:
+        admin.close()
+
+
 class _Clock:
     def __init__(self) -> None:
         self.now = 1000.0
@@ -101,6 +138,54 @@ def test_every_ddl_transaction_counts_and_a_rolled_back_one_does_not(
             assert _count(seeded_database) == before + 3
     finally:
         conn.close()
+
+
+def test_ddl_does_not_wait_for_another_transaction_in_its_slot(
+    seeded_database: str, schema: str
+) -> None:
+    """A caller's transaction left open after a DDL (or a long migration) holds its slot's
+    row: DDL of another backend in the same slot must not wait for it (nor deadlock with it)."""
+    before = _count(seeded_database)
+    holder = _conn(seeded_database)
+    other = None
+    try:
+        with holder.cursor() as cur:
+            cur.execute("BEGIN; CREATE TEMP TABLE held (x int); SELECT pg_backend_pid() % 64")
+            row = cur.fetchone()
+        assert row is not None
+        other = _in_slot(seeded_database, row[0])
+        with other.cursor() as cur:
+            cur.execute(f"SET lock_timeout = '3s'; ALTER TABLE {schema}.a ADD COLUMN w int")
+        assert _count(seeded_database) == before + 1
+        with holder.cursor() as cur:
+            cur.execute("COMMIT")
+        assert _count(seeded_database) == before + 2
+    finally:
+        holder.close()
+        if other is not None:
+            other.close()
+
+
+def test_every_row_held_leaves_ddl_running_and_counted(
+    seeded_database: str, database_admin_url: str, schema: str
+) -> None:
+    """Any login may hold every slot (64 sessions, each in an open transaction after a CREATE
+    TEMP TABLE): DDL, a superuser's included, still runs at once, and is counted."""
+    before = _count(seeded_database)
+    with _every_row_held(database_admin_url):
+        for dsn in (seeded_database, database_admin_url):
+            conn = _conn(dsn)
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(
+                        "SET lock_timeout = '3s';"
+                        f"BEGIN; ALTER TABLE {schema}.a ADD COLUMN w int; ROLLBACK;"
+                        f"COMMENT ON TABLE {schema}.a IS 'held'"
+                    )
+            finally:
+                conn.close()
+        assert _count(seeded_database) == before + 2
+    assert _count(seeded_database) == before + 2
 
 
 def test_the_check_is_the_counter_and_falls_back_to_the_digest(
