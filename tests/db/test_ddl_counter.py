@@ -4,6 +4,9 @@ gateway falls back to the catalog digest wherever it is missing, off or broken."
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -68,6 +71,42 @@ def database(seeded_database: str) -> Iterator[Database]:
     db.close()
 
 
+def _in_slot(dsn: str, slot: int) -> psycopg2.extensions.connection:
+    """A connection of ``dsn`` whose backend's pid is ``slot`` modulo 64 (a few dozen tries:
+    an attacker can do the same)."""
+    for _ in range(1000):
+        conn = _conn(dsn)
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_backend_pid() % 64")
+            row = cur.fetchone()
+        if row == (slot,):
+            return conn
+        conn.close()
+    raise AssertionError(f"no backend in slot {slot}")
+
+
+@contextlib.contextmanager
+def _every_row_held(admin_dsn: str) -> Iterator[None]:
+    """Every row of the counter locked by a transaction left open, as 64 sessions of any
+    login would hold them, each with a CREATE TEMP TABLE it has not committed. When the block
+    ends, rows the trigger added meanwhile are folded into slot 0 (the sum stays)."""
+    admin = psycopg2.connect(admin_dsn)
+    try:
+        with admin.cursor() as cur:
+            cur.execute("SELECT slot FROM datamorph_ddl.epoch FOR UPDATE")
+            yield
+        admin.rollback()
+        with admin.cursor() as cur:
+            cur.execute(
+                "UPDATE datamorph_ddl.epoch SET n = n + (SELECT coalesce(sum(n), 0)"
+                " FROM datamorph_ddl.epoch WHERE slot >= 64) WHERE slot = 0;"
+                "DELETE FROM datamorph_ddl.epoch WHERE slot >= 64"
+            )
+        admin.commit()
+    finally:
+        admin.close()
+
+
 class _Clock:
     def __init__(self) -> None:
         self.now = 1000.0
@@ -101,6 +140,54 @@ def test_every_ddl_transaction_counts_and_a_rolled_back_one_does_not(
             assert _count(seeded_database) == before + 3
     finally:
         conn.close()
+
+
+def test_ddl_does_not_wait_for_another_transaction_in_its_slot(
+    seeded_database: str, schema: str
+) -> None:
+    """A caller's transaction left open after a DDL (or a long migration) holds its slot's
+    row: DDL of another backend in the same slot must not wait for it (nor deadlock with it)."""
+    before = _count(seeded_database)
+    holder = _conn(seeded_database)
+    other = None
+    try:
+        with holder.cursor() as cur:
+            cur.execute("BEGIN; CREATE TEMP TABLE held (x int); SELECT pg_backend_pid() % 64")
+            row = cur.fetchone()
+        assert row is not None
+        other = _in_slot(seeded_database, row[0])
+        with other.cursor() as cur:
+            cur.execute(f"SET lock_timeout = '3s'; ALTER TABLE {schema}.a ADD COLUMN w int")
+        assert _count(seeded_database) == before + 1
+        with holder.cursor() as cur:
+            cur.execute("COMMIT")
+        assert _count(seeded_database) == before + 2
+    finally:
+        holder.close()
+        if other is not None:
+            other.close()
+
+
+def test_every_row_held_leaves_ddl_running_and_counted(
+    seeded_database: str, database_admin_url: str, schema: str
+) -> None:
+    """Any login may hold every slot (64 sessions, each in an open transaction after a CREATE
+    TEMP TABLE): DDL, a superuser's included, still runs at once, and is counted."""
+    before = _count(seeded_database)
+    with _every_row_held(database_admin_url):
+        for dsn in (seeded_database, database_admin_url):
+            conn = _conn(dsn)
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(
+                        "SET lock_timeout = '3s';"
+                        f"BEGIN; ALTER TABLE {schema}.a ADD COLUMN w int; ROLLBACK;"
+                        f"COMMENT ON TABLE {schema}.a IS 'held'"
+                    )
+            finally:
+                conn.close()
+        assert _count(seeded_database) == before + 2
+    assert _count(seeded_database) == before + 2
 
 
 def test_the_check_is_the_counter_and_falls_back_to_the_digest(
@@ -305,3 +392,76 @@ def test_ddl_elsewhere_costs_a_digest_and_no_describe(
     assert changed.answer is None
     [table] = [t for t in changed.tables if isinstance(t, catalog.TableDescription)]
     assert [c["column_name"] for c in table.columns] == ["id", "v", "added"]
+
+
+def test_roles_sql_refuses_a_counter_schema_made_while_it_runs(
+    seeded_database: str, database_admin_url: str
+) -> None:
+    """The schema made by the serving role after roles.sql looked for it and before its CREATE
+    SCHEMA IF NOT EXISTS (which then skips it): its owner could drop the counter's table and
+    plant its own, with a trigger, in its place. A pause at CREATE SCHEMA's start (an event
+    trigger of the test's) opens that window wide; roles.sql must still stop."""
+    admin = _conn(database_admin_url)
+    app = _conn(seeded_database)
+    made: list[BaseException] = []
+
+    def make_it_meanwhile() -> None:
+        try:
+            watch = _conn(database_admin_url)
+            try:
+                for _ in range(200):
+                    with watch.cursor() as cur:
+                        cur.execute(
+                            "SELECT FROM pg_stat_activity WHERE wait_event = 'PgSleep'"
+                            " AND query LIKE 'CREATE SCHEMA IF NOT EXISTS datamorph_ddl%'"
+                        )
+                        if cur.fetchone() is not None:
+                            break
+                    time.sleep(0.05)
+            finally:
+                watch.close()
+            with app.cursor() as cur:
+                cur.execute("CREATE SCHEMA datamorph_ddl")
+        except BaseException as exc:  # reported by the test's thread
+            made.append(exc)
+
+    try:
+        with admin.cursor() as cur:
+            cur.execute(
+                "DROP EVENT TRIGGER IF EXISTS datamorph_ddl_epoch;"
+                "DROP SCHEMA IF EXISTS datamorph_ddl CASCADE;"
+                "CREATE FUNCTION public.review_pause() RETURNS event_trigger LANGUAGE plpgsql"
+                " AS $$ BEGIN"
+                "  IF current_query() LIKE 'CREATE SCHEMA IF NOT EXISTS datamorph_ddl%' THEN"
+                "    FOR i IN 1..200 LOOP"
+                "      EXIT WHEN EXISTS (SELECT FROM pg_namespace WHERE nspname = 'datamorph_ddl');"
+                "      PERFORM pg_sleep(0.05);"
+                "    END LOOP;"
+                "  END IF; END $$;"
+                "CREATE EVENT TRIGGER review_pause ON ddl_command_start"
+                " WHEN TAG IN ('CREATE SCHEMA') EXECUTE FUNCTION public.review_pause()"
+            )
+        thread = threading.Thread(target=make_it_meanwhile)
+        thread.start()
+        try:
+            with pytest.raises(RuntimeError, match="schema datamorph_ddl exists and belongs to"):
+                _roles_sql(seeded_database, database_admin_url)
+        finally:
+            thread.join()
+        assert made == []
+        with admin.cursor() as cur:
+            cur.execute(
+                "SELECT count(*) FROM pg_event_trigger WHERE evtname = 'datamorph_ddl_epoch'"
+            )
+            assert cur.fetchone() == (0,)
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(
+                "DROP EVENT TRIGGER IF EXISTS review_pause;"
+                "DROP FUNCTION IF EXISTS public.review_pause();"
+                "DROP EVENT TRIGGER IF EXISTS datamorph_ddl_epoch;"
+                "DROP SCHEMA IF EXISTS datamorph_ddl CASCADE"
+            )
+        _roles_sql(seeded_database, database_admin_url)
+        admin.close()
+        app.close()

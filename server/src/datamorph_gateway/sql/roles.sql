@@ -199,13 +199,16 @@ REVOKE ALL ON ALL ROUTINES IN SCHEMA :"gateway_schema" FROM PUBLIC, :"app_role",
 -- whoever runs it, so a gateway learns in one small statement that nothing it described can
 -- have changed. The count is a row of the transaction's own: it shows, on every process and
 -- replica, exactly when that DDL does. A row per backend slot (pid modulo 64), so that two
--- transactions running DDL at once rarely wait for each other's row. The counter and its
+-- transactions running DDL at once rarely want the same row (and then take another). The counter and its
 -- function belong to whoever runs this script; everyone may read the counter, nobody else
 -- may change it, and nobody else may create anything in its schema (a trigger planted on
 -- the counter would run with this script's rights at the next DDL). Without the rights to
 -- create an event trigger the gateway checks its cache with a catalog digest instead
 -- (slower: about 2 ms for 50 tables against 0.2).
 \if :can_count_ddl
+-- Whose the schema is, asked after CREATE SCHEMA IF NOT EXISTS, not before: one made by
+-- another role between the two would be skipped, and its owner could drop what is put there.
+CREATE SCHEMA IF NOT EXISTS datamorph_ddl;
 SELECT pg_catalog.format(
          'DO $roles$ BEGIN RAISE EXCEPTION %L; END $roles$',
          pg_catalog.format('schema datamorph_ddl exists and belongs to %s, not to %s: drop it '
@@ -213,7 +216,6 @@ SELECT pg_catalog.format(
   FROM pg_catalog.pg_namespace n
  WHERE n.nspname = 'datamorph_ddl'
    AND n.nspowner <> (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = current_user) \gexec
-CREATE SCHEMA IF NOT EXISTS datamorph_ddl;
 SELECT pg_catalog.format(
          'DO $roles$ BEGIN RAISE EXCEPTION %L; END $roles$',
          pg_catalog.format('%s in schema datamorph_ddl belongs to %s, not to %s: drop it',
@@ -222,16 +224,41 @@ SELECT pg_catalog.format(
  WHERE c.relnamespace = 'datamorph_ddl'::pg_catalog.regnamespace
    AND c.relowner <> (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = current_user) \gexec
 CREATE TABLE IF NOT EXISTS datamorph_ddl.epoch (
-  slot pg_catalog.int2 PRIMARY KEY,
+  slot pg_catalog.int8 PRIMARY KEY,
   n pg_catalog.int8 NOT NULL DEFAULT 0
 );
+-- The first version of the counter had slots of int2.
+SELECT 'ALTER TABLE datamorph_ddl.epoch ALTER COLUMN slot TYPE pg_catalog.int8'
+  FROM pg_catalog.pg_attribute
+ WHERE attrelid = 'datamorph_ddl.epoch'::pg_catalog.regclass AND attname = 'slot'
+   AND atttypid = 'pg_catalog.int2'::pg_catalog.regtype \gexec
 INSERT INTO datamorph_ddl.epoch (slot)
 SELECT g FROM pg_catalog.generate_series(0, 63) AS g ON CONFLICT DO NOTHING;
+-- Slots beyond the 64, for DDL that finds every row held.
+CREATE SEQUENCE IF NOT EXISTS datamorph_ddl.slot AS pg_catalog.int8 MINVALUE 64;
+-- The backend's own slot, else the first row no other transaction holds, else a new row:
+-- DDL never waits for another transaction's count. (Waiting would let any login stop every
+-- DDL in the database, a superuser's included, with 64 sessions each left in a transaction
+-- after a CREATE TEMP TABLE.) A new row is made only while every row is held, so there are
+-- never more than transactions running DDL at once.
 CREATE OR REPLACE FUNCTION datamorph_ddl.count_ddl() RETURNS event_trigger
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
   AS $count$
+DECLARE
+  free pg_catalog.int8;
 BEGIN
-  UPDATE datamorph_ddl.epoch SET n = n + 1 WHERE slot = pg_catalog.pg_backend_pid() % 64;
+  SELECT e.slot INTO free FROM datamorph_ddl.epoch e
+   WHERE e.slot = pg_catalog.pg_backend_pid() % 64 FOR NO KEY UPDATE SKIP LOCKED;
+  IF NOT FOUND THEN
+    SELECT e.slot INTO free FROM datamorph_ddl.epoch e
+     ORDER BY e.slot LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED;
+  END IF;
+  IF FOUND THEN
+    UPDATE datamorph_ddl.epoch SET n = n + 1 WHERE slot = free;
+  ELSE
+    INSERT INTO datamorph_ddl.epoch (slot, n)
+    VALUES (pg_catalog.nextval('datamorph_ddl.slot'::pg_catalog.regclass), 1);
+  END IF;
 END
 $count$;
 REVOKE ALL ON FUNCTION datamorph_ddl.count_ddl() FROM PUBLIC;
