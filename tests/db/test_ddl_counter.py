@@ -168,6 +168,41 @@ def test_ddl_does_not_wait_for_another_transaction_in_its_slot(
             other.close()
 
 
+def test_ddl_in_a_repeatable_read_transaction_never_fails_on_the_count(
+    seeded_database: str, database_admin_url: str, schema: str
+) -> None:
+    """Another backend counts in this transaction's slot after its snapshot: locking or
+    updating that row would fail the DDL with a serialization error, so it counts in a row of
+    its own; running roles.sql again folds such rows back into the 64."""
+    before = _count(seeded_database)
+    for isolation in ("REPEATABLE READ", "SERIALIZABLE"):
+        snapshot = _conn(seeded_database)
+        other = None
+        try:
+            with snapshot.cursor() as cur:
+                cur.execute(f"BEGIN ISOLATION LEVEL {isolation}; SELECT pg_backend_pid() % 64")
+                row = cur.fetchone()
+            assert row is not None
+            other = _in_slot(seeded_database, row[0])
+            with other.cursor() as cur:
+                cur.execute(f"COMMENT ON TABLE {schema}.a IS 'counted first'")
+            with snapshot.cursor() as cur:
+                cur.execute(f"COMMENT ON TABLE {schema}.a IS 'then this'; COMMIT")
+        finally:
+            snapshot.close()
+            if other is not None:
+                other.close()
+    assert _count(seeded_database) == before + 4
+    with _conn(database_admin_url) as admin, admin.cursor() as cur:
+        cur.execute("SELECT count(*) FROM datamorph_ddl.epoch")
+        assert cur.fetchone() == (66,)
+        _roles_sql(seeded_database, database_admin_url)
+        cur.execute("SELECT count(*) FROM datamorph_ddl.epoch")
+        assert cur.fetchone() == (64,)
+    admin.close()
+    assert _count(seeded_database) >= before + 4
+
+
 def test_every_row_held_leaves_ddl_running_and_counted(
     seeded_database: str, database_admin_url: str, schema: str
 ) -> None:

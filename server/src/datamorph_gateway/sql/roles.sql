@@ -227,33 +227,37 @@ CREATE TABLE IF NOT EXISTS datamorph_ddl.epoch (
   slot pg_catalog.int8 PRIMARY KEY,
   n pg_catalog.int8 NOT NULL DEFAULT 0
 );
--- The first version of the counter had slots of int2.
-SELECT 'ALTER TABLE datamorph_ddl.epoch ALTER COLUMN slot TYPE pg_catalog.int8'
-  FROM pg_catalog.pg_attribute
- WHERE attrelid = 'datamorph_ddl.epoch'::pg_catalog.regclass AND attname = 'slot'
-   AND atttypid = 'pg_catalog.int2'::pg_catalog.regtype \gexec
 INSERT INTO datamorph_ddl.epoch (slot)
 SELECT g FROM pg_catalog.generate_series(0, 63) AS g ON CONFLICT DO NOTHING;
+-- Rows beyond the 64 (see below) folded into slot 0: the sum, all a gateway reads, stays.
+WITH folded AS (DELETE FROM datamorph_ddl.epoch WHERE slot >= 64 RETURNING n)
+UPDATE datamorph_ddl.epoch SET n = n + (SELECT coalesce(sum(n), 0) FROM folded)
+ WHERE slot = 0;
 -- Slots beyond the 64, for DDL that finds every row held.
 CREATE SEQUENCE IF NOT EXISTS datamorph_ddl.slot AS pg_catalog.int8 MINVALUE 64;
 -- The backend's own slot, else the first row no other transaction holds, else a new row:
 -- DDL never waits for another transaction's count. (Waiting would let any login stop every
 -- DDL in the database, a superuser's included, with 64 sessions each left in a transaction
--- after a CREATE TEMP TABLE.) A new row is made only while every row is held, so there are
--- never more than transactions running DDL at once.
+-- after a CREATE TEMP TABLE.) A new row is made only while every row is held, and by DDL in
+-- a REPEATABLE READ or SERIALIZABLE transaction, which cannot lock or update a row another
+-- transaction counted in after its snapshot (a serialization failure) and so always counts
+-- in a row of its own. Running this script again folds those rows back into slot 0.
 CREATE OR REPLACE FUNCTION datamorph_ddl.count_ddl() RETURNS event_trigger
   LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
   AS $count$
 DECLARE
   free pg_catalog.int8;
 BEGIN
-  SELECT e.slot INTO free FROM datamorph_ddl.epoch e
-   WHERE e.slot = pg_catalog.pg_backend_pid() % 64 FOR NO KEY UPDATE SKIP LOCKED;
-  IF NOT FOUND THEN
+  IF pg_catalog.current_setting('transaction_isolation')
+       IN ('read committed', 'read uncommitted') THEN
     SELECT e.slot INTO free FROM datamorph_ddl.epoch e
-     ORDER BY e.slot LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED;
+     WHERE e.slot = pg_catalog.pg_backend_pid() % 64 FOR NO KEY UPDATE SKIP LOCKED;
+    IF free IS NULL THEN
+      SELECT e.slot INTO free FROM datamorph_ddl.epoch e
+       ORDER BY e.slot LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED;
+    END IF;
   END IF;
-  IF FOUND THEN
+  IF free IS NOT NULL THEN
     UPDATE datamorph_ddl.epoch SET n = n + 1 WHERE slot = free;
   ELSE
     INSERT INTO datamorph_ddl.epoch (slot, n)
