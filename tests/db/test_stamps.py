@@ -137,6 +137,21 @@ def test_the_key_holds_the_session_that_renders_the_answer(
         assert two.key != one.key
         [shadowed] = catalog.stamps(conn, plain, ["a"])
         assert shadowed.key[1] != one.key[1]
+        # Settings a role may set for itself (ALTER ROLE ... SET) that change how a default is
+        # written: "nextval('""a_id_seq""'...)" with quote_all_identifiers.
+        keys = set()
+        for setting in (
+            "quote_all_identifiers = on",
+            "standard_conforming_strings = off",
+            "lc_monetary = 'POSIX'",  # the clusters' own is C
+        ):
+            with conn.cursor() as cur:
+                cur.execute(f"RESET ALL; SET search_path = {schema}_x, {schema}, public")
+                cur.execute(f"SET {setting}")
+            [seen] = catalog.stamps(conn, qualified, ["x"])
+            keys.add(seen.key)
+        assert two.key not in keys
+        assert len(keys) == 3
     finally:
         _ddl(seeded_database, f"DROP SCHEMA IF EXISTS {schema}_x CASCADE")
         conn.close()

@@ -48,8 +48,10 @@ Each relation's stamp covers (tests/db/test_schemas_fresh.py changes each one):
   created earlier on the path can change the answer without touching any row above.
 
 The rendering also depends on the session (the search_path, hence the role through
-``$user``), so the cache key is the database, the role, the effective search path and the
-relation's oid (``Stamp.key``), or the names as the caller wrote them (``RequestStamp.key``).
+``$user``, and three settings a role may set for itself: ``quote_all_identifiers``,
+``standard_conforming_strings``, ``lc_monetary``), so the cache key is the database, the
+role, the effective search path, those settings and the relation's oid (``Stamp.key``), or
+the names as the caller wrote them (``RequestStamp.key``).
 Statistics (``reltuples``, ``relpages``) change in place without a new row version, which
 is why they are no part of GetSchemas' answer.
 """
@@ -194,10 +196,15 @@ EPOCH = """
   (SELECT pg_catalog.array_agg(pg_catalog.to_regclass(i.name)::pg_catalog.oid ORDER BY i.ord)
      FROM pg_catalog.unnest(%s::text[]) WITH ORDINALITY AS i(name, ord))::text AS oids"""
 
-# The session's part of the key, as a column.
+# The session's part of the key, as a column: with the settings that change how a default
+# is written and that the gateway does not pin at connection start (decoding/startup.py),
+# since a role may set its own (ALTER ROLE ... SET).
 SESSION = """
   pg_catalog.concat_ws(' ', pg_catalog.current_database(), current_user,
-                       pg_catalog.current_schemas(true)::text) AS session"""
+                       pg_catalog.current_schemas(true)::text,
+                       pg_catalog.current_setting('quote_all_identifiers'),
+                       pg_catalog.current_setting('standard_conforming_strings'),
+                       pg_catalog.current_setting('lc_monetary')) AS session"""
 
 
 @dataclass(frozen=True)
