@@ -15,17 +15,15 @@ import psycopg2.extensions
 import pytest
 from psycopg2 import errorcodes
 
-from datamorph_gateway.config import Settings
 from datamorph_gateway.db import catalog
 from datamorph_gateway.db.database import Database, Schemas
 from datamorph_gateway.db.names import parse_table_name
 from datamorph_gateway.db.stamps import RequestStamp, Stamp
 from datamorph_gateway.errors import PermissionDenied
-from datamorph_gateway.pg.devdb import apply_roles_script
 from datamorph_gateway.schema_cache import SchemaCache
 
 from ..fixtures.databases import ddl_counter_off, throwaway_schema
-from ..fixtures.roles import roles_for
+from ..fixtures.roles import apply_again, roles_for
 
 
 def _conn(dsn: str) -> psycopg2.extensions.connection:
@@ -46,13 +44,18 @@ def _count(dsn: str) -> int:
 def _roles_sql(seeded_database: str, admin_dsn: str) -> None:
     made = roles_for(seeded_database)
     assert made is not None
-    apply_roles_script(
-        admin_dsn,
-        app_role=made.app,
-        reader_role=made.reader,
-        watchdog_role=made.watchdog,
-        state_role=made.state,
-    )
+    apply_again(admin_dsn, made)
+
+
+def _refused_and_not_installed(
+    seeded_database: str, admin_dsn: str, admin: psycopg2.extensions.connection
+) -> None:
+    """roles.sql stops on a counter schema someone else made, and installs no trigger."""
+    with pytest.raises(RuntimeError, match="schema datamorph_ddl exists and belongs to"):
+        _roles_sql(seeded_database, admin_dsn)
+    with admin.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_event_trigger WHERE evtname = 'datamorph_ddl_epoch'")
+        assert cur.fetchone() == (0,)
 
 
 @pytest.fixture
@@ -61,14 +64,6 @@ def schema(seeded_database: str) -> Iterator[str]:
         seeded_database, "counter", "CREATE TABLE {name}.a (id int PRIMARY KEY, v text)"
     ) as name:
         yield name
-
-
-@pytest.fixture
-def database(seeded_database: str) -> Iterator[Database]:
-    settings = Settings.from_flat(db_pool_max=2)
-    db = Database(settings.database, settings.limits, seeded_database)
-    yield db
-    db.close()
 
 
 def _in_slot(dsn: str, slot: int) -> psycopg2.extensions.connection:
@@ -354,13 +349,7 @@ def test_roles_sql_refuses_a_counter_schema_someone_else_made(
                 "CREATE SCHEMA datamorph_ddl;"
                 "CREATE TABLE datamorph_ddl.epoch (slot int2 PRIMARY KEY, n int8 DEFAULT 0)"
             )
-        with pytest.raises(RuntimeError, match="schema datamorph_ddl exists and belongs to"):
-            _roles_sql(seeded_database, database_admin_url)
-        with admin.cursor() as cur:
-            cur.execute(
-                "SELECT count(*) FROM pg_event_trigger WHERE evtname = 'datamorph_ddl_epoch'"
-            )
-            assert cur.fetchone() == (0,)
+        _refused_and_not_installed(seeded_database, database_admin_url, admin)
     finally:
         with admin.cursor() as cur:
             cur.execute("DROP SCHEMA IF EXISTS datamorph_ddl CASCADE")
@@ -479,16 +468,10 @@ def test_roles_sql_refuses_a_counter_schema_made_while_it_runs(
         thread = threading.Thread(target=make_it_meanwhile)
         thread.start()
         try:
-            with pytest.raises(RuntimeError, match="schema datamorph_ddl exists and belongs to"):
-                _roles_sql(seeded_database, database_admin_url)
+            _refused_and_not_installed(seeded_database, database_admin_url, admin)
         finally:
             thread.join()
         assert made == []
-        with admin.cursor() as cur:
-            cur.execute(
-                "SELECT count(*) FROM pg_event_trigger WHERE evtname = 'datamorph_ddl_epoch'"
-            )
-            assert cur.fetchone() == (0,)
     finally:
         with admin.cursor() as cur:
             cur.execute(

@@ -32,7 +32,7 @@ from datamorph_gateway.errors import ConfigError
 from ..fixtures import roles
 from ..fixtures.certs import make_pki
 from ..fixtures.gateway import GatewayFactory, gateway_settings
-from ..fixtures.roles import roles_for
+from ..fixtures.roles import apply_again, roles_for
 
 
 def _grant(server_url: str, granted: str, role: str) -> None:
@@ -464,8 +464,6 @@ def test_roles_sql_runs_none_of_the_callers_functions(
     A function of the caller's with a closer match than the built-in (unnest(text[]) over
     unnest(anyarray)) ran with the superuser's rights and gave the caller a shell.
     """
-    from datamorph_gateway.pg.devdb import apply_roles_script
-
     made = roles_for(seeded_database)
     assert made is not None
     planted = {
@@ -482,13 +480,7 @@ def test_roles_sql_runs_none_of_the_callers_functions(
             cur.execute("CREATE TABLE public.trap (who text)")
             for signature, body in planted.items():
                 cur.execute(f"CREATE FUNCTION public.{signature} {body} LANGUAGE plpgsql")
-        apply_roles_script(
-            database_admin_url,
-            app_role=made.app,
-            reader_role=made.reader,
-            watchdog_role=made.watchdog,
-            state_role=made.state,
-        )
+        apply_again(database_admin_url, made)
         with conn.cursor() as cur:
             cur.execute("SELECT count(*) FROM public.trap")
             assert cur.fetchone() == (0,)

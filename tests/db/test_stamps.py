@@ -9,7 +9,6 @@ import psycopg2
 import psycopg2.extensions
 import pytest
 
-from datamorph_gateway.config import Settings
 from datamorph_gateway.db import catalog
 from datamorph_gateway.db.database import Database
 from datamorph_gateway.db.names import parse_table_name
@@ -32,14 +31,6 @@ def schema(seeded_database: str) -> Iterator[str]:
         ),
     ) as name:
         yield name
-
-
-@pytest.fixture
-def database(seeded_database: str) -> Iterator[Database]:
-    settings = Settings.from_flat(db_pool_max=2)
-    db = Database(settings.database, settings.limits, seeded_database)
-    yield db
-    db.close()
 
 
 def _ddl(dsn: str, statement: str) -> None:
