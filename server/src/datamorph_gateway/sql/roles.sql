@@ -199,12 +199,12 @@ REVOKE ALL ON ALL ROUTINES IN SCHEMA :"gateway_schema" FROM PUBLIC, :"app_role",
 -- whoever runs it, so a gateway learns in one small statement that nothing it described can
 -- have changed. The count is a row of the transaction's own: it shows, on every process and
 -- replica, exactly when that DDL does. A row per backend slot (pid modulo 64), so that two
--- transactions running DDL at once rarely want the same row (and then take another). The counter and its
--- function belong to whoever runs this script; everyone may read the counter, nobody else
--- may change it, and nobody else may create anything in its schema (a trigger planted on
--- the counter would run with this script's rights at the next DDL). Without the rights to
--- create an event trigger the gateway checks its cache with a catalog digest instead
--- (slower: about 2 ms for 50 tables against 0.2).
+-- transactions running DDL at once rarely want the same row (and then take another). The
+-- counter and its function belong to whoever runs this script; everyone may read the
+-- counter, nobody else may change it, and nobody else may create anything in its schema (a
+-- trigger planted on the counter would run with this script's rights at the next DDL).
+-- Without the rights to create an event trigger the gateway checks its cache with a catalog
+-- digest instead (slower: about 1.3 ms for 50 tables against 0.2).
 \if :can_count_ddl
 -- Whose the schema is, asked after CREATE SCHEMA IF NOT EXISTS, not before: one made by
 -- another role between the two would be skipped, and its owner could drop what is put there.
