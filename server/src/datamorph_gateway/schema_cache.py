@@ -118,17 +118,7 @@ class SchemaCache:
         kept under another version but the same digest, when ``stamp`` has one (the DDL
         counter moved for DDL that changed nothing the answer reads): the answer is then
         kept under ``stamp``'s version from here on."""
-        with self._lock:
-            entry = self._entries.get(stamp.key)
-            if entry is None:
-                return None
-            version, data, relations, digest = entry
-            if version != stamp.version:
-                if stamp.digest is None or digest != stamp.digest:
-                    return None
-                self._entries[stamp.key] = (stamp.version, data, relations, digest)
-            self._entries.move_to_end(stamp.key)
-            return data
+        return self._get(stamp.key, stamp.version, stamp.digest)
 
     def holds(self, stamp: RequestStamp) -> bool:
         """Whether an answer for these names, in this session, is kept under any version."""
@@ -162,11 +152,17 @@ class SchemaCache:
             self._put(request.key, request.version, data, len(parts), request.digest)
         return data
 
-    def _get(self, key: object, version: str) -> bytes | None:
+    def _get(self, key: object, version: str, digest: str | None = None) -> bytes | None:
+        """The entry kept under ``version``, or under the same ``digest`` when one is given
+        (then re-kept under ``version``)."""
         with self._lock:
             entry = self._entries.get(key)
-            if entry is None or entry[0] != version:
+            if entry is None:
                 return None
+            if entry[0] != version:
+                if digest is None or entry[3] != digest:
+                    return None
+                self._entries[key] = (version, *entry[1:])
             self._entries.move_to_end(key)
             return entry[1]
 
